@@ -1,0 +1,809 @@
+"""Load and validate `items.yaml` into immutable data, reporting every mistake with its line."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, tzinfo
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from digest.errors import CatalogueError, Problem
+
+T = TypeVar("T")
+
+# Aliases may add this many nodes to what is written before the file is refused: enough to reuse a
+# paragraph or a list many times, far too few for a "billion laughs" alias bomb.
+ALIAS_BUDGET = 10_000
+
+RESERVED_SLUGS = frozenset({"all", "index", "archive"})
+
+# ------------------------------------------------------------------------------------------------
+# The validated catalogue
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    """A declared category; its slug names its feeds, its order is the digest's order."""
+
+    slug: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A declared part of the source page (Features, Events, ...), in page order."""
+
+    slug: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who publishes the feeds."""
+
+    name: str
+    email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An item's picture; the alt text is required."""
+
+    url: str
+    alt: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """Settings that apply to every feed and digest."""
+
+    title: str
+    subtitle: str | None
+    site_url: str
+    feeds_url: str
+    author: Author
+    language: str
+    timezone: str
+    feed_limit: int
+    categories: tuple[Category, ...]
+    sections: tuple[Section, ...]
+
+    @property
+    def tz(self) -> tzinfo:
+        """Return the publication's time zone."""
+        return ZoneInfo(self.timezone)
+
+    @property
+    def host(self) -> str:
+        """Return the site's host name, the authority of every entry's tag URI."""
+        return urlsplit(self.site_url).hostname or ""
+
+
+@dataclass(frozen=True, slots=True)
+class Newsletter:
+    """How the monthly digest is addressed and when it is sent."""
+
+    sender: str
+    reply_to: str | None
+    subject: str
+    schedule: str
+    unsubscribe: str
+    subscribers: str
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One announcement."""
+
+    id: str
+    title: str
+    date: datetime
+    updated: datetime | None
+    category: str
+    section: str | None
+    summary: str
+    body: str | None
+    link: str | None
+    image: Image | None
+    tags: tuple[str, ...]
+    draft: bool
+    line: int
+
+    @property
+    def modified(self) -> datetime:
+        """Return when the item last changed: `updated`, else `date`."""
+        return self.updated or self.date
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """A validated catalogue; nothing downstream checks it again."""
+
+    path: Path
+    publication: Publication
+    newsletter: Newsletter | None
+    items: tuple[Item, ...]
+
+    def published(self, now: datetime) -> tuple[Item, ...]:
+        """Return the items public at `now`: no drafts, no scheduled ones, newest first."""
+        live = [i for i in self.items if not i.draft and i.date <= now]
+        # A stable sort keeps the file's order among items of the same date.
+        return tuple(sorted(live, key=lambda i: i.date, reverse=True))
+
+    def counts(self, now: datetime) -> dict[str, int]:
+        """Return how many items there are, and how many are drafts or scheduled."""
+        drafts = sum(1 for i in self.items if i.draft)
+        scheduled = sum(1 for i in self.items if not i.draft and i.date > now)
+        return {
+            "items": len(self.items),
+            "published": len(self.items) - drafts - scheduled,
+            "drafts": drafts,
+            "scheduled": scheduled,
+            "categories": len(self.publication.categories),
+        }
+
+
+def load(path: Path, display_name: str | None = None) -> Catalogue:
+    """Read and validate the catalogue at `path`; raise CatalogueError listing every problem."""
+    name = display_name or str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CatalogueError(
+            [Problem(name, None, "", f"cannot read the catalogue: {reason}")]
+        ) from exc
+    return parse(raw, path, name)
+
+
+def parse(raw: bytes, path: Path, name: str) -> Catalogue:
+    """Validate the catalogue given as bytes; `path` anchors relative paths inside it."""
+    problems: list[Problem] = []
+    data = _read_yaml(raw, name, problems)
+    if problems:
+        raise CatalogueError(problems)
+    checker = _Checker(name, problems)
+    catalogue = checker.catalogue(data, path)
+    if problems or catalogue is None:
+        problems.sort(key=lambda p: p.line or 0)
+        raise CatalogueError(problems)
+    return catalogue
+
+
+# ------------------------------------------------------------------------------------------------
+# YAML: a safe C loader where every scalar is text and every mapping knows its lines
+
+
+class _Map(dict[str, Any]):
+    """A mapping that remembers the line of each key."""
+
+    __slots__ = ("key_lines", "line")
+
+    def __init__(self, line: int) -> None:
+        super().__init__()
+        self.line = line
+        self.key_lines: dict[str, int] = {}
+
+
+class _Seq(list[Any]):
+    """A sequence that remembers the line of each entry."""
+
+    __slots__ = ("item_lines", "line")
+
+    def __init__(self, line: int) -> None:
+        super().__init__()
+        self.line = line
+        self.item_lines: list[int] = []
+
+
+class _Loader(yaml.CSafeLoader):
+    """CSafeLoader that keeps scalars as text, so the schema, not YAML 1.1, decides types.
+
+    `title: NO` stays "NO", `date: 2025-11-31` reaches the date check instead of raising inside
+    PyYAML, and `feed_limit: 50` is turned into a number by the field that expects one.
+    """
+
+    # Start both registries empty: no implicit types, and no constructor for explicit tags such as
+    # `!!timestamp 2025-11-31` (PyYAML's would raise a bare ValueError).
+    yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012 -- typed as such by the stubs
+    yaml_constructors: ClassVar[dict[Any, Any]] = {}
+    problems: list[Problem]
+    display_name: str
+    sizes: dict[yaml.Node, int]
+    alias_extra: int
+
+    def note(self, mark: Any, message: str) -> None:
+        self.problems.append(Problem(self.display_name, mark.line + 1, "", message))
+
+    def construct_text(self, node: yaml.Node) -> str:
+        return str(node.value)
+
+    def construct_null(self, node: yaml.Node) -> None:
+        return None
+
+    def _child(self, node: yaml.Node, line: int) -> tuple[Any, int]:
+        """Construct a child node; return it and how many nodes it expands to."""
+        if node in self.constructed_objects:  # an alias: counts again every time it is used
+            size = self.sizes.get(node, 1)
+            self.alias_extra += size
+            if self.alias_extra > ALIAS_BUDGET and self.alias_extra - size <= ALIAS_BUDGET:
+                self.problems.append(
+                    Problem(
+                        self.display_name,
+                        line,
+                        "",
+                        f"aliases expand to more than {ALIAS_BUDGET} extra values; "
+                        "write the content out instead of nesting aliases",
+                    )
+                )
+            return self.constructed_objects[node], size
+        value = self.construct_object(node, deep=True)
+        return value, self.sizes.get(node, 1)
+
+    def construct_map(self, node: yaml.MappingNode) -> _Map:
+        data = _Map(node.start_mark.line + 1)
+        size = 1
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                self.note(key_node.start_mark, "keys must be plain words like `title`")
+                continue
+            if key in data:
+                self.note(
+                    key_node.start_mark,
+                    f"duplicate key '{key}' (first at line {data.key_lines[key]}); "
+                    "YAML keeps only one of them, so remove or rename the other",
+                )
+                continue
+            value, value_size = self._child(value_node, key_line)
+            size += value_size
+            data[key] = value
+            data.key_lines[key] = key_line
+        self.sizes[node] = size
+        return data
+
+    def construct_seq(self, node: yaml.SequenceNode) -> _Seq:
+        data = _Seq(node.start_mark.line + 1)
+        size = 1
+        for child in node.value:
+            line = child.start_mark.line + 1
+            value, value_size = self._child(child, line)
+            size += value_size
+            data.append(value)
+            data.item_lines.append(line)
+        self.sizes[node] = size
+        return data
+
+    def construct_unsupported(self, node: yaml.Node) -> None:
+        self.note(
+            node.start_mark,
+            f"the YAML tag {node.tag} is not supported here; remove it and write plain text",
+        )
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]
+)
+_Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_text)
+_Loader.add_constructor("tag:yaml.org,2002:null", _Loader.construct_null)
+_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_map)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_seq)
+_Loader.add_constructor(None, _Loader.construct_unsupported)
+
+
+def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
+    """Parse YAML bytes; on failure append a located problem and return None."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        problems.append(
+            Problem(
+                name,
+                line,
+                "",
+                f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8",
+            )
+        )
+        return None
+    if not text.strip() or all(
+        not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
+    ):
+        problems.append(
+            Problem(name, None, "", "the catalogue is empty; see README for its format")
+        )
+        return None
+    loader = _Loader(text)
+    loader.problems = problems
+    loader.display_name = name
+    loader.sizes = {}
+    loader.alias_extra = 0
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = mark.line + 1 if mark is not None else None
+        message = f"invalid YAML: {exc.problem or exc.context}"
+        if exc.context and exc.problem:
+            message += f" ({exc.context})"
+        if where is not None and "\t" in _line_text(text, where):
+            message += "; YAML does not allow tabs for indentation, use spaces"
+        problems.append(Problem(name, where, "", message))
+        return None
+    except yaml.YAMLError as exc:  # an error the parser could not locate
+        problems.append(Problem(name, None, "", f"invalid YAML: {exc}"))
+        return None
+    finally:
+        loader.dispose()
+
+
+def _line_text(text: str, line: int) -> str:
+    lines = text.splitlines()
+    return lines[line - 1] if 0 < line <= len(lines) else ""
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation
+
+
+class _Invalid(Exception):
+    """A value failed its field's check; the message is shown to the user."""
+
+
+_SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?"
+)
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
+_CRON = re.compile(r"\S+(?:\s+\S+){4}")
+# XML 1.0 cannot carry these, and they have no place in announcements: C0/C1 controls except tab and
+# newlines, lone surrogates, and the two non-characters.
+_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+# A title or name is one line: these would end a line in a feed reader or an email header.
+_LINE_BREAKS = re.compile("[\r\n\x85\u2028\u2029]")
+_TAG_URI_SPECIFIC = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?]+")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "nothing" if value is None else repr(value)
+
+
+def _text(value: Any, *, multiline: bool = False) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"expected text, found {_describe(value)}")
+    text = value.strip()
+    if not text:
+        raise _Invalid("is empty")
+    bad = _BAD_CHARS.search(text)
+    if bad:
+        raise _Invalid(f"contains the control character U+{ord(bad.group()):04X}; remove it")
+    if not multiline and _LINE_BREAKS.search(text):
+        raise _Invalid("must be a single line")
+    return text
+
+
+def _multiline(value: Any) -> str:
+    return _text(value, multiline=True)
+
+
+def _slug(value: Any) -> str:
+    text = _text(value)
+    if not _SLUG.fullmatch(text):
+        raise _Invalid(
+            f"'{text}' is not a slug (use lowercase letters, digits and single hyphens, "
+            "like 'campus-news')"
+        )
+    return text
+
+
+def _url(value: Any) -> str:
+    text = _text(value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", text):
+        raise _Invalid(f"'{text}' is not an absolute http(s) URL (like https://example.edu/page)")
+    return text
+
+
+def _email(value: Any) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+", text):
+        raise _Invalid(f"'{text}' is not an email address (like office@example.edu)")
+    return text
+
+
+def _mailbox(value: Any) -> str:
+    text = _text(value)
+    match = re.fullmatch(r"(?:([^<>]*?)\s*)?<([^<>]+)>", text)
+    _email(match.group(2) if match else text)
+    return text
+
+
+def _positive_int(value: Any) -> int:
+    text = _text(value)
+    if not text.isdigit() or int(text) < 1:
+        raise _Invalid(f"'{text}' is not a whole number of 1 or more")
+    return int(text)
+
+
+def _bool(value: Any) -> bool:
+    text = _text(value)
+    if text not in ("true", "false"):
+        raise _Invalid(f"'{text}' is not true or false")
+    return text == "true"
+
+
+def _language(value: Any) -> str:
+    text = _text(value)
+    if not _LANGUAGE.fullmatch(text):
+        raise _Invalid(f"'{text}' is not a language tag (like en or zh-HK)")
+    return text
+
+
+def _timezone(value: Any) -> str:
+    text = _text(value)
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise _Invalid(
+            f"'{text}' is not a time zone name (use an IANA name like Asia/Hong_Kong)"
+        ) from exc
+    return text
+
+
+def _subject(value: Any) -> str:
+    text = _text(value)
+    try:
+        text.format(month=date(2025, 11, 1))
+    except (KeyError, IndexError) as exc:
+        raise _Invalid(f"unknown placeholder {exc}; only {{month}} is available") from exc
+    except ValueError as exc:
+        raise _Invalid(f"is not a valid template ({exc}); write braces as {{{{ and }}}}") from exc
+    return text
+
+
+def _cron(value: Any) -> str:
+    text = _text(value)
+    if not _CRON.fullmatch(text):
+        raise _Invalid(f"'{text}' is not a cron expression of five fields (like '0 9 1 * *')")
+    return text
+
+
+def _unsubscribe(value: Any) -> str:
+    text = _text(value)
+    if text.startswith("mailto:"):
+        _email(text[len("mailto:") :].split("?", 1)[0])
+        return text
+    if text.startswith("https://"):
+        return _url(text)
+    raise _Invalid(f"'{text}' is neither a mailto: address nor an https:// URL")
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _Invalid(f"expected a list like [medicine, research], found {_describe(value)}")
+    return tuple(_text(tag) for tag in value)
+
+
+Parser = Callable[[Any], Any]
+# field name -> (required, parser); a parser returns the checked value or raises _Invalid.
+Fields = Mapping[str, tuple[bool, Parser]]
+
+
+class _Checker:
+    """Walks the loaded YAML, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, name: str, problems: list[Problem]) -> None:
+        self.name = name
+        self.problems = problems
+
+    def error(self, line: int | None, path: str, message: str) -> None:
+        self.problems.append(Problem(self.name, line, path, message))
+
+    def mapping(self, value: Any, line: int | None, path: str, fields: Fields) -> dict[str, Any]:
+        """Check a mapping against `fields`; return the values that passed (missing: absent)."""
+        if not isinstance(value, _Map):
+            self.error(line, path, f"expected a mapping of keys, found {_describe(value)}")
+            return {}
+        out: dict[str, Any] = {}
+        for key, raw in value.items():
+            key_line = value.key_lines[key]
+            key_path = f"{path}.{key}" if path else key
+            if key not in fields:
+                hint = difflib.get_close_matches(key, list(fields), n=1)
+                known = f"did you mean '{hint[0]}'?" if hint else "known keys: " + ", ".join(fields)
+                self.error(key_line, key_path, f"unknown key '{key}'; {known}")
+                continue
+            _, parse = fields[key]
+            if raw is None and not fields[key][0]:
+                continue  # an optional key left empty counts as absent
+            try:
+                out[key] = parse(raw)
+            except _Invalid as exc:
+                self.error(key_line, key_path, str(exc))
+        for key, (required, _) in fields.items():
+            if required and key not in value:
+                where = f"{path}.{key}" if path else key
+                self.error(value.line, where, "is required")
+        return out
+
+    def sequence(self, value: Any, path: str, each: Callable[[Any, int, str], T | None]) -> list[T]:
+        if not isinstance(value, _Seq):
+            self.error(
+                getattr(value, "line", None), path, f"expected a list, found {_describe(value)}"
+            )
+            return []
+        out = []
+        for index, (entry, line) in enumerate(zip(value, value.item_lines, strict=True)):
+            result = each(entry, line, f"{path}[{index}]")
+            if result is not None:
+                out.append(result)
+        return out
+
+    # -- the catalogue's parts -----------------------------------------------------------------
+
+    def catalogue(self, data: Any, path: Path) -> Catalogue | None:
+        top = self.mapping(
+            data,
+            getattr(data, "line", 1),
+            "",
+            {
+                "publication": (True, _identity),
+                "newsletter": (False, _identity),
+                "items": (True, _identity),
+            },
+        )
+        publication = self.publication(top.get("publication"), _key_line(data, "publication"))
+        newsletter = None
+        if "newsletter" in top:
+            newsletter = self.newsletter(top["newsletter"], _key_line(data, "newsletter"))
+        items = []
+        if "items" in top:
+            items = self.items(top["items"], publication)
+        if publication is None or self.problems:
+            return None
+        return Catalogue(path, publication, newsletter, tuple(items))
+
+    def publication(self, value: Any, line: int | None) -> Publication | None:
+        if value is None:
+            return None
+        fields = self.mapping(
+            value,
+            line,
+            "publication",
+            {
+                "title": (True, _text),
+                "subtitle": (False, _text),
+                "site_url": (True, _url),
+                "feeds_url": (True, _url),
+                "author": (True, _identity),
+                "language": (False, _language),
+                "timezone": (False, _timezone),
+                "feed_limit": (False, _positive_int),
+                "categories": (True, _identity),
+                "sections": (False, _identity),
+            },
+        )
+        author = None
+        if "author" in fields:
+            a = self.mapping(
+                fields["author"],
+                _key_line(value, "author"),
+                "publication.author",
+                {"name": (True, _text), "email": (False, _email)},
+            )
+            if "name" in a:
+                author = Author(a["name"], a.get("email"))
+        categories = self.declared(fields, value, "categories", Category)
+        sections = self.declared(fields, value, "sections", Section)
+        required = ("title", "site_url", "feeds_url")
+        if author is None or not categories or any(k not in fields for k in required):
+            return None
+        feeds_url = fields["feeds_url"]
+        return Publication(
+            title=fields["title"],
+            subtitle=fields.get("subtitle"),
+            site_url=fields["site_url"],
+            feeds_url=feeds_url if feeds_url.endswith("/") else feeds_url + "/",
+            author=author,
+            language=fields.get("language", "en"),
+            timezone=fields.get("timezone", "UTC"),
+            feed_limit=fields.get("feed_limit", 50),
+            categories=tuple(categories),
+            sections=tuple(sections),
+        )
+
+    def declared(self, fields: dict[str, Any], parent: Any, key: str, kind: type[T]) -> list[T]:
+        """Check a list of {slug, name} declarations: unique, not reserved."""
+        if key not in fields:
+            return []
+        seen: dict[str, int] = {}
+        path = f"publication.{key}"
+
+        def each(entry: Any, line: int, where: str) -> T | None:
+            got = self.mapping(entry, line, where, {"slug": (True, _slug), "name": (True, _text)})
+            if "slug" not in got or "name" not in got:
+                return None
+            slug = got["slug"]
+            if slug in seen:
+                self.error(
+                    line,
+                    f"{where}.slug",
+                    f"'{slug}' is declared twice (first at line {seen[slug]})",
+                )
+                return None
+            if key == "categories" and slug in RESERVED_SLUGS:
+                self.error(
+                    line,
+                    f"{where}.slug",
+                    f"'{slug}' is reserved for the combined feed; choose another",
+                )
+                return None
+            seen[slug] = line
+            return kind(slug, got["name"])  # type: ignore[call-arg]
+
+        declared = self.sequence(fields[key], path, each)
+        if key == "categories" and not declared and isinstance(fields[key], _Seq):
+            self.error(_key_line(parent, key), path, "declare at least one category")
+        return declared
+
+    def newsletter(self, value: Any, line: int | None) -> Newsletter | None:
+        fields = self.mapping(
+            value,
+            line,
+            "newsletter",
+            {
+                "from": (True, _mailbox),
+                "reply_to": (False, _email),
+                "subject": (True, _subject),
+                "schedule": (True, _cron),
+                "unsubscribe": (True, _unsubscribe),
+                "subscribers": (False, _text),
+            },
+        )
+        if any(k not in fields for k in ("from", "subject", "schedule", "unsubscribe")):
+            return None
+        return Newsletter(
+            sender=fields["from"],
+            reply_to=fields.get("reply_to"),
+            subject=fields["subject"],
+            schedule=fields["schedule"],
+            unsubscribe=fields["unsubscribe"],
+            subscribers=fields.get("subscribers", "subscribers.csv"),
+        )
+
+    def items(self, value: Any, publication: Publication | None) -> list[Item]:
+        tz: tzinfo = publication.tz if publication else ZoneInfo("UTC")
+        categories = {c.slug for c in publication.categories} if publication else None
+        sections = {s.slug for s in publication.sections} if publication else None
+        seen: dict[str, int] = {}
+
+        def when(value: Any) -> datetime:
+            return _when(value, tz)
+
+        fields: Fields = {
+            "id": (True, _slug),
+            "title": (True, _text),
+            "date": (True, when),
+            "updated": (False, when),
+            "category": (True, _slug),
+            "section": (False, _slug),
+            "summary": (True, _multiline),
+            "body": (False, _multiline),
+            "link": (False, _url),
+            "image": (False, _identity),
+            "tags": (False, _tags),
+            "draft": (False, _bool),
+        }
+
+        def each(entry: Any, line: int, path: str) -> Item | None:
+            before = len(self.problems)
+            got = self.mapping(entry, line, path, fields)
+            if "image" in got:
+                pic = self.mapping(
+                    got["image"],
+                    _key_line(entry, "image"),
+                    f"{path}.image",
+                    {"url": (True, _url), "alt": (True, _text)},
+                )
+                got["image"] = Image(pic["url"], pic["alt"]) if len(pic) == 2 else None
+            ok = len(self.problems) == before
+            if "id" in got:
+                if got["id"] in seen:
+                    self.error(
+                        _key_line(entry, "id"),
+                        f"{path}.id",
+                        f"'{got['id']}' is already used by the item at line {seen[got['id']]}; "
+                        "ids must be unique",
+                    )
+                    ok = False
+                else:
+                    seen[got["id"]] = line
+            if categories is not None and got.get("category") not in (None, *categories):
+                self.error(
+                    _key_line(entry, "category"),
+                    f"{path}.category",
+                    f"'{got['category']}' is not a declared category; declared: "
+                    + ", ".join(sorted(categories)),
+                )
+                ok = False
+            if sections is not None and got.get("section") not in (None, *sections):
+                declared = ", ".join(sorted(sections)) or "none (add publication.sections)"
+                self.error(
+                    _key_line(entry, "section"),
+                    f"{path}.section",
+                    f"'{got['section']}' is not a declared section; declared: {declared}",
+                )
+                ok = False
+            if "date" in got and got.get("updated") is not None and got["updated"] < got["date"]:
+                self.error(
+                    _key_line(entry, "updated"),
+                    f"{path}.updated",
+                    "is before the item's date; `updated` records a later correction",
+                )
+                ok = False
+            if not ok or len(got) < sum(1 for r, _ in fields.values() if r):
+                return None
+            return Item(
+                id=got["id"],
+                title=got["title"],
+                date=got["date"],
+                updated=got.get("updated"),
+                category=got["category"],
+                section=got.get("section"),
+                summary=got["summary"],
+                body=got.get("body"),
+                link=got.get("link"),
+                image=got.get("image"),
+                tags=got.get("tags", ()),
+                draft=got.get("draft", False),
+                line=line,
+            )
+
+        return self.sequence(value, "items", each)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _key_line(value: Any, key: str) -> int | None:
+    if isinstance(value, _Map):
+        return value.key_lines.get(key, value.line)
+    return None
+
+
+def _when(value: Any, tz: tzinfo) -> datetime:
+    """Parse `YYYY-MM-DD` or an ISO 8601 date-time; naive values are read in `tz`."""
+    text = _text(value)
+    try:
+        if _DATE.fullmatch(text):
+            return datetime.combine(date.fromisoformat(text), time(), tzinfo=tz)
+        if _DATETIME.fullmatch(text):
+            parsed = datetime.fromisoformat(text)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+    except ValueError as exc:
+        raise _Invalid(f"'{text}' is not a real date ({exc})") from exc
+    raise _Invalid(
+        f"'{text}' is not a date (use YYYY-MM-DD, or an ISO 8601 date-time like 2025-11-19T09:30)"
+    )
+
+
+def iter_months(items: tuple[Item, ...], tz: tzinfo) -> Iterator[tuple[int, int]]:
+    """Yield each (year, month) that has items, in the publication's time zone, newest first."""
+    seen = sorted({(i.date.astimezone(tz).year, i.date.astimezone(tz).month) for i in items})
+    yield from reversed(seen)

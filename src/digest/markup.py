@@ -1,0 +1,70 @@
+"""Turn an item's Markdown into sanitized HTML with absolute URLs, and HTML into plain text."""
+
+from __future__ import annotations
+
+import html
+import re
+from functools import lru_cache
+from urllib.parse import urljoin
+
+import nh3
+from markdown_it import MarkdownIt
+
+# What survives in summaries and bodies: text structure, links and images. No scripts, no styles,
+# no event handlers, no forms, no frames; URLs only http(s) and mailto (no javascript:, no data:).
+ALLOWED_TAGS = frozenset(
+    {
+        "a", "abbr", "b", "blockquote", "br", "code", "del", "em", "h2", "h3", "h4", "h5", "h6",
+        "hr", "i", "img", "li", "ol", "p", "pre", "s", "strong", "sub", "sup", "table", "tbody",
+        "td", "th", "thead", "tr", "ul",
+    }
+)  # fmt: skip
+ALLOWED_ATTRIBUTES = {
+    "a": frozenset({"href", "title"}),
+    "abbr": frozenset({"title"}),
+    "img": frozenset({"src", "alt", "title", "width", "height"}),
+    "td": frozenset({"align"}),
+    "th": frozenset({"align"}),
+}
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+_URL_ATTRIBUTES = frozenset({"href", "src"})
+
+_md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+
+
+@lru_cache(maxsize=8)
+def _cleaner(base_url: str) -> nh3.Cleaner:
+    def absolute(tag: str, attribute: str, value: str) -> str | None:
+        if attribute in _URL_ATTRIBUTES:
+            return urljoin(base_url, value)
+        return value
+
+    return nh3.Cleaner(
+        tags=set(ALLOWED_TAGS),
+        attributes={tag: set(attrs) for tag, attrs in ALLOWED_ATTRIBUTES.items()},
+        url_schemes=set(URL_SCHEMES),
+        attribute_filter=absolute,
+        link_rel=None,
+    )
+
+
+def sanitize(fragment: str, base_url: str) -> str:
+    """Return `fragment` with everything unsafe removed and every URL made absolute."""
+    return _cleaner(base_url).clean(fragment)
+
+
+@lru_cache(maxsize=4096)
+def to_html(markdown: str, base_url: str) -> str:
+    """Render Markdown (raw HTML allowed) to sanitized HTML with absolute URLs."""
+    return sanitize(_md.render(markdown), base_url).strip()
+
+
+_BLOCK_END = re.compile(r"</(?:p|li|h[2-6]|blockquote|pre|tr|table|ul|ol)>|<br\s*/?>|<hr\s*/?>")
+
+
+def to_text(fragment: str) -> str:
+    """Return the plain text of sanitized HTML: tags dropped, entities decoded, blocks on lines."""
+    marked = _BLOCK_END.sub("\n", fragment)
+    text = html.unescape(nh3.clean(marked, tags=set()))
+    lines = (line.strip() for line in text.splitlines())
+    return re.sub(r"\n{2,}", "\n\n", "\n\n".join(line for line in lines if line)).strip()

@@ -1,0 +1,91 @@
+"""Render the human pages published beside the feeds: the feed index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+import jinja2
+from markupsafe import Markup
+
+from digest import markup
+from digest.catalogue import Catalogue, Item
+from digest.feeds import FORMATS, Feed, channels
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    label: str
+    feed: Feed
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    id: str
+    title: str
+    link: str | None
+    day: str
+    iso: str
+    category: str
+    summary: Markup
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    name: str
+    entries: tuple[_Entry, ...]
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    # autoescape=True, not select_autoescape(): that default does not cover `.j2` templates.
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("digest", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def day(moment: datetime) -> str:
+    """Return a date as the page writes it: 19 November 2025."""
+    return f"{moment.day} {moment:%B %Y}"
+
+
+def render_index(catalogue: Catalogue, now: datetime) -> bytes:
+    """Return index.html: every feed with autodiscovery links, and the latest items by section."""
+    publication = catalogue.publication
+    tz = publication.tz
+    names = {c.slug: c.name for c in publication.categories}
+    rows = [
+        _Row("Everything" if feed.slug == "all" else names[feed.slug], feed)
+        for feed in channels(catalogue, now)
+    ]
+
+    def entry(item: Item) -> _Entry:
+        local = item.date.astimezone(tz)
+        return _Entry(
+            id=item.id,
+            title=item.title,
+            link=item.link,
+            day=day(local),
+            iso=local.date().isoformat(),
+            category=names[item.category],
+            summary=Markup(markup.to_html(item.summary, publication.site_url)),  # noqa: S704 -- sanitized by nh3
+        )
+
+    latest = catalogue.published(now)[: publication.feed_limit]
+    groups = []
+    for section in publication.sections:
+        chosen = tuple(entry(i) for i in latest if i.section == section.slug)
+        if chosen:
+            groups.append(_Group(section.name, chosen))
+    rest = tuple(entry(i) for i in latest if i.section is None)
+    if rest:
+        groups.append(_Group("More" if groups else "Latest", rest))
+    template = _environment().get_template("index.html.j2")
+    page = template.render(publication=publication, rows=rows, formats=FORMATS, groups=groups)
+    return page.encode("utf-8")
