@@ -167,10 +167,15 @@ def parse(raw: bytes, path: Path, name: str) -> Catalogue:
     """Validate the catalogue given as bytes; `path` anchors relative paths inside it."""
     problems: list[Problem] = []
     data = _read_yaml(raw, name, problems)
-    if problems:
+    if data is None:  # unreadable: nothing more can be checked
+        if not problems:  # a document with no content, such as a lone `---`
+            problems.append(
+                Problem(name, None, "", "the catalogue is empty; see README for its format")
+            )
         raise CatalogueError(problems)
-    checker = _Checker(name, problems)
-    catalogue = checker.catalogue(data, path)
+    # Duplicate keys and alias overuse do not stop loading: the schema is checked too, so that the
+    # editor sees every mistake in one run.
+    catalogue = _Checker(name, problems).catalogue(data, path)
     if problems or catalogue is None:
         problems.sort(key=lambda p: p.line or 0)
         raise CatalogueError(problems)
@@ -274,7 +279,9 @@ class _Loader(yaml.CSafeLoader):
         data = _Seq(node.start_mark.line + 1)
         size = 1
         for child in node.value:
-            line = child.start_mark.line + 1
+            # An alias node carries its anchor's position; the best place to point at is this list.
+            aliased = child in self.constructed_objects
+            line = node.start_mark.line + 1 if aliased else child.start_mark.line + 1
             value, value_size = self._child(child, line)
             size += value_size
             data.append(value)
@@ -413,7 +420,10 @@ def _slug(value: Any) -> str:
 
 def _url(value: Any) -> str:
     text = _text(value)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # a malformed IPv6 host such as `http://[::1`
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", text):
         raise _Invalid(f"'{text}' is not an absolute http(s) URL (like https://example.edu/page)")
     return text
@@ -435,7 +445,8 @@ def _mailbox(value: Any) -> str:
 
 def _positive_int(value: Any) -> int:
     text = _text(value)
-    if not text.isdigit() or int(text) < 1:
+    # ASCII digits only: int() refuses some Unicode digits ('²') and very long numbers.
+    if not re.fullmatch(r"[0-9]{1,9}", text) or int(text) < 1:
         raise _Invalid(f"'{text}' is not a whole number of 1 or more")
     return int(text)
 
@@ -458,7 +469,8 @@ def _timezone(value: Any) -> str:
     text = _text(value)
     try:
         ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    # OSError: a region such as `Asia` is a directory of the time zone database, not a zone.
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise _Invalid(
             f"'{text}' is not a time zone name (use an IANA name like Asia/Hong_Kong)"
         ) from exc
@@ -471,7 +483,8 @@ def _subject(value: Any) -> str:
         text.format(month=date(2025, 11, 1))
     except (KeyError, IndexError) as exc:
         raise _Invalid(f"unknown placeholder {exc}; only {{month}} is available") from exc
-    except ValueError as exc:
+    # AttributeError, TypeError: `{month.foo}`, `{month[0]}` reach into the date.
+    except (ValueError, AttributeError, TypeError) as exc:
         raise _Invalid(f"is not a valid template ({exc}); write braces as {{{{ and }}}}") from exc
     return text
 

@@ -81,7 +81,7 @@ def check(catalogue_path: Path) -> None:
     counts = _load(catalogue_path).counts(_now())
     click.echo(
         f"{catalogue_path} is valid: {_plural(counts['items'], 'item')} "
-        f"({counts['published']} published, {counts['drafts']} drafts, "
+        f"({counts['published']} published, {_plural(counts['drafts'], 'draft')}, "
         f"{counts['scheduled']} scheduled) in {_plural(counts['categories'], 'category')}."
     )
 

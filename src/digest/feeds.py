@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -152,9 +153,19 @@ def _xml(catalogue: Catalogue, feed: Feed, entries: Sequence[_Entry], form: Form
         _add_entry(fg, entry)
     if form is ATOM:
         data: bytes = fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
-    else:
-        data = fg.rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
-    return data
+        return data
+    rss: bytes = fg.rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    return _RSS_TITLE.sub(_hex_references, rss)
+
+
+# RSS titles are plain text that some readers treat as HTML; the RSS Best Practices Profile asks for
+# "&" and "<" as hexadecimal character references there, which every reader reads as plain text.
+_RSS_TITLE = re.compile(rb"<title>([^<]*)</title>")
+
+
+def _hex_references(match: re.Match[bytes]) -> bytes:
+    text = match.group(1).replace(b"&amp;", b"&#x26;").replace(b"&lt;", b"&#x3C;")
+    return b"<title>" + text + b"</title>"
 
 
 def _add_entry(fg: Any, entry: _Entry) -> None:

@@ -1,0 +1,63 @@
+"""Writing the generated files: only what changed, and all or nothing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from digest import output
+from digest.errors import BuildError
+
+OLD = 1_000_000_000  # an mtime far in the past, to see whether a file was touched
+
+
+def age(directory: Path) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file():
+            os.utime(path, (OLD, OLD))
+
+
+def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
+    """A rebuild with no change keeps every mtime, so servers keep answering 304 Not Modified."""
+    files = {"a.xml": b"one", "archive/b.html": b"two"}
+    first = output.write(tmp_path, files)
+    assert first == output.WriteReport(written=("a.xml", "archive/b.html"), unchanged=())
+    age(tmp_path)
+    second = output.write(tmp_path, files)
+    assert second == output.WriteReport(written=(), unchanged=("a.xml", "archive/b.html"))
+    assert (tmp_path / "a.xml").stat().st_mtime == OLD
+    assert (tmp_path / "archive/b.html").stat().st_mtime == OLD
+
+
+def test_only_changed_files_are_rewritten(tmp_path: Path) -> None:
+    """Editing one feed's content rewrites that file alone."""
+    output.write(tmp_path, {"a.xml": b"one", "b.xml": b"two"})
+    age(tmp_path)
+    report = output.write(tmp_path, {"a.xml": b"one", "b.xml": b"TWO"})
+    assert report.written == ("b.xml",)
+    assert (tmp_path / "a.xml").stat().st_mtime == OLD
+    assert (tmp_path / "b.xml").read_bytes() == b"TWO"
+
+
+def test_failed_write_changes_nothing(tmp_path: Path) -> None:
+    """If one file cannot be written, every existing file stays as it was and no debris is left."""
+    output.write(tmp_path, {"a.xml": b"old a"})
+    (tmp_path / "archive").write_text("a file where a directory is needed")
+    age(tmp_path)
+    with pytest.raises(BuildError, match=r"nothing in .* was changed"):
+        output.write(tmp_path, {"a.xml": b"new a", "archive/2025-11.html": b"page"})
+    assert (tmp_path / "a.xml").read_bytes() == b"old a"
+    assert (tmp_path / "a.xml").stat().st_mtime == OLD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.xml", "archive"]
+
+
+def test_stale_lists_missing_and_different_files(tmp_path: Path) -> None:
+    """`build --check` names exactly the files that are out of date."""
+    output.write(tmp_path, {"a.xml": b"one", "b.xml": b"two"})
+    assert output.stale(tmp_path, {"a.xml": b"one", "b.xml": b"2", "c.xml": b"3"}) == [
+        "b.xml",
+        "c.xml",
+    ]
+    assert output.stale(tmp_path / "missing", {"a.xml": b"one"}) == ["a.xml"]
