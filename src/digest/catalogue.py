@@ -187,14 +187,15 @@ def parse(raw: bytes, path: Path, name: str) -> Catalogue:
 
 
 class _Map(dict[str, Any]):
-    """A mapping that remembers the line of each key."""
+    """A mapping that remembers the line of each key, and the keys it had twice."""
 
-    __slots__ = ("key_lines", "line")
+    __slots__ = ("duplicates", "key_lines", "line")
 
     def __init__(self, line: int) -> None:
         super().__init__()
         self.line = line
         self.key_lines: dict[str, int] = {}
+        self.duplicates: list[tuple[str, int]] = []  # (key, line of the repeat)
 
 
 class _Seq(list[Any]):
@@ -261,12 +262,8 @@ class _Loader(yaml.CSafeLoader):
             if not isinstance(key, str):
                 self.note(key_node.start_mark, "keys must be plain words like `title`")
                 continue
-            if key in data:
-                self.note(
-                    key_node.start_mark,
-                    f"duplicate key '{key}' (first at line {data.key_lines[key]}); "
-                    "YAML keeps only one of them, so remove or rename the other",
-                )
+            if key in data:  # reported by the checker, which knows the path
+                data.duplicates.append((key, key_line))
                 continue
             value, value_size = self._child(value_node, key_line)
             size += value_size
@@ -289,11 +286,17 @@ class _Loader(yaml.CSafeLoader):
         self.sizes[node] = size
         return data
 
-    def construct_unsupported(self, node: yaml.Node) -> None:
+    def construct_unsupported(self, node: yaml.Node) -> Any:
         self.note(
             node.start_mark,
             f"the YAML tag {node.tag} is not supported here; remove it and write plain text",
         )
+        # Go on as if the tag were not there, so that it is the only complaint about this value.
+        if isinstance(node, yaml.MappingNode):
+            return self.construct_map(node)
+        if isinstance(node, yaml.SequenceNode):
+            return self.construct_seq(node)
+        return self.construct_text(node)
 
 
 _Loader.add_implicit_resolver(
@@ -323,12 +326,15 @@ def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
             )
         )
         return None
-    if not text.strip() or all(
-        not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
-    ):
+    # YAML counts these as line breaks where editors do not, which would shift every line number
+    # after them; nobody means to type them, so they are refused up front, located by real lines.
+    for odd in _ODD_BREAKS.finditer(text):
+        line = text.count("\n", 0, odd.start()) + 1
+        code = f"U+{ord(odd.group()):04X}"
         problems.append(
-            Problem(name, None, "", "the catalogue is empty; see README for its format")
+            Problem(name, line, "", f"contains {code}, an invisible line break; delete it")
         )
+    if problems:
         return None
     loader = _Loader(text)
     loader.problems = problems
@@ -339,13 +345,22 @@ def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark is not None and exc.problem == "found unexpected end of stream":
+            mark = exc.context_mark  # an unclosed quote is noticed only at the end of the file
         where = mark.line + 1 if mark is not None else None
         message = f"invalid YAML: {exc.problem or exc.context}"
         if exc.context and exc.problem:
             message += f" ({exc.context})"
+        if exc.problem == "found unconstructable recursive node":
+            message = "an alias refers to the list or mapping it is inside; write the content out"
         if where is not None and "\t" in _line_text(text, where):
             message += "; YAML does not allow tabs for indentation, use spaces"
         problems.append(Problem(name, where, "", message))
+        return None
+    except yaml.reader.ReaderError as exc:  # a raw control character; libyaml counts bytes
+        line = text.encode("utf-8")[: exc.position].count(b"\n") + 1
+        message = f"contains the control character U+{exc.character:04X}; remove it"
+        problems.append(Problem(name, line, "", message))
         return None
     except yaml.YAMLError as exc:  # an error the parser could not locate
         problems.append(Problem(name, None, "", f"invalid YAML: {exc}"))
@@ -379,7 +394,7 @@ _CRON = re.compile(r"\S+(?:\s+\S+){4}")
 _BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 # A title or name is one line: these would end a line in a feed reader or an email header.
 _LINE_BREAKS = re.compile("[\r\n\x85\u2028\u2029]")
-_TAG_URI_SPECIFIC = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?]+")
+_ODD_BREAKS = re.compile("[\x85\u2028\u2029]")
 
 
 def _describe(value: Any) -> str:
@@ -393,14 +408,19 @@ def _describe(value: Any) -> str:
 def _text(value: Any, *, multiline: bool = False) -> str:
     if not isinstance(value, str):
         raise _Invalid(f"expected text, found {_describe(value)}")
+    # Checked before stripping: strip() would silently drop some controls at the edges.
+    bad = _BAD_CHARS.search(value)
+    if bad:
+        raise _Invalid(f"contains the control character U+{ord(bad.group()):04X}; remove it")
     text = value.strip()
     if not text:
         raise _Invalid("is empty")
-    bad = _BAD_CHARS.search(text)
-    if bad:
-        raise _Invalid(f"contains the control character U+{ord(bad.group()):04X}; remove it")
-    if not multiline and _LINE_BREAKS.search(text):
-        raise _Invalid("must be a single line")
+    if not multiline:
+        line_break = _LINE_BREAKS.search(text)
+        if line_break:
+            raise _Invalid(
+                f"must be a single line (it contains U+{ord(line_break.group()):04X}, a line break)"
+            )
     return text
 
 
@@ -481,8 +501,12 @@ def _subject(value: Any) -> str:
     text = _text(value)
     try:
         text.format(month=date(2025, 11, 1))
-    except (KeyError, IndexError) as exc:
-        raise _Invalid(f"unknown placeholder {exc}; only {{month}} is available") from exc
+    except KeyError as exc:
+        raise _Invalid(
+            f"unknown placeholder {{{exc.args[0]}}}; only {{month}} is available"
+        ) from exc
+    except IndexError as exc:
+        raise _Invalid("placeholders must be named: use {month}, like {month:%B %Y}") from exc
     # AttributeError, TypeError: `{month.foo}`, `{month[0]}` reach into the date.
     except (ValueError, AttributeError, TypeError) as exc:
         raise _Invalid(f"is not a valid template ({exc}); write braces as {{{{ and }}}}") from exc
@@ -533,6 +557,13 @@ class _Checker:
             self.error(line, path, f"expected a mapping of keys, found {_describe(value)}")
             return {}
         out: dict[str, Any] = {}
+        for key, repeat in value.duplicates:
+            self.error(
+                repeat,
+                f"{path}.{key}" if path else key,
+                f"duplicate key (first at line {value.key_lines[key]}); YAML would keep only the "
+                "last one, so remove or rename one of them",
+            )
         for key, raw in value.items():
             key_line = value.key_lines[key]
             key_path = f"{path}.{key}" if path else key
@@ -554,11 +585,11 @@ class _Checker:
                 self.error(value.line, where, "is required")
         return out
 
-    def sequence(self, value: Any, path: str, each: Callable[[Any, int, str], T | None]) -> list[T]:
+    def sequence(
+        self, value: Any, line: int | None, path: str, each: Callable[[Any, int, str], T | None]
+    ) -> list[T]:
         if not isinstance(value, _Seq):
-            self.error(
-                getattr(value, "line", None), path, f"expected a list, found {_describe(value)}"
-            )
+            self.error(line, path, f"expected a list, found {_describe(value)}")
             return []
         out = []
         for index, (entry, line) in enumerate(zip(value, value.item_lines, strict=True)):
@@ -586,7 +617,7 @@ class _Checker:
             newsletter = self.newsletter(top["newsletter"], _key_line(data, "newsletter"))
         items = []
         if "items" in top:
-            items = self.items(top["items"], publication)
+            items = self.items(top["items"], _key_line(data, "items"), publication)
         if publication is None or self.problems:
             return None
         return Catalogue(path, publication, newsletter, tuple(items))
@@ -669,7 +700,7 @@ class _Checker:
             seen[slug] = line
             return kind(slug, got["name"])  # type: ignore[call-arg]
 
-        declared = self.sequence(fields[key], path, each)
+        declared = self.sequence(fields[key], _key_line(parent, key), path, each)
         if key == "categories" and not declared and isinstance(fields[key], _Seq):
             self.error(_key_line(parent, key), path, "declare at least one category")
         return declared
@@ -699,7 +730,7 @@ class _Checker:
             subscribers=fields.get("subscribers", "subscribers.csv"),
         )
 
-    def items(self, value: Any, publication: Publication | None) -> list[Item]:
+    def items(self, value: Any, line: int | None, publication: Publication | None) -> list[Item]:
         tz: tzinfo = publication.tz if publication else ZoneInfo("UTC")
         categories = {c.slug for c in publication.categories} if publication else None
         sections = {s.slug for s in publication.sections} if publication else None
@@ -787,7 +818,7 @@ class _Checker:
                 line=line,
             )
 
-        return self.sequence(value, "items", each)
+        return self.sequence(value, line, "items", each)
 
 
 def _identity(value: Any) -> Any:

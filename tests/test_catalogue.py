@@ -1,0 +1,395 @@
+"""The catalogue as a library: what `load` makes of items.yaml, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from digest import catalogue
+from digest.errors import CatalogueError
+from helpers import HEADER, NOW, item, load_text, yaml_catalogue
+
+# The subject is on this line when newsletter() follows a one-item yaml_catalogue().
+SUBJECT_LINE = 22
+
+
+def newsletter(subject: str) -> str:
+    """Return a newsletter block with the given subject, written as a double-quoted scalar."""
+    return (
+        "newsletter:\n"
+        '  from: "News Office <news@example.edu>"\n'
+        f"  subject: {json.dumps(subject, ensure_ascii=False)}\n"
+        '  schedule: "0 9 1 * *"\n'
+        '  unsubscribe: "mailto:news@example.edu?subject=unsubscribe"\n'
+    )
+
+
+def parse(text: str) -> catalogue.Catalogue:
+    """Validate catalogue text without touching the disk (hypothesis reuses no tmp_path)."""
+    return catalogue.parse(text.encode("utf-8"), Path("items.yaml"), "items.yaml")
+
+
+def problems(text: str) -> list[str]:
+    """Return the lines `digest check` would print for catalogue text that must be invalid."""
+    with pytest.raises(CatalogueError) as info:
+        parse(text)
+    return [str(p) for p in info.value.problems]
+
+
+def ids(items: tuple[catalogue.Item, ...]) -> list[str]:
+    return [i.id for i in items]
+
+
+def header_with(old: str, new: str) -> str:
+    """Return HEADER with one piece of text replaced (which must be there)."""
+    assert old in HEADER
+    return HEADER.replace(old, new)
+
+
+# ------------------------------------------------------------------------------------------------
+# What gets published, and when
+
+
+def test_drafts_and_scheduled_items_are_not_published(tmp_path: Path) -> None:
+    """Drafts and future items stay out of the feeds, yet the summary counts them."""
+    cat = load_text(
+        yaml_catalogue(
+            item(id="live"),
+            item(id="draft", draft="true"),
+            item(id="scheduled", date="2026-06-01"),
+            item(id="old-draft", date="2020-01-01", draft="true"),
+        ),
+        tmp_path,
+    )
+    assert ids(cat.published(NOW)) == ["live"]
+    assert cat.counts(NOW) == {
+        "items": 4,
+        "published": 1,
+        "drafts": 2,
+        "scheduled": 1,
+        "categories": 2,
+    }
+
+
+def test_scheduled_item_published_once_its_date_comes(tmp_path: Path) -> None:
+    """An item dated in the future appears from its date on (midnight, publication time)."""
+    cat = load_text(yaml_catalogue(item(id="later", date="2026-06-01")), tmp_path)
+    midnight_hk = datetime(2026, 5, 31, 16, 0, tzinfo=UTC)
+    assert ids(cat.published(midnight_hk - timedelta(seconds=1))) == []
+    assert ids(cat.published(midnight_hk)) == ["later"]
+
+
+def test_published_newest_first_keeping_file_order_for_ties(tmp_path: Path) -> None:
+    """Feeds list the newest item first; items of the same moment keep their order in the file."""
+    cat = load_text(
+        yaml_catalogue(
+            item(id="a", date="2025-11-01"),
+            item(id="b", date="2025-11-19"),
+            item(id="c", date="2025-11-19T00:00:00+08:00"),  # the same moment as b
+            item(id="d", date="2025-10-01"),
+            item(id="e", date="2025-11-19T09:30"),
+        ),
+        tmp_path,
+    )
+    assert ids(cat.published(NOW)) == ["e", "b", "c", "a", "d"]
+    assert ids(cat.items) == ["a", "b", "c", "d", "e"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Dates and time zones
+
+
+def test_naive_date_time_read_in_publication_timezone(tmp_path: Path) -> None:
+    """`09:30` in a Hong Kong catalogue means 09:30 in Hong Kong, not in UTC."""
+    (it,) = load_text(yaml_catalogue(item(date="2025-11-19T09:30")), tmp_path).items
+    assert it.date.utcoffset() == timedelta(hours=8)
+    assert it.date == datetime(2025, 11, 19, 1, 30, tzinfo=UTC)
+
+
+def test_date_only_is_midnight_in_publication_timezone(tmp_path: Path) -> None:
+    """A plain date is the start of that day where the publication is."""
+    (it,) = load_text(yaml_catalogue(item(date="2025-11-19")), tmp_path).items
+    assert it.date.utcoffset() == timedelta(hours=8)
+    assert it.date == datetime(2025, 11, 18, 16, 0, tzinfo=UTC)
+
+
+def test_explicit_offset_is_kept(tmp_path: Path) -> None:
+    """A date-time written with its own offset keeps it."""
+    (it,) = load_text(yaml_catalogue(item(date="2025-11-19T09:30:00-05:00")), tmp_path).items
+    assert it.date.utcoffset() == timedelta(hours=-5)
+    assert it.date == datetime(2025, 11, 19, 14, 30, tzinfo=UTC)
+
+
+def test_updated_is_optional_and_modified_prefers_it(tmp_path: Path) -> None:
+    """A correction date, when given, is when the item last changed."""
+    cat = load_text(
+        yaml_catalogue(item(id="a"), item(id="b", updated="2025-11-20T10:00")), tmp_path
+    )
+    a, b = cat.items
+    assert (a.updated, a.modified) == (None, a.date)
+    assert b.modified == b.updated == datetime(2025, 11, 20, 2, 0, tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------------------------------
+# Publication settings
+
+
+def test_feeds_url_gets_trailing_slash(tmp_path: Path) -> None:
+    """`feeds_url` without a trailing slash still yields correct feed addresses."""
+    text = header_with("feeds_url: https://news.example.edu/feeds/", "feeds_url: https://x.org/f")
+    cat = load_text(text + item(), tmp_path)
+    assert cat.publication.feeds_url == "https://x.org/f/"
+
+
+def test_defaults_when_settings_omitted(tmp_path: Path) -> None:
+    """Leaving out language, timezone and feed_limit gives en, UTC and 50."""
+    text = re.sub(r"  (language|timezone|feed_limit): .*\n", "", HEADER)
+    assert "timezone" not in text
+    cat = load_text(text + item(), tmp_path)
+    pub = cat.publication
+    assert (pub.language, pub.timezone, pub.feed_limit) == ("en", "UTC", 50)
+    assert (pub.subtitle, pub.sections[0].slug) == (None, "features")
+    assert cat.items[0].date == datetime(2025, 11, 19, tzinfo=UTC)
+
+
+def test_declared_order_is_kept(tmp_path: Path) -> None:
+    """Categories and sections keep the order they are declared in (the digest's order)."""
+    pub = load_text(yaml_catalogue(), tmp_path).publication
+    assert [(c.slug, c.name) for c in pub.categories] == [
+        ("research", "Research"),
+        ("people", "People"),
+    ]
+    assert [(s.slug, s.name) for s in pub.sections] == [("features", "Features")]
+    assert (pub.author.name, pub.author.email, pub.host) == (
+        "News Office",
+        "news@example.edu",
+        "news.example.edu",
+    )
+
+
+def test_item_fields_are_typed(tmp_path: Path) -> None:
+    """Optional item fields arrive as the types the feeds need."""
+    extra = {
+        "section": "features",
+        "link": "https://news.example.edu/a",
+        "image": "{url: https://news.example.edu/a.png, alt: A cat}",
+        "tags": "[medicine, 2025]",
+        "draft": "false",
+        "body": "|\n      Para one.\n\n      Para two.",
+    }
+    (it,) = load_text(yaml_catalogue(item(**extra)), tmp_path).items
+    assert it.section == "features"
+    assert it.link == "https://news.example.edu/a"
+    assert it.image == catalogue.Image("https://news.example.edu/a.png", "A cat")
+    assert it.tags == ("medicine", "2025")
+    assert it.draft is False
+    assert it.body == "Para one.\n\nPara two."
+    assert it.line == 15
+
+
+# ------------------------------------------------------------------------------------------------
+# The newsletter block
+
+
+def test_newsletter_is_optional(tmp_path: Path) -> None:
+    """A catalogue used only for feeds needs no newsletter settings."""
+    assert load_text(yaml_catalogue(), tmp_path).newsletter is None
+
+
+def test_newsletter_read_with_defaults(tmp_path: Path) -> None:
+    """The newsletter block is read, with subscribers.csv as the default list."""
+    text = yaml_catalogue() + newsletter("News — {month:%B %Y}")
+    news = load_text(text, tmp_path).newsletter
+    assert news == catalogue.Newsletter(
+        sender="News Office <news@example.edu>",
+        reply_to=None,
+        subject="News — {month:%B %Y}",
+        schedule="0 9 1 * *",
+        unsubscribe="mailto:news@example.edu?subject=unsubscribe",
+        subscribers="subscribers.csv",
+    )
+
+
+@pytest.mark.parametrize(
+    ("subject", "message"),
+    [
+        ("News {year}", "unknown placeholder {year}; only {month} is available"),
+        (
+            "News {",
+            "is not a valid template (Single '{' encountered in format string); "
+            "write braces as {{ and }}",
+        ),
+        (
+            "News {month.day_name}",
+            "is not a valid template ('datetime.date' object has no attribute 'day_name'); "
+            "write braces as {{ and }}",
+        ),
+        (
+            "News {month[0]}",
+            "is not a valid template ('datetime.date' object is not subscriptable); "
+            "write braces as {{ and }}",
+        ),
+    ],
+)
+def test_subject_placeholders_checked(subject: str, message: str) -> None:
+    """A subject that could not be filled in is caught now, not on the day the digest is sent."""
+    text = yaml_catalogue() + newsletter(subject)
+    assert problems(text) == [f"items.yaml:{SUBJECT_LINE}: newsletter.subject: {message}"]
+
+
+@pytest.mark.parametrize("subject", ["{month:%B %Y}", "{month}", "Plain {{braces}}"])
+def test_subject_with_month_accepted(subject: str) -> None:
+    """The {month} placeholder, with or without a date format, is accepted."""
+    assert parse(yaml_catalogue() + newsletter(subject)).newsletter is not None
+
+
+# ------------------------------------------------------------------------------------------------
+# Values are text until their field says otherwise
+
+
+@pytest.mark.parametrize(
+    ("written", "title"),
+    [
+        ("NO", "NO"),
+        ("no", "no"),
+        ("yes", "yes"),
+        ("on", "on"),
+        ("true", "true"),
+        ("123", "123"),
+        ("1.10", "1.10"),
+        ("0x1F", "0x1F"),
+        ("1e3", "1e3"),
+        (".inf", ".inf"),
+        ("2025-11-19", "2025-11-19"),
+        ("12:30", "12:30"),
+        ("'null'", "null"),
+        ('"~"', "~"),
+        ("  padded  ", "padded"),
+        ("'  quoted padding  '", "quoted padding"),
+    ],
+)
+def test_title_kept_as_written(tmp_path: Path, written: str, title: str) -> None:
+    """A title that looks like a boolean, number or date is shown exactly as written."""
+    (it,) = load_text(yaml_catalogue(item(title=written)), tmp_path).items
+    assert it.title == title
+    assert type(it.title) is str
+
+
+# ------------------------------------------------------------------------------------------------
+# Arbitrary text
+
+
+def yaml_quoted(text: str) -> str:
+    """Return text as a YAML double-quoted scalar.
+
+    JSON strings are YAML double-quoted scalars; non-ASCII stays raw (ensure_ascii=False) because
+    YAML, unlike JSON, has no surrogate pairs: "\\ud83d\\ude00" is refused. The characters YAML
+    would take as line breaks or refuse raw are escaped.
+    """
+    return re.sub(
+        "[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]",
+        lambda m: f"\\u{ord(m.group()):04x}",
+        json.dumps(text, ensure_ascii=False),
+    )
+
+
+SAFE_TEXT = st.characters(
+    blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters="\x85\ufffe\uffff"
+)
+
+# Every character a title must refuse: C0 and C1 controls other than tab, the line breaks, the
+# two non-characters and the surrogates.
+FORBIDDEN = st.one_of(
+    st.sampled_from(
+        [chr(c) for c in [*range(0x00, 0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0)]]
+        + ["\u2028", "\u2029", "\ufffe", "\uffff"]
+    ),
+    st.integers(0xD800, 0xDFFF).map(chr),
+)
+
+
+@settings(max_examples=200)
+@given(st.text(SAFE_TEXT, min_size=1).filter(str.strip))
+def test_any_title_round_trips(title: str) -> None:
+    """Any one-line title the editor writes reaches the feeds unchanged (bar outer spaces)."""
+    (it,) = parse(yaml_catalogue(item(title=yaml_quoted(title)))).items
+    assert it.title == title.strip()
+
+
+@settings(max_examples=100)
+@given(st.text(st.one_of(SAFE_TEXT, st.sampled_from("\n\t\u2028")), min_size=1).filter(str.strip))
+def test_any_summary_round_trips(summary: str) -> None:
+    """Any summary, line breaks included, is kept as written (bar outer whitespace)."""
+    (it,) = parse(yaml_catalogue(item(summary=yaml_quoted(summary)))).items
+    assert it.summary == summary.strip()
+
+
+@settings(max_examples=200)
+@given(st.text(SAFE_TEXT), FORBIDDEN, st.text(SAFE_TEXT))
+def test_forbidden_character_in_title_located(before: str, bad: str, after: str) -> None:
+    """A control character or line break in a title is refused with its line, never a crash."""
+    title = f"x{before}{bad}{after}x"
+    found = problems(yaml_catalogue(item(title=yaml_quoted(title))))
+    if "\ud800" <= bad <= "\udfff":
+        expected = (
+            "invalid YAML: found invalid Unicode character escape code "
+            "(while parsing a quoted scalar)"
+        )
+    elif bad in "\n\r\u2028\u2029":
+        expected = (
+            f"items[0].title: must be a single line (it contains U+{ord(bad):04X}, a line break)"
+        )
+    else:
+        expected = f"items[0].title: contains the control character U+{ord(bad):04X}; remove it"
+    assert found == [f"items.yaml:16: {expected}"]
+
+
+def test_raw_control_character_located() -> None:
+    """A control character pasted into the file itself is named with its line, on one line."""
+    raw = [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0x85)]
+    raw += [*range(0x86, 0xA0), 0xFFFE, 0xFFFF]
+    for code in raw:
+        text = yaml_catalogue(item(id="first"), item(id="second", summary=f"a{chr(code)}b"))
+        expected = f"items.yaml:24: contains the control character U+{code:04X}; remove it"
+        assert problems(text) == [expected], hex(code)
+
+
+def outcome(raw: bytes) -> list[str] | None:
+    """Return the problems reported for raw catalogue bytes, or None if they are valid."""
+    try:
+        catalogue.parse(raw, Path("items.yaml"), "items.yaml")
+    except CatalogueError as exc:
+        return [str(p) for p in exc.problems]
+    return None
+
+
+YAML_TOKENS = st.text(st.sampled_from(list(":-&*!|>[]{},#?\"'\n \tab1~%@`\\")), max_size=80)
+
+
+@settings(max_examples=200)
+@given(st.one_of(st.binary(max_size=120), YAML_TOKENS.map(str.encode)))
+def test_any_bytes_load_or_fail_cleanly(raw: bytes) -> None:
+    """Whatever the file holds, the user gets located one-line messages, never a traceback."""
+    found = outcome(raw)
+    if found is not None:
+        assert found
+        for line in found:
+            assert line.startswith("items.yaml")
+            assert "\n" not in line
+
+
+@settings(max_examples=200)
+@given(st.integers(0, 18), st.one_of(st.text(max_size=12), YAML_TOKENS))
+def test_any_value_fails_cleanly(line: int, value: str) -> None:
+    """Any value on any line of a valid catalogue loads or is refused with messages only."""
+    lines = yaml_catalogue().splitlines()
+    key = lines[line].split(":", 1)[0]
+    lines[line] = f"{key}: {value}"
+    found = outcome(("\n".join(lines) + "\n").encode("utf-8"))
+    assert all("\n" not in line for line in found or [])
