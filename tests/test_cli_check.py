@@ -339,6 +339,14 @@ REJECTED = [
         id="undeclared-section",
     ),
     pytest.param(
+        yaml_catalogue(item(category="reserch")),
+        [
+            "items.yaml:18: items[0].category: 'reserch' is not a declared category; "
+            "did you mean 'research'?"
+        ],
+        id="category-typo-suggested",
+    ),
+    pytest.param(
         header_with("{slug: people", "{slug: all") + item(),
         [
             "items.yaml:11: publication.categories[1].slug: 'all' is reserved for the combined "

@@ -781,16 +781,14 @@ class _Checker:
                 self.error(
                     _key_line(entry, "category"),
                     f"{path}.category",
-                    f"'{got['category']}' is not a declared category; declared: "
-                    + ", ".join(sorted(categories)),
+                    _undeclared(got["category"], "category", categories),
                 )
                 ok = False
             if sections is not None and got.get("section") not in (None, *sections):
-                declared = ", ".join(sorted(sections)) or "none (add publication.sections)"
                 self.error(
                     _key_line(entry, "section"),
                     f"{path}.section",
-                    f"'{got['section']}' is not a declared section; declared: {declared}",
+                    _undeclared(got["section"], "section", sections),
                 )
                 ok = False
             if "date" in got and got.get("updated") is not None and got["updated"] < got["date"]:
@@ -819,6 +817,16 @@ class _Checker:
             )
 
         return self.sequence(value, line, "items", each)
+
+
+def _undeclared(slug: str, kind: str, declared: set[str]) -> str:
+    """Say that `slug` is not declared, suggesting the declared slug it was probably meant as."""
+    close = difflib.get_close_matches(slug, sorted(declared), n=1)
+    if close:
+        return f"'{slug}' is not a declared {kind}; did you mean '{close[0]}'?"
+    plural = {"category": "categories", "section": "sections"}[kind]
+    listed = ", ".join(sorted(declared)) or f"none (add publication.{plural})"
+    return f"'{slug}' is not a declared {kind}; declared: {listed}"
 
 
 def _identity(value: Any) -> Any:
