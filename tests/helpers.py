@@ -64,3 +64,12 @@ def load_text(text: str, tmp_path: Path) -> catalogue.Catalogue:
 def build_text(text: str, tmp_path: Path, now: datetime = NOW) -> dict[str, bytes]:
     """Return every file `digest build` would write for catalogue text."""
     return site.render(load_text(text, tmp_path), now)
+
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
+    """Return every file below `directory` with its bytes and mtime, to prove nothing changed."""
+    return {
+        str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }

@@ -10,18 +10,10 @@ from pathlib import Path
 from click.testing import Result
 
 from digest import feeds
-from helpers import item, yaml_catalogue
+from helpers import item, snapshot, yaml_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 Run = Callable[..., Result]
-
-
-def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
-    return {
-        str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_build_writes_feeds_and_says_so(

@@ -15,7 +15,7 @@ import pytest
 from click.testing import Result
 
 from digest.errors import CatalogueError
-from helpers import HEADER, item, yaml_catalogue
+from helpers import HEADER, item, snapshot, yaml_catalogue
 
 Run = Callable[..., Result]
 Write = Callable[..., Path]
@@ -43,14 +43,6 @@ def header_with(old: str, new: str) -> str:
     """Return HEADER with one piece of text replaced (which must be there)."""
     assert old in HEADER
     return HEADER.replace(old, new)
-
-
-def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
-    return {
-        str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
 
 
 # ------------------------------------------------------------------------------------------------
