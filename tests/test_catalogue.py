@@ -207,13 +207,34 @@ def test_newsletter_read_with_defaults(tmp_path: Path) -> None:
     text = yaml_catalogue() + newsletter("News — {month:%B %Y}")
     news = load_text(text, tmp_path).newsletter
     assert news == catalogue.Newsletter(
-        sender="News Office <news@example.edu>",
+        sender=catalogue.Mailbox("News Office", "news@example.edu"),
         reply_to=None,
         subject="News — {month:%B %Y}",
         schedule="0 9 1 * *",
         unsubscribe="mailto:news@example.edu?subject=unsubscribe",
         subscribers="subscribers.csv",
     )
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("news@example.edu", ("", "news@example.edu")),
+        ("<news@example.edu>", ("", "news@example.edu")),
+        ("News Office <news@example.edu>", ("News Office", "news@example.edu")),
+        ('"Office, News" <news@example.edu>', ("Office, News", "news@example.edu")),
+    ],
+)
+def test_sender_is_read_as_name_and_address(
+    tmp_path: Path, written: str, expected: tuple[str, str]
+) -> None:
+    """The From line shows the office's name and sends from its address."""
+    text = yaml_catalogue() + newsletter("News").replace(
+        '"News Office <news@example.edu>"', json.dumps(written)
+    )
+    news = load_text(text, tmp_path).newsletter
+    assert news is not None
+    assert (news.sender.name or "", news.sender.address) == expected
 
 
 @pytest.mark.parametrize(

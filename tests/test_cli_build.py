@@ -24,7 +24,7 @@ def test_build_writes_feeds_and_says_so(
     result = run("build")
     assert result.exit_code == 0, result.output
     assert (
-        result.stdout == "Built feeds/: 10 files (10 written, 0 unchanged) from 1 published item.\n"
+        result.stdout == "Built feeds/: 11 files (11 written, 0 unchanged) from 1 published item.\n"
     )
     assert (tmp_path / "feeds" / "all.atom.xml").is_file()
     assert (tmp_path / "feeds" / "index.html").is_file()
@@ -39,7 +39,7 @@ def test_second_build_changes_no_file(run: Run, write: Callable[..., Path], tmp_
     before = snapshot(tmp_path / "out")
     result = run("build", "-o", "out")
     assert (
-        result.stdout == "Built out/: 10 files (0 written, 10 unchanged) from 1 published item.\n"
+        result.stdout == "Built out/: 11 files (0 written, 11 unchanged) from 1 published item.\n"
     )
     assert snapshot(tmp_path / "out") == before
 
@@ -97,7 +97,7 @@ def test_check_flag_reports_stale_files(
     """`build --check` fails CI when committed feeds lag the catalogue, and writes nothing."""
     write(yaml_catalogue())
     run("build")
-    assert run("build", "--check").stdout == "feeds/ is up to date (10 files).\n"
+    assert run("build", "--check").stdout == "feeds/ is up to date (11 files).\n"
     write(yaml_catalogue(item(title="Renamed")))
     before = snapshot(tmp_path / "feeds")
     result = run("build", "--check")
@@ -106,11 +106,12 @@ def test_check_flag_reports_stale_files(
         "feeds/all.atom.xml is out of date",
         "feeds/all.json is out of date",
         "feeds/all.rss.xml is out of date",
+        "feeds/archive/2025-11.html is out of date",
         "feeds/index.html is out of date",
         "feeds/research.atom.xml is out of date",
         "feeds/research.json is out of date",
         "feeds/research.rss.xml is out of date",
-        "feeds/: 7 files out of date; run `digest build` to update them",
+        "feeds/: 8 files out of date; run `digest build` to update them",
     ]
     assert snapshot(tmp_path / "feeds") == before
 
@@ -121,7 +122,7 @@ def test_check_flag_on_missing_directory(run: Run, write: Callable[..., Path]) -
     result = run("build", "--check", "-o", "nowhere")
     assert result.exit_code == 1
     assert result.stderr.endswith(
-        "nowhere/: 10 files out of date; run `digest build` to update them\n"
+        "nowhere/: 11 files out of date; run `digest build` to update them\n"
     )
 
 

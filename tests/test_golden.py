@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from digest import catalogue, site
+from digest import catalogue, newsletter, site
+from digest.months import Month
 from helpers import NOW
 
 HERE = Path(__file__).parent
@@ -18,11 +19,25 @@ GOLDEN = HERE / "golden"
 SOURCES = {"bundled": HERE.parent / "items.yaml", "rich": HERE / "data" / "rich.yaml"}
 
 
-@pytest.mark.parametrize("name", sorted(SOURCES))
-def test_build_matches_golden_files(name: str, update_goldens: bool) -> None:
-    """Feeds and the feed page change only when someone meant them to."""
-    files = site.render(catalogue.load(SOURCES[name]), NOW)
-    directory = GOLDEN / name
+def digest_files(name: str) -> dict[str, bytes]:
+    """Return November 2025's digest as the placeholder subscriber gets it."""
+    cat = catalogue.load(SOURCES[name])
+    rendered = newsletter.Renderer(cat).render(newsletter.issue(cat, Month(2025, 11), NOW))
+    html, text = rendered.personalise(None, "mailto:unsubscribe@example.edu")
+    return {"digest-2025-11.html": html.encode(), "digest-2025-11.txt": text.encode()}
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [(n, k) for n in sorted(SOURCES) for k in ("build", "digest")]
+)
+def test_output_matches_golden_files(name: str, kind: str, update_goldens: bool) -> None:
+    """Feeds, pages and the newsletter change only when someone meant them to."""
+    if kind == "build":
+        files = site.render(catalogue.load(SOURCES[name]), NOW)
+        directory = GOLDEN / name
+    else:
+        files = digest_files(name)
+        directory = GOLDEN / f"{name}-digest"
     if update_goldens:
         for old in directory.rglob("*"):
             if old.is_file() and str(old.relative_to(directory)) not in files:

@@ -87,10 +87,21 @@ class Publication:
 
 
 @dataclass(frozen=True, slots=True)
+class Mailbox:
+    """An email address with an optional display name."""
+
+    name: str | None
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.address}>" if self.name else self.address
+
+
+@dataclass(frozen=True, slots=True)
 class Newsletter:
     """How the monthly digest is addressed and when it is sent."""
 
-    sender: str
+    sender: Mailbox
     reply_to: str | None
     subject: str
     schedule: str
@@ -456,11 +467,13 @@ def _email(value: Any) -> str:
     return text
 
 
-def _mailbox(value: Any) -> str:
+def _mailbox(value: Any) -> Mailbox:
     text = _text(value)
     match = re.fullmatch(r"(?:([^<>]*?)\s*)?<([^<>]+)>", text)
-    _email(match.group(2) if match else text)
-    return text
+    if not match:
+        return Mailbox(None, _email(text))
+    name = (match.group(1) or "").strip().strip('"').strip() or None
+    return Mailbox(name, _email(match.group(2)))
 
 
 def _positive_int(value: Any) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -12,6 +13,15 @@ from markupsafe import Markup
 from digest import markup
 from digest.catalogue import Catalogue, Item
 from digest.feeds import FORMATS, Feed, channels
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveLink:
+    """A month's web digest, as the feed page lists it."""
+
+    label: str
+    href: str
+    items: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +65,8 @@ def day(moment: datetime) -> str:
     return f"{moment.day} {moment:%B %Y}"
 
 
-def render_index(catalogue: Catalogue, now: datetime) -> bytes:
-    """Return index.html: every feed with autodiscovery links, and the latest items by section."""
+def render_index(catalogue: Catalogue, now: datetime, archive: Sequence[ArchiveLink]) -> bytes:
+    """Return index.html: every feed, the latest items by section, and the monthly archive."""
     publication = catalogue.publication
     tz = publication.tz
     names = {c.slug: c.name for c in publication.categories}
@@ -87,5 +97,7 @@ def render_index(catalogue: Catalogue, now: datetime) -> bytes:
     if rest:
         groups.append(_Group("More" if groups else "Latest", rest))
     template = _environment().get_template("index.html.j2")
-    page = template.render(publication=publication, rows=rows, formats=FORMATS, groups=groups)
+    page = template.render(
+        publication=publication, rows=rows, formats=FORMATS, groups=groups, archive=archive
+    )
     return page.encode("utf-8")

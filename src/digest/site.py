@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from digest import feeds, pages
+from digest import feeds, newsletter, pages
 from digest.catalogue import Catalogue
+from digest.months import Month
 
 
 def render(catalogue: Catalogue, now: datetime) -> dict[str, bytes]:
     """Return every published file of the catalogue at `now`, by path relative to the output."""
     files = feeds.render(catalogue, now)
-    files["index.html"] = pages.render_index(catalogue, now)
+    archive = []
+    renderer = newsletter.Renderer(catalogue)
+    tz = catalogue.publication.tz
+    for month in sorted({Month.of(i.date, tz) for i in catalogue.published(now)}, reverse=True):
+        issue = newsletter.issue(catalogue, month, now)
+        page = renderer.render(issue, web=True)
+        files[newsletter.archive_path(month)] = page.html.encode("utf-8")
+        archive.append(
+            pages.ArchiveLink(month.label, newsletter.archive_path(month), page.item_count)
+        )
+    files["index.html"] = pages.render_index(catalogue, now, archive)
     return files

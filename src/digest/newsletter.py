@@ -1,0 +1,235 @@
+"""Render a month's digest: HTML with its CSS inlined once, a text twin, and the subject.
+
+Rendering is split in two so that thousands of subscribers cost one inlining per distinct
+category selection: `Renderer.render` fills the templates and runs premailer with placeholder
+tokens where the personal parts go, and `Rendered.personalise` swaps the tokens for one
+recipient's values.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import textwrap
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from digest import markup
+from digest.catalogue import Catalogue, Category, Item
+from digest.errors import RenderError
+from digest.months import Month
+
+# Gmail clips an HTML body larger than this, hiding the rest behind "[Message clipped]".
+GMAIL_CLIP_BYTES = 102 * 1024
+
+# Tokens stand where the personal parts go. Letters, digits and hyphens only: they must pass
+# through lxml's HTML serializer unchanged, which percent-encodes other characters in href values.
+GREETING_TOKEN = "DIGEST-PERSONAL-GREETING-5f0c2e"  # noqa: S105 -- a placeholder, not a secret
+UNSUBSCRIBE_TOKEN = "DIGEST-PERSONAL-UNSUBSCRIBE-5f0c2e"  # noqa: S105
+
+TEMPLATE_DIRECTORY = "newsletter_templates"
+
+
+def default_templates() -> Path:
+    """Return the templates `digest` ships: inside the package, or in the source tree."""
+    packaged = Path(__file__).parent / TEMPLATE_DIRECTORY
+    if packaged.is_dir():
+        return packaged
+    # An editable install runs from the source tree, where the templates sit at the top.
+    return Path(__file__).resolve().parents[2] / TEMPLATE_DIRECTORY
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One category's items in a digest."""
+
+    category: Category
+    items: tuple[Item, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """The items of one month, grouped by category in declared order, newest first in each."""
+
+    month: Month
+    sections: tuple[Section, ...]
+
+    @property
+    def items(self) -> tuple[Item, ...]:
+        """Return every item of the issue, in the order the digest shows them."""
+        return tuple(item for section in self.sections for item in section.items)
+
+    def only(self, categories: frozenset[str] | None) -> Issue:
+        """Return the issue cut down to `categories` (None: all of them)."""
+        if categories is None:
+            return self
+        kept = tuple(s for s in self.sections if s.category.slug in categories)
+        return Issue(self.month, kept)
+
+
+def issue(catalogue: Catalogue, month: Month, now: datetime) -> Issue:
+    """Select the month's published items (drafts and scheduled ones left out)."""
+    tz = catalogue.publication.tz
+    chosen = [i for i in catalogue.published(now) if Month.of(i.date, tz) == month]
+    sections = []
+    for category in catalogue.publication.categories:
+        items = tuple(i for i in chosen if i.category == category.slug)
+        if items:
+            sections.append(Section(category, items))
+    return Issue(month, tuple(sections))
+
+
+def archive_path(month: Month) -> str:
+    """Return where the web version of a month's digest is published, relative to feeds_url."""
+    return f"archive/{month}.html"
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A digest for one category selection, with tokens where the personal parts go."""
+
+    subject: str
+    html: str
+    text: str
+    item_count: int
+
+    def personalise(self, name: str | None, unsubscribe: str) -> tuple[str, str]:
+        """Return (html, text) for one recipient: the greeting and unsubscribe link filled in."""
+        greeting = f"Dear {name}," if name else "Dear colleague,"
+        page = self.html.replace(GREETING_TOKEN, html.escape(greeting, quote=False))
+        page = page.replace(UNSUBSCRIBE_TOKEN, html.escape(unsubscribe))
+        text = self.text.replace(GREETING_TOKEN, greeting).replace(UNSUBSCRIBE_TOKEN, unsubscribe)
+        return page, text
+
+
+class Renderer:
+    """Renders a catalogue's digests; holds the templates and one premailer instance."""
+
+    def __init__(self, catalogue: Catalogue, templates: Path | None = None) -> None:
+        self.catalogue = catalogue
+        own = catalogue.path.parent / TEMPLATE_DIRECTORY
+        # The office's own templates first; any file they lack comes from the shipped ones.
+        search = [templates] if templates else [own] if own.is_dir() else []
+        search.append(default_templates())
+        self.environment = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(p) for p in search]),
+            # Not select_autoescape(): its default does not cover `.j2`, so a `<script>` in a title
+            # would pass raw into the HTML. The text template is plain text and escapes nothing.
+            autoescape=_escapes,  # noqa: S701 -- escapes all but the .txt.j2 template
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.environment.filters["wrap"] = _wrap
+        self._inliner: Any = None
+        self._cache: dict[tuple[Issue, bool], Rendered] = {}
+
+    def render(
+        self, chosen: Issue, categories: frozenset[str] | None = None, *, web: bool = False
+    ) -> Rendered:
+        """Return the digest for `chosen`, cut to `categories`; `web` leaves out personal parts."""
+        selection = chosen.only(categories)
+        key = (selection, web)
+        if key not in self._cache:
+            self._cache[key] = self._render(selection, web)
+        return self._cache[key]
+
+    def _render(self, selection: Issue, web: bool) -> Rendered:
+        publication = self.catalogue.publication
+        newsletter = self.catalogue.newsletter
+        subject = (
+            newsletter.subject.format(month=selection.month.first_day)
+            if newsletter
+            else f"{publication.title} — {selection.month.label}"
+        )
+        context = {
+            "publication": publication,
+            "subject": subject,
+            "month": selection.month.label,
+            "preheader": _preheader(selection),
+            "sections": [
+                {"name": s.category.name, "entries": [self._item(i) for i in s.items]}
+                for s in selection.sections
+            ],
+            "view_url": publication.feeds_url + archive_path(selection.month),
+            "feeds_url": publication.feeds_url,
+            "web": web,
+            "greeting": GREETING_TOKEN,
+            "unsubscribe": UNSUBSCRIBE_TOKEN,
+        }
+        try:
+            page = self.environment.get_template("digest.html.j2").render(context)
+            text = self.environment.get_template("digest.txt.j2").render(context)
+        except jinja2.TemplateError as exc:
+            filename, line = getattr(exc, "filename", None), getattr(exc, "lineno", None)
+            where = f"{filename}:{line}: " if filename and line else ""
+            raise RenderError(f"{where}the newsletter template failed: {exc}") from exc
+        return Rendered(subject, self._inline(page), text, len(selection.items))
+
+    def _item(self, item: Item) -> dict[str, Any]:
+        publication = self.catalogue.publication
+        summary = markup.to_html(item.summary, publication.site_url)
+        local = item.date.astimezone(publication.tz)
+        return {
+            "id": item.id,
+            "title": item.title,
+            "link": item.link,
+            "day": f"{local.day} {local:%B %Y}",
+            "iso": local.date().isoformat(),
+            # Marked safe only here, after nh3 has sanitized it.
+            "summary_html": Markup(summary),  # noqa: S704 -- sanitized by markup.to_html
+            "summary_text": markup.to_text(summary),
+            "image": item.image,
+        }
+
+    def _inline(self, page: str) -> str:
+        if self._inliner is None:
+            from premailer import Premailer  # imported here: only rendering pays for it
+
+            # cssutils logs every property it does not know (mso-*, -webkit-*) as an error.
+            logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
+            self._inliner = Premailer(
+                base_url=None,
+                allow_network=False,  # it would otherwise fetch linked stylesheets
+                strip_important=False,  # the dark-mode block needs its !important to win
+                keep_style_tags=False,
+                remove_classes=False,  # the media queries left in <style> select by class
+                disable_validation=True,
+                # Keep the container's width="600" attribute: premailer would otherwise copy the
+                # CSS `width: 100%` over it, and Outlook, which reads only the attribute, would
+                # stretch the layout to the whole window.
+                disable_basic_attributes=["width", "height"],
+                cssutils_logging_level=logging.CRITICAL,
+            )
+        inlined: str = self._inliner.transform(page, pretty_print=False)
+        return inlined.rstrip("\n") + "\n"
+
+
+def _escapes(template: str | None) -> bool:
+    """Autoescape every template but the plain-text one, whose output is never HTML."""
+    return template is None or not template.endswith(".txt.j2")
+
+
+def _preheader(selection: Issue) -> str:
+    """Return the inbox preview line: the month's first headlines."""
+    titles = [item.title for item in selection.items[:3]]
+    text = " · ".join(titles)
+    return text if len(text) <= 140 else text[:139].rstrip() + "…"
+
+
+def _wrap(text: str, width: int = 72) -> str:
+    """Wrap each paragraph of plain text to `width` columns, keeping the blank lines between."""
+    paragraphs = text.split("\n\n")
+    return "\n\n".join(
+        "\n".join(
+            textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
+            for line in paragraph.splitlines()
+        )
+        for paragraph in paragraphs
+    )
