@@ -339,3 +339,18 @@ def test_any_title_and_summary_build(tmp_path: Path, title: str, summary: str) -
         assert "<script" not in lowered
         assert not re.search(r"<[^>]+\son[a-z]+\s*=", lowered)
         assert not re.search(r"""(?:href|src)\s*=\s*["']?\s*javascript:""", lowered)
+
+
+def test_images_without_alt_text_get_an_empty_one(tmp_path: Path) -> None:
+    """Screen readers skip an undescribed picture instead of reading its address aloud."""
+    summary = json.dumps(
+        '<img src="/a.png"> ![](/b.png) ![The lab](/c.png) <img alt="D" src="/d.png">'
+    )
+    files = build_text(yaml_catalogue(item(summary=summary)), tmp_path)
+    content = json.loads(files["all.json"])["items"][0]["content_html"]
+    assert re.findall(r"<img [^>]*>", content) == [
+        '<img alt="" src="https://news.example.edu/a.png">',
+        '<img src="https://news.example.edu/b.png" alt="">',
+        '<img src="https://news.example.edu/c.png" alt="The lab">',
+        '<img alt="D" src="https://news.example.edu/d.png">',
+    ]

@@ -65,10 +65,19 @@ def sanitize(fragment: str, base_url: str) -> str:
     return _cleaner(base_url).clean(fragment)
 
 
+# nh3's output is normalized (lowercase tags, double-quoted attributes), so this sees every image
+# without alt text.
+_IMG_WITHOUT_ALT = re.compile(r"<img(?![^>]*\salt=)")
+
+
 @lru_cache(maxsize=4096)
 def to_html(markdown: str, base_url: str) -> str:
-    """Render Markdown (raw HTML allowed) to sanitized HTML with absolute URLs."""
-    return sanitize(_md.render(markdown), base_url).strip()
+    """Render Markdown (raw HTML allowed) to sanitized HTML with absolute URLs.
+
+    An image written without alt text gets an empty one, which tells screen readers to skip it
+    rather than read its address aloud; `![description](url)` is how an editor describes it.
+    """
+    return _IMG_WITHOUT_ALT.sub('<img alt=""', sanitize(_md.render(markdown), base_url).strip())
 
 
 _BLOCK_END = re.compile(r"</(?:p|li|h[2-6]|blockquote|pre|tr|table|ul|ol)>|<br\s*/?>|<hr\s*/?>")
