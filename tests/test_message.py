@@ -75,7 +75,7 @@ def test_headers_a_mail_client_needs(publication: catalogue.Publication) -> None
     assert email["To"] == '"Prof. Chan Tai-man" <chan@example.org>'
     assert email["Reply-To"] == "provost@example.edu"
     assert email["Date"] == "Mon, 01 Dec 2025 01:00:00 +0000"
-    assert email["List-Id"] == '"What\'s Happening" <what-s-happening.provost.example.edu>'
+    assert email["List-Id"] == '"What\'s Happening" <whats-happening.provost.example.edu>'
     assert email["List-Unsubscribe"] == "<mailto:provost@example.edu?subject=unsubscribe>"
     assert email["List-Unsubscribe-Post"] is None
     assert email["MIME-Version"] == "1.0"

@@ -62,7 +62,8 @@ def message_id(publication: Publication, month: Month, recipient: str) -> str:
 
 def list_id(publication: Publication) -> str:
     """Return the List-Id header (RFC 2919): the publication's name and a label on its host."""
-    label = re.sub(r"[^a-z0-9]+", "-", publication.title.lower()).strip("-") or "digest"
+    words = re.sub(r"['’]", "", publication.title.lower())  # What's -> whats, not what-s
+    label = re.sub(r"[^a-z0-9]+", "-", words).strip("-") or "digest"
     phrase = publication.title.replace("\\", "").replace('"', "")
     return f'"{phrase}" <{label}.{publication.host}>'
 
