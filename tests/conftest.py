@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from click.testing import CliRunner, Result
 from playwright.sync_api import Browser, sync_playwright
 
@@ -83,3 +91,108 @@ def artifacts() -> Path:
     """A directory for screenshots that a person looks at after the run."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@dataclass
+class Received:
+    """One message the test server accepted."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = message_from_bytes(self.data, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    @property
+    def message_id(self) -> str:
+        return str(self.message["Message-ID"])
+
+
+@dataclass
+class Recorder:
+    """An aiosmtpd handler that records every accepted message and injects faults on request.
+
+    - `refuse[address] = "550 5.1.1 no such user"`: reply to RCPT TO for that address, always;
+    - `refuse_once[address] = "451 4.3.0 try later"`: reply once, then accept;
+    - `drop_after`: close the connection right after accepting that many messages in total;
+    - `drop_before_reply`: close the connection after receiving DATA of that many messages in
+      total, before replying (the message is recorded: the client cannot know it arrived);
+    - `delay`: seconds to wait before answering DATA.
+    """
+
+    messages: list[Received] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)
+    refuse_once: dict[str, str] = field(default_factory=dict)
+    drop_after: int | None = None
+    drop_before_reply: int | None = None
+    delay: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        if address in self.refuse_once:
+            return self.refuse_once.pop(address)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        with self.lock:
+            self.messages.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+            )
+            count = len(self.messages)
+        if self.drop_before_reply is not None and count == self.drop_before_reply:
+            server.transport.close()
+            return "250 OK"
+        if self.drop_after is not None and count == self.drop_after:
+            asyncio.get_running_loop().call_later(0.05, server.transport.close)
+        return "250 OK"
+
+    def by_recipient(self) -> dict[str, list[Received]]:
+        """Return the messages grouped by recipient."""
+        grouped: dict[str, list[Received]] = {}
+        for received in self.messages:
+            for rcpt in received.rcpt_tos:
+                grouped.setdefault(rcpt, []).append(received)
+        return grouped
+
+
+@dataclass
+class SmtpServer:
+    """A running test SMTP server."""
+
+    host: str
+    port: int
+    recorder: Recorder
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, recording what it accepts."""
+    recorder = Recorder()
+    port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield SmtpServer("127.0.0.1", port, recorder)
+    finally:
+        controller.stop()

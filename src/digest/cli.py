@@ -15,6 +15,10 @@ from digest.months import Month
 
 if TYPE_CHECKING:
     from digest.catalogue import Catalogue
+    from digest.delivery import Send, Summary
+    from digest.newsletter import Issue
+    from digest.subscribers import SubscriberList
+    from digest.transport import Transport
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,6 +75,19 @@ def month_option(command: F) -> F:
     )(command)
 
 
+def state_option(command: F) -> F:
+    """Add --state: the delivery ledger."""
+    return click.option(
+        "--state",
+        "state_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=Path(".digest/state.sqlite3"),
+        envvar="DIGEST_STATE",
+        show_envvar=True,
+        help="The delivery ledger (SQLite): what was sent to whom.",
+    )(command)
+
+
 def output_option(default: str, what: str) -> Callable[[F], F]:
     """Add -o/--output: the directory a command writes into."""
 
@@ -124,12 +141,19 @@ def check(catalogue_path: Path) -> None:
     Example:
         digest check -c items.yaml
     """
-    counts = _load(catalogue_path).counts(_now())
-    click.echo(
+    catalogue = _load(catalogue_path)
+    counts = catalogue.counts(_now())
+    line = (
         f"{catalogue_path} is valid: {_plural(counts['items'], 'item')} "
         f"({counts['published']} published, {_plural(counts['drafts'], 'draft')}, "
-        f"{counts['scheduled']} scheduled) in {_plural(counts['categories'], 'category')}."
+        f"{counts['scheduled']} scheduled) in {_plural(counts['categories'], 'category')}"
     )
+    if catalogue.newsletter is not None:
+        listed, where = _subscribers(catalogue)
+        line += f"; {where}: {_plural(len(listed.subscribers), 'subscriber')}"
+        if listed.duplicates:
+            line += f" ({_plural(listed.duplicates, 'duplicate')} sent once)"
+    click.echo(line + ".")
 
 
 @cli.command()
@@ -230,6 +254,309 @@ def render(catalogue_path: Path, month: Month | None, output_dir: Path) -> None:
             '"[Message clipped]"',
             err=True,
         )
+
+
+def _subscribers(catalogue: Catalogue) -> tuple[SubscriberList, Path]:
+    """Load the subscriber list the catalogue names, relative to the catalogue."""
+    from digest import subscribers
+
+    assert catalogue.newsletter is not None  # noqa: S101 -- callers check
+    written = Path(catalogue.newsletter.subscribers)
+    path = written if written.is_absolute() else catalogue.path.parent / written
+    declared = [c.slug for c in catalogue.publication.categories]
+    shown = path if catalogue.path.parent != Path() else written
+    return subscribers.load(path, declared, str(shown)), shown
+
+
+def _transport(month: Month) -> Transport:
+    """Return the transport DIGEST_SMTP_URL names, or the outbox when it is unset."""
+    import os
+
+    from digest import transport
+
+    url = os.environ.get("DIGEST_SMTP_URL", "").strip()
+    if not url:
+        return transport.OutboxTransport(Path("outbox"), str(month))
+    password = os.environ.get("DIGEST_SMTP_PASSWORD")
+    return transport.SmtpTransport(transport.parse_url(url, password))
+
+
+def _validate_address(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    from email_validator import EmailNotValidError, validate_email
+
+    checked = []
+    for value in values:
+        try:
+            checked.append(validate_email(value, check_deliverability=False).normalized)
+        except EmailNotValidError as exc:
+            raise click.BadParameter(f"{value!r} is not an email address: {exc}") from exc
+    return tuple(checked)
+
+
+@cli.command()
+@catalogue_option
+@month_option
+@state_option
+@click.option(
+    "-y", "--yes", is_flag=True, help="Send without asking (for scripts and the scheduler)."
+)
+@click.option(
+    "-n",
+    "--dry-run",
+    is_flag=True,
+    help="Render and list recipients; send nothing, record nothing.",
+)
+@click.option(
+    "--to",
+    "test_addresses",
+    multiple=True,
+    metavar="ADDR",
+    callback=_validate_address,
+    help="Send a [TEST] copy to ADDR only, outside the ledger (repeatable).",
+)
+@click.option(
+    "--resend", is_flag=True, help="Send the month again to everyone, even those who have it."
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.01),
+    default=None,
+    help="Send at most this many messages a second.",
+)
+@click.option(
+    "--connections", type=click.IntRange(1, 8), default=1, help="SMTP connections to use at once."
+)
+def send(
+    catalogue_path: Path,
+    month: Month | None,
+    state_path: Path,
+    yes: bool,
+    dry_run: bool,
+    test_addresses: tuple[str, ...],
+    resend: bool,
+    rate: float | None,
+    connections: int,
+) -> None:
+    """Send a month's digest to every subscriber, once.
+
+    Messages go to the SMTP server in DIGEST_SMTP_URL (smtp://user@host:587, smtps://...; the
+    password may come from DIGEST_SMTP_PASSWORD), or, when it is unset, into outbox/ as .eml files.
+    Every delivery is recorded in the ledger: running it again sends only what is missing.
+
+    \b
+    Example:
+        digest send --month 2025-11 --dry-run
+    """
+    from digest import delivery, newsletter
+    from digest.ledger import Ledger, SendLock
+    from digest.transport import OutboxTransport
+
+    catalogue = _load(catalogue_path)
+    delivery.settings_of(catalogue)
+    listed, _ = _subscribers(catalogue)
+    now = _now()
+    month = month or Month.previous(now, catalogue.publication.tz)
+    chosen = newsletter.issue(catalogue, month, now)
+    if not chosen.items:
+        click.echo(f"No items in {month.label}: nothing to send.")
+        return
+    transport = _transport(month)
+    if test_addresses:
+        _send_tests(catalogue, chosen, test_addresses, transport)
+        return
+    if dry_run:
+        readers, without = delivery.audience(chosen, listed)
+        subject = newsletter.Renderer(catalogue).render(chosen).subject
+        click.echo("Dry run: nothing is sent or recorded.")
+        click.echo(f"Subject:    {subject}")
+        click.echo(
+            f"Items:      {len(chosen.items)} in {_plural(len(chosen.sections), 'category')}"
+        )
+        click.echo(f"Transport:  {transport.describe()}")
+        click.echo(f"Recipients: {len(readers)}")
+        for reader in readers:
+            chosen_categories = (
+                "all categories"
+                if reader.categories is None
+                else ", ".join(sorted(reader.categories))
+            )
+            click.echo(f"  {reader.email}  {reader.name or ''}  ({chosen_categories})")
+        if without:
+            skipped = _plural(len(without), "subscriber")
+            click.echo(f"Not sent: {skipped} whose categories have no items this month.")
+        return
+    ledger = Ledger(state_path)
+    lock = SendLock(state_path, str(month))
+    try:
+        lock.acquire(f"digest send by {_user()}")
+        plan = delivery.prepare(catalogue, listed, month, ledger, now, resend=resend)
+        if plan is None:  # pragma: no cover - checked above
+            return
+        if not plan.todo:
+            failed = len(ledger.deliveries(str(month), ("failed",)))
+            note = f"; {failed} failed, see `digest status`" if failed else ""
+            last = max(r.updated_at for r in ledger.deliveries(str(month), ("sent", "failed")))
+            click.echo(
+                f"{month.label} was already sent to {_plural(plan.already, 'subscriber')}, the "
+                f"last at {_when(last)}{note}. Nothing to send; --resend sends it again."
+            )
+            return
+        click.echo(f"Subject:    {plan.subject}")
+        click.echo(f"Items:      {plan.items}")
+        click.echo(
+            f"Recipients: {len(plan.todo)} to send"
+            + (f", {plan.already} already have it" if plan.already else "")
+        )
+        click.echo(f"Transport:  {transport.describe()}")
+        if plan.in_flight:
+            click.echo(
+                f"{_plural(plan.in_flight, 'message')} may have gone out when the last run "
+                "stopped; they are sent again with the same Message-ID, so mail clients show "
+                "them once."
+            )
+        if plan.changed:
+            click.echo(
+                f"The catalogue changed since sending began on {plan.frozen_at}; the rest get the "
+                "version frozen then, so that everyone reads the same digest."
+            )
+        if not yes:
+            click.confirm(
+                f"Send {month.label} to {_plural(len(plan.todo), 'subscriber')}?", abort=True
+            )
+        run = ledger.start_run(str(month), transport.describe(), _user())
+        try:
+            summary = _execute(plan, transport, connections, rate)
+        except KeyboardInterrupt:
+            raise DigestError(
+                f"Interrupted. Run `digest send --month {month}` again to send the rest; a message "
+                "that was in flight is sent again with the same Message-ID."
+            ) from None
+        ledger.finish_run(run, summary.sent, summary.failed, summary.deferred, summary.already)
+    finally:
+        lock.release()
+        ledger.close()
+    for outcome in summary.outcomes:
+        if outcome.status != "sent":
+            code = f"{outcome.code} " if outcome.code else ""
+            click.echo(
+                f"{outcome.status}: {outcome.address}: {code}{outcome.reply}",
+                err=True,
+            )
+    click.echo(
+        f"{month.label}: sent {summary.sent}, already sent {summary.already}, deferred "
+        f"{summary.deferred}, failed {summary.failed} (via {transport.describe()})."
+    )
+    if isinstance(transport, OutboxTransport):
+        click.echo(
+            f"DIGEST_SMTP_URL is not set, so nothing was emailed: each message was written to "
+            f"{transport.directory}/ as an .eml file."
+        )
+    if not summary.ok:
+        raise DigestError(
+            "Not everyone has the digest: run the same command later to retry the deferred; "
+            "`digest status` lists the failed."
+        )
+
+
+def _execute(plan: Send, transport: Transport, connections: int, rate: float | None) -> Summary:
+    import sys
+
+    if not sys.stdout.isatty():
+        return plan.execute(transport, clock=_now, connections=connections, rate=rate)
+    with click.progressbar(length=len(plan.todo), label="Sending", show_pos=True) as bar:
+        return plan.execute(
+            transport,
+            clock=_now,
+            connections=connections,
+            rate=rate,
+            progress=lambda outcome: bar.update(1),
+        )
+
+
+def _send_tests(
+    catalogue: Catalogue, chosen: Issue, addresses: tuple[str, ...], transport: Transport
+) -> None:
+    from digest import delivery
+    from digest.transport import SendError
+
+    connection = transport.open()
+    failures = []
+    try:
+        for address in addresses:
+            built, sender = delivery.test_message(catalogue, chosen, address, _now())
+            try:
+                connection.send(built, sender, address)
+            except SendError as exc:
+                failures.append(f"{address}: {exc}")
+    finally:
+        connection.close()
+    sent = len(addresses) - len(failures)
+    click.echo(
+        f"Sent {_plural(sent, 'test copy')} of {chosen.month.label} ([TEST] in the subject, "
+        f"not recorded) via {transport.describe()}."
+    )
+    if failures:
+        raise DigestError("Not sent: " + "; ".join(failures))
+
+
+@cli.command()
+@catalogue_option
+@state_option
+def status(catalogue_path: Path, state_path: Path) -> None:
+    """Show what was sent, when, to how many, and what failed.
+
+    \b
+    Example:
+        digest status --state .digest/state.sqlite3
+    """
+    from digest.ledger import Ledger
+
+    if not state_path.exists():
+        click.echo(f"Nothing sent yet ({state_path} does not exist).")
+        return
+    ledger = Ledger(state_path)
+    try:
+        months = ledger.months()
+        if not months:
+            click.echo("Nothing sent yet.")
+            return
+        header = f"{'month':<8} {'sent':>6} {'failed':>6} {'deferred':>8} {'pending':>7}"
+        click.echo(f"{header}  last activity")
+        problems = []
+        for entry in months:
+            counts = entry.counts
+            waiting = counts["pending"] + counts["sending"]
+            click.echo(
+                f"{entry.month:<8} {counts['sent']:>6} {counts['failed']:>6} "
+                f"{counts['deferred']:>8} {waiting:>7}  "
+                f"{_when(entry.last)}"
+            )
+            for row in ledger.deliveries(entry.month, ("failed", "deferred")):
+                code = f"{row.last_code} " if row.last_code else ""
+                reply = row.last_reply or ""
+                problems.append(f"  {entry.month} {row.status}: {row.address}: {code}{reply}")
+        if problems:
+            click.echo("Not delivered:")
+            for problem in problems:
+                click.echo(problem)
+    finally:
+        ledger.close()
+
+
+def _when(stamp: str) -> str:
+    """Return a ledger time stamp as people read it: 2025-12-01 09:00 UTC."""
+    return stamp.replace("T", " ")[:16] + " UTC"
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown user"
 
 
 def _kilobytes(size: int) -> str:

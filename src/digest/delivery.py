@@ -1,0 +1,395 @@
+"""Send a month's digest to every subscriber exactly once, whatever the server or a crash does.
+
+`prepare` freezes the issue and enrols the subscribers in the ledger; `Send.execute` works through
+every row not yet sent. A row is marked `sending` (committed) before its DATA goes out and `sent`
+only once the server accepted it; rows left `sending` by a crash are sent again, with the same
+Message-ID, by the next run, which says so. 4xx replies and lost connections are retried with
+backoff and jitter, reconnecting, then left `deferred` for the next run; a 5xx marks that recipient
+`failed` and the rest go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from digest import message, newsletter
+from digest.catalogue import Catalogue, Mailbox, Newsletter
+from digest.errors import DeliveryError
+from digest.ledger import Delivery, Ledger, Render, parse_selection, selection_key
+from digest.months import Month
+from digest.subscribers import Subscriber, SubscriberList
+from digest.transport import Connection, Fatal, Permanent, Temporary, Transport
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a message is retried within one run."""
+
+    attempts: int = 4
+    base_delay: float = 2.0
+    max_delay: float = 60.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Return the pause before retry number `attempt`: exponential, with jitter."""
+        ceiling: float = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return ceiling / 2 + rng.random() * ceiling / 2
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one recipient in this run."""
+
+    address: str
+    status: str  # sent, failed, deferred
+    code: int | None = None
+    reply: str | None = None
+    again: bool = False  # sent before a crash, perhaps: resent with the same Message-ID
+
+
+@dataclass(slots=True)
+class Summary:
+    """The counts a run ends with."""
+
+    sent: int = 0
+    already: int = 0
+    deferred: int = 0
+    failed: int = 0
+    resent: int = 0
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Return whether everyone has the digest (nothing failed or deferred)."""
+        return self.failed == 0 and self.deferred == 0
+
+
+def content_hash(rendered: newsletter.Rendered) -> str:
+    """Return a fingerprint of a rendered issue."""
+    data = "\0".join((rendered.subject, rendered.html, rendered.text)).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def settings_of(catalogue: Catalogue) -> Newsletter:
+    """Return the newsletter settings, or say how to add them."""
+    if catalogue.newsletter is None:
+        raise DeliveryError(
+            f"{catalogue.path.name}: there is no `newsletter` block; add one (from, subject, "
+            "schedule, unsubscribe) to send the digest, see README"
+        )
+    return catalogue.newsletter
+
+
+def audience(
+    issue: newsletter.Issue, subscribers: SubscriberList
+) -> tuple[list[Subscriber], list[Subscriber]]:
+    """Split subscribers into those with something to read this month and those without."""
+    present = {s.category.slug for s in issue.sections}
+    some: list[Subscriber] = []
+    none: list[Subscriber] = []
+    for subscriber in subscribers.subscribers:
+        chosen = present if subscriber.categories is None else present & subscriber.categories
+        (some if chosen else none).append(subscriber)
+    return some, none
+
+
+def test_message(
+    catalogue: Catalogue, issue: newsletter.Issue, address: str, date: datetime
+) -> tuple[EmailMessage, str]:
+    """Return a [TEST] copy of the issue for `address`, outside the ledger, and its sender."""
+    settings = settings_of(catalogue)
+    rendered = newsletter.Renderer(catalogue).render(issue)
+    html, text = rendered.personalise(None, settings.unsubscribe)
+    envelope = message.Envelope(
+        sender=settings.sender,
+        reply_to=settings.reply_to,
+        recipient=Mailbox(None, address),
+        subject=f"[TEST] {rendered.subject}",
+        unsubscribe=settings.unsubscribe,
+    )
+    built = message.build(catalogue.publication, issue.month, envelope, html, text, date)
+    # A test copy must never share the real Message-ID, or a tester on the list would see the real
+    # digest as a duplicate of the test and never be shown it.
+    del built["Message-ID"]
+    built["Message-ID"] = make_msgid("digest-test", domain=catalogue.publication.host)
+    return built, settings.sender.address
+
+
+@dataclass
+class Send:
+    """One month's delivery, prepared: the issue frozen, the subscribers enrolled."""
+
+    catalogue: Catalogue
+    month: Month
+    ledger: Ledger
+    subject: str
+    items: int
+    todo: list[Delivery]  # pending, in flight (`sending`) or deferred
+    already: int
+    without_items: int
+    changed: bool
+    frozen_at: str
+    renders: dict[str, Render]
+
+    @property
+    def in_flight(self) -> int:
+        """Return how many messages a crashed run may or may not have delivered."""
+        return sum(1 for row in self.todo if row.status == "sending")
+
+    def execute(
+        self,
+        transport: Transport,
+        *,
+        clock: Callable[[], datetime],
+        policy: RetryPolicy | None = None,
+        connections: int = 1,
+        rate: float | None = None,
+        progress: Callable[[Outcome], None] | None = None,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> Summary:
+        """Send every pending, in-flight and deferred message; return the counts."""
+        worker = _Worker(
+            self,
+            transport,
+            clock=clock,
+            policy=policy or RetryPolicy(),
+            pace=_Pace(rate, sleep),
+            progress=progress,
+            stop=stop or threading.Event(),
+            sleep=sleep,
+            rng=rng or random.Random(),  # noqa: S311 -- jitter, not secrets
+        )
+        return worker.run(max(1, connections))
+
+
+def prepare(
+    catalogue: Catalogue,
+    subscribers: SubscriberList,
+    month: Month,
+    ledger: Ledger,
+    now: datetime,
+    *,
+    resend: bool = False,
+) -> Send | None:
+    """Freeze the month's issue and enrol its readers; None when the month has no items."""
+    issue = newsletter.issue(catalogue, month, now)
+    if not issue.items:
+        return None
+    settings_of(catalogue)
+    key = str(month)
+    if resend:
+        ledger.forget(key)
+    renderer = newsletter.Renderer(catalogue)
+    full = renderer.render(issue)
+    fingerprint = content_hash(full)
+    frozen = ledger.freeze(key, fingerprint, full.subject, len(issue.items))
+    changed = frozen.content_hash != fingerprint
+    readers, without = audience(issue, subscribers)
+    ledger.enrol(key, ((s.key, s.email, s.name, selection_key(s.categories)) for s in readers))
+    current = {s.key for s in readers}
+    rows = [r for r in ledger.deliveries(key) if r.recipient in current]
+    todo = [r for r in rows if r.status in ("pending", "sending", "deferred")]
+    renders: dict[str, Render] = {}
+    for selection in sorted({row.selection for row in todo}):
+        kept = ledger.render(key, selection)
+        if kept is None:
+            if changed:
+                raise DeliveryError(
+                    f"the {month.label} digest changed after sending began on {frozen.frozen_at}, "
+                    "and some subscribers' version was not frozen then; run with --resend to send "
+                    "the new version to everyone, or restore the catalogue"
+                )
+            fresh = renderer.render(issue, parse_selection(selection))
+            kept = ledger.keep_render(key, selection, Render(fresh.subject, fresh.html, fresh.text))
+        renders[selection] = kept
+    return Send(
+        catalogue=catalogue,
+        month=month,
+        ledger=ledger,
+        subject=frozen.subject,
+        items=frozen.items,
+        todo=todo,
+        already=sum(1 for r in rows if r.status == "sent"),
+        without_items=len(without),
+        changed=changed,
+        frozen_at=frozen.frozen_at,
+        renders=renders,
+    )
+
+
+class _Pace:
+    """Spaces messages out to at most `rate` per second, across every connection."""
+
+    def __init__(self, rate: float | None, sleep: Callable[[float], None]) -> None:
+        self.interval = 1 / rate if rate else 0.0
+        self.sleep = sleep
+        self.next = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next)
+            self.next = start + self.interval
+        if start > now:
+            self.sleep(start - now)
+
+
+class _Worker:
+    """Sends the rows of a prepared Send over one or more connections."""
+
+    def __init__(
+        self,
+        send: Send,
+        transport: Transport,
+        *,
+        clock: Callable[[], datetime],
+        policy: RetryPolicy,
+        pace: _Pace,
+        progress: Callable[[Outcome], None] | None,
+        stop: threading.Event,
+        sleep: Callable[[float], None],
+        rng: random.Random,
+    ) -> None:
+        self.send = send
+        self.transport = transport
+        self.clock = clock
+        self.policy = policy
+        self.pace = pace
+        self.progress = progress
+        self.stop = stop
+        self.sleep = sleep
+        self.rng = rng
+        self.summary = Summary(already=send.already)
+        self.lock = threading.Lock()
+        self.fatal: BaseException | None = None
+        settings = settings_of(send.catalogue)
+        self.settings = settings
+
+    def run(self, connections: int) -> Summary:
+        rows: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        for row in self.send.todo:
+            rows.put(row)
+        if connections == 1:
+            # In the calling thread, so that Ctrl-C stops the send at once.
+            self._drain(rows)
+        else:
+            threads = [
+                threading.Thread(target=self._drain, args=(rows,), daemon=True)
+                for _ in range(min(connections, len(self.send.todo)) or 1)
+            ]
+            for thread in threads:
+                thread.start()
+            try:
+                for thread in threads:
+                    while thread.is_alive():
+                        thread.join(0.2)
+            except BaseException:
+                self.stop.set()
+                for thread in threads:
+                    thread.join()
+                raise
+        if self.fatal is not None:
+            raise self.fatal
+        return self.summary
+
+    def _drain(self, rows: queue.SimpleQueue[Delivery]) -> None:
+        connection: Connection | None = None
+        try:
+            while not self.stop.is_set() and self.fatal is None:
+                try:
+                    row = rows.get_nowait()
+                except queue.Empty:
+                    break
+                connection = self._deliver(row, connection)
+        except Fatal as exc:
+            self.fatal = exc
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def _deliver(self, row: Delivery, connection: Connection | None) -> Connection | None:
+        recipient, address, name = row.recipient, row.address, row.name
+        key = str(self.send.month)
+        again = row.status == "sending"
+        render = self.send.renders[row.selection]
+        html, text = newsletter.Rendered(render.subject, render.html, render.text, 0).personalise(
+            name, self.settings.unsubscribe
+        )
+        envelope = message.Envelope(
+            sender=self.settings.sender,
+            reply_to=self.settings.reply_to,
+            recipient=Mailbox(name, address),
+            subject=render.subject,
+            unsubscribe=self.settings.unsubscribe,
+        )
+        ledger = self.send.ledger
+        last: Temporary | None = None
+        unreachable = True  # until a connection to the server has opened
+        for attempt in range(1, self.policy.attempts + 1):
+            if attempt > 1:
+                self.sleep(self.policy.delay(attempt - 1, self.rng))
+                if self.stop.is_set():
+                    break
+            self.pace.wait()
+            try:
+                if connection is None:
+                    connection = self.transport.open()
+                unreachable = False
+                built = message.build(
+                    self.send.catalogue.publication,
+                    self.send.month,
+                    envelope,
+                    html,
+                    text,
+                    self.clock(),
+                )
+                ledger.mark_sending(key, recipient)
+                connection.send(built, self.settings.sender.address, address)
+            except Temporary as exc:
+                last = exc
+                if exc.code is None:  # the connection is gone or unusable: start a fresh one
+                    if connection is not None:
+                        connection.close()
+                    connection = None
+                continue
+            except Permanent as exc:
+                ledger.mark(key, recipient, "failed", exc.code, exc.reply)
+                self._record(Outcome(address, "failed", exc.code, exc.reply, again), "failed")
+                return connection
+            except Fatal:
+                # Nothing was accepted for this recipient: it waits for the next run.
+                ledger.mark(key, recipient, "pending")
+                raise
+            ledger.mark(key, recipient, "sent", 250, "accepted")
+            self._record(Outcome(address, "sent", again=again), "sent")
+            return connection
+        code = last.code if last else None
+        reply = last.reply if last else "stopped before a retry"
+        ledger.mark(key, recipient, "deferred", code, reply)
+        self._record(Outcome(address, "deferred", code, reply, again), "deferred")
+        if unreachable and last is not None:
+            # No point trying every other recipient against a server that does not answer.
+            raise Fatal(f"{reply}; gave up after {self.policy.attempts} attempts, the rest wait")
+        return connection
+
+    def _record(self, outcome: Outcome, kind: str) -> None:
+        with self.lock:
+            setattr(self.summary, kind, getattr(self.summary, kind) + 1)
+            if outcome.again:
+                self.summary.resent += 1
+            self.summary.outcomes.append(outcome)
+            if self.progress is not None:
+                self.progress(outcome)

@@ -1,0 +1,362 @@
+"""The delivery ledger: what was sent to whom, kept in SQLite so that no crash loses or repeats it.
+
+Every (month, recipient) has one row that moves pending -> sending -> sent | failed | deferred.
+`sending` is committed before the message's DATA goes out and `sent` only after the server accepted
+it, so after a crash the rows still `sending` are exactly the messages whose fate is unknown.
+
+The database runs in WAL mode with synchronous=NORMAL: a commit survives the death of the process
+(kill -9 included) without an fsync per message. A power cut can lose the last few commits; the
+recipients concerned are then sent again, with the same Message-ID.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from digest.errors import DeliveryError
+
+SCHEMA_VERSION = 1
+STATUSES = ("pending", "sending", "sent", "failed", "deferred")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS issues (
+    month TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    items INTEGER NOT NULL,
+    frozen_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS renders (
+    month TEXT NOT NULL,
+    selection TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    html TEXT NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (month, selection)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    month TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    address TEXT NOT NULL,
+    name TEXT,
+    selection TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'deferred')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_code INTEGER,
+    last_reply TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (month, recipient)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    month TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    transport TEXT NOT NULL,
+    started_by TEXT NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    deferred INTEGER NOT NULL DEFAULT 0,
+    already INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Frozen:
+    """The issue of a month as it was when sending began."""
+
+    content_hash: str
+    subject: str
+    items: int
+    frozen_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Render:
+    """A frozen rendering for one category selection, with tokens for the personal parts."""
+
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One row of the ledger."""
+
+    month: str
+    recipient: str
+    address: str
+    name: str | None
+    selection: str
+    status: str
+    attempts: int
+    last_code: int | None
+    last_reply: str | None
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class MonthStatus:
+    """How far one month's digest has got."""
+
+    month: str
+    counts: dict[str, int]
+    first: str
+    last: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Ledger:
+    """The SQLite state file; one instance per process, safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise DeliveryError(
+                    f"{path}: written by a newer digest (schema {version}); upgrade digest"
+                )
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise DeliveryError(f"{path}: cannot open the delivery ledger: {exc}") from exc
+        import threading
+
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- the frozen issue ----------------------------------------------------------------------
+
+    def frozen(self, month: str) -> Frozen | None:
+        """Return the issue frozen for `month`, if sending began."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT content_hash, subject, items, frozen_at FROM issues WHERE month = ?",
+                (month,),
+            ).fetchone()
+        return Frozen(*row) if row else None
+
+    def freeze(self, month: str, content_hash: str, subject: str, items: int) -> Frozen:
+        """Record the issue about to be sent; return what is frozen (the earlier one if any)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO issues VALUES (?, ?, ?, ?, ?)",
+                (month, content_hash, subject, items, _now()),
+            )
+            row = db.execute(
+                "SELECT content_hash, subject, items, frozen_at FROM issues WHERE month = ?",
+                (month,),
+            ).fetchone()
+        return Frozen(*row)
+
+    def render(self, month: str, selection: str) -> Render | None:
+        """Return the frozen rendering of `selection`, if there is one."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT subject, html, text FROM renders WHERE month = ? AND selection = ?",
+                (month, selection),
+            ).fetchone()
+        return Render(*row) if row else None
+
+    def keep_render(self, month: str, selection: str, render: Render) -> Render:
+        """Freeze a rendering; return the one kept (an earlier one wins)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO renders VALUES (?, ?, ?, ?, ?)",
+                (month, selection, render.subject, render.html, render.text),
+            )
+            row = db.execute(
+                "SELECT subject, html, text FROM renders WHERE month = ? AND selection = ?",
+                (month, selection),
+            ).fetchone()
+        return Render(*row)
+
+    def forget(self, month: str) -> None:
+        """Drop everything recorded for `month`, for a deliberate resend."""
+        with self._transaction() as db:
+            for table in ("issues", "renders", "deliveries"):
+                db.execute(f"DELETE FROM {table} WHERE month = ?", (month,))  # noqa: S608
+
+    # -- deliveries ----------------------------------------------------------------------------
+
+    def enrol(self, month: str, rows: Iterable[tuple[str, str, str | None, str]]) -> None:
+        """Add (recipient, address, name, selection) rows as pending, keeping existing ones."""
+        now = _now()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO deliveries (month, recipient, address, name, selection, "
+                "status, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                ((month, r, a, n, s, now) for r, a, n, s in rows),
+            )
+
+    def deliveries(self, month: str, statuses: Iterable[str] = STATUSES) -> list[Delivery]:
+        """Return the month's rows with the given statuses, in the order they were enrolled."""
+        wanted = set(statuses)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT month, recipient, address, name, selection, status, attempts, last_code, "
+                "last_reply, updated_at FROM deliveries WHERE month = ? ORDER BY rowid",
+                (month,),
+            ).fetchall()
+        return [Delivery(*row) for row in rows if row[5] in wanted]
+
+    def mark_sending(self, month: str, recipient: str) -> None:
+        """Record that DATA is about to go out: committed before the message is sent."""
+        self._set(month, recipient, "sending", attempt=True)
+
+    def mark(
+        self,
+        month: str,
+        recipient: str,
+        status: str,
+        code: int | None = None,
+        reply: str | None = None,
+    ) -> None:
+        """Record a message's outcome: sent (only once the server accepted it), failed, deferred."""
+        self._set(month, recipient, status, code=code, reply=reply)
+
+    def _set(
+        self,
+        month: str,
+        recipient: str,
+        status: str,
+        *,
+        attempt: bool = False,
+        code: int | None = None,
+        reply: str | None = None,
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET status = ?, attempts = attempts + ?, "
+                "last_code = COALESCE(?, last_code), last_reply = COALESCE(?, last_reply), "
+                "updated_at = ? WHERE month = ? AND recipient = ?",
+                (status, 1 if attempt else 0, code, reply, _now(), month, recipient),
+            )
+
+    # -- runs and status -----------------------------------------------------------------------
+
+    def start_run(self, month: str, transport: str, started_by: str) -> int:
+        """Record the start of a send; return its id."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (month, started_at, transport, started_by) VALUES (?, ?, ?, ?)",
+                (month, _now(), transport, started_by),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def finish_run(self, run: int, sent: int, failed: int, deferred: int, already: int) -> None:
+        """Record how a send ended."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE runs SET finished_at = ?, sent = ?, failed = ?, deferred = ?, already = ? "
+                "WHERE id = ?",
+                (_now(), sent, failed, deferred, already, run),
+            )
+
+    def months(self) -> list[MonthStatus]:
+        """Return every month with deliveries, newest first, with counts by status."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT month, status, COUNT(*), MIN(updated_at), MAX(updated_at) "
+                "FROM deliveries GROUP BY month, status ORDER BY month DESC"
+            ).fetchall()
+        by_month: dict[str, MonthStatus] = {}
+        for month, status, count, first, last in rows:
+            entry = by_month.setdefault(
+                month, MonthStatus(month, dict.fromkeys(STATUSES, 0), first, last)
+            )
+            entry.counts[status] = count
+            by_month[month] = MonthStatus(
+                month, entry.counts, min(entry.first, first), max(entry.last, last)
+            )
+        return list(by_month.values())
+
+
+def selection_key(categories: frozenset[str] | None) -> str:
+    """Return the ledger's name for a category selection ("*" for all)."""
+    return "*" if categories is None else json.dumps(sorted(categories))
+
+
+def parse_selection(key: str) -> frozenset[str] | None:
+    """Invert `selection_key`."""
+    return None if key == "*" else frozenset(json.loads(key))
+
+
+class SendLock:
+    """One sender per month: an exclusive lock on a file beside the ledger.
+
+    The operating system releases the lock when the holder exits, however it exits, so a killed
+    send never leaves a stale lock behind.
+    """
+
+    def __init__(self, ledger_path: Path, month: str) -> None:
+        self.path = ledger_path.parent / f"send-{month}.lock"
+        self._handle: int | None = None
+
+    def acquire(self, holder: str) -> None:
+        """Take the lock or raise DeliveryError naming who holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = os.pread(handle, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(handle)
+            raise DeliveryError(
+                f"another send of this month is running ({who}); wait for it to finish, "
+                f"or stop it, then run this again"
+            ) from None
+        os.ftruncate(handle, 0)
+        description = f"pid {os.getpid()} on {socket.gethostname()}, {holder}, since {_now()}"
+        os.pwrite(handle, description.encode(), 0)
+        self._handle = handle
+
+    def release(self) -> None:
+        """Let the next sender in."""
+        if self._handle is not None:
+            os.ftruncate(self._handle, 0)
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            os.close(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> SendLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

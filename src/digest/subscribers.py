@@ -1,0 +1,142 @@
+"""Load the subscriber list, `email,name[,categories]`, reporting every bad row with its line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from digest.errors import CatalogueError, Problem
+
+# A name goes into the To header: no control characters, no line breaks of any kind.
+_BAD_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+COLUMNS = ("email", "name", "categories")
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """One recipient; `categories` None means every category."""
+
+    email: str
+    name: str | None
+    categories: frozenset[str] | None
+    line: int
+
+    @property
+    def key(self) -> str:
+        """Return the identity of the recipient in the ledger: the address, case folded."""
+        return self.email.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberList:
+    """The valid, de-duplicated subscribers, in file order."""
+
+    subscribers: tuple[Subscriber, ...]
+    duplicates: int
+
+
+def load(path: Path, declared: Collection[str], display_name: str | None = None) -> SubscriberList:
+    """Read and check the list at `path`; raise CatalogueError naming every bad row's line."""
+    name = display_name or str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CatalogueError([Problem(name, None, "", f"cannot read the list: {reason}")]) from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        message = f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8"
+        raise CatalogueError([Problem(name, line, "", message)]) from exc
+    return parse(text, declared, name)
+
+
+def parse(text: str, declared: Collection[str], name: str) -> SubscriberList:
+    """Check subscriber CSV text (see `load`)."""
+    problems: list[Problem] = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        raise CatalogueError(
+            [Problem(name, None, "", "the list is empty; its first line is email,name")]
+        )
+    columns = [column.strip().lower() for column in header]
+    if (
+        columns[:2] != ["email", "name"]
+        or any(c not in COLUMNS for c in columns)
+        or len(set(columns)) != len(columns)
+    ):
+        raise CatalogueError(
+            [
+                Problem(
+                    name,
+                    1,
+                    "",
+                    f"the header is {','.join(header)!r}; it must be email,name or "
+                    "email,name,categories",
+                )
+            ]
+        )
+    seen: set[str] = set()
+    subscribers: list[Subscriber] = []
+    duplicates = 0
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue  # blank lines are allowed
+        try:
+            subscriber = _row(row, columns, declared, line)
+        except _Bad as exc:
+            problems.append(Problem(name, line, exc.column, exc.message))
+            continue
+        if subscriber.key in seen:
+            duplicates += 1  # sent once: the first row wins
+            continue
+        seen.add(subscriber.key)
+        subscribers.append(subscriber)
+    if problems:
+        raise CatalogueError(problems)
+    return SubscriberList(tuple(subscribers), duplicates)
+
+
+class _Bad(Exception):
+    """A row is invalid; `column` names the field."""
+
+    def __init__(self, column: str, message: str) -> None:
+        super().__init__(message)
+        self.column = column
+        self.message = message
+
+
+def _row(row: list[str], columns: list[str], declared: Collection[str], line: int) -> Subscriber:
+    from email_validator import EmailNotValidError, validate_email
+
+    if len(row) > len(columns):
+        raise _Bad(
+            "",
+            f"has {len(row)} fields but the header names {len(columns)}; "
+            "put a name that contains a comma in double quotes",
+        )
+    cells = dict(zip(columns, (cell.strip() for cell in row), strict=False))
+    address = cells.get("email", "")
+    try:
+        email = validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise _Bad("email", f"{address!r} is not an email address: {exc}") from exc
+    person = cells.get("name") or None
+    bad = _BAD_NAME.search(person or "")
+    if bad:
+        code = f"U+{ord(bad.group()):04X}"
+        raise _Bad("name", f"contains {code}, a control character or line break; remove it")
+    chosen = [slug.strip() for slug in cells.get("categories", "").split(";") if slug.strip()]
+    unknown = [slug for slug in chosen if slug not in declared]
+    if unknown:
+        names = ", ".join(map(repr, unknown))
+        known = ", ".join(sorted(declared))
+        raise _Bad("categories", f"{names} not declared in the catalogue; declared: {known}")
+    return Subscriber(email, person, frozenset(chosen) or None, line)

@@ -1,0 +1,246 @@
+"""Where messages go: an SMTP server (`DIGEST_SMTP_URL`) or, with none configured, `outbox/`.
+
+The only module that opens sockets. Every failure is sorted into one of three kinds that decide what
+delivery does next: `Temporary` (4xx, a dropped connection: retry later), `Permanent` (5xx for
+this recipient: record as failed) and `Fatal` (the whole run cannot go on, e.g. bad credentials).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import smtplib
+import ssl
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from digest.errors import DeliveryError
+
+
+class SendError(Exception):
+    """A message was not accepted."""
+
+    def __init__(self, code: int | None, reply: str) -> None:
+        super().__init__(f"{code} {reply}" if code else reply)
+        self.code = code
+        self.reply = reply
+
+
+class Temporary(SendError):
+    """Try again later: a 4xx reply or a lost connection. `maybe_sent`: DATA may have arrived."""
+
+    def __init__(self, code: int | None, reply: str, *, maybe_sent: bool = False) -> None:
+        super().__init__(code, reply)
+        self.maybe_sent = maybe_sent
+
+
+class Permanent(SendError):
+    """The server refused this recipient for good (5xx)."""
+
+
+class Fatal(DeliveryError):
+    """The run cannot go on: the server refuses the sender, the login or the TLS handshake."""
+
+
+class Connection(Protocol):
+    """An open channel to the mail system."""
+
+    def send(self, message: EmailMessage, sender: str, recipient: str) -> None:
+        """Hand over one message for one recipient; raise a SendError if it is not accepted."""
+
+    def close(self) -> None:
+        """Close the channel."""
+
+
+class Transport(Protocol):
+    """Opens connections; describes itself without secrets."""
+
+    def open(self) -> Connection:
+        """Return a new connection."""
+
+    def describe(self) -> str:
+        """Return where messages go, for people (never with a password)."""
+
+
+# -- SMTP ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """A parsed `DIGEST_SMTP_URL`."""
+
+    implicit_tls: bool
+    host: str
+    port: int
+    username: str | None
+    password: str | None = field(repr=False)
+    require_starttls: bool
+    timeout: float = 60.0
+
+    def describe(self) -> str:
+        scheme = "smtps" if self.implicit_tls else "smtp"
+        user = f"{self.username}@" if self.username else ""
+        tls = "" if self.implicit_tls else " (STARTTLS required)" if self.require_starttls else ""
+        return f"{scheme}://{user}{self.host}:{self.port}{tls}"
+
+
+def parse_url(url: str, password: str | None = None) -> SmtpSettings:
+    """Read `smtp://[user[:password]@]host[:port][?starttls=required]` or `smtps://...`."""
+    shown = re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)  # never echo a password
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise DeliveryError(f"DIGEST_SMTP_URL {shown!r} is not a valid URL: {exc}") from exc
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise DeliveryError(
+            f"DIGEST_SMTP_URL {shown!r} must look like smtp://user@mail.example.edu:587 "
+            "or smtps://user@mail.example.edu:465"
+        )
+    query = parse_qs(parts.query)
+    unknown = set(query) - {"starttls"}
+    starttls = query.get("starttls", ["auto"])[-1]
+    if unknown or starttls not in ("auto", "required"):
+        raise DeliveryError(f"DIGEST_SMTP_URL {shown!r}: the only option is ?starttls=required")
+    implicit = parts.scheme == "smtps"
+    return SmtpSettings(
+        implicit_tls=implicit,
+        host=parts.hostname,
+        port=port or (465 if implicit else 25),
+        username=unquote(parts.username) if parts.username else None,
+        password=password
+        if password is not None
+        else (unquote(parts.password) if parts.password else None),
+        require_starttls=starttls == "required",
+    )
+
+
+def _url_password(raw: str | None) -> str | None:
+    return unquote(raw) if raw else None
+
+
+class SmtpTransport:
+    """Sends over SMTP, verifying the server's certificate whenever TLS is used."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+
+    def describe(self) -> str:
+        return self.settings.describe()
+
+    def open(self) -> Connection:
+        return _SmtpConnection(self.settings)
+
+
+class _SmtpConnection:
+    def __init__(self, settings: SmtpSettings) -> None:
+        where = settings.describe()
+        # smtplib verifies nothing unless given a context: this one checks chain and host name.
+        context = ssl.create_default_context()
+        try:
+            if settings.implicit_tls:
+                client: smtplib.SMTP = smtplib.SMTP_SSL(
+                    settings.host, settings.port, timeout=settings.timeout, context=context
+                )
+            else:
+                client = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+                client.ehlo()
+                if client.has_extn("starttls"):
+                    client.starttls(context=context)
+                    client.ehlo()
+                elif settings.require_starttls:
+                    client.close()
+                    raise Fatal(f"{where} does not offer STARTTLS, and the URL requires it")
+            if settings.username:
+                client.login(settings.username, settings.password or "")
+        except ssl.SSLError as exc:
+            raise Fatal(f"{where}: TLS failed: {exc.reason or exc}") from exc
+        except smtplib.SMTPAuthenticationError as exc:
+            raise Fatal(f"{where}: login refused ({exc.smtp_code})") from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            raise Fatal(f"{where}: the server does not support login: {exc}") from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise Temporary(None, f"cannot connect to {where}: {exc}") from exc
+        self._client = client
+
+    def send(self, message: EmailMessage, sender: str, recipient: str) -> None:
+        try:
+            refused = self._client.send_message(message, from_addr=sender, to_addrs=[recipient])
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = exc.recipients.get(recipient, (None, b"refused"))
+            raise _classify(code, reply) from exc
+        except smtplib.SMTPSenderRefused as exc:
+            if 400 <= exc.smtp_code < 500:
+                raise Temporary(exc.smtp_code, _text(exc.smtp_error)) from exc
+            raise Fatal(
+                f"the server refuses the sender {exc.sender}: {exc.smtp_code} "
+                f"{_text(exc.smtp_error)}"
+            ) from exc
+        except smtplib.SMTPDataError as exc:
+            raise _classify(exc.smtp_code, exc.smtp_error) from exc
+        except smtplib.SMTPServerDisconnected as exc:
+            # Whether the server kept a message whose DATA it got but never answered is unknown.
+            raise Temporary(None, f"connection lost: {exc}", maybe_sent=True) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise Temporary(None, f"connection failed: {exc}", maybe_sent=True) from exc
+        # With one recipient per message a refusal raises; this is the partial-refusal channel.
+        if recipient in refused:
+            code, reply = refused[recipient]
+            raise _classify(code, reply)
+
+    def close(self) -> None:
+        try:
+            self._client.quit()
+        except (OSError, smtplib.SMTPException):
+            self._client.close()
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _classify(code: int | None, reply: bytes | str) -> SendError:
+    text = _text(reply)
+    if code is not None and 500 <= code < 600:
+        return Permanent(code, text)
+    return Temporary(code, text)
+
+
+# -- outbox --------------------------------------------------------------------------------------
+
+
+class OutboxTransport:
+    """Writes each message as an .eml file, for a look before any real sending."""
+
+    def __init__(self, directory: Path, month: str) -> None:
+        self.directory = directory
+        self.month = month
+
+    def describe(self) -> str:
+        return f"{self.directory}/"
+
+    def open(self) -> Connection:
+        return _OutboxConnection(self.directory, self.month)
+
+
+class _OutboxConnection:
+    def __init__(self, directory: Path, month: str) -> None:
+        self.directory = directory
+        self.month = month
+
+    def send(self, message: EmailMessage, sender: str, recipient: str) -> None:
+        safe = re.sub(r"[^A-Za-z0-9@._+-]", "_", recipient)
+        target = self.directory / f"digest-{self.month}-{safe}.eml"
+        temporary = target.with_name(f".{target.name}.tmp")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(bytes(message))
+            os.replace(temporary, target)
+        except OSError as exc:
+            raise Fatal(f"{target}: cannot write ({exc.strerror or exc})") from exc
+
+    def close(self) -> None:
+        pass
