@@ -54,7 +54,8 @@ def test_bundled_catalogue_is_valid(run: Run, bundled: Path) -> None:
     result = run("check", "-c", str(bundled))
     assert result.exit_code == 0, result.stderr
     assert result.stdout == (
-        f"{bundled} is valid: 18 items (18 published, 0 drafts, 0 scheduled) in 7 categories.\n"
+        f"{bundled} is valid: 18 items (18 published, 0 drafts, 0 scheduled) in 7 categories; "
+        f"{bundled.parent / 'subscribers.csv'}: 12 subscribers.\n"
     )
     assert result.stderr == ""
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,7 +16,8 @@ from digest.months import Month
 
 if TYPE_CHECKING:
     from digest.catalogue import Catalogue
-    from digest.delivery import Send, Summary
+    from digest.delivery import MonthResult, Send
+    from digest.ledger import Ledger
     from digest.newsletter import Issue
     from digest.subscribers import SubscriberList
     from digest.transport import Transport
@@ -268,7 +270,7 @@ def _subscribers(catalogue: Catalogue) -> tuple[SubscriberList, Path]:
     return subscribers.load(path, declared, str(shown)), shown
 
 
-def _transport(month: Month) -> Transport:
+def _transport(month: Month, *, test: bool = False) -> Transport:
     """Return the transport DIGEST_SMTP_URL names, or the outbox when it is unset."""
     import os
 
@@ -276,7 +278,8 @@ def _transport(month: Month) -> Transport:
 
     url = os.environ.get("DIGEST_SMTP_URL", "").strip()
     if not url:
-        return transport.OutboxTransport(Path("outbox"), str(month))
+        # A [TEST] copy gets its own file name, so it never replaces a subscriber's real message.
+        return transport.OutboxTransport(Path("outbox"), f"{month}-test" if test else str(month))
     password = os.environ.get("DIGEST_SMTP_PASSWORD")
     return transport.SmtpTransport(transport.parse_url(url, password))
 
@@ -350,8 +353,7 @@ def send(
         digest send --month 2025-11 --dry-run
     """
     from digest import delivery, newsletter
-    from digest.ledger import Ledger, SendLock
-    from digest.transport import OutboxTransport
+    from digest.ledger import Ledger
 
     catalogue = _load(catalogue_path)
     delivery.settings_of(catalogue)
@@ -362,116 +364,157 @@ def send(
     if not chosen.items:
         click.echo(f"No items in {month.label}: nothing to send.")
         return
-    transport = _transport(month)
+    transport = _transport(month, test=bool(test_addresses))
     if test_addresses:
+        if dry_run:
+            click.echo(
+                f"Dry run: nothing is sent. A [TEST] copy of {month.label} would go to "
+                f"{', '.join(test_addresses)} via {transport.describe()}."
+            )
+            return
         _send_tests(catalogue, chosen, test_addresses, transport)
         return
+    readers, without = delivery.audience(chosen, listed)
     if dry_run:
-        readers, without = delivery.audience(chosen, listed)
         subject = newsletter.Renderer(catalogue).render(chosen).subject
         click.echo("Dry run: nothing is sent or recorded.")
-        click.echo(f"Subject:    {subject}")
-        click.echo(
-            f"Items:      {len(chosen.items)} in {_plural(len(chosen.sections), 'category')}"
-        )
-        click.echo(f"Transport:  {transport.describe()}")
-        click.echo(f"Recipients: {len(readers)}")
+        _describe_plan(subject, chosen, len(readers), None, transport)
         for reader in readers:
-            chosen_categories = (
+            picked = (
                 "all categories"
                 if reader.categories is None
                 else ", ".join(sorted(reader.categories))
             )
-            click.echo(f"  {reader.email}  {reader.name or ''}  ({chosen_categories})")
+            click.echo(f"  {reader.email}  {reader.name or ''}  ({picked})")
         if without:
             skipped = _plural(len(without), "subscriber")
             click.echo(f"Not sent: {skipped} whose categories have no items this month.")
         return
     ledger = Ledger(state_path)
-    lock = SendLock(state_path, str(month))
     try:
-        lock.acquire(f"digest send by {_user()}")
-        plan = delivery.prepare(catalogue, listed, month, ledger, now, resend=resend)
-        if plan is None:  # pragma: no cover - checked above
-            return
-        if not plan.todo:
-            failed = len(ledger.deliveries(str(month), ("failed",)))
-            note = f"; {failed} failed, see `digest status`" if failed else ""
-            last = max(r.updated_at for r in ledger.deliveries(str(month), ("sent", "failed")))
-            click.echo(
-                f"{month.label} was already sent to {_plural(plan.already, 'subscriber')}, the "
-                f"last at {_when(last)}{note}. Nothing to send; --resend sends it again."
-            )
-            return
-        click.echo(f"Subject:    {plan.subject}")
-        click.echo(f"Items:      {plan.items}")
-        click.echo(
-            f"Recipients: {len(plan.todo)} to send"
-            + (f", {plan.already} already have it" if plan.already else "")
-        )
-        click.echo(f"Transport:  {transport.describe()}")
-        if plan.in_flight:
-            click.echo(
-                f"{_plural(plan.in_flight, 'message')} may have gone out when the last run "
-                "stopped; they are sent again with the same Message-ID, so mail clients show "
-                "them once."
-            )
-        if plan.changed:
-            click.echo(
-                f"The catalogue changed since sending began on {plan.frozen_at}; the rest get the "
-                "version frozen then, so that everyone reads the same digest."
-            )
-        if not yes:
+        if resend and not yes:
+            # Asked before anything is forgotten: declining leaves the ledger as it was.
+            have = len(ledger.deliveries(str(month), ("sent",)))
             click.confirm(
-                f"Send {month.label} to {_plural(len(plan.todo), 'subscriber')}?", abort=True
+                f"Send {month.label} again to all {_plural(len(readers), 'subscriber')}, "
+                f"{have} of whom already have it?",
+                abort=True,
             )
-        run = ledger.start_run(str(month), transport.describe(), _user())
+
+        def confirm(plan: Send) -> bool:
+            _describe_plan(plan.subject, chosen, len(plan.todo), plan.already, transport)
+            if plan.in_flight:
+                pronoun = "it is" if plan.in_flight == 1 else "they are"
+                click.echo(
+                    f"{_plural(plan.in_flight, 'message')} may have gone out when the last run "
+                    f"stopped; {pronoun} sent again with the same Message-ID, so mail clients "
+                    "show each once."
+                )
+            if plan.changed:
+                click.echo(
+                    f"The catalogue changed since sending began on {_when(plan.frozen_at)}; the "
+                    "rest get the version frozen then, so that everyone reads the same digest."
+                )
+            if not yes and not resend:
+                click.confirm(
+                    f"Send {month.label} to {_plural(len(plan.todo), 'subscriber')}?", abort=True
+                )
+            return True
+
         try:
-            summary = _execute(plan, transport, connections, rate)
+            with _progress(len(readers)) as progress:
+                result = delivery.send_month(
+                    catalogue,
+                    listed,
+                    month,
+                    ledger,
+                    transport,
+                    now=now,
+                    clock=_now,
+                    holder=f"digest send by {_user()}",
+                    confirm=confirm,
+                    resend=resend,
+                    connections=connections,
+                    rate=rate,
+                    **progress,
+                )
         except KeyboardInterrupt:
             raise DigestError(
-                f"Interrupted. Run `digest send --month {month}` again to send the rest; a message "
-                "that was in flight is sent again with the same Message-ID."
+                "Interrupted. Run the same command again to send the rest; a message that was in "
+                "flight is sent again with the same Message-ID."
             ) from None
-        ledger.finish_run(run, summary.sent, summary.failed, summary.deferred, summary.already)
+        _report(result, month, ledger, transport, len(without))
     finally:
-        lock.release()
         ledger.close()
+
+
+def _describe_plan(
+    subject: str, chosen: Issue, recipients: int, already: int | None, transport: Transport
+) -> None:
+    """Print what a send is about to do, the same way for a dry run and a real one."""
+    sections = _plural(len(chosen.sections), "category")
+    click.echo(f"Subject:    {subject}")
+    click.echo(f"Items:      {len(chosen.items)} in {sections}")
+    have = f", {already} already have it" if already else ""
+    click.echo(f"Recipients: {recipients} to send{have}")
+    click.echo(f"Transport:  {transport.describe()}")
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[dict[str, Any]]:
+    """Yield a progress callback drawing a bar on a terminal; nothing when output is piped."""
+    import sys
+
+    if not sys.stdout.isatty():
+        yield {}
+        return
+    with click.progressbar(length=total, label="Sending", show_pos=True) as bar:
+        yield {"progress": lambda outcome: bar.update(1)}
+
+
+def _report(
+    result: MonthResult, month: Month, ledger: Ledger, transport: Transport, without: int
+) -> None:
+    """Print how a send ended; raise DigestError (exit 1) if anyone was not reached."""
+    from digest.transport import OutboxTransport
+
+    if result.kind == "no readers":
+        click.echo(
+            f"No subscriber has items in {month.label}: nothing to send "
+            f"({_plural(without, 'subscriber')} whose categories have no items this month)."
+        )
+        return
+    if result.kind == "already sent":
+        done = ledger.deliveries(str(month), ("sent", "failed"))
+        failed = sum(1 for row in done if row.status == "failed")
+        sent = len(done) - failed
+        note = f"; {failed} failed, see `digest status`" if failed else ""
+        last = max(row.updated_at for row in done)
+        click.echo(
+            f"{month.label} was already sent to {_plural(sent, 'subscriber')}, the last at "
+            f"{_when(last)}{note}. Nothing to send; --resend sends it again."
+        )
+        return
+    summary = result.summary
+    if summary is None:  # declined at the question: click has already said "Aborted!"
+        return
     for outcome in summary.outcomes:
         if outcome.status != "sent":
             code = f"{outcome.code} " if outcome.code else ""
-            click.echo(
-                f"{outcome.status}: {outcome.address}: {code}{outcome.reply}",
-                err=True,
-            )
+            click.echo(f"{outcome.status}: {outcome.address}: {code}{outcome.reply}", err=True)
     click.echo(
         f"{month.label}: sent {summary.sent}, already sent {summary.already}, deferred "
         f"{summary.deferred}, failed {summary.failed} (via {transport.describe()})."
     )
     if isinstance(transport, OutboxTransport):
         click.echo(
-            f"DIGEST_SMTP_URL is not set, so nothing was emailed: each message was written to "
+            "DIGEST_SMTP_URL is not set, so nothing was emailed: each message was written to "
             f"{transport.directory}/ as an .eml file."
         )
     if not summary.ok:
         raise DigestError(
             "Not everyone has the digest: run the same command later to retry the deferred; "
             "`digest status` lists the failed."
-        )
-
-
-def _execute(plan: Send, transport: Transport, connections: int, rate: float | None) -> Summary:
-    import sys
-
-    if not sys.stdout.isatty():
-        return plan.execute(transport, clock=_now, connections=connections, rate=rate)
-    with click.progressbar(length=len(plan.todo), label="Sending", show_pos=True) as bar:
-        return plan.execute(
-            transport,
-            clock=_now,
-            connections=connections,
-            rate=rate,
-            progress=lambda outcome: bar.update(1),
         )
 
 
@@ -485,7 +528,7 @@ def _send_tests(
     failures = []
     try:
         for address in addresses:
-            built, sender = delivery.test_message(catalogue, chosen, address, _now())
+            built, sender = delivery.test_copy(catalogue, chosen, address, _now())
             try:
                 connection.send(built, sender, address)
             except SendError as exc:

@@ -17,14 +17,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
+from typing import Any
 
 from digest import message, newsletter
 from digest.catalogue import Catalogue, Mailbox, Newsletter
 from digest.errors import DeliveryError
-from digest.ledger import Delivery, Ledger, Render, parse_selection, selection_key
+from digest.ledger import (
+    Delivery,
+    Frozen,
+    Ledger,
+    Render,
+    SendLock,
+    parse_selection,
+    selection_key,
+)
 from digest.months import Month
 from digest.subscribers import Subscriber, SubscriberList
 from digest.transport import Connection, Fatal, Permanent, Temporary, Transport
@@ -101,7 +110,7 @@ def audience(
     return some, none
 
 
-def test_message(
+def test_copy(
     catalogue: Catalogue, issue: newsletter.Issue, address: str, date: datetime
 ) -> tuple[EmailMessage, str]:
     """Return a [TEST] copy of the issue for `address`, outside the ledger, and its sender."""
@@ -180,37 +189,59 @@ def prepare(
     now: datetime,
     *,
     resend: bool = False,
+    write: bool = True,
 ) -> Send | None:
-    """Freeze the month's issue and enrol its readers; None when the month has no items."""
+    """Freeze the month's issue and enrol its readers; None when the month has no items.
+
+    With `write=False` nothing is written: the plan is what a real prepare would give, for a
+    person to confirm before anything is frozen, enrolled or (with `resend`) forgotten.
+    """
     issue = newsletter.issue(catalogue, month, now)
     if not issue.items:
         return None
     settings_of(catalogue)
     key = str(month)
-    if resend:
+    if resend and write:
         ledger.forget(key)
     renderer = newsletter.Renderer(catalogue)
     full = renderer.render(issue)
     fingerprint = content_hash(full)
-    frozen = ledger.freeze(key, fingerprint, full.subject, len(issue.items))
+    earlier = None if resend else ledger.frozen(key)
+    if write:
+        frozen = ledger.freeze(key, fingerprint, full.subject, len(issue.items))
+    else:
+        frozen = earlier or Frozen(fingerprint, full.subject, len(issue.items), _stamp(now))
     changed = frozen.content_hash != fingerprint
     readers, without = audience(issue, subscribers)
-    ledger.enrol(key, ((s.key, s.email, s.name, selection_key(s.categories)) for s in readers))
-    current = {s.key for s in readers}
-    rows = [r for r in ledger.deliveries(key) if r.recipient in current]
+    enrolment = [(s.key, s.email, s.name, selection_key(s.categories)) for s in readers]
+    if write:
+        ledger.enrol(key, enrolment)
+    recorded = {} if resend and not write else {r.recipient: r for r in ledger.deliveries(key)}
+    # Everyone already enrolled who is still subscribed keeps their place, even if an edit since
+    # the freeze left their categories without items: they get the frozen version.
+    listed = {s.key for s in subscribers.subscribers}
+    rows = [row for row in recorded.values() if row.recipient in listed]
+    rows += [
+        Delivery(key, r, a, n, sel, "pending", 0, None, None, _stamp(now))
+        for r, a, n, sel in enrolment
+        if r not in recorded
+    ]
     todo = [r for r in rows if r.status in ("pending", "sending", "deferred")]
     renders: dict[str, Render] = {}
     for selection in sorted({row.selection for row in todo}):
-        kept = ledger.render(key, selection)
+        kept = None if resend and not write else ledger.render(key, selection)
         if kept is None:
             if changed:
                 raise DeliveryError(
-                    f"the {month.label} digest changed after sending began on {frozen.frozen_at}, "
-                    "and some subscribers' version was not frozen then; run with --resend to send "
-                    "the new version to everyone, or restore the catalogue"
+                    f"the {month.label} digest changed after sending began on "
+                    f"{_stamp_for_people(frozen.frozen_at)}, and some subscribers' version was not "
+                    "frozen then; run with --resend to send the new version to everyone, or "
+                    "restore the catalogue"
                 )
             fresh = renderer.render(issue, parse_selection(selection))
-            kept = ledger.keep_render(key, selection, Render(fresh.subject, fresh.html, fresh.text))
+            kept = Render(fresh.subject, fresh.html, fresh.text)
+            if write:
+                kept = ledger.keep_render(key, selection, kept)
         renders[selection] = kept
     return Send(
         catalogue=catalogue,
@@ -225,6 +256,14 @@ def prepare(
         frozen_at=frozen.frozen_at,
         renders=renders,
     )
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _stamp_for_people(stamp: str) -> str:
+    return stamp.replace("T", " ")[:16] + " UTC"
 
 
 class _Pace:
@@ -275,6 +314,9 @@ class _Worker:
         self.summary = Summary(already=send.already)
         self.lock = threading.Lock()
         self.fatal: BaseException | None = None
+        # Set when one connection fails: stops the others without touching the caller's `stop`,
+        # which belongs to the caller (the scheduler's, say) and outlives this run.
+        self.halt = threading.Event()
         settings = settings_of(send.catalogue)
         self.settings = settings
 
@@ -308,14 +350,19 @@ class _Worker:
     def _drain(self, rows: queue.SimpleQueue[Delivery]) -> None:
         connection: Connection | None = None
         try:
-            while not self.stop.is_set() and self.fatal is None:
+            while not self.stop.is_set() and not self.halt.is_set():
                 try:
                     row = rows.get_nowait()
                 except queue.Empty:
                     break
                 connection = self._deliver(row, connection)
-        except Fatal as exc:
-            self.fatal = exc
+        except BaseException as exc:  # kept, and raised by run() in the calling thread
+            # Whatever stops one connection stops them all, and reaches the caller: with several
+            # threads an error must not vanish behind a summary that looks complete.
+            with self.lock:
+                if self.fatal is None:
+                    self.fatal = exc
+            self.halt.set()
         finally:
             if connection is not None:
                 connection.close()
@@ -341,7 +388,7 @@ class _Worker:
         for attempt in range(1, self.policy.attempts + 1):
             if attempt > 1:
                 self.sleep(self.policy.delay(attempt - 1, self.rng))
-                if self.stop.is_set():
+                if self.stop.is_set() or self.halt.is_set():
                     break
             self.pace.wait()
             try:
@@ -370,8 +417,9 @@ class _Worker:
                 self._record(Outcome(address, "failed", exc.code, exc.reply, again), "failed")
                 return connection
             except Fatal:
-                # Nothing was accepted for this recipient: it waits for the next run.
-                ledger.mark(key, recipient, "pending")
+                # Nothing was accepted for this recipient now: it waits for the next run as it
+                # was, so one that was in flight before this run is still announced as such.
+                ledger.mark(key, recipient, row.status)
                 raise
             ledger.mark(key, recipient, "sent", 250, "accepted")
             self._record(Outcome(address, "sent", again=again), "sent")
@@ -388,8 +436,66 @@ class _Worker:
     def _record(self, outcome: Outcome, kind: str) -> None:
         with self.lock:
             setattr(self.summary, kind, getattr(self.summary, kind) + 1)
-            if outcome.again:
+            if outcome.again and kind == "sent":
                 self.summary.resent += 1
             self.summary.outcomes.append(outcome)
             if self.progress is not None:
                 self.progress(outcome)
+
+
+@dataclass
+class MonthResult:
+    """How one `send_month` call ended."""
+
+    kind: str  # "no items", "no readers", "already sent", "declined", "sent"
+    plan: Send | None = None
+    summary: Summary | None = None
+
+
+def send_month(
+    catalogue: Catalogue,
+    subscribers: SubscriberList,
+    month: Month,
+    ledger: Ledger,
+    transport: Transport,
+    *,
+    now: datetime,
+    clock: Callable[[], datetime],
+    holder: str,
+    confirm: Callable[[Send], bool] | None = None,
+    resend: bool = False,
+    **execute: Any,
+) -> MonthResult:
+    """Send `month` under the month's lock: what `digest send` and the scheduler both run.
+
+    `confirm`, when given, sees the plan before anything is written and may decline (or raise, as
+    Ctrl-C does). Other keyword arguments go to `Send.execute` (connections, rate, progress, stop,
+    policy, sleep).
+    """
+    if not newsletter.issue(catalogue, month, now).items:
+        return MonthResult("no items")
+    key = str(month)
+    with SendLock(ledger.path, key) as lock:
+        lock.acquire(holder)
+        # Nothing is written until the plan is confirmed: a declined send (to fix a typo, say)
+        # leaves no frozen issue behind, and a declined --resend forgets nobody.
+        preview = prepare(catalogue, subscribers, month, ledger, now, resend=resend, write=False)
+        if preview is None:  # pragma: no cover - the issue was checked above
+            return MonthResult("no items")
+        if not preview.todo and not preview.already and not _any_failed(ledger, key, resend):
+            return MonthResult("no readers", preview)
+        if not preview.todo:
+            return MonthResult("already sent", preview)
+        if confirm is not None and not confirm(preview):
+            return MonthResult("declined", preview)
+        plan = prepare(catalogue, subscribers, month, ledger, now, resend=resend)
+        if plan is None:  # pragma: no cover - the issue was checked above
+            return MonthResult("no items")
+        run = ledger.start_run(key, transport.describe(), holder)
+        summary = plan.execute(transport, clock=clock, **execute)
+        ledger.finish_run(run, summary.sent, summary.failed, summary.deferred, summary.already)
+        return MonthResult("sent", plan, summary)
+
+
+def _any_failed(ledger: Ledger, key: str, resend: bool) -> bool:
+    return not resend and bool(ledger.deliveries(key, ("failed",)))

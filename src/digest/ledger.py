@@ -140,7 +140,7 @@ class Ledger:
                     f"{path}: written by a newer digest (schema {version}); upgrade digest"
                 )
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: its directory cannot be made
             raise DeliveryError(f"{path}: cannot open the delivery ledger: {exc}") from exc
         import threading
 
@@ -326,20 +326,24 @@ class SendLock:
     """
 
     def __init__(self, ledger_path: Path, month: str) -> None:
+        self.month = month
         self.path = ledger_path.parent / f"send-{month}.lock"
         self._handle: int | None = None
 
     def acquire(self, holder: str) -> None:
         """Take the lock or raise DeliveryError naming who holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DeliveryError(f"{self.path}: cannot take the send lock: {exc}") from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             who = os.pread(handle, 4096, 0).decode("utf-8", "replace").strip() or "another process"
             os.close(handle)
             raise DeliveryError(
-                f"another send of this month is running ({who}); wait for it to finish, "
+                f"another send of {self.month} is running ({who}); wait for it to finish, "
                 f"or stop it, then run this again"
             ) from None
         os.ftruncate(handle, 0)

@@ -60,7 +60,10 @@ def parse(text: str, declared: Collection[str], name: str) -> SubscriberList:
     """Check subscriber CSV text (see `load`)."""
     problems: list[Problem] = []
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise CatalogueError([_unreadable(name, 1, exc)]) from exc
     if header is None:
         raise CatalogueError(
             [Problem(name, None, "", "the list is empty; its first line is email,name")]
@@ -85,8 +88,16 @@ def parse(text: str, declared: Collection[str], name: str) -> SubscriberList:
     seen: set[str] = set()
     subscribers: list[Subscriber] = []
     duplicates = 0
-    for row in reader:
-        line = reader.line_num
+    while True:
+        # A quoted name may span lines: report the line its row starts on, not the one it ends on.
+        line = reader.line_num + 1
+        try:
+            row = next(reader, None)
+        except csv.Error as exc:  # a stray quote swallowed the rest of a long file, say
+            problems.append(_unreadable(name, line, exc))
+            break
+        if row is None:
+            break
         if not any(cell.strip() for cell in row):
             continue  # blank lines are allowed
         try:
@@ -102,6 +113,17 @@ def parse(text: str, declared: Collection[str], name: str) -> SubscriberList:
     if problems:
         raise CatalogueError(problems)
     return SubscriberList(tuple(subscribers), duplicates)
+
+
+def _unreadable(name: str, line: int, exc: csv.Error) -> Problem:
+    """Return the problem of a row that the csv module cannot read."""
+    return Problem(
+        name,
+        line,
+        "",
+        f"cannot be read as CSV ({exc}); a double quote that opens a field must close it: "
+        'look for a stray " on this line',
+    )
 
 
 class _Bad(Exception):
@@ -125,7 +147,10 @@ def _row(row: list[str], columns: list[str], declared: Collection[str], line: in
     cells = dict(zip(columns, (cell.strip() for cell in row), strict=False))
     address = cells.get("email", "")
     try:
-        email = validate_email(address, check_deliverability=False).normalized
+        # SMTPUTF8 is not supported: message.build refuses a non-ASCII local part, and a domain
+        # goes out in its ASCII (IDNA) form, which every server and header can carry.
+        checked = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+        email = checked.ascii_email or checked.normalized
     except EmailNotValidError as exc:
         raise _Bad("email", f"{address!r} is not an email address: {exc}") from exc
     person = cells.get("name") or None

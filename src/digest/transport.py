@@ -89,18 +89,28 @@ class SmtpSettings:
 
 def parse_url(url: str, password: str | None = None) -> SmtpSettings:
     """Read `smtp://[user[:password]@]host[:port][?starttls=required]` or `smtps://...`."""
-    shown = re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)  # never echo a password
+    text = url.strip()
+    prefix, slashes, rest = text.partition("://")
+    if not slashes:
+        prefix, rest = "", text
+    # The user part is split off first, at the last @, and never reaches a message or the URL
+    # parser (whose errors quote what they choke on): a password may hold any character.
+    userinfo, at, location = rest.rpartition("@")
+    user, colon, secret = userinfo.partition(":")
+    shown = f"{prefix}{slashes}{user}{':***' if colon else ''}{at}{location}"
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(f"{prefix}{slashes}{location}")
         port = parts.port
     except ValueError as exc:
         raise DeliveryError(f"DIGEST_SMTP_URL {shown!r} is not a valid URL: {exc}") from exc
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname or re.search(r"[/?#]", user):
         raise DeliveryError(
             f"DIGEST_SMTP_URL {shown!r} must look like smtp://user@mail.example.edu:587 "
             "or smtps://user@mail.example.edu:465"
         )
-    query = parse_qs(parts.query)
+    if port == 0:
+        raise DeliveryError(f"DIGEST_SMTP_URL {shown!r}: port 0 is not a port (use 1-65535)")
+    query = parse_qs(parts.query, keep_blank_values=True)  # `?starttls` alone is a mistake too
     unknown = set(query) - {"starttls"}
     starttls = query.get("starttls", ["auto"])[-1]
     if unknown or starttls not in ("auto", "required"):
@@ -110,10 +120,8 @@ def parse_url(url: str, password: str | None = None) -> SmtpSettings:
         implicit_tls=implicit,
         host=parts.hostname,
         port=port or (465 if implicit else 25),
-        username=unquote(parts.username) if parts.username else None,
-        password=password
-        if password is not None
-        else (unquote(parts.password) if parts.password else None),
+        username=unquote(user) if user else None,
+        password=password if password is not None else _url_password(secret),
         require_starttls=starttls == "required",
     )
 
@@ -140,22 +148,34 @@ class _SmtpConnection:
         where = settings.describe()
         # smtplib verifies nothing unless given a context: this one checks chain and host name.
         context = ssl.create_default_context()
+        client: smtplib.SMTP | None = None
         try:
-            if settings.implicit_tls:
-                client: smtplib.SMTP = smtplib.SMTP_SSL(
-                    settings.host, settings.port, timeout=settings.timeout, context=context
-                )
-            else:
-                client = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
-                client.ehlo()
-                if client.has_extn("starttls"):
-                    client.starttls(context=context)
+            try:
+                if settings.implicit_tls:
+                    client = smtplib.SMTP_SSL(
+                        settings.host, settings.port, timeout=settings.timeout, context=context
+                    )
+                else:
+                    client = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
                     client.ehlo()
-                elif settings.require_starttls:
-                    client.close()
-                    raise Fatal(f"{where} does not offer STARTTLS, and the URL requires it")
-            if settings.username:
-                client.login(settings.username, settings.password or "")
+                    if client.has_extn("starttls"):
+                        client.starttls(context=context)
+                        client.ehlo()
+                    elif settings.require_starttls:
+                        raise Fatal(f"{where} does not offer STARTTLS, and the URL requires it")
+                if settings.username:
+                    try:
+                        client.login(settings.username, settings.password or "")
+                    except UnicodeEncodeError:
+                        # Not chained: the error's text quotes a character of the password.
+                        raise Fatal(
+                            f"{where}: cannot log in: smtplib sends the user name and password "
+                            "as ASCII, and one of them is not"
+                        ) from None
+            except BaseException:
+                if client is not None:
+                    client.close()  # not left open, logged in or not, until garbage collection
+                raise
         except ssl.SSLError as exc:
             raise Fatal(f"{where}: TLS failed: {exc.reason or exc}") from exc
         except smtplib.SMTPAuthenticationError as exc:
@@ -164,6 +184,7 @@ class _SmtpConnection:
             raise Fatal(f"{where}: the server does not support login: {exc}") from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise Temporary(None, f"cannot connect to {where}: {exc}") from exc
+        assert client is not None  # noqa: S101 -- set above, or an exception was raised
         self._client = client
 
     def send(self, message: EmailMessage, sender: str, recipient: str) -> None:
@@ -174,7 +195,7 @@ class _SmtpConnection:
             raise _classify(code, reply) from exc
         except smtplib.SMTPSenderRefused as exc:
             if 400 <= exc.smtp_code < 500:
-                raise Temporary(exc.smtp_code, _text(exc.smtp_error)) from exc
+                raise _classify(exc.smtp_code, exc.smtp_error) from exc
             raise Fatal(
                 f"the server refuses the sender {exc.sender}: {exc.smtp_code} "
                 f"{_text(exc.smtp_error)}"
@@ -204,6 +225,10 @@ def _text(reply: bytes | str) -> str:
 
 def _classify(code: int | None, reply: bytes | str) -> SendError:
     text = _text(reply)
+    if code == 421:
+        # The server is closing the channel, and smtplib has closed it: no code, so that delivery
+        # opens a new connection instead of retrying on the dead one.
+        return Temporary(None, f"the server closed the connection: 421 {text}")
     if code is not None and 500 <= code < 600:
         return Permanent(code, text)
     return Temporary(code, text)

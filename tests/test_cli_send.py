@@ -1,0 +1,640 @@
+"""`digest send` and `digest status` end to end: the real CLI, a real SMTP server, real kills."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from conftest import Received, SmtpServer
+from digest.cli import cli
+from digest.ledger import Ledger
+from helpers import snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGEST = shutil.which("digest") or str(Path(sys.executable).parent / "digest")
+STATE = Path(".digest/state.sqlite3")
+SEND = ("send", "--month", "2025-11")
+
+# The bundled list, in file order, without smith.john (whose categories have no November items).
+READERS = [
+    "chan.taiman@example.org",
+    "lee.kawai@example.org",
+    "wong.siuming@example.org",
+    "cheung.mei@example.org",
+    "ng.chiho@example.org",
+    "lam.wingsze@example.org",
+    "ho.kinfai@example.org",
+    "yip.sukyee@example.org",
+    "tsang.hiuyan@example.org",
+    "leung.kamwah@example.org",
+    "garcia.maria@example.org",
+]
+SUBJECT = "What's Happening — November 2025"
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC"
+INTERRUPTED = (
+    "Interrupted. Run the same command again to send the rest; a message that was in flight is "
+    "sent again with the same Message-ID.\n"
+)
+IN_FLIGHT = (
+    "1 message may have gone out when the last run stopped; it is sent again with the same "
+    "Message-ID, so mail clients show each once."
+)
+NOT_EVERYONE = (
+    "Not everyone has the digest: run the same command later to retry the deferred; "
+    "`digest status` lists the failed.\n"
+)
+
+
+@pytest.fixture(autouse=True)
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The bundled catalogue and subscriber list in tmp_path, and no delivery settings inherited."""
+    for name in ("DIGEST_SMTP_URL", "DIGEST_SMTP_PASSWORD", "DIGEST_STATE"):
+        monkeypatch.delenv(name, raising=False)
+    shutil.copy(ROOT / "items.yaml", tmp_path / "items.yaml")
+    shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
+    return tmp_path
+
+
+@pytest.fixture
+def smtp(smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> SmtpServer:
+    """The recording SMTP server, named in DIGEST_SMTP_URL for the CLI and its subprocesses."""
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+    return smtp_server
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start `digest ARGS...` as a real process in tmp_path; kill any left running at the end."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [DIGEST, *args],
+            cwd=tmp_path,
+            env=dict(os.environ),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def ask(run: Callable[..., Result]) -> Callable[..., Result]:
+    """Run `digest ARGS...` in tmp_path (as `run` does), typing `answer` at its question."""
+
+    def invoke(answer: str, *args: str) -> Result:
+        return CliRunner().invoke(cli, list(args), input=answer, catch_exceptions=False)
+
+    return invoke
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: str) -> None:
+    """Poll until `condition` holds; fail (not hang) if the process ends first or 15 s pass."""
+    deadline = time.monotonic() + 15
+    while not condition():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"digest exited {proc.returncode} before {what}:\n{out}{err}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """Wait (at most 30 s) for a process; return its exit status, stdout and stderr."""
+    out, err = proc.communicate(timeout=30)
+    return proc.returncode, out, err
+
+
+def statuses(tmp_path: Path) -> dict[str, str]:
+    """Return the ledger's status of every November recipient, by address."""
+    ledger = Ledger(tmp_path / STATE)
+    try:
+        return {row.address: row.status for row in ledger.deliveries("2025-11")}
+    finally:
+        ledger.close()
+
+
+def message_ids(received: list[Received]) -> set[str]:
+    return {r.message_id for r in received}
+
+
+def text_of(received: Received) -> str:
+    body = received.message.get_body(("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+def header(transport: str, todo: int = 11, already: int = 0) -> str:
+    """Return the lines `digest send` prints before sending."""
+    have = f", {already} already have it" if already else ""
+    return (
+        f"Subject:    {SUBJECT}\n"
+        "Items:      3 in 3 categories\n"
+        f"Recipients: {todo} to send{have}\n"
+        f"Transport:  {transport}\n"
+    )
+
+
+def summary(transport: str, sent: int = 11, already: int = 0, failed: int = 0) -> str:
+    return (
+        f"November 2025: sent {sent}, already sent {already}, deferred 0, failed {failed} "
+        f"(via {transport}).\n"
+    )
+
+
+def assert_status(result: Result, sent: int, failed: int = 0, pending: int = 0) -> None:
+    lines = result.stdout.splitlines()
+    assert lines[0] == "month      sent failed deferred pending  last activity"
+    row = f"{'2025-11':<8} {sent:>6} {failed:>6} {0:>8} {pending:>7}  {STAMP}"
+    assert re.fullmatch(row, lines[1]), lines[1]
+
+
+def assert_crash_safe(by_recipient: dict[str, list[Received]], readers: list[str]) -> list[str]:
+    """Assert the kill guarantees; return the recipients who got two copies."""
+    assert sorted(by_recipient) == sorted(readers)
+    twice = [address for address, got in by_recipient.items() if len(got) > 1]
+    assert all(len(got) <= 2 for got in by_recipient.values())
+    assert len(twice) <= 1, twice
+    for address in twice:
+        assert len(message_ids(by_recipient[address])) == 1
+    return twice
+
+
+# -- the outbox ------------------------------------------------------------------------------------
+
+
+def test_outbox_send_then_nothing_more(run: Callable[..., Result], tmp_path: Path) -> None:
+    """Without DIGEST_SMTP_URL staff would not know where their digest went, or get it twice."""
+    first = run(*SEND, "--yes")
+    assert first.exit_code == 0, first.output
+    assert first.stdout == (
+        header("outbox/")
+        + summary("outbox/")
+        + "DIGEST_SMTP_URL is not set, so nothing was emailed: each message was written to "
+        "outbox/ as an .eml file.\n"
+    )
+    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == sorted(
+        f"digest-2025-11-{address}.eml" for address in READERS
+    )
+    before = snapshot(tmp_path / "outbox")
+
+    again = run(*SEND, "--yes")
+
+    assert again.exit_code == 0, again.output
+    assert re.fullmatch(
+        f"November 2025 was already sent to 11 subscribers, the last at {STAMP}. "
+        "Nothing to send; --resend sends it again.\n",
+        again.stdout,
+    )
+    assert snapshot(tmp_path / "outbox") == before
+
+
+def test_outbox_test_copy_keeps_the_real_message(
+    run: Callable[..., Result], tmp_path: Path
+) -> None:
+    """A [TEST] copy to a subscriber must not replace the real message waiting in outbox/."""
+    assert run(*SEND, "--yes").exit_code == 0
+    real = tmp_path / "outbox" / "digest-2025-11-chan.taiman@example.org.eml"
+    before = real.read_bytes()
+
+    result = run(*SEND, "--to", "chan.taiman@example.org")
+
+    assert result.exit_code == 0, result.output
+    assert real.read_bytes() == before
+    tests = [p for p in (tmp_path / "outbox").iterdir() if b"[TEST]" in p.read_bytes()]
+    assert [p.name for p in tests] == ["digest-2025-11-test-chan.taiman@example.org.eml"]
+
+
+# -- SMTP ------------------------------------------------------------------------------------------
+
+
+def test_smtp_send_and_status(run: Callable[..., Result], smtp: SmtpServer) -> None:
+    """Staff would see a wrong count, or subscribers a missing or doubled digest."""
+    where = smtp.url
+
+    result = run(*SEND, "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == header(where) + summary(where)
+    assert result.stderr == ""
+    got = smtp.recorder.by_recipient()
+    assert sorted(got) == sorted(READERS)
+    assert all(len(messages) == 1 for messages in got.values())
+    assert {str(r.message["Subject"]) for r in smtp.recorder.messages} == {SUBJECT}
+    assert {r.mail_from for r in smtp.recorder.messages} == {"provost@example.edu"}
+    assert_status(run("status"), sent=11)
+
+
+def test_decline_sends_and_records_nothing(
+    run: Callable[..., Result], ask: Callable[..., Result], smtp: SmtpServer
+) -> None:
+    """Answering no (or nothing) must send nothing and leave no trace of a send in the ledger."""
+    for answer in ("n\n", ""):
+        result = ask(answer, *SEND)
+        assert result.exit_code == 1
+        assert result.stdout == header(smtp.url) + (
+            f"Send November 2025 to 11 subscribers? [y/N]: {answer}"
+        )
+        assert result.stderr == "Aborted!\n"
+        assert smtp.recorder.messages == []
+        assert run("status").stdout == "Nothing sent yet.\n"
+
+    result = ask("y\n", *SEND)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        header(smtp.url) + "Send November 2025 to 11 subscribers? [y/N]: y\n" + summary(smtp.url)
+    )
+    assert sorted(smtp.recorder.by_recipient()) == sorted(READERS)
+
+
+def test_declined_then_corrected_sends_the_correction(
+    run: Callable[..., Result], ask: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """Staff who say no to fix a typo would otherwise send everyone the uncorrected digest."""
+    assert ask("n\n", *SEND).exit_code == 1
+    catalogue = tmp_path / "items.yaml"
+    old = "HKUST Commences Preparations for New Medical School"
+    new = "HKUST Commences Preparations for a New Medical School"
+    catalogue.write_text(catalogue.read_text(encoding="utf-8").replace(old, new), "utf-8")
+
+    result = run(*SEND, "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert "catalogue changed" not in result.stdout
+    first = smtp.recorder.by_recipient()["chan.taiman@example.org"][0]
+    assert new in text_of(first)
+
+
+def test_dry_run_lists_and_sends_nothing(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """A dry run that sent mail, or left a ledger behind, would defeat its purpose."""
+    result = run(*SEND, "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "Dry run: nothing is sent or recorded.\n"
+        f"Subject:    {SUBJECT}\n"
+        "Items:      3 in 3 categories\n"
+        "Recipients: 11 to send\n"
+        f"Transport:  {smtp.url}\n"
+        "  chan.taiman@example.org  Prof. Chan Tai-man  (all categories)\n"
+        "  lee.kawai@example.org  Dr. Lee Ka-wai  (all categories)\n"
+        "  wong.siuming@example.org  Prof. Wong Siu-ming  (all categories)\n"
+        "  cheung.mei@example.org  Dr. Cheung Mei  (institutional-advancement, recognition)\n"
+        "  ng.chiho@example.org  Prof. Ng Chi-ho  (all categories)\n"
+        "  lam.wingsze@example.org  Dr. Lam Wing-sze  (engagement, engagement-and-visit)\n"
+        "  ho.kinfai@example.org  Prof. Ho Kin-fai  (all categories)\n"
+        "  yip.sukyee@example.org  Yip, Suk-yee  (all categories)\n"
+        "  tsang.hiuyan@example.org  Dr. Tsang Hiu-yan  (collaboration, visit)\n"
+        "  leung.kamwah@example.org  Prof. Leung Kam-wah  (all categories)\n"
+        "  garcia.maria@example.org  Dr. María García  (all categories)\n"
+        "Not sent: 1 subscriber whose categories have no items this month.\n"
+    )
+    assert smtp.recorder.messages == []
+    assert not (tmp_path / ".digest").exists()
+
+
+def test_dry_run_with_test_addresses_sends_nothing(
+    run: Callable[..., Result], smtp: SmtpServer
+) -> None:
+    """`--dry-run --to ADDR` must not mail a test copy."""
+    result = run(*SEND, "--dry-run", "--to", "a@example.org")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "Dry run: nothing is sent. A [TEST] copy of November 2025 would go to a@example.org "
+        f"via {smtp.url}.\n"
+    )
+    assert smtp.recorder.messages == []
+
+
+def test_test_copies_stay_outside_the_ledger(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """A test copy counted as sent, or sharing the real Message-ID, would hide the real digest."""
+    result = run(*SEND, "--to", "a@example.org", "--to", "b@example.org")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "Sent 2 test copies of November 2025 ([TEST] in the subject, not recorded) "
+        f"via {smtp.url}.\n"
+    )
+    tests = list(smtp.recorder.messages)
+    assert sorted(r.rcpt_tos[0] for r in tests) == ["a@example.org", "b@example.org"]
+    assert {str(r.message["Subject"]) for r in tests} == {f"[TEST] {SUBJECT}"}
+    assert not (tmp_path / STATE).exists()
+
+    real = run(*SEND, "--yes")
+
+    assert real.exit_code == 0, real.output
+    assert real.stdout == header(smtp.url) + summary(smtp.url)
+    sent = smtp.recorder.messages[len(tests) :]
+    assert sorted(r.rcpt_tos[0] for r in sent) == sorted(READERS)
+    assert message_ids(tests).isdisjoint(message_ids(sent))
+    assert len(message_ids(tests)) == 2
+
+
+def test_test_copy_to_a_subscriber_has_its_own_message_id(
+    run: Callable[..., Result], smtp: SmtpServer
+) -> None:
+    """A tester on the list whose client took the real digest for a duplicate would never see it."""
+    assert run(*SEND, "--to", "chan.taiman@example.org").exit_code == 0
+    assert run(*SEND, "--yes").exit_code == 0
+
+    copies = smtp.recorder.by_recipient()["chan.taiman@example.org"]
+
+    assert [str(r.message["Subject"]).startswith("[TEST] ") for r in copies] == [True, False]
+    assert len(message_ids(copies)) == 2
+
+
+def test_test_address_must_be_an_address(run: Callable[..., Result], smtp: SmtpServer) -> None:
+    """A typo in --to must be a usage error, not a silent send elsewhere."""
+    result = run(*SEND, "--to", "not-an-address")
+
+    assert result.exit_code == 2
+    assert (
+        "Error: Invalid value for '--to': 'not-an-address' is not an email address: "
+        "An email address must have an @-sign.\n"
+    ) in result.stderr
+    assert smtp.recorder.messages == []
+
+
+def test_refused_recipient_fails_alone(run: Callable[..., Result], smtp: SmtpServer) -> None:
+    """One dead mailbox must not stop the rest, and staff must learn which one and why."""
+    smtp.recorder.refuse["lee.kawai@example.org"] = "550 5.1.1 no such user"
+
+    result = run(*SEND, "--yes")
+
+    assert result.exit_code == 1
+    assert result.stdout == header(smtp.url) + summary(smtp.url, sent=10, failed=1)
+    assert result.stderr == (
+        "failed: lee.kawai@example.org: 550 5.1.1 no such user\n" + NOT_EVERYONE
+    )
+    assert sorted(smtp.recorder.by_recipient()) == sorted(set(READERS) - {"lee.kawai@example.org"})
+    status = run("status")
+    assert_status(status, sent=10, failed=1)
+    assert status.stdout.splitlines()[2:] == [
+        "Not delivered:",
+        "  2025-11 failed: lee.kawai@example.org: 550 5.1.1 no such user",
+    ]
+    again = run(*SEND, "--yes")
+    assert again.exit_code == 0
+    assert re.fullmatch(
+        f"November 2025 was already sent to 10 subscribers, the last at {STAMP}; 1 failed, see "
+        "`digest status`. Nothing to send; --resend sends it again.\n",
+        again.stdout,
+    )
+    assert len(smtp.recorder.messages) == 10
+
+
+def test_resend_sends_everyone_the_same_message_again(
+    run: Callable[..., Result], smtp: SmtpServer
+) -> None:
+    """--resend must reach everyone, as the same message (so clients that have it show it once)."""
+    assert run(*SEND, "--yes").exit_code == 0
+
+    result = run(*SEND, "--yes", "--resend")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == header(smtp.url) + summary(smtp.url)
+    got = smtp.recorder.by_recipient()
+    assert sorted(got) == sorted(READERS)
+    assert {len(messages) for messages in got.values()} == {2}
+    assert all(len(message_ids(messages)) == 1 for messages in got.values())
+
+
+def test_declined_resend_forgets_nothing(
+    run: Callable[..., Result], ask: Callable[..., Result], smtp: SmtpServer
+) -> None:
+    """Saying no to --resend must not make the next plain send mail everyone a second time."""
+    assert run(*SEND, "--yes").exit_code == 0
+
+    declined = ask("n\n", *SEND, "--resend")
+
+    assert declined.exit_code == 1
+    assert declined.stdout == (
+        "Send November 2025 again to all 11 subscribers, 11 of whom already have it? [y/N]: n\n"
+    )
+    assert_status(run("status"), sent=11)
+    assert run(*SEND, "--yes").stdout.startswith("November 2025 was already sent to 11 ")
+    assert len(smtp.recorder.messages) == 11
+
+
+# -- crashes, interruptions, a second sender -------------------------------------------------------
+
+
+def write_readers(tmp_path: Path, count: int) -> list[str]:
+    """Replace the subscriber list with `count` readers of every category; return them."""
+    readers = [f"reader{n:03}@example.org" for n in range(count)]
+    lines = ["email,name", *(f"{address},Reader {n}" for n, address in enumerate(readers))]
+    (tmp_path / "subscribers.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return readers
+
+
+# Where the kill lands: "reply", as the server answers message k (the client has not yet recorded
+# it as sent); "data", half-way through the server's pause over message k+1's DATA.
+@pytest.mark.parametrize(
+    ("list_size", "kill_at", "moment"),
+    [
+        (None, 1, "reply"),
+        (None, 1, "data"),
+        (None, 4, "data"),
+        (None, 8, "reply"),
+        (None, 10, "data"),
+        (60, 30, "data"),
+    ],
+)
+def test_killed_send_then_rerun_sends_each_once(
+    run: Callable[..., Result],
+    smtp: SmtpServer,
+    spawn: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+    list_size: int | None,
+    kill_at: int,
+    moment: str,
+) -> None:
+    """A send killed with -9 and run again must leave no one without and no one doubled."""
+    readers = READERS if list_size is None else write_readers(tmp_path, list_size)
+    recorder = smtp.recorder
+    recorder.delay = delay = 0.05 if list_size is None else 0.03
+    proc = spawn(*SEND, "--yes")
+    wait_for(lambda: len(recorder.messages) >= kill_at, proc, f"{kill_at} messages")
+    if moment == "data":
+        time.sleep(delay / 2)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+    time.sleep(delay * 3)  # let the server finish a DATA it was holding
+    before = statuses(tmp_path)
+    received = {r.rcpt_tos[0] for r in recorder.messages}
+    in_flight = [address for address, status in before.items() if status == "sending"]
+    already = sum(1 for status in before.values() if status == "sent")
+    # At most one message is in flight: the one just answered or the next one.
+    assert set(in_flight) <= set(readers[kill_at - 1 : kill_at + 1])
+    # Whatever arrived was recorded as sent or in flight; nothing recorded as sent went missing.
+    assert received <= {a for a, s in before.items() if s in ("sent", "sending")}
+    assert {a for a, s in before.items() if s == "sent"} <= received
+    recorder.delay = 0
+
+    rerun = run(*SEND, "--yes")
+
+    assert rerun.exit_code == 0, rerun.output
+    notice = IN_FLIGHT + "\n" if in_flight else ""
+    todo = len(readers) - already
+    assert rerun.stdout == (
+        header(smtp.url, todo=todo, already=already) + notice + summary(smtp.url, todo, already)
+    )
+    twice = assert_crash_safe(recorder.by_recipient(), readers)
+    assert set(twice) <= set(in_flight) & received
+    record_property("received_at_kill", len(received))
+    record_property("in_flight", in_flight)
+    record_property("duplicates", twice)
+
+
+def test_interrupted_send_says_run_again(
+    run: Callable[..., Result],
+    smtp: SmtpServer,
+    spawn: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """Ctrl-C must stop the send, say how to finish, and the rerun must finish it cleanly."""
+    recorder = smtp.recorder
+    recorder.delay = 0.05
+    proc = spawn(*SEND, "--yes")
+    wait_for(lambda: len(recorder.messages) >= 6, proc, "6 messages")
+    time.sleep(0.025)  # half-way through the server's pause over the 7th message's DATA
+    proc.send_signal(signal.SIGINT)
+
+    status, out, err = finish(proc)
+
+    assert status == 1
+    assert err == INTERRUPTED
+    assert out == header(smtp.url)
+    time.sleep(0.15)
+    recorder.delay = 0
+    rerun = run(*SEND, "--yes")
+    assert rerun.exit_code == 0, rerun.output
+    twice = assert_crash_safe(recorder.by_recipient(), READERS)
+    assert_status(run("status"), sent=11, pending=0)
+    record_property("in_flight_notice", IN_FLIGHT in rerun.stdout)
+    record_property("duplicates", twice)
+
+
+def test_second_sender_is_refused(
+    run: Callable[..., Result],
+    smtp: SmtpServer,
+    spawn: Callable[..., subprocess.Popen[str]],
+) -> None:
+    """Two sends of one month at once must never interleave into double deliveries."""
+    recorder = smtp.recorder
+    recorder.delay = 0.12
+    first = spawn(*SEND, "--yes")
+    wait_for(lambda: len(recorder.messages) >= 1, first, "the first message")
+
+    second = run(*SEND, "--yes")
+
+    assert first.poll() is None, "the first send finished too soon to test anything"
+    assert second.exit_code == 1
+    assert second.stdout == ""
+    assert re.fullmatch(
+        rf"another send of 2025-11 is running \(pid {first.pid} on [^,]+, digest send by "
+        r"[^,]+, since [^)]+\); wait for it to finish, or stop it, then run this again\n",
+        second.stderr,
+    ), second.stderr
+    status, out, err = finish(first)
+    assert (status, err) == (0, "")
+    assert out == header(smtp.url) + summary(smtp.url)
+    got = recorder.by_recipient()
+    assert sorted(got) == sorted(READERS)
+    assert all(len(messages) == 1 for messages in got.values())
+
+
+# -- status, check and the lists -------------------------------------------------------------------
+
+
+def test_status_before_any_send(run: Callable[..., Result]) -> None:
+    """Staff asking what was sent before anything was must get an answer, not a traceback."""
+    result = run("status")
+
+    assert result.exit_code == 0
+    assert result.stdout == "Nothing sent yet (.digest/state.sqlite3 does not exist).\n"
+
+
+def test_check_counts_subscribers(run: Callable[..., Result]) -> None:
+    """`digest check` must say how many people the list holds."""
+    result = run("check")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith("; subscribers.csv: 12 subscribers.\n")
+
+
+def test_bad_address_stops_check_and_send(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """A bad row must be named by its line before anyone is sent anything."""
+    with (tmp_path / "subscribers.csv").open("a", encoding="utf-8") as listed:
+        listed.write("not-an-address,Someone,\n")
+    error = (
+        "subscribers.csv:14: email: 'not-an-address' is not an email address: "
+        "An email address must have an @-sign.\n"
+    )
+
+    for args in (("check",), (*SEND, "--yes")):
+        result = run(*args)
+        assert result.exit_code == 1, args
+        assert result.stderr == error
+        assert result.stdout == ""
+    assert smtp.recorder.messages == []
+    assert not (tmp_path / STATE).exists()
+
+
+def test_month_without_items(run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path) -> None:
+    """An empty month must send nothing and say so."""
+    result = run("send", "--month", "2025-12", "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "No items in December 2025: nothing to send.\n"
+    assert smtp.recorder.messages == []
+    assert not (tmp_path / STATE).exists()
+
+
+def test_month_without_readers(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """A list whose only subscriber chose no category with items must not crash the send."""
+    (tmp_path / "subscribers.csv").write_text(
+        "email,name,categories\nsmith.john@example.org,John,achievement\n", encoding="utf-8"
+    )
+
+    result = run(*SEND, "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "No subscriber has items in November 2025: nothing to send (1 subscriber whose "
+        "categories have no items this month).\n"
+    )
+    assert smtp.recorder.messages == []
+    assert run("status").stdout == "Nothing sent yet.\n"

@@ -1,0 +1,306 @@
+"""The delivery ledger and the send lock: what was sent to whom survives crashes and races."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from digest.errors import DeliveryError
+from digest.ledger import (
+    STATUSES,
+    Frozen,
+    Ledger,
+    Render,
+    SendLock,
+    parse_selection,
+    selection_key,
+)
+
+NOV = "2025-11"
+DEC = "2025-12"
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    opened = Ledger(tmp_path / "state" / "state.sqlite3")
+    yield opened
+    opened.close()
+
+
+def rows(*addresses: str) -> list[tuple[str, str, str | None, str]]:
+    return [(a.lower(), a, f"Name of {a}", "*") for a in addresses]
+
+
+def view(ledger: Ledger, month: str = NOV) -> list[tuple[str, str, int, int | None, str | None]]:
+    return [
+        (r.recipient, r.status, r.attempts, r.last_code, r.last_reply)
+        for r in ledger.deliveries(month)
+    ]
+
+
+def test_statuses_move_as_documented(ledger: Ledger) -> None:
+    """pending -> sending -> sent | failed | deferred, with attempts and the server's last word."""
+    ledger.enrol(NOV, rows("a@example.org", "b@example.org", "c@example.org"))
+    assert view(ledger) == [
+        ("a@example.org", "pending", 0, None, None),
+        ("b@example.org", "pending", 0, None, None),
+        ("c@example.org", "pending", 0, None, None),
+    ]
+
+    ledger.mark_sending(NOV, "a@example.org")
+    assert view(ledger)[0] == ("a@example.org", "sending", 1, None, None)
+    ledger.mark(NOV, "a@example.org", "sent", 250, "accepted")
+
+    ledger.mark_sending(NOV, "b@example.org")
+    ledger.mark(NOV, "b@example.org", "deferred", 451, "4.3.0 try later")
+    ledger.mark_sending(NOV, "b@example.org")
+    # While a retry is in flight the last reply is kept.
+    assert view(ledger)[1] == ("b@example.org", "sending", 2, 451, "4.3.0 try later")
+    ledger.mark(NOV, "b@example.org", "sent", 250, "accepted")
+
+    ledger.mark_sending(NOV, "c@example.org")
+    ledger.mark(NOV, "c@example.org", "failed", 550, "5.1.1 no such user")
+
+    assert view(ledger) == [
+        ("a@example.org", "sent", 1, 250, "accepted"),
+        ("b@example.org", "sent", 2, 250, "accepted"),
+        ("c@example.org", "failed", 1, 550, "5.1.1 no such user"),
+    ]
+    assert [r.recipient for r in ledger.deliveries(NOV, ("sent",))] == [
+        "a@example.org",
+        "b@example.org",
+    ]
+    assert [r.recipient for r in ledger.deliveries(NOV, ("failed", "deferred"))] == [
+        "c@example.org"
+    ]
+
+
+def test_unknown_status_is_refused(ledger: Ledger) -> None:
+    """A typo in a status can never be written: the database checks it."""
+    ledger.enrol(NOV, rows("a@example.org"))
+    with pytest.raises(sqlite3.IntegrityError):
+        ledger.mark(NOV, "a@example.org", "delivered")
+    assert view(ledger) == [("a@example.org", "pending", 0, None, None)]
+
+
+def test_enrol_keeps_existing_rows(ledger: Ledger) -> None:
+    """Enrolling again never resets someone already sent; newcomers join the end as pending."""
+    ledger.enrol(NOV, rows("a@example.org", "b@example.org"))
+    ledger.mark_sending(NOV, "a@example.org")
+    ledger.mark(NOV, "a@example.org", "sent", 250, "accepted")
+
+    ledger.enrol(NOV, [("a@example.org", "a@example.org", "Renamed", "*"), *rows("c@example.org")])
+
+    assert [(r.recipient, r.name, r.status) for r in ledger.deliveries(NOV)] == [
+        ("a@example.org", "Name of a@example.org", "sent"),
+        ("b@example.org", "Name of b@example.org", "pending"),
+        ("c@example.org", "Name of c@example.org", "pending"),
+    ]
+
+
+def test_months_are_kept_apart(ledger: Ledger) -> None:
+    """November's deliveries say nothing about December's."""
+    ledger.enrol(NOV, rows("a@example.org"))
+    ledger.mark(NOV, "a@example.org", "sent", 250, "accepted")
+    ledger.enrol(DEC, rows("a@example.org"))
+    assert view(ledger, DEC) == [("a@example.org", "pending", 0, None, None)]
+
+
+def test_freeze_and_renders_keep_the_first_version(ledger: Ledger) -> None:
+    """Once sending began, the issue and its renderings are the ones every reader gets."""
+    first = ledger.freeze(NOV, "hash-1", "Subject 1", 3)
+    assert (first.content_hash, first.subject, first.items) == ("hash-1", "Subject 1", 3)
+    later = ledger.freeze(NOV, "hash-2", "Subject 2", 4)
+    assert later == first
+    assert ledger.frozen(NOV) == first
+    assert ledger.frozen(DEC) is None
+
+    kept = ledger.keep_render(NOV, "*", Render("S", "<p>one</p>", "one"))
+    assert ledger.keep_render(NOV, "*", Render("S", "<p>two</p>", "two")) == kept
+    assert ledger.render(NOV, "*") == Render("S", "<p>one</p>", "one")
+    assert ledger.render(NOV, '["research"]') is None
+
+
+def test_forget_resets_a_month_only(ledger: Ledger) -> None:
+    """A deliberate resend starts the month over, and leaves other months alone."""
+    for month in (NOV, DEC):
+        ledger.freeze(month, "hash", "Subject", 1)
+        ledger.keep_render(month, "*", Render("S", "<p>x</p>", "x"))
+        ledger.enrol(month, rows("a@example.org"))
+        ledger.mark(month, "a@example.org", "sent", 250, "accepted")
+
+    ledger.forget(NOV)
+
+    assert (ledger.frozen(NOV), ledger.render(NOV, "*"), ledger.deliveries(NOV)) == (None, None, [])
+    assert isinstance(ledger.frozen(DEC), Frozen)
+    assert ledger.render(DEC, "*") is not None
+    assert view(ledger, DEC) == [("a@example.org", "sent", 0, 250, "accepted")]
+    ledger.enrol(NOV, rows("a@example.org"))
+    assert view(ledger) == [("a@example.org", "pending", 0, None, None)]
+
+
+def test_rows_survive_reopening(tmp_path: Path) -> None:
+    """What a run recorded is there for the next run, in a new process."""
+    path = tmp_path / "state.sqlite3"
+    first = Ledger(path)
+    first.enrol(NOV, rows("a@example.org"))
+    first.mark_sending(NOV, "a@example.org")
+    first.close()
+    second = Ledger(path)
+    try:
+        assert view(second) == [("a@example.org", "sending", 1, None, None)]
+    finally:
+        second.close()
+
+
+def test_months_counts_by_status(ledger: Ledger) -> None:
+    """`digest status` shows each month, newest first, with how many are in each state."""
+    ledger.enrol(NOV, rows("a@example.org", "b@example.org", "c@example.org", "d@example.org"))
+    ledger.mark(NOV, "a@example.org", "sent", 250, "accepted")
+    ledger.mark(NOV, "b@example.org", "sent", 250, "accepted")
+    ledger.mark(NOV, "c@example.org", "failed", 550, "no such user")
+    ledger.enrol(DEC, rows("a@example.org"))
+    ledger.enrol("2025-10", rows("a@example.org"))
+    ledger.mark("2025-10", "a@example.org", "deferred", 451, "later")
+
+    months = ledger.months()
+
+    zero = dict.fromkeys(STATUSES, 0)
+    assert [(m.month, m.counts) for m in months] == [
+        (DEC, {**zero, "pending": 1}),
+        (NOV, {**zero, "pending": 1, "sent": 2, "failed": 1}),
+        ("2025-10", {**zero, "deferred": 1}),
+    ]
+    assert all(m.first <= m.last for m in months)
+
+
+def test_months_of_an_empty_ledger(ledger: Ledger) -> None:
+    """A fresh ledger has nothing to report."""
+    assert ledger.months() == []
+
+
+def test_selection_keys_round_trip() -> None:
+    """A reader's category choice is stored and read back exactly."""
+    assert selection_key(None) == "*"
+    assert selection_key(frozenset({"visit", "collaboration"})) == '["collaboration", "visit"]'
+    for choice in (None, frozenset({"visit", "collaboration"}), frozenset({"a"})):
+        assert parse_selection(selection_key(choice)) == choice
+
+
+def test_ledger_from_a_newer_digest_is_refused(tmp_path: Path) -> None:
+    """An older digest never writes into a state file whose format it does not know."""
+    path = tmp_path / "state.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(DeliveryError) as raised:
+        Ledger(path)
+    assert str(raised.value) == f"{path}: written by a newer digest (schema 99); upgrade digest"
+
+
+def test_file_that_is_not_a_ledger_is_refused(tmp_path: Path) -> None:
+    """A --state path pointing at some other file is an error naming it, not a traceback."""
+    path = tmp_path / "state.sqlite3"
+    path.write_text("not a database\n" * 100)
+    with pytest.raises(DeliveryError) as raised:
+        Ledger(path)
+    assert str(raised.value) == (f"{path}: cannot open the delivery ledger: file is not a database")
+
+
+def test_ledger_whose_folder_cannot_be_made_is_refused(tmp_path: Path) -> None:
+    """A --state path below a file is an error naming it, not a traceback."""
+    (tmp_path / "taken").write_text("a file, not a folder")
+    path = tmp_path / "taken" / "state.sqlite3"
+    with pytest.raises(DeliveryError) as raised:
+        Ledger(path)
+    assert str(raised.value).startswith(f"{path}: cannot open the delivery ledger: ")
+
+
+# -- the send lock -------------------------------------------------------------------------------
+
+
+def test_second_sender_is_refused_with_the_holder_named(tmp_path: Path) -> None:
+    """Two sends of one month never interleave; the second says who holds the month."""
+    state = tmp_path / "state.sqlite3"
+    first = SendLock(state, NOV)
+    first.acquire("digest send by alice")
+    try:
+        with pytest.raises(DeliveryError) as raised:
+            SendLock(state, NOV).acquire("digest send by bob")
+        message = str(raised.value)
+        assert message.startswith("another send of 2025-11 is running (pid ")
+        assert f"pid {os.getpid()} on " in message
+        assert ", digest send by alice, since " in message
+        assert message.endswith("); wait for it to finish, or stop it, then run this again")
+        # Another month is not held.
+        december = SendLock(state, DEC)
+        december.acquire("digest send by bob")
+        december.release()
+    finally:
+        first.release()
+
+    second = SendLock(state, NOV)
+    second.acquire("digest send by bob")
+    second.release()
+
+
+def test_lock_as_context_manager_releases(tmp_path: Path) -> None:
+    """Leaving the `with` block lets the next sender in, even after an error."""
+    state = tmp_path / "state.sqlite3"
+
+    def crash() -> None:
+        with SendLock(state, NOV) as lock:
+            lock.acquire("first")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        crash()
+    with SendLock(state, NOV) as again:
+        again.acquire("second")
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from digest.ledger import SendLock
+SendLock(Path(sys.argv[1]), sys.argv[2]).acquire("digest send by cron")
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_lock_of_a_killed_sender_is_free(tmp_path: Path) -> None:
+    """A send killed with SIGKILL leaves no stale lock: the next run can start at once."""
+    state = tmp_path / "state.sqlite3"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(state), NOV], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(DeliveryError, match=rf"\(pid {holder.pid} on .*digest send by cron"):
+            SendLock(state, NOV).acquire("digest send by alice")
+    finally:
+        holder.kill()  # SIGKILL: no chance to release anything
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+    lock = SendLock(state, NOV)
+    lock.acquire("digest send by alice")
+    lock.release()
+
+
+def test_lock_whose_folder_cannot_be_made_is_refused(tmp_path: Path) -> None:
+    """A lock path below a file is an error naming it, not a traceback."""
+    (tmp_path / "taken").write_text("a file, not a folder")
+    lock = SendLock(tmp_path / "taken" / "state.sqlite3", NOV)
+    with pytest.raises(DeliveryError) as raised:
+        lock.acquire("digest send by alice")
+    assert str(raised.value).startswith(f"{lock.path}: cannot take the send lock: ")
