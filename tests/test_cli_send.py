@@ -162,8 +162,21 @@ def summary(transport: str, sent: int = 11, already: int = 0, failed: int = 0) -
     )
 
 
+NEXT_RUN = (
+    r"Next scheduled run: \d{4}-\d\d-01 09:00 HKT \(\+08:00\), for \w+ \d{4} "
+    r"\(when `digest schedule` is running\)\.\n"
+)
+
+
+def ledger_part(result: Result) -> str:
+    """Return `digest status` output up to the next-run line, which must close it."""
+    match = re.search(NEXT_RUN + r"\Z", result.stdout)
+    assert match is not None, result.stdout
+    return result.stdout[: match.start()]
+
+
 def assert_status(result: Result, sent: int, failed: int = 0, pending: int = 0) -> None:
-    lines = result.stdout.splitlines()
+    lines = ledger_part(result).splitlines()
     assert lines[0] == "month      sent failed deferred pending  last activity"
     row = f"{'2025-11':<8} {sent:>6} {failed:>6} {0:>8} {pending:>7}  {STAMP}"
     assert re.fullmatch(row, lines[1]), lines[1]
@@ -257,7 +270,7 @@ def test_decline_sends_and_records_nothing(
         )
         assert result.stderr == "Aborted!\n"
         assert smtp.recorder.messages == []
-        assert run("status").stdout == "Nothing sent yet.\n"
+        assert ledger_part(run("status")) == "Nothing sent yet.\n"
 
     result = ask("y\n", *SEND)
 
@@ -395,7 +408,7 @@ def test_refused_recipient_fails_alone(run: Callable[..., Result], smtp: SmtpSer
     assert sorted(smtp.recorder.by_recipient()) == sorted(set(READERS) - {"lee.kawai@example.org"})
     status = run("status")
     assert_status(status, sent=10, failed=1)
-    assert status.stdout.splitlines()[2:] == [
+    assert ledger_part(status).splitlines()[2:] == [
         "Not delivered:",
         "  2025-11 failed: lee.kawai@example.org: 550 5.1.1 no such user",
     ]
@@ -580,7 +593,7 @@ def test_status_before_any_send(run: Callable[..., Result]) -> None:
     result = run("status")
 
     assert result.exit_code == 0
-    assert result.stdout == "Nothing sent yet (.digest/state.sqlite3 does not exist).\n"
+    assert ledger_part(result) == "Nothing sent yet (.digest/state.sqlite3 does not exist).\n"
 
 
 def test_check_counts_subscribers(run: Callable[..., Result]) -> None:
@@ -637,4 +650,4 @@ def test_month_without_readers(
         "categories have no items this month).\n"
     )
     assert smtp.recorder.messages == []
-    assert run("status").stdout == "Nothing sent yet.\n"
+    assert ledger_part(run("status")) == "Nothing sent yet.\n"

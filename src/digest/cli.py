@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from digest.delivery import MonthResult, Send
     from digest.ledger import Ledger
     from digest.newsletter import Issue
+    from digest.schedule import Outcome as ScheduleOutcome
     from digest.subscribers import SubscriberList
     from digest.transport import Transport
 
@@ -547,6 +550,169 @@ def _send_tests(
 @cli.command()
 @catalogue_option
 @state_option
+@click.option(
+    "-n",
+    "--dry-run",
+    is_flag=True,
+    help="Print the next five runs and what each would send, then exit.",
+)
+def schedule(catalogue_path: Path, state_path: Path, dry_run: bool) -> None:
+    """Send each month's digest on the schedule in newsletter.schedule, in the foreground.
+
+    Each run sends the previous month through the same path as `digest send --yes` (same lock,
+    same ledger). Started after a missed run, it catches up once. SIGTERM or Ctrl-C stops it
+    cleanly: a message in flight is finished and recorded first. Run one scheduler per ledger.
+
+    \b
+    Example:
+        digest schedule --dry-run
+    """
+    from digest import delivery
+    from digest import schedule as scheduling
+
+    catalogue = _load(catalogue_path)
+    settings = delivery.settings_of(catalogue)
+    tz = catalogue.publication.tz
+    if dry_run:
+        _preview_schedule(catalogue, settings.schedule, state_path)
+        return
+    _log_to_stderr(tz)
+
+    def run_month(month: Month, stop: threading.Event) -> ScheduleOutcome:
+        return _scheduled_send(catalogue_path, state_path, month, stop)
+
+    def done(month: Month) -> bool:
+        from digest.ledger import Ledger
+
+        ledger = Ledger(state_path)
+        try:
+            return ledger.done(str(month))
+        finally:
+            ledger.close()
+
+    scheduling.Scheduler(settings.schedule, tz, run_month, done, _now).run()
+
+
+def _scheduled_send(
+    catalogue_path: Path, state_path: Path, month: Month, stop: threading.Event
+) -> ScheduleOutcome:
+    """Send `month` as `digest send --yes` would, and record the scheduler's decision."""
+    from digest import delivery
+    from digest import schedule as scheduling
+    from digest.ledger import Ledger
+
+    try:
+        catalogue = _load(catalogue_path)  # read afresh each run: the office edits it meanwhile
+        listed, _ = _subscribers(catalogue)
+        ledger = Ledger(state_path)
+    except DigestError as exc:
+        return scheduling.Outcome(month, "failed", str(exc).replace("\n", "; "), retry=True)
+    try:
+        try:
+            result = delivery.send_month(
+                catalogue,
+                listed,
+                month,
+                ledger,
+                _transport(month),
+                now=_now(),
+                clock=_now,
+                holder="digest schedule",
+                stop=stop,
+            )
+        except DigestError as exc:
+            outcome = scheduling.Outcome(month, "failed", str(exc), retry=True)
+        else:
+            outcome = _decision(month, result, stop)
+        ledger.record_decision(
+            _now().isoformat(timespec="seconds"), str(month), outcome.decision, outcome.detail
+        )
+        return outcome
+    finally:
+        ledger.close()
+
+
+def _decision(month: Month, result: MonthResult, stop: threading.Event) -> ScheduleOutcome:
+    from digest import schedule as scheduling
+
+    if result.kind in ("no items", "no readers", "already sent"):
+        return scheduling.Outcome(month, f"skipped: {result.kind}")
+    summary = result.summary
+    assert summary is not None  # noqa: S101 -- "sent" carries a summary
+    detail = (
+        f"{summary.sent} sent, {summary.already} already had it, {summary.deferred} deferred, "
+        f"{summary.failed} failed"
+    )
+    if stop.is_set() and result.plan is not None:
+        left = len(result.plan.todo) - summary.sent - summary.deferred - summary.failed
+        if left > 0:
+            return scheduling.Outcome(month, "stopped", f"{detail}, {left} left for the next start")
+    return scheduling.Outcome(month, "sent", detail, retry=summary.deferred > 0)
+
+
+def _preview_schedule(catalogue: Catalogue, expression: str, state_path: Path) -> None:
+    """Print the next five runs of the schedule and what each would send."""
+    from digest import delivery, newsletter
+    from digest import schedule as scheduling
+    from digest.ledger import Ledger
+
+    tz = catalogue.publication.tz
+    listed, _ = _subscribers(catalogue)
+    ledger = Ledger(state_path) if state_path.exists() else None
+    now = _now()
+    try:
+        click.echo(f"Schedule: {expression} in {tz} (now {now.astimezone(tz):%Y-%m-%d %H:%M %Z}).")
+
+        def done(month: Month) -> bool:
+            return ledger is not None and ledger.done(str(month))
+
+        def what(month: Month, moment: datetime) -> str:
+            chosen = newsletter.issue(catalogue, month, moment)
+            if done(month):
+                return "already sent: nothing"
+            if not chosen.items:
+                return "no items so far: skip"
+            readers, _ = delivery.audience(chosen, listed)
+            return (
+                f"{_plural(len(chosen.items), 'item')} to {_plural(len(readers), 'subscriber')}, "
+                "as the catalogue stands today"
+            )
+
+        missed = scheduling.catch_up(expression, tz, now, done)
+        if missed is not None:
+            click.echo(f"On start, catching up the missed run: {missed.label}: {what(missed, now)}")
+        for moment in scheduling.next_runs(expression, tz, now, 5):
+            month = scheduling.month_of_run(moment, tz)
+            click.echo(f"{moment.isoformat()}  {month.label}: {what(month, moment)}")
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+class _ZoneFormatter(logging.Formatter):
+    """Log lines stamped in the publication's time zone, with its offset."""
+
+    def __init__(self, tz: tzinfo) -> None:
+        super().__init__("%(asctime)s %(message)s")
+        self.tz = tz
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, self.tz).isoformat(timespec="seconds")
+
+
+def _log_to_stderr(tz: tzinfo) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_ZoneFormatter(tz))
+    logger = logging.getLogger("digest")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    # APScheduler's own chatter ("Added job", "Running job") would drown the decisions.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+@cli.command()
+@catalogue_option
+@state_option
 def status(catalogue_path: Path, state_path: Path) -> None:
     """Show what was sent, when, to how many, and what failed.
 
@@ -558,34 +724,72 @@ def status(catalogue_path: Path, state_path: Path) -> None:
 
     if not state_path.exists():
         click.echo(f"Nothing sent yet ({state_path} does not exist).")
+        _status_schedule(catalogue_path, None)
         return
     ledger = Ledger(state_path)
     try:
-        months = ledger.months()
-        if not months:
-            click.echo("Nothing sent yet.")
-            return
-        header = f"{'month':<8} {'sent':>6} {'failed':>6} {'deferred':>8} {'pending':>7}"
-        click.echo(f"{header}  last activity")
-        problems = []
-        for entry in months:
-            counts = entry.counts
-            waiting = counts["pending"] + counts["sending"]
-            click.echo(
-                f"{entry.month:<8} {counts['sent']:>6} {counts['failed']:>6} "
-                f"{counts['deferred']:>8} {waiting:>7}  "
-                f"{_when(entry.last)}"
-            )
-            for row in ledger.deliveries(entry.month, ("failed", "deferred")):
-                code = f"{row.last_code} " if row.last_code else ""
-                reply = row.last_reply or ""
-                problems.append(f"  {entry.month} {row.status}: {row.address}: {code}{reply}")
-        if problems:
-            click.echo("Not delivered:")
-            for problem in problems:
-                click.echo(problem)
+        _status_months(ledger)
+        _status_schedule(catalogue_path, ledger.last_decision())
     finally:
         ledger.close()
+
+
+def _status_months(ledger: Ledger) -> None:
+    """Print the ledger's months, newest first, and every recipient not delivered."""
+    months = ledger.months()
+    if not months:
+        click.echo("Nothing sent yet.")
+        return
+    header = f"{'month':<8} {'sent':>6} {'failed':>6} {'deferred':>8} {'pending':>7}"
+    click.echo(f"{header}  last activity")
+    problems = []
+    for entry in months:
+        counts = entry.counts
+        waiting = counts["pending"] + counts["sending"]
+        click.echo(
+            f"{entry.month:<8} {counts['sent']:>6} {counts['failed']:>6} "
+            f"{counts['deferred']:>8} {waiting:>7}  "
+            f"{_when(entry.last)}"
+        )
+        for row in ledger.deliveries(entry.month, ("failed", "deferred")):
+            code = f"{row.last_code} " if row.last_code else ""
+            reply = row.last_reply or ""
+            problems.append(f"  {entry.month} {row.status}: {row.address}: {code}{reply}")
+    if problems:
+        click.echo("Not delivered:")
+        for problem in problems:
+            click.echo(problem)
+
+
+def _status_schedule(catalogue_path: Path, decision: tuple[str, str, str, str] | None) -> None:
+    """Print the scheduler's last decision and when the schedule runs next."""
+    if decision is not None:
+        at, decided, what, detail = decision
+        more = f" ({detail})" if detail else ""
+        click.echo(f"Last scheduler decision: {decided} {what}{more}, at {_when(at)}.")
+    try:
+        catalogue = _load(catalogue_path)
+    except DigestError:
+        click.echo(f"Next scheduled run: unknown ({catalogue_path} does not load; `digest check`).")
+        return
+    if catalogue.newsletter is None:
+        return
+    from digest import schedule as scheduling
+
+    tz = catalogue.publication.tz
+    upcoming = scheduling.next_runs(catalogue.newsletter.schedule, tz, _now(), 1)
+    if upcoming:
+        month = scheduling.month_of_run(upcoming[0], tz)
+        click.echo(
+            f"Next scheduled run: {_local(upcoming[0])}, for {month.label} "
+            "(when `digest schedule` is running)."
+        )
+
+
+def _local(moment: datetime) -> str:
+    """Return a time in its own zone as people read it: 2026-12-01 09:00 HKT (+08:00)."""
+    offset = moment.isoformat(timespec="minutes")[-6:]
+    return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()} ({offset})"
 
 
 def _when(stamp: str) -> str:

@@ -57,6 +57,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (month, recipient)
 );
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    month TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     month TEXT NOT NULL,
@@ -288,6 +295,37 @@ class Ledger:
                 "WHERE id = ?",
                 (_now(), sent, failed, deferred, already, run),
             )
+
+    def record_decision(self, at: str, month: str, decision: str, detail: str = "") -> None:
+        """Record what the scheduler decided for a month, for `digest status` and restarts."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO decisions (at, month, decision, detail) VALUES (?, ?, ?, ?)",
+                (at, month, decision, detail),
+            )
+
+    def last_decision(self) -> tuple[str, str, str, str] | None:
+        """Return the newest (at, month, decision, detail), if the scheduler ever decided."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT at, month, decision, detail FROM decisions ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return (row[0], row[1], row[2], row[3]) if row else None
+
+    def decided(self, month: str) -> set[str]:
+        """Return every decision recorded for `month`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT decision FROM decisions WHERE month = ?", (month,)
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def done(self, month: str) -> bool:
+        """Return whether `month` needs nothing more: all delivered (or failed), or skipped."""
+        if self.decided(month) & {"skipped: no items", "skipped: no readers"}:
+            return True
+        rows = self.deliveries(month)
+        return bool(rows) and all(row.status in ("sent", "failed") for row in rows)
 
     def months(self) -> list[MonthStatus]:
         """Return every month with deliveries, newest first, with counts by status."""

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
+from itertools import islice
 from types import FrameType
 from typing import Any
 
@@ -49,25 +51,35 @@ def trigger(expression: str, tz: tzinfo) -> CronTrigger:
         ) from exc
 
 
-def next_runs(expression: str, tz: tzinfo, now: datetime, count: int) -> list[datetime]:
-    """Return the next `count` times the schedule fires after `now`."""
+def _firings(expression: str, tz: tzinfo, start: datetime) -> Iterator[datetime]:
+    """Yield the times the schedule fires from `start` on, each strictly after the last.
+
+    Steps are taken on the UTC time line: wall-clock arithmetic (`moment + 1 s`) during a DST
+    overlap lands back in the first pass of the repeated hour, and the trigger would return the
+    second 01:30 for ever.
+    """
     cron = trigger(expression, tz)
-    times: list[datetime] = []
-    moment = cron.get_next_fire_time(None, now)
-    while moment is not None and len(times) < count:
-        times.append(moment)
-        moment = cron.get_next_fire_time(moment, moment + timedelta(seconds=1))
-    return times
+    moment = cron.get_next_fire_time(None, start.astimezone(tz))
+    while moment is not None:
+        yield moment
+        after = (moment.astimezone(UTC) + timedelta(seconds=1)).astimezone(tz)
+        moment = cron.get_next_fire_time(moment, after)
+
+
+def next_runs(expression: str, tz: tzinfo, now: datetime, count: int) -> list[datetime]:
+    """Return the next `count` times the schedule fires at or after `now`."""
+    return list(islice(_firings(expression, tz, now), count))
 
 
 def last_due(expression: str, tz: tzinfo, now: datetime) -> datetime | None:
     """Return the most recent time the schedule fired at or before `now`, within the window."""
-    cron = trigger(expression, tz)
     last = None
-    moment = cron.get_next_fire_time(None, now - CATCH_UP_WINDOW)
-    while moment is not None and moment <= now:
+    # Compared as UTC instants: Python compares two times of one zone by wall clock, fold
+    # ignored, so the two 01:30s of a night the clocks go back would count as equal.
+    for moment in _firings(expression, tz, now - CATCH_UP_WINDOW):
+        if moment.astimezone(UTC) > now.astimezone(UTC):
+            break
         last = moment
-        moment = cron.get_next_fire_time(moment, moment + timedelta(seconds=1))
     return last
 
 
@@ -136,10 +148,15 @@ class Scheduler:
         log.info("started: %s in %s", self.expression, self.tz)
         missed = catch_up(self.expression, self.tz, now, self.done)
         if missed is not None:
-            log.info(
-                "catching up: the run for %s was due while the scheduler was not running", missed
+            log.info("%s: catching up, its run was due while the scheduler was not running", missed)
+            self.scheduler.add_job(
+                self._run_month,
+                args=(missed,),
+                id=f"catch-up-{missed}",
+                # However late the scheduler gets going: the default grace of 1 s silently drops
+                # the catch-up when start-up stalls (a loaded host).
+                misfire_grace_time=None,
             )
-            self.scheduler.add_job(self._run_month, args=(missed,), id=f"catch-up-{missed}")
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         self.scheduler.add_listener(self._log_next, mask=_EVENT_ALL_DONE)
@@ -161,15 +178,15 @@ class Scheduler:
         if self.stop.is_set():
             return
         outcome = self.send(month, self.stop)
-        log.info(
-            "%s %s%s", outcome.decision, month, f": {outcome.detail}" if outcome.detail else ""
-        )
+        detail = f" ({outcome.detail})" if outcome.detail else ""
+        log.info("%s: %s%s", month, outcome.decision, detail)
         if outcome.retry and not self.stop.is_set():
             tries = self.retries.get(month, 0)
             if tries < len(RETRY_AFTER):
                 self.retries[month] = tries + 1
                 when = self.clock() + RETRY_AFTER[tries]
-                log.info("retrying the deferred of %s at %s", month, when.isoformat())
+                shown = when.astimezone(self.tz).isoformat(timespec="seconds")
+                log.info("%s: retrying the deferred at %s", month, shown)
                 self.scheduler.add_job(
                     self._run_month,
                     "date",
@@ -180,7 +197,7 @@ class Scheduler:
                     misfire_grace_time=3600,
                 )
             else:
-                log.info("gave up retrying %s after %d tries; see `digest status`", month, tries)
+                log.info("%s: gave up retrying after %d tries; see `digest status`", month, tries)
         else:
             self.retries.pop(month, None)
 
@@ -189,10 +206,18 @@ class Scheduler:
         log.error("failed: %s", event.exception)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info(
-            "stopping (%s): a message in flight is finished and recorded first",
-            signal.Signals(signum).name,
-        )
+        name = signal.Signals(signum).name
+        if self.stop.is_set():  # a second Ctrl-C: shutting down twice would raise
+            log.info("%s again: still stopping, a message in flight is finished first", name)
+            return
+        log.info("stopping (%s): a message in flight is finished and recorded first", name)
         self.stop.set()
+        threading.Thread(target=self._shutdown, daemon=True).start()
+
+    def _shutdown(self) -> None:
+        # A signal can land before the scheduler has started: shutdown() would then raise and
+        # start() block for good, so wait until it runs.
+        while not self.scheduler.running:
+            time.sleep(0.01)
         # Jobs see `stop` between messages; shutdown waits for the one running to return.
-        threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
+        self.scheduler.shutdown(wait=True)

@@ -1,0 +1,106 @@
+"""When the scheduler sends, decided from the clock and the ledger, never from its own memory."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from digest import schedule
+from digest.errors import DigestError
+from digest.months import Month
+
+HONG_KONG = ZoneInfo("Asia/Hong_Kong")
+NEW_YORK = ZoneInfo("America/New_York")
+MONTHLY = "0 9 1 * *"
+
+
+def hk(*args: int) -> datetime:
+    return datetime(*args, tzinfo=HONG_KONG)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("now", "done", "expected"),
+    [
+        # Started on the 25th: the run of 1 November (for October) was due.
+        (hk(2026, 11, 25, 10, 0), set(), Month(2026, 10)),
+        (hk(2026, 11, 25, 10, 0), {Month(2026, 10)}, None),
+        # An older month being done does not count for the last due run.
+        (hk(2026, 11, 25, 10, 0), {Month(2026, 9)}, Month(2026, 10)),
+        # A second before the run: the due run is last month's, for September.
+        (hk(2026, 11, 1, 8, 59, 59), set(), Month(2026, 9)),
+        (hk(2026, 11, 1, 8, 59, 59), {Month(2026, 9)}, None),
+        # At the very moment of the run, that run is due.
+        (hk(2026, 11, 1, 9, 0), set(), Month(2026, 10)),
+        # Across the year.
+        (hk(2027, 1, 3, 12, 0), set(), Month(2026, 12)),
+        # The same instant seen from UTC: it is already 1 December 09:00 in Hong Kong.
+        (datetime(2026, 12, 1, 1, 0, tzinfo=UTC), {Month(2026, 10)}, Month(2026, 11)),
+        (datetime(2026, 12, 1, 0, 59, tzinfo=UTC), {Month(2026, 10)}, None),
+    ],
+)
+def test_catch_up_sends_the_last_due_month_once(
+    now: datetime, done: set[Month], expected: Month | None
+) -> None:
+    """A scheduler started after a missed run sends that month, and only if the ledger lacks it."""
+    assert schedule.catch_up(MONTHLY, HONG_KONG, now, done.__contains__) == expected
+
+
+def test_catch_up_looks_back_a_month_at_most() -> None:
+    """A yearly schedule last due months ago is not replayed on an ordinary restart."""
+    assert schedule.catch_up("0 9 1 1 *", HONG_KONG, hk(2026, 6, 1), lambda m: False) is None
+    assert schedule.catch_up("0 9 1 1 *", HONG_KONG, hk(2026, 1, 20), lambda m: False) == Month(
+        2025, 12
+    )
+
+
+def test_next_runs_are_wall_clock_in_the_publication_zone() -> None:
+    """`digest schedule --dry-run` lists 09:00 Hong Kong time on the 1st of each month."""
+    runs = schedule.next_runs(MONTHLY, HONG_KONG, hk(2026, 11, 25, 10), 5)
+    assert [r.isoformat() for r in runs] == [
+        "2026-12-01T09:00:00+08:00",
+        "2027-01-01T09:00:00+08:00",
+        "2027-02-01T09:00:00+08:00",
+        "2027-03-01T09:00:00+08:00",
+        "2027-04-01T09:00:00+08:00",
+    ]
+    assert [schedule.month_of_run(r, HONG_KONG) for r in runs[:2]] == [
+        Month(2026, 11),
+        Month(2026, 12),
+    ]
+
+
+def test_dst_overlap_fires_twice_and_the_ledger_sends_once() -> None:
+    """01:30 on the night clocks go back happens twice; the second firing finds the month done."""
+    # 1 November 2026 is the first Sunday of November: New York falls back from EDT to EST.
+    runs = schedule.next_runs("30 1 1 11 *", NEW_YORK, datetime(2026, 10, 31, tzinfo=NEW_YORK), 2)
+    assert [r.isoformat() for r in runs] == [
+        "2026-11-01T01:30:00-04:00",
+        "2026-11-01T01:30:00-05:00",
+    ]
+    sent: set[Month] = set()
+    first = schedule.catch_up("30 1 1 11 *", NEW_YORK, runs[0], sent.__contains__)
+    assert first == Month(2026, 10)
+    sent.add(first)
+    assert schedule.catch_up("30 1 1 11 *", NEW_YORK, runs[1], sent.__contains__) is None
+
+
+def test_dst_gap_fires_once_an_hour_later() -> None:
+    """02:30 on the night clocks go forward does not exist; the run happens once, at 03:30."""
+    # 8 March 2026, New York springs forward from 02:00 EST to 03:00 EDT.
+    runs = schedule.next_runs("30 2 * * *", NEW_YORK, datetime(2026, 3, 7, 12, tzinfo=NEW_YORK), 3)
+    instants = [r.astimezone(UTC).isoformat() for r in runs]
+    assert instants == [
+        "2026-03-08T07:30:00+00:00",  # 03:30 EDT, the wall-clock hour after the missing 02:30
+        "2026-03-09T06:30:00+00:00",  # 02:30 EDT
+        "2026-03-10T06:30:00+00:00",
+    ]
+
+
+def test_bad_cron_line_is_a_clear_error() -> None:
+    """A mistyped schedule is reported with the line, not an APScheduler traceback."""
+    with pytest.raises(
+        DigestError, match=r"newsletter.schedule '0 9 32 \* \*' is not a valid cron"
+    ):
+        schedule.trigger("0 9 32 * *", HONG_KONG)
