@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -196,3 +202,52 @@ def smtp_server() -> Iterator[SmtpServer]:
         yield SmtpServer("127.0.0.1", port, recorder)
     finally:
         controller.stop()
+
+
+DIGEST = shutil.which("digest") or str(Path(sys.executable).parent / "digest")
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start `digest ARGS...` as a real process in tmp_path; kill any left running at the end."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, log: Path | None = None) -> subprocess.Popen[str]:
+        """Start the process; its stderr goes to `log` when given, to read while it runs."""
+        with contextlib.ExitStack() as files:
+            stderr = files.enter_context(log.open("w")) if log else subprocess.PIPE
+            proc = subprocess.Popen(
+                [DIGEST, *args],
+                cwd=tmp_path,
+                env=dict(os.environ),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: str) -> None:
+    """Poll until `condition` holds; fail (not hang) if the process ends first or 15 s pass."""
+    deadline = time.monotonic() + 15
+    while not condition():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"digest exited {proc.returncode} before {what}:\n{out}{err}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """Wait (at most 30 s) for a process; return its exit status, stdout and stderr."""
+    out, err = proc.communicate(timeout=30)
+    return proc.returncode, out, err

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
-from conftest import Received, SmtpServer
+from conftest import Received, SmtpServer, finish, wait_for
 from digest.cli import cli
 from digest.ledger import Ledger
 from helpers import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
-DIGEST = shutil.which("digest") or str(Path(sys.executable).parent / "digest")
 STATE = Path(".digest/state.sqlite3")
 SEND = ("send", "--month", "2025-11")
 
@@ -73,31 +70,6 @@ def smtp(smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> SmtpServer
 
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start `digest ARGS...` as a real process in tmp_path; kill any left running at the end."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start(*args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [DIGEST, *args],
-            cwd=tmp_path,
-            env=dict(os.environ),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
-
-
-@pytest.fixture
 def ask(run: Callable[..., Result]) -> Callable[..., Result]:
     """Run `digest ARGS...` in tmp_path (as `run` does), typing `answer` at its question."""
 
@@ -105,24 +77,6 @@ def ask(run: Callable[..., Result]) -> Callable[..., Result]:
         return CliRunner().invoke(cli, list(args), input=answer, catch_exceptions=False)
 
     return invoke
-
-
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: str) -> None:
-    """Poll until `condition` holds; fail (not hang) if the process ends first or 15 s pass."""
-    deadline = time.monotonic() + 15
-    while not condition():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"digest exited {proc.returncode} before {what}:\n{out}{err}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.002)
-
-
-def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
-    """Wait (at most 30 s) for a process; return its exit status, stdout and stderr."""
-    out, err = proc.communicate(timeout=30)
-    return proc.returncode, out, err
 
 
 def statuses(tmp_path: Path) -> dict[str, str]:

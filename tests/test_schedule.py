@@ -101,6 +101,32 @@ def test_dst_gap_fires_once_an_hour_later() -> None:
 def test_bad_cron_line_is_a_clear_error() -> None:
     """A mistyped schedule is reported with the line, not an APScheduler traceback."""
     with pytest.raises(
-        DigestError, match=r"newsletter.schedule '0 9 32 \* \*' is not a valid cron"
+        DigestError, match=r"newsletter.schedule: .0 9 32 \* \*. is not a valid cron"
     ):
         schedule.trigger("0 9 32 * *", HONG_KONG)
+
+
+def test_deferred_recipients_are_retried_a_bounded_number_of_times(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A month left with deferred recipients is retried on a backoff, then left for a person."""
+    now = hk(2026, 12, 1, 9, 0)
+    sends: list[Month] = []
+
+    def send(month: Month, stop: object) -> schedule.Outcome:
+        sends.append(month)
+        return schedule.Outcome(month, "sent", "10 sent, 1 deferred", retry=True)
+
+    runner = schedule.Scheduler(MONTHLY, HONG_KONG, send, lambda m: None, lambda: now)
+    with caplog.at_level("INFO", logger="digest.schedule"):
+        for _ in range(5):  # the scheduler is not started: each retry is run by hand
+            runner._run_month(Month(2026, 11))
+
+    assert len(sends) == 5
+    assert [m for m in caplog.messages if "retrying" in m or "gave up" in m] == [
+        "2026-11: retrying the deferred at 2026-12-01T09:15:00+08:00",
+        "2026-11: retrying the deferred at 2026-12-01T10:00:00+08:00",
+        "2026-11: retrying the deferred at 2026-12-01T13:00:00+08:00",
+        "2026-11: retrying the deferred at 2026-12-01T21:00:00+08:00",
+        "2026-11: gave up retrying after 4 tries; see `digest status`",
+    ]

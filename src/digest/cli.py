@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from digest import __version__
-from digest.errors import DigestError
+from digest.errors import DigestError, SendBusyError
 from digest.months import Month
 
 if TYPE_CHECKING:
@@ -147,6 +147,8 @@ def check(catalogue_path: Path) -> None:
         digest check -c items.yaml
     """
     catalogue = _load(catalogue_path)
+    if catalogue.newsletter is not None:
+        _trigger(catalogue)
     counts = catalogue.counts(_now())
     line = (
         f"{catalogue_path} is valid: {_plural(counts['items'], 'item')} "
@@ -259,6 +261,17 @@ def render(catalogue_path: Path, month: Month | None, output_dir: Path) -> None:
             '"[Message clipped]"',
             err=True,
         )
+
+
+def _trigger(catalogue: Catalogue) -> None:
+    """Check that newsletter.schedule is a cron line the scheduler can follow."""
+    from digest import schedule as scheduling
+
+    assert catalogue.newsletter is not None  # noqa: S101 -- callers check
+    try:
+        scheduling.trigger(catalogue.newsletter.schedule, catalogue.publication.tz)
+    except DigestError as exc:
+        raise DigestError(f"{catalogue.path}: {exc}") from exc
 
 
 def _subscribers(catalogue: Catalogue) -> tuple[SubscriberList, Path]:
@@ -572,6 +585,7 @@ def schedule(catalogue_path: Path, state_path: Path, dry_run: bool) -> None:
 
     catalogue = _load(catalogue_path)
     settings = delivery.settings_of(catalogue)
+    _trigger(catalogue)
     tz = catalogue.publication.tz
     if dry_run:
         _preview_schedule(catalogue, settings.schedule, state_path)
@@ -581,16 +595,16 @@ def schedule(catalogue_path: Path, state_path: Path, dry_run: bool) -> None:
     def run_month(month: Month, stop: threading.Event) -> ScheduleOutcome:
         return _scheduled_send(catalogue_path, state_path, month, stop)
 
-    def done(month: Month) -> bool:
+    def settled(month: Month) -> str | None:
         from digest.ledger import Ledger
 
         ledger = Ledger(state_path)
         try:
-            return ledger.done(str(month))
+            return ledger.settled(str(month))
         finally:
             ledger.close()
 
-    scheduling.Scheduler(settings.schedule, tz, run_month, done, _now).run()
+    scheduling.Scheduler(settings.schedule, tz, run_month, settled, _now).run()
 
 
 def _scheduled_send(
@@ -620,6 +634,9 @@ def _scheduled_send(
                 holder="digest schedule",
                 stop=stop,
             )
+        except SendBusyError as exc:
+            # A staff member's `digest send` got there first: the retry finds the month done.
+            outcome = scheduling.Outcome(month, "skipped: another send is running", str(exc), True)
         except DigestError as exc:
             outcome = scheduling.Outcome(month, "failed", str(exc), retry=True)
         else:
@@ -663,15 +680,19 @@ def _preview_schedule(catalogue: Catalogue, expression: str, state_path: Path) -
     try:
         click.echo(f"Schedule: {expression} in {tz} (now {now.astimezone(tz):%Y-%m-%d %H:%M %Z}).")
 
-        def done(month: Month) -> bool:
-            return ledger is not None and ledger.done(str(month))
+        def settled(month: Month) -> str | None:
+            return None if ledger is None else ledger.settled(str(month))
 
-        def what(month: Month, moment: datetime) -> str:
+        def done(month: Month) -> bool:
+            return settled(month) is not None
+
+        def what(month: Month, moment: datetime, so_far: str = " so far") -> str:
+            why = settled(month)
+            if why is not None:
+                return f"nothing: {why}"
             chosen = newsletter.issue(catalogue, month, moment)
-            if done(month):
-                return "already sent: nothing"
             if not chosen.items:
-                return "no items so far: skip"
+                return f"no items{so_far}: skip"
             readers, _ = delivery.audience(chosen, listed)
             return (
                 f"{_plural(len(chosen.items), 'item')} to {_plural(len(readers), 'subscriber')}, "
@@ -680,10 +701,12 @@ def _preview_schedule(catalogue: Catalogue, expression: str, state_path: Path) -
 
         missed = scheduling.catch_up(expression, tz, now, done)
         if missed is not None:
-            click.echo(f"On start, catching up the missed run: {missed.label}: {what(missed, now)}")
+            click.echo(
+                f"On start, catching up the missed run: {missed.label}: {what(missed, now, '')}"
+            )
         for moment in scheduling.next_runs(expression, tz, now, 5):
             month = scheduling.month_of_run(moment, tz)
-            click.echo(f"{moment.isoformat()}  {month.label}: {what(month, moment)}")
+            click.echo(f"{_local(moment)}  {month.label}: {what(month, moment)}")
     finally:
         if ledger is not None:
             ledger.close()
@@ -777,7 +800,11 @@ def _status_schedule(catalogue_path: Path, decision: tuple[str, str, str, str] |
     from digest import schedule as scheduling
 
     tz = catalogue.publication.tz
-    upcoming = scheduling.next_runs(catalogue.newsletter.schedule, tz, _now(), 1)
+    try:
+        upcoming = scheduling.next_runs(catalogue.newsletter.schedule, tz, _now(), 1)
+    except DigestError as exc:
+        click.echo(f"Next scheduled run: none ({exc}).")
+        return
     if upcoming:
         month = scheduling.month_of_run(upcoming[0], tz)
         click.echo(

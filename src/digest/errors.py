@@ -42,3 +42,7 @@ class RenderError(DigestError):
 
 class DeliveryError(DigestError):
     """Sending failed in a way the user must act on."""
+
+
+class SendBusyError(DeliveryError):
+    """Another send of the same month holds its lock."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from digest.errors import DeliveryError
+from digest.errors import DeliveryError, SendBusyError
 
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "sending", "sent", "failed", "deferred")
@@ -312,20 +312,20 @@ class Ledger:
             ).fetchone()
         return (row[0], row[1], row[2], row[3]) if row else None
 
-    def decided(self, month: str) -> set[str]:
-        """Return every decision recorded for `month`."""
+    def settled(self, month: str) -> str | None:
+        """Return why `month` needs nothing more (all delivered or failed, or skipped), or None."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT DISTINCT decision FROM decisions WHERE month = ?", (month,)
-            ).fetchall()
-        return {row[0] for row in rows}
-
-    def done(self, month: str) -> bool:
-        """Return whether `month` needs nothing more: all delivered (or failed), or skipped."""
-        if self.decided(month) & {"skipped: no items", "skipped: no readers"}:
-            return True
+            skipped = self._db.execute(
+                "SELECT decision FROM decisions WHERE month = ? AND decision LIKE 'skipped: no %' "
+                "ORDER BY id DESC LIMIT 1",
+                (month,),
+            ).fetchone()
+        if skipped:
+            return str(skipped[0])
         rows = self.deliveries(month)
-        return bool(rows) and all(row.status in ("sent", "failed") for row in rows)
+        if rows and all(row.status in ("sent", "failed") for row in rows):
+            return "already sent"
+        return None
 
     def months(self) -> list[MonthStatus]:
         """Return every month with deliveries, newest first, with counts by status."""
@@ -380,7 +380,7 @@ class SendLock:
         except BlockingIOError:
             who = os.pread(handle, 4096, 0).decode("utf-8", "replace").strip() or "another process"
             os.close(handle)
-            raise DeliveryError(
+            raise SendBusyError(
                 f"another send of {self.month} is running ({who}); wait for it to finish, "
                 f"or stop it, then run this again"
             ) from None

@@ -47,7 +47,8 @@ def trigger(expression: str, tz: tzinfo) -> CronTrigger:
         return CronTrigger.from_crontab(expression, timezone=tz)
     except ValueError as exc:
         raise DigestError(
-            f"newsletter.schedule {expression!r} is not a valid cron line: {exc}"
+            f"newsletter.schedule: {expression!r} is not a valid cron line (minute hour "
+            f"day-of-month month day-of-week): {exc}"
         ) from exc
 
 
@@ -88,15 +89,18 @@ def month_of_run(fired: datetime, tz: tzinfo) -> Month:
     return Month.previous(fired, tz)
 
 
+def due_month(expression: str, tz: tzinfo, now: datetime) -> Month | None:
+    """Return the month of the schedule's most recent run at or before `now`, if in the window."""
+    fired = last_due(expression, tz, now)
+    return None if fired is None else month_of_run(fired, tz)
+
+
 def catch_up(
     expression: str, tz: tzinfo, now: datetime, done: Callable[[Month], bool]
 ) -> Month | None:
     """Return the month to send at start-up: the last due run's, unless the ledger has it done."""
-    fired = last_due(expression, tz, now)
-    if fired is None:
-        return None
-    month = month_of_run(fired, tz)
-    return None if done(month) else month
+    month = due_month(expression, tz, now)
+    return None if month is None or done(month) else month
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,7 @@ class Outcome:
     """What one scheduled run did, for the log and the ledger."""
 
     month: Month
-    decision: str  # "sent", "skipped: no items", "skipped: already sent", "deferred", "failed: ..."
+    decision: str  # "sent", "skipped: no items", "skipped: already sent", "failed", ...
     detail: str = ""
     retry: bool = False
 
@@ -117,13 +121,13 @@ class Scheduler:
         expression: str,
         tz: tzinfo,
         send: Callable[[Month, threading.Event], Outcome],
-        done: Callable[[Month], bool],
+        settled: Callable[[Month], str | None],
         clock: Callable[[], datetime],
     ) -> None:
         self.expression = expression
         self.tz = tz
         self.send = send
-        self.done = done
+        self.settled = settled
         self.clock = clock
         self.stop = threading.Event()
         self.retries: dict[Month, int] = {}
@@ -141,12 +145,17 @@ class Scheduler:
             replace_existing=True,
             max_instances=1,  # never two runs at once (the month's lock also guarantees it)
             coalesce=True,  # runs missed while busy collapse into one
-            # APScheduler silently drops a run more than 1 s late by default; the catch-up below
-            # covers anything missed while the process was down, this covers a busy minute.
-            misfire_grace_time=3600,
+            # APScheduler silently drops a run more than 1 s late by default (a suspended VM, a
+            # stalled host). However late, the run still happens, once (coalesced); the ledger
+            # makes it send only what is missing.
+            misfire_grace_time=None,
         )
         log.info("started: %s in %s", self.expression, self.tz)
-        missed = catch_up(self.expression, self.tz, now, self.done)
+        due = due_month(self.expression, self.tz, now)
+        why = None if due is None else self.settled(due)
+        if why is not None:
+            log.info("%s: nothing to catch up: %s (the ledger says)", due, why)
+        missed = due if due is not None and why is None else None
         if missed is not None:
             log.info("%s: catching up, its run was due while the scheduler was not running", missed)
             self.scheduler.add_job(
@@ -194,7 +203,7 @@ class Scheduler:
                     args=(month,),
                     id=f"retry-{month}",
                     replace_existing=True,
-                    misfire_grace_time=3600,
+                    misfire_grace_time=None,
                 )
             else:
                 log.info("%s: gave up retrying after %d tries; see `digest status`", month, tries)

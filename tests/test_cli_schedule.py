@@ -1,0 +1,244 @@
+"""`digest schedule` as a real process: it catches up once, never sends twice, stops cleanly."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import Result
+
+from conftest import SmtpServer, finish, wait_for
+from digest import schedule
+from digest.ledger import Ledger
+from digest.months import Month
+
+ROOT = Path(__file__).resolve().parent.parent
+HONG_KONG = ZoneInfo("Asia/Hong_Kong")
+STATE = Path(".digest/state.sqlite3")
+READERS = 11  # the bundled list's subscribers with November 2025 items (see test_cli_send)
+Spawn = Callable[..., subprocess.Popen[str]]
+
+
+def due_month() -> Month:
+    """Return the month the bundled schedule's most recent run was for, by the real clock."""
+    month = schedule.due_month("0 9 1 * *", HONG_KONG, datetime.now(UTC))
+    assert month is not None
+    return month
+
+
+@pytest.fixture(autouse=True)
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpServer) -> Month:
+    """The bundled catalogue with its November 2025 items moved to the month now due."""
+    for name in ("DIGEST_SMTP_PASSWORD", "DIGEST_STATE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+    month = due_month()
+    text = (ROOT / "items.yaml").read_text(encoding="utf-8")
+    text = re.sub(r"date: 2025-11-(\d\d)", lambda m: f"date: {month}-{m[1]}", text)
+    (tmp_path / "items.yaml").write_text(text, encoding="utf-8")
+    shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
+    return month
+
+
+def logged(log: Path, what: str) -> Callable[[], bool]:
+    return lambda: what in log.read_text(encoding="utf-8")
+
+
+def stop(proc: subprocess.Popen[str], signum: int = signal.SIGTERM) -> int:
+    """Send `signum` and return the exit status, failing if it takes more than 5 s."""
+    proc.send_signal(signum)
+    try:
+        return proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"digest schedule did not stop within 5 s of {signal.Signals(signum).name}")
+
+
+def statuses(tmp_path: Path, month: Month) -> dict[str, str]:
+    ledger = Ledger(tmp_path / STATE)
+    try:
+        return {row.address: row.status for row in ledger.deliveries(str(month))}
+    finally:
+        ledger.close()
+
+
+def test_catches_up_once_and_a_restart_sends_nothing(
+    spawn: Spawn, smtp_server: SmtpServer, tmp_path: Path, project: Month
+) -> None:
+    """Started after the 1st, it sends last month once; started again, it sends nothing more."""
+    log = tmp_path / "first.log"
+    proc = spawn("schedule", log=log)
+    wait_for(logged(log, f"{project}: sent (11 sent"), proc, "the catch-up send")
+    assert stop(proc) == 0
+    text = log.read_text(encoding="utf-8")
+    assert f"{project}: catching up, its run was due while the scheduler was not running" in text
+    assert re.search(r"next run at \d{4}-\d\d-01T09:00:00\+08:00", text), text
+    assert "stopping (SIGTERM)" in text
+    assert text.endswith(" stopped\n")
+    by_recipient = smtp_server.recorder.by_recipient()
+    assert len(by_recipient) == READERS
+    assert all(len(got) == 1 for got in by_recipient.values())
+
+    log = tmp_path / "second.log"
+    again = spawn("schedule", log=log)
+    wait_for(logged(log, "next run at"), again, "the restart")
+    assert stop(again, signal.SIGINT) == 0
+    assert f"{project}: nothing to catch up: already sent (the ledger says)" in log.read_text(
+        encoding="utf-8"
+    )
+    assert len(smtp_server.recorder.messages) == READERS
+
+
+def test_sigterm_mid_send_finishes_the_message_in_flight(
+    spawn: Spawn, smtp_server: SmtpServer, tmp_path: Path, project: Month
+) -> None:
+    """Stopping it mid-send records the message in flight; the next start sends only the rest."""
+    smtp_server.recorder.delay = 0.3
+    log = tmp_path / "first.log"
+    proc = spawn("schedule", log=log)
+    wait_for(lambda: len(smtp_server.recorder.messages) >= 3, proc, "3 messages")
+    assert stop(proc) == 0
+    first = len(smtp_server.recorder.messages)
+    assert first < READERS
+    left = statuses(tmp_path, project)
+    # Nothing is left "in flight": the message being sent was finished and recorded as sent.
+    assert sorted(set(left.values())) == ["pending", "sent"]
+    assert list(left.values()).count("sent") == first
+    assert f"{project}: stopped" in log.read_text(encoding="utf-8")
+
+    smtp_server.recorder.delay = 0
+    log = tmp_path / "second.log"
+    again = spawn("schedule", log=log)
+    wait_for(logged(log, f"{project}: sent ({READERS - first} sent"), again, "the rest")
+    assert stop(again) == 0
+    by_recipient = smtp_server.recorder.by_recipient()
+    assert len(by_recipient) == READERS
+    assert all(len(got) == 1 for got in by_recipient.values())
+
+
+def test_manual_send_first_then_scheduler_sends_nothing(
+    spawn: Spawn, smtp_server: SmtpServer, tmp_path: Path, project: Month
+) -> None:
+    """A staff member's send racing the scheduler's catch-up: one sends, the other reports."""
+    smtp_server.recorder.delay = 0.1
+    manual = spawn("send", "--month", str(project), "--yes")
+    wait_for(lambda: len(smtp_server.recorder.messages) >= 1, manual, "the manual send")
+    log = tmp_path / "schedule.log"
+    scheduler = spawn("schedule", log=log)
+    wait_for(logged(log, "skipped: another send is running"), scheduler, "the refusal")
+    status, out, err = finish(manual)
+    assert (status, err) == (0, "")
+    assert f"sent {READERS}, already sent 0" in out
+    assert stop(scheduler) == 0
+    text = log.read_text(encoding="utf-8")
+    assert re.search(rf"{project}: retrying the deferred at \S+\+08:00", text), text
+    by_recipient = smtp_server.recorder.by_recipient()
+    assert len(by_recipient) == READERS
+    assert all(len(got) == 1 for got in by_recipient.values())
+
+
+def test_scheduler_first_then_manual_send_is_refused(
+    spawn: Spawn, smtp_server: SmtpServer, tmp_path: Path, project: Month
+) -> None:
+    """While the scheduler sends a month, `digest send` for it exits 1 naming the scheduler."""
+    smtp_server.recorder.delay = 0.1
+    log = tmp_path / "schedule.log"
+    scheduler = spawn("schedule", log=log)
+    wait_for(lambda: len(smtp_server.recorder.messages) >= 1, scheduler, "the scheduled send")
+    status, out, err = finish(spawn("send", "--month", str(project), "--yes"))
+    assert (status, out) == (1, "")
+    assert re.fullmatch(
+        rf"another send of {project} is running \(pid \d+ on .+, digest schedule, since .+\); "
+        r"wait for it to finish, or stop it, then run this again\n",
+        err,
+    )
+    wait_for(logged(log, f"{project}: sent ({READERS} sent"), scheduler, "the scheduled send")
+    assert stop(scheduler) == 0
+    assert len(smtp_server.recorder.messages) == READERS
+
+
+def test_month_without_items_is_skipped_once(
+    spawn: Spawn, run: Callable[..., Result], smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    """An empty month is logged and recorded as skipped, and a restart does not retry it."""
+    shutil.copy(ROOT / "items.yaml", tmp_path / "items.yaml")  # nothing in the month now due
+    month = due_month()
+    log = tmp_path / "first.log"
+    proc = spawn("schedule", log=log)
+    wait_for(logged(log, f"{month}: skipped: no items"), proc, "the skip")
+    assert stop(proc) == 0
+    log = tmp_path / "second.log"
+    again = spawn("schedule", log=log)
+    wait_for(logged(log, "next run at"), again, "the restart")
+    assert stop(again) == 0
+    assert f"{month}: nothing to catch up: skipped: no items" in log.read_text(encoding="utf-8")
+    assert smtp_server.recorder.messages == []
+    status = run("status")
+    assert re.search(
+        rf"^Last scheduler decision: {month} skipped: no items, at .+ UTC\.$",
+        status.stdout,
+        re.MULTILINE,
+    ), status.stdout
+
+
+def test_dry_run_lists_the_next_five_runs_in_hong_kong_time(
+    run: Callable[..., Result], project: Month
+) -> None:
+    """`digest schedule --dry-run` shows when the digest goes out, in the office's time zone."""
+    result = run("schedule", "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(
+        r"Schedule: 0 9 1 \* \* in Asia/Hong_Kong \(now \d{4}-\d\d-\d\d \d\d:\d\d HKT\)\.", lines[0]
+    )
+    assert lines[1] == (
+        f"On start, catching up the missed run: {project.label}: 3 items to 11 subscribers, "
+        "as the catalogue stands today"
+    )
+    assert len(lines) == 7
+    for line in lines[2:]:
+        assert re.fullmatch(
+            r"\d{4}-\d\d-01 09:00 HKT \(\+08:00\)  \w+ \d{4}: no items so far: skip", line
+        ), line
+
+
+def test_bad_cron_line_is_reported_by_check_and_schedule(
+    run: Callable[..., Result], tmp_path: Path
+) -> None:
+    """A schedule that cannot fire is caught by `digest check`, before anyone relies on it."""
+    path = tmp_path / "items.yaml"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace('"0 9 1 * *"', '"0 9 32 * *"'), encoding="utf-8"
+    )
+    for command in ("check", "schedule"):
+        result = run(command)
+        assert result.exit_code == 1, command
+        assert result.stderr.startswith(
+            "items.yaml: newsletter.schedule: '0 9 32 * *' is not a valid cron line (minute hour "
+            "day-of-month month day-of-week): "
+        ), result.stderr
+
+
+def test_a_failed_run_is_logged_and_the_scheduler_keeps_going(
+    spawn: Spawn, smtp_server: SmtpServer, tmp_path: Path, project: Month
+) -> None:
+    """A run that cannot send (a broken subscriber list) is logged with why; the process lives."""
+    (tmp_path / "subscribers.csv").write_text("email,name\nnot-an-address,X\n", encoding="utf-8")
+    log = tmp_path / "schedule.log"
+    proc = spawn("schedule", log=log)
+    wait_for(logged(log, "retrying the deferred at"), proc, "the failed run")
+    assert proc.poll() is None
+    assert stop(proc) == 0
+    text = log.read_text(encoding="utf-8")
+    assert (
+        f"{project}: failed (subscribers.csv:2: email: 'not-an-address' is not an email address"
+        in text
+    ), text
+    assert smtp_server.recorder.messages == []
