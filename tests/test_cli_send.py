@@ -480,14 +480,13 @@ def test_killed_send_then_rerun_sends_each_once(
     record_property("duplicates", twice)
 
 
-def test_interrupted_send_says_run_again(
+def test_ctrl_c_finishes_the_message_in_flight(
     run: Callable[..., Result],
     smtp: SmtpServer,
     spawn: Callable[..., subprocess.Popen[str]],
     tmp_path: Path,
-    record_property: Callable[[str, object], None],
 ) -> None:
-    """Ctrl-C must stop the send, say how to finish, and the rerun must finish it cleanly."""
+    """Ctrl-C must stop after the message in flight, say how to finish, and send nobody twice."""
     recorder = smtp.recorder
     recorder.delay = 0.05
     proc = spawn(*SEND, "--yes")
@@ -498,9 +497,44 @@ def test_interrupted_send_says_run_again(
     status, out, err = finish(proc)
 
     assert status == 1
-    assert err == INTERRUPTED
+    assert out == header(smtp.url) + summary(smtp.url, sent=7)
+    assert err == (
+        "Stopping after the message in flight (Ctrl-C again to stop at once).\n"
+        "Stopped: 4 subscribers not sent yet. Run the same command again to send the rest.\n"
+    )
+    assert sorted(set(statuses(tmp_path).values())) == ["pending", "sent"]
+    recorder.delay = 0
+    rerun = run(*SEND, "--yes")
+    assert rerun.exit_code == 0, rerun.output
+    assert IN_FLIGHT not in rerun.stdout
+    assert rerun.stdout.endswith(summary(smtp.url, sent=4, already=7))
+    assert assert_crash_safe(recorder.by_recipient(), READERS) == []
+    assert_status(run("status"), sent=11, pending=0)
+
+
+def test_second_ctrl_c_stops_at_once(
+    run: Callable[..., Result],
+    smtp: SmtpServer,
+    spawn: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """A second Ctrl-C must stop at once, and the rerun must finish the month cleanly."""
+    recorder = smtp.recorder
+    recorder.delay = 0.3
+    proc = spawn(*SEND, "--yes")
+    wait_for(lambda: len(recorder.messages) >= 2, proc, "2 messages")
+    time.sleep(0.1)  # inside the server's pause over the 3rd message's DATA
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+
+    status, out, err = finish(proc)
+
+    assert status == 1
+    assert err.endswith(INTERRUPTED)
     assert out == header(smtp.url)
-    time.sleep(0.15)
+    time.sleep(0.4)  # let the server finish the DATA it was holding
     recorder.delay = 0
     rerun = run(*SEND, "--yes")
     assert rerun.exit_code == 0, rerun.output

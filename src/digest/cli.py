@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,7 +18,7 @@ from digest.months import Month
 
 if TYPE_CHECKING:
     from digest.catalogue import Catalogue
-    from digest.delivery import MonthResult, Send
+    from digest.delivery import MonthResult, Send, Summary
     from digest.ledger import Ledger
     from digest.newsletter import Issue
     from digest.schedule import Outcome as ScheduleOutcome
@@ -435,10 +435,13 @@ def send(
                 click.confirm(
                     f"Send {month.label} to {_plural(len(plan.todo), 'subscriber')}?", abort=True
                 )
+            # From here on, Ctrl-C (or SIGTERM) lets the message in flight finish and be recorded.
+            graceful.enter_context(_stop_on_signal(stop))
             return True
 
+        stop = threading.Event()
         try:
-            with _progress(len(readers)) as progress:
+            with ExitStack() as graceful, _progress(len(readers)) as progress:
                 result = delivery.send_month(
                     catalogue,
                     listed,
@@ -452,6 +455,7 @@ def send(
                     resend=resend,
                     connections=connections,
                     rate=rate,
+                    stop=stop,
                     **progress,
                 )
         except KeyboardInterrupt:
@@ -460,8 +464,41 @@ def send(
                 "flight is sent again with the same Message-ID."
             ) from None
         _report(result, month, ledger, transport, len(without))
+        plan, summary = result.plan, result.summary
+        if stop.is_set() and plan is not None and summary is not None and _left(plan, summary):
+            left = _left(plan, summary)
+            raise DigestError(
+                f"Stopped: {_plural(left, 'subscriber')} not sent yet. Run the same command again "
+                "to send the rest."
+            )
     finally:
         ledger.close()
+
+
+def _left(plan: Send, summary: Summary) -> int:
+    """Return how many of a plan's recipients a stopped run did not get to."""
+    return len(plan.todo) - summary.sent - summary.deferred - summary.failed
+
+
+@contextmanager
+def _stop_on_signal(stop: threading.Event) -> Iterator[None]:
+    """Make the first SIGINT or SIGTERM set `stop`; a second one interrupts at once."""
+    import signal
+    import sys
+
+    def handle(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo("Stopping after the message in flight (Ctrl-C again to stop at once).", err=True)
+        sys.stderr.flush()
+
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _describe_plan(
@@ -661,7 +698,7 @@ def _decision(month: Month, result: MonthResult, stop: threading.Event) -> Sched
         f"{summary.failed} failed"
     )
     if stop.is_set() and result.plan is not None:
-        left = len(result.plan.todo) - summary.sent - summary.deferred - summary.failed
+        left = _left(result.plan, summary)
         if left > 0:
             return scheduling.Outcome(month, "stopped", f"{detail}, {left} left for the next start")
     return scheduling.Outcome(month, "sent", detail, retry=summary.deferred > 0)
