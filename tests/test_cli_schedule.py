@@ -68,6 +68,12 @@ def statuses(tmp_path: Path, month: Month) -> dict[str, str]:
         ledger.close()
 
 
+def assert_each_reader_got_one(server: SmtpServer) -> None:
+    by_recipient = server.recorder.by_recipient()
+    assert len(by_recipient) == READERS
+    assert all(len(got) == 1 for got in by_recipient.values())
+
+
 def test_catches_up_once_and_a_restart_sends_nothing(
     spawn: Spawn, smtp_server: SmtpServer, tmp_path: Path, project: Month
 ) -> None:
@@ -81,9 +87,7 @@ def test_catches_up_once_and_a_restart_sends_nothing(
     assert re.search(r"next run at \d{4}-\d\d-01T09:00:00\+08:00", text), text
     assert "stopping (SIGTERM)" in text
     assert text.endswith(" stopped\n")
-    by_recipient = smtp_server.recorder.by_recipient()
-    assert len(by_recipient) == READERS
-    assert all(len(got) == 1 for got in by_recipient.values())
+    assert_each_reader_got_one(smtp_server)
 
     log = tmp_path / "second.log"
     again = spawn("schedule", log=log)
@@ -117,9 +121,7 @@ def test_sigterm_mid_send_finishes_the_message_in_flight(
     again = spawn("schedule", log=log)
     wait_for(logged(log, f"{project}: sent ({READERS - first} sent"), again, "the rest")
     assert stop(again) == 0
-    by_recipient = smtp_server.recorder.by_recipient()
-    assert len(by_recipient) == READERS
-    assert all(len(got) == 1 for got in by_recipient.values())
+    assert_each_reader_got_one(smtp_server)
 
 
 def test_manual_send_first_then_scheduler_sends_nothing(
@@ -138,9 +140,7 @@ def test_manual_send_first_then_scheduler_sends_nothing(
     assert stop(scheduler) == 0
     text = log.read_text(encoding="utf-8")
     assert re.search(rf"{project}: retrying the deferred at \S+\+08:00", text), text
-    by_recipient = smtp_server.recorder.by_recipient()
-    assert len(by_recipient) == READERS
-    assert all(len(got) == 1 for got in by_recipient.values())
+    assert_each_reader_got_one(smtp_server)
 
 
 def test_scheduler_first_then_manual_send_is_refused(
