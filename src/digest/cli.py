@@ -826,6 +826,12 @@ def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_di
         f"Staff console on http://{host}:{server.server_port}/ for {catalogue_path}; "
         f"{unsubscribing}. Ctrl-C stops it."
     )
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops it as Ctrl-C does: sends finish their message
+
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
