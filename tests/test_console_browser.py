@@ -136,6 +136,22 @@ def test_staff_preview_test_send_and_send_to_the_list(
     expect(page.locator("#counts")).to_have_text(f"sent {READERS}, failed 0, deferred 0, pending 0")
     expect(page.get_by_text("digest serve, started by Ada Lovelace")).to_be_visible()
     shot(page, artifacts, "7-history")
+
+    # A reader follows the link in their email (the public URL, here served locally).
+    received = smtp_server.recorder.by_recipient()["ng.chiho@example.org"][0].message
+    header = str(received["List-Unsubscribe"])
+    url = header.split(">")[0].removeprefix("<")
+    assert url.startswith("https://digest.example.edu/unsubscribe/")
+    reader = browser.new_page(viewport={"width": 390, "height": 700})
+    reader.goto(url.replace("https://digest.example.edu", served))
+    expect(reader.get_by_text("ng.chiho@example.org")).to_be_visible()
+    shot(reader, artifacts, "10-unsubscribe-confirm")
+    reader.get_by_role("button", name="Unsubscribe").click()
+    expect(reader.get_by_role("heading", name="You are unsubscribed")).to_be_visible()
+    shot(reader, artifacts, "11-unsubscribed")
+    reader.close()
+    page.get_by_role("link", name="Dashboard").click()
+    expect(page.get_by_text("1 unsubscribed with one click")).to_be_visible()
     assert violations == []
     page.close()
 
@@ -156,4 +172,27 @@ def test_month_page_fits_a_phone(browser: Browser, served: str, artifacts: Path)
     page.wait_for_timeout(500)
     page.locator("iframe.preview").screenshot(path=artifacts / "console-9-preview-phone.png")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.close()
+
+
+def test_history_shows_refused_recipients_and_their_replies(
+    browser: Browser, served: str, smtp_server: SmtpServer, artifacts: Path
+) -> None:
+    """After a send, staff see who was refused and what the server said, as plain text."""
+    smtp_server.recorder.refuse["lee.kawai@example.org"] = "550 5.1.1 <lee.kawai>: no such user"
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(served + "/login?next=/months/2025-11/send")
+    page.get_by_label("Your name").fill("Ada")
+    page.get_by_label("Console password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name=f"Send November 2025 to {READERS} subscribers").click()
+    expect(page.locator("#state")).to_contain_text(
+        f"sent {READERS - 1}, already sent 0, deferred 0, failed 1", timeout=30_000
+    )
+    expect(page.get_by_text("failed: lee.kawai@example.org: 550 5.1.1 <lee.kawai>")).to_be_visible()
+    page.get_by_role("link", name="History of November 2025").click()
+    row = page.locator("table.problems tr", has_text="lee.kawai@example.org")
+    expect(row).to_contain_text("failed")
+    expect(row).to_contain_text("550 5.1.1 <lee.kawai>: no such user")
+    shot(page, artifacts, "12-history-failed")
     page.close()
