@@ -523,7 +523,9 @@ def test_serve_without_secret_key_exits_1(project: Path, monkeypatch: pytest.Mon
     monkeypatch.delenv("DIGEST_SECRET_KEY", raising=False)
     result = CliRunner().invoke(cli, ["serve"])
     assert result.exit_code == 1
-    assert result.stderr.startswith("DIGEST_SECRET_KEY is not set: ")
+    assert result.stderr.startswith(
+        "The console needs a secret key: DIGEST_SECRET_KEY is not set: "
+    )
     assert "secrets.token_urlsafe(32)" in result.stderr
 
 
@@ -565,3 +567,15 @@ def test_the_console_never_starts_the_scheduler(staff: FlaskClient) -> None:
     staff.get("/")
     names = [thread.name for thread in threading.enumerate()]
     assert not any("APScheduler" in name or "scheduler" in name.lower() for name in names)
+
+
+def test_public_url_needs_a_long_secret_key(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Links that the console could not check later are never sent in the first place."""
+    monkeypatch.setenv("DIGEST_PUBLIC_URL", "https://digest.example.edu/")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "short")
+    result = CliRunner().invoke(cli, ["send", "--month", MONTH, "--yes"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "DIGEST_PUBLIC_URL is set, and DIGEST_SECRET_KEY is shorter than 32 characters: "
+    )
+    assert not Path("outbox").exists()

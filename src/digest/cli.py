@@ -292,13 +292,23 @@ def _one_click() -> Callable[[str], str] | None:
             f"DIGEST_PUBLIC_URL {public!r} must be the https:// address where `digest serve` is "
             "reached from outside, like https://digest.example.edu/ (RFC 8058 requires https)"
         )
+    return unsubscribe.Links(_secret_key("DIGEST_PUBLIC_URL is set, and"), public).url
+
+
+def _secret_key(context: str) -> str:
+    """Return DIGEST_SECRET_KEY, or say why it is needed and how to make one."""
+    import os
+
     secret = os.environ.get("DIGEST_SECRET_KEY", "")
-    if not secret:
+    if len(secret) < 32:
+        state = "not set" if not secret else "shorter than 32 characters"
         raise DigestError(
-            "DIGEST_PUBLIC_URL is set but DIGEST_SECRET_KEY is not: one-click unsubscribe links "
-            "are signed with it; set DIGEST_SECRET_KEY to the same value `digest serve` uses"
+            f"{context} DIGEST_SECRET_KEY is {state}: it signs the console's sessions and every "
+            "one-click unsubscribe link in sent email, so it must be long and stay the same "
+            "across restarts (the same for `digest serve`, `send` and `schedule`); make one "
+            "with\n  python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
-    return unsubscribe.Links(secret, public).url
+    return secret
 
 
 def _validate_address(
@@ -785,15 +795,7 @@ def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_di
             "DIGEST_CONSOLE_PASSWORD is not set: the console sends email to the whole list and "
             "refuses to start without a password; set DIGEST_CONSOLE_PASSWORD to a long passphrase"
         )
-    secret = os.environ.get("DIGEST_SECRET_KEY", "")
-    if len(secret) < 32:
-        raise DigestError(
-            "DIGEST_SECRET_KEY is "
-            + ("not set" if not secret else "shorter than 32 characters")
-            + ": it signs the console's sessions and every one-click unsubscribe link in sent "
-            "email, so it must be long and stay the same across restarts; make one with\n"
-            "  python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
-        )
+    secret = _secret_key("The console needs a secret key:")
     one_click = _one_click()  # checks DIGEST_PUBLIC_URL
     from werkzeug.serving import make_server
 
