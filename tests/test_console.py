@@ -579,3 +579,14 @@ def test_public_url_needs_a_long_secret_key(project: Path, monkeypatch: pytest.M
         "DIGEST_PUBLIC_URL is set, and DIGEST_SECRET_KEY is shorter than 32 characters: "
     )
     assert not Path("outbox").exists()
+
+
+def test_dry_run_leaves_out_the_unsubscribed(project: Path) -> None:
+    """`digest send --dry-run` lists who a real send would reach: no one who unsubscribed."""
+    ledger = Ledger(Path(".digest/state.sqlite3"))
+    ledger.suppress("lee.kawai@example.org", "one-click")
+    ledger.close()
+    result = CliRunner().invoke(cli, ["send", "--month", MONTH, "--dry-run"])
+    assert result.exit_code == 0
+    assert f"Recipients: {READERS - 1} to send" in result.stdout
+    assert "lee.kawai@example.org" not in result.stdout

@@ -519,7 +519,14 @@ def create_app(config: Config) -> Flask:
             counts = next((m.counts for m in months if m.month == key), None)
             runs = ledger.runs(key) if ledger else []
             problems = ledger.deliveries(key, ("failed", "deferred")) if ledger else []
-            waiting = ledger.deliveries(key, ("pending", "sending", "deferred")) if ledger else []
+            gone = ledger.suppressed() if ledger else set()
+            waiting = [
+                row
+                for row in (
+                    ledger.deliveries(key, ("pending", "sending", "deferred")) if ledger else []
+                )
+                if row.recipient not in gone  # unsubscribed meanwhile: never sent, not waiting
+            ]
         finally:
             if ledger is not None:
                 ledger.close()
