@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from email.message import EmailMessage
@@ -18,6 +19,7 @@ from conftest import SmtpServer
 from digest import console, unsubscribe
 from digest.cli import cli
 from digest.ledger import Ledger
+from digest.months import Month
 from helpers import NOW
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -590,3 +592,24 @@ def test_dry_run_leaves_out_the_unsubscribed(project: Path) -> None:
     assert result.exit_code == 0
     assert f"Recipients: {READERS - 1} to send" in result.stdout
     assert "lee.kawai@example.org" not in result.stdout
+
+
+def test_stopping_the_console_stops_a_send_cleanly(
+    smtp_app: Flask, smtp_staff: FlaskClient, smtp_server: SmtpServer
+) -> None:
+    """Ctrl-C on the console ends a send after its message in flight; nothing is left unknown."""
+    smtp_server.recorder.delay = 0.2
+    assert start_send(smtp_staff) == 303
+    job = console.console_of(smtp_app).jobs[Month(2025, 11)]
+    deadline = time.monotonic() + 10
+    while job.sent < 1:
+        assert time.monotonic() < deadline, "the send did not start"
+        time.sleep(0.01)
+    assert console.console_of(smtp_app).shutdown() == [Month(2025, 11)]
+    assert job.state == "done"
+    ledger = Ledger(Path(".digest/state.sqlite3"))
+    rows = ledger.deliveries(MONTH)
+    ledger.close()
+    assert {row.status for row in rows} <= {"sent", "pending"}
+    assert sum(row.status == "sent" for row in rows) == len(smtp_server.recorder.messages)
+    assert len(smtp_server.recorder.messages) < READERS

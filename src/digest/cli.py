@@ -835,12 +835,16 @@ def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_di
 
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        click.echo("Stopping: a send in progress finishes its message in flight first.")
+        server.serve_forever()  # Werkzeug's returns on Ctrl-C (KeyboardInterrupt)
     finally:
         server.server_close()
-        console.console_of(app).shutdown()
+        stopped = console.console_of(app).shutdown()
+    for month in stopped:
+        click.echo(
+            f"The send of {month.label} was stopped after its message in flight; "
+            "start it again (console or `digest send`) to send the rest."
+        )
+    click.echo("Staff console stopped.")
 
 
 def _status_months(ledger: Ledger) -> None:

@@ -236,12 +236,14 @@ class Console:
             )
         job.state = "done"
 
-    def shutdown(self, timeout: float = 60.0) -> None:
-        """Stop running sends after their message in flight, and wait for them."""
+    def shutdown(self, timeout: float = 60.0) -> list[Month]:
+        """Stop running sends after their message in flight, wait for them; return their months."""
+        running = [job for job in self.jobs.values() if job.running]
         self.stop.set()
-        for job in list(self.jobs.values()):
+        for job in running:
             if job.thread is not None:
                 job.thread.join(timeout)
+        return [job.month for job in running]
 
     def locked_out(self, client: str, now: datetime) -> bool:
         """Return whether `client` has guessed wrong too often lately."""
