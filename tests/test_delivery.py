@@ -801,3 +801,47 @@ def test_idn_domain_goes_out_in_ascii(
     assert got.rcpt_tos == ["a@xn--bcher-kva.example"]
     assert got.message["To"].addresses[0].addr_spec == "a@xn--bcher-kva.example"
     assert got.message_id == expected_id(bundled, "a@xn--bcher-kva.example")
+
+
+# -- one-click unsubscribe -----------------------------------------------------------------------
+
+
+def test_unsubscribed_reader_gets_nothing_more_even_mid_month(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    ledger: Ledger,
+) -> None:
+    """Someone who unsubscribed after the send began is not sent the rest of that month."""
+    prepare(bundled, listed, ledger)  # everyone enrolled, nobody sent yet: a half-sent month
+    ledger.suppress("Lee.Kawai@example.org", "one-click")
+
+    plan = prepare(bundled, listed, ledger)
+    execute(plan, smtp(smtp_server))
+
+    assert "lee.kawai@example.org" not in counts(smtp_server)
+    assert len(counts(smtp_server)) == 10
+
+
+def test_one_click_link_is_personal_in_header_and_body(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    ledger: Ledger,
+) -> None:
+    """Each reader's unsubscribe link, in the header and the body, names that reader only."""
+
+    def link(address: str) -> str:
+        return f"https://digest.example.edu/unsubscribe/{address.split('@')[0]}"
+
+    execute(prepare(bundled, listed, ledger), smtp(smtp_server), unsubscribe=link)
+
+    for received in smtp_server.recorder.messages:
+        email = received.message
+        mine = link(received.rcpt_tos[0])
+        assert email["List-Unsubscribe"] == (
+            f"<{mine}>, <mailto:provost@example.edu?subject=unsubscribe>"
+        )
+        assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert f"Unsubscribe: {mine}\n" in body_text(email).replace("\r\n", "\n")
+        assert f'href="{mine}"' in body_html(email)

@@ -304,3 +304,28 @@ def test_lock_whose_folder_cannot_be_made_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DeliveryError) as raised:
         lock.acquire("digest send by alice")
     assert str(raised.value).startswith(f"{lock.path}: cannot take the send lock: ")
+
+
+def test_suppression_is_recorded_once_whatever_the_letter_case(ledger: Ledger) -> None:
+    """Unsubscribing twice, or in capitals, leaves one suppressed address."""
+    assert ledger.suppress("Lee.Kawai@Example.org", "one-click") is True
+    assert ledger.suppress("lee.kawai@example.org", "one-click") is False
+    assert ledger.suppressed() == {"lee.kawai@example.org"}
+
+
+def test_runs_are_listed_newest_first(ledger: Ledger) -> None:
+    """The console's history shows the latest send on top, and only the month asked for."""
+    first = ledger.start_run(NOV, "outbox/", "digest send by ada")
+    ledger.finish_run(first, 10, 1, 0, 0)
+    second = ledger.start_run(DEC, "outbox/", "digest serve, started by Bo")
+    third = ledger.start_run(NOV, "outbox/", "digest schedule")
+    assert [run.id for run in ledger.runs()] == [third, second, first]
+    assert [run.id for run in ledger.runs(NOV)] == [third, first]
+    (done,) = [run for run in ledger.runs(NOV) if run.id == first]
+    assert (done.started_by, done.sent, done.failed, done.finished_at is not None) == (
+        "digest send by ada",
+        10,
+        1,
+        True,
+    )
+    assert ledger.runs(NOV, limit=1)[0].finished_at is None

@@ -152,3 +152,32 @@ def test_any_name_and_subject_add_no_header(
     # Every character of the name survives; whitespace does not always: unfolding collapses runs
     # of spaces, and Python's parser puts a space between the encoded-words of a long name.
     assert "".join(email["To"].addresses[0].display_name.split()) == "".join(name.split())
+
+
+def test_one_click_url_is_offered_first_and_stays_readable(
+    publication: catalogue.Publication,
+) -> None:
+    """Mail clients find the one-click URL, plain and whole, before the mailto fallback."""
+    url = "https://digest.example.edu/unsubscribe/" + "A" * 40 + "." + "B" * 43
+    built = message.build(publication, NOVEMBER, envelope(one_click=url), "<p>Hi</p>", "Hi\n", SENT)
+    raw = bytes(built).decode("ascii")
+    # Folded at 78 columns, the email package would have made encoded words of the URL.
+    assert (
+        f"\r\nList-Unsubscribe: <{url}>, <mailto:provost@example.edu?subject=unsubscribe>\r\n"
+        in raw
+    )
+    assert "\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in raw
+    assert "=?utf-8?" not in raw.split("\r\n\r\n", 1)[0].split("List-Unsubscribe:", 1)[1]
+
+
+def test_one_click_url_cannot_inject_headers(publication: catalogue.Publication) -> None:
+    """A line break smuggled into the unsubscribe URL is refused, not sent as a new header."""
+    with pytest.raises(RenderError, match="one-click unsubscribe URL"):
+        message.build(
+            publication,
+            NOVEMBER,
+            envelope(one_click="https://x.example/u\r\nBcc: all@example.org"),
+            "<p>Hi</p>",
+            "Hi\n",
+            SENT,
+        )

@@ -278,12 +278,7 @@ def _subscribers(catalogue: Catalogue) -> tuple[SubscriberList, Path]:
     """Load the subscriber list the catalogue names, relative to the catalogue."""
     from digest import subscribers
 
-    assert catalogue.newsletter is not None  # noqa: S101 -- callers check
-    written = Path(catalogue.newsletter.subscribers)
-    path = written if written.is_absolute() else catalogue.path.parent / written
-    declared = [c.slug for c in catalogue.publication.categories]
-    shown = path if catalogue.path.parent != Path() else written
-    return subscribers.load(path, declared, str(shown)), shown
+    return subscribers.of_catalogue(catalogue)
 
 
 def _transport(month: Month, *, test: bool = False) -> Transport:
@@ -292,12 +287,41 @@ def _transport(month: Month, *, test: bool = False) -> Transport:
 
     from digest import transport
 
-    url = os.environ.get("DIGEST_SMTP_URL", "").strip()
-    if not url:
-        # A [TEST] copy gets its own file name, so it never replaces a subscriber's real message.
-        return transport.OutboxTransport(Path("outbox"), f"{month}-test" if test else str(month))
-    password = os.environ.get("DIGEST_SMTP_PASSWORD")
-    return transport.SmtpTransport(transport.parse_url(url, password))
+    url, password = os.environ.get("DIGEST_SMTP_URL"), os.environ.get("DIGEST_SMTP_PASSWORD")
+    return transport.choose(url, password, str(month), test=test)
+
+
+def _one_click() -> Callable[[str], str] | None:
+    """Return the one-click unsubscribe URL maker when DIGEST_PUBLIC_URL is set, else None."""
+    import os
+
+    from digest import unsubscribe
+
+    public = os.environ.get("DIGEST_PUBLIC_URL", "").strip()
+    if not public:
+        return None
+    if not public.startswith("https://") or "?" in public or "#" in public:
+        raise DigestError(
+            f"DIGEST_PUBLIC_URL {public!r} must be the https:// address where `digest serve` is "
+            "reached from outside, like https://digest.example.edu/ (RFC 8058 requires https)"
+        )
+    return unsubscribe.Links(_secret_key("DIGEST_PUBLIC_URL is set, and"), public).url
+
+
+def _secret_key(context: str) -> str:
+    """Return DIGEST_SECRET_KEY, or say why it is needed and how to make one."""
+    import os
+
+    secret = os.environ.get("DIGEST_SECRET_KEY", "")
+    if len(secret) < 32:
+        state = "not set" if not secret else "shorter than 32 characters"
+        raise DigestError(
+            f"{context} DIGEST_SECRET_KEY is {state}: it signs the console's sessions and every "
+            "one-click unsubscribe link in sent email, so it must be long and stay the same "
+            "across restarts (the same for `digest serve`, `send` and `schedule`); make one "
+            "with\n  python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return secret
 
 
 def _validate_address(
@@ -390,6 +414,13 @@ def send(
             return
         _send_tests(catalogue, chosen, test_addresses, transport)
         return
+    one_click = _one_click()
+    if state_path.exists():
+        ledger = Ledger(state_path)
+        try:
+            listed = delivery.without_suppressed(listed, ledger.suppressed())
+        finally:
+            ledger.close()
     readers, without = delivery.audience(chosen, listed)
     if dry_run:
         subject = newsletter.Renderer(catalogue).render(chosen).subject
@@ -456,6 +487,7 @@ def send(
                     connections=connections,
                     rate=rate,
                     stop=stop,
+                    unsubscribe=one_click,
                     **progress,
                 )
         except KeyboardInterrupt:
@@ -575,19 +607,8 @@ def _send_tests(
     catalogue: Catalogue, chosen: Issue, addresses: tuple[str, ...], transport: Transport
 ) -> None:
     from digest import delivery
-    from digest.transport import SendError
 
-    connection = transport.open()
-    failures = []
-    try:
-        for address in addresses:
-            built, sender = delivery.test_copy(catalogue, chosen, address, _now())
-            try:
-                connection.send(built, sender, address)
-            except SendError as exc:
-                failures.append(f"{address}: {exc}")
-    finally:
-        connection.close()
+    failures = delivery.send_tests(catalogue, chosen, addresses, transport, _now(), _one_click())
     sent = len(addresses) - len(failures)
     click.echo(
         f"Sent {_plural(sent, 'test copy')} of {chosen.month.label} ([TEST] in the subject, "
@@ -655,6 +676,7 @@ def _scheduled_send(
     try:
         catalogue = _load(catalogue_path)  # read afresh each run: the office edits it meanwhile
         listed, _ = _subscribers(catalogue)
+        one_click = _one_click()
         ledger = Ledger(state_path)
     except DigestError as exc:
         return scheduling.Outcome(month, "failed", str(exc).replace("\n", "; "), retry=True)
@@ -670,6 +692,7 @@ def _scheduled_send(
                 clock=_now,
                 holder="digest schedule",
                 stop=stop,
+                unsubscribe=one_click,
             )
         except SendBusyError as exc:
             # A staff member's `digest send` got there first: the retry finds the month done.
@@ -789,9 +812,99 @@ def status(catalogue_path: Path, state_path: Path) -> None:
     ledger = Ledger(state_path)
     try:
         _status_months(ledger)
+        suppressed = len(ledger.suppressed())
+        if suppressed:
+            click.echo(
+                f"Unsubscribed with one click: {suppressed} "
+                f"{'address' if suppressed == 1 else 'addresses'} "
+                "(never sent again, whatever subscribers.csv says)."
+            )
         _status_schedule(catalogue_path, ledger.last_decision())
     finally:
         ledger.close()
+
+
+@cli.command()
+@catalogue_option
+@state_option
+@click.option("--host", default="127.0.0.1", help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, help="Port to listen on.")
+@click.option(
+    "--feeds",
+    "feeds_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("feeds"),
+    help="The built feeds to show under /feeds/.",
+)
+def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_dir: Path) -> None:
+    """Run the staff console: preview, test and send the digest from a browser.
+
+    Needs DIGEST_CONSOLE_PASSWORD (the staff password) and DIGEST_SECRET_KEY (signs sessions and
+    unsubscribe links). With DIGEST_PUBLIC_URL set, sends from here carry one-click unsubscribe
+    links to it. Sends go through DIGEST_SMTP_URL as `digest send` does. Never runs the scheduler.
+
+    \b
+    Example:
+        DIGEST_CONSOLE_PASSWORD=... DIGEST_SECRET_KEY=... digest serve --port 8000
+    """
+    import os
+
+    password = os.environ.get("DIGEST_CONSOLE_PASSWORD", "")
+    if not password:
+        raise DigestError(
+            "DIGEST_CONSOLE_PASSWORD is not set: the console sends email to the whole list and "
+            "refuses to start without a password; set DIGEST_CONSOLE_PASSWORD to a long passphrase"
+        )
+    secret = _secret_key("The console needs a secret key:")
+    one_click = _one_click()  # checks DIGEST_PUBLIC_URL
+    from werkzeug.serving import make_server
+
+    from digest import console
+
+    config = console.Config(
+        catalogue_path=catalogue_path,
+        state_path=state_path,
+        feeds_dir=feeds_dir,
+        password=password,
+        secret_key=secret,
+        clock=_now,
+        public_url=os.environ.get("DIGEST_PUBLIC_URL", "").strip() or None,
+        smtp_url=os.environ.get("DIGEST_SMTP_URL"),
+        smtp_password=os.environ.get("DIGEST_SMTP_PASSWORD"),
+    )
+    app = console.create_app(config)
+    try:
+        server = make_server(host, port, app, threaded=True)
+    except OSError as exc:
+        raise DigestError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    logging.getLogger("digest").addHandler(logging.StreamHandler())
+    logging.getLogger("digest").setLevel(logging.INFO)
+    unsubscribing = (
+        f"one-click unsubscribe links point to {config.public_url}"
+        if one_click
+        else "no one-click unsubscribe links (DIGEST_PUBLIC_URL is not set)"
+    )
+    click.echo(
+        f"Staff console on http://{host}:{server.server_port}/ for {catalogue_path}; "
+        f"{unsubscribing}. Ctrl-C stops it."
+    )
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops it as Ctrl-C does: sends finish their message
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        server.serve_forever()  # Werkzeug's returns on Ctrl-C (KeyboardInterrupt)
+    finally:
+        server.server_close()
+        stopped = console.console_of(app).shutdown()
+    for month in stopped:
+        click.echo(
+            f"The send of {month.label} was stopped after its message in flight; "
+            "start it again (console or `digest send`) to send the rest."
+        )
+    click.echo("Staff console stopped.")
 
 
 def _status_months(ledger: Ledger) -> None:

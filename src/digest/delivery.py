@@ -110,19 +110,33 @@ def audience(
     return some, none
 
 
+def without_suppressed(subscribers: SubscriberList, suppressed: set[str]) -> SubscriberList:
+    """Return the list without the addresses that unsubscribed with one click."""
+    if not suppressed:
+        return subscribers
+    kept = tuple(s for s in subscribers.subscribers if s.key not in suppressed)
+    return SubscriberList(kept, subscribers.duplicates)
+
+
 def test_copy(
-    catalogue: Catalogue, issue: newsletter.Issue, address: str, date: datetime
+    catalogue: Catalogue,
+    issue: newsletter.Issue,
+    address: str,
+    date: datetime,
+    unsubscribe: Callable[[str], str] | None,
 ) -> tuple[EmailMessage, str]:
     """Return a [TEST] copy of the issue for `address`, outside the ledger, and its sender."""
     settings = settings_of(catalogue)
     rendered = newsletter.Renderer(catalogue).render(issue)
-    html, text = rendered.personalise(None, settings.unsubscribe)
+    one_click = unsubscribe(address) if unsubscribe else None
+    html, text = rendered.personalise(None, one_click or settings.unsubscribe)
     envelope = message.Envelope(
         sender=settings.sender,
         reply_to=settings.reply_to,
         recipient=Mailbox(None, address),
         subject=f"[TEST] {rendered.subject}",
         unsubscribe=settings.unsubscribe,
+        one_click=one_click,
     )
     built = message.build(catalogue.publication, issue.month, envelope, html, text, date)
     # A test copy must never share the real Message-ID, or a tester on the list would see the real
@@ -130,6 +144,31 @@ def test_copy(
     del built["Message-ID"]
     built["Message-ID"] = make_msgid("digest-test", domain=catalogue.publication.host)
     return built, settings.sender.address
+
+
+def send_tests(
+    catalogue: Catalogue,
+    issue: newsletter.Issue,
+    addresses: tuple[str, ...],
+    transport: Transport,
+    date: datetime,
+    unsubscribe: Callable[[str], str] | None = None,
+) -> list[str]:
+    """Send a [TEST] copy to each address over one connection; return what was not sent, why."""
+    from digest.transport import SendError
+
+    connection = transport.open()
+    failures = []
+    try:
+        for address in addresses:
+            built, sender = test_copy(catalogue, issue, address, date, unsubscribe)
+            try:
+                connection.send(built, sender, address)
+            except SendError as exc:
+                failures.append(f"{address}: {exc}")
+    finally:
+        connection.close()
+    return failures
 
 
 @dataclass
@@ -165,8 +204,13 @@ class Send:
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        unsubscribe: Callable[[str], str] | None = None,
     ) -> Summary:
-        """Send every pending, in-flight and deferred message; return the counts."""
+        """Send every pending, in-flight and deferred message; return the counts.
+
+        `unsubscribe(address)`, when given, is the recipient's one-click unsubscribe URL: it goes
+        into List-Unsubscribe beside the catalogue's address, and replaces it in the body.
+        """
         worker = _Worker(
             self,
             transport,
@@ -177,6 +221,7 @@ class Send:
             stop=stop or threading.Event(),
             sleep=sleep,
             rng=rng or random.Random(),  # noqa: S311 -- jitter, not secrets
+            unsubscribe=unsubscribe,
         )
         return worker.run(max(1, connections))
 
@@ -200,6 +245,8 @@ def prepare(
     if not issue.items:
         return None
     settings_of(catalogue)
+    # Whoever unsubscribed is neither enrolled nor sent the rest of a half-sent month.
+    subscribers = without_suppressed(subscribers, ledger.suppressed())
     key = str(month)
     if resend and write:
         ledger.forget(key)
@@ -301,6 +348,7 @@ class _Worker:
         stop: threading.Event,
         sleep: Callable[[float], None],
         rng: random.Random,
+        unsubscribe: Callable[[str], str] | None = None,
     ) -> None:
         self.send = send
         self.transport = transport
@@ -311,6 +359,7 @@ class _Worker:
         self.stop = stop
         self.sleep = sleep
         self.rng = rng
+        self.unsubscribe = unsubscribe
         self.summary = Summary(already=send.already)
         self.lock = threading.Lock()
         self.fatal: BaseException | None = None
@@ -372,8 +421,9 @@ class _Worker:
         key = str(self.send.month)
         again = row.status == "sending"
         render = self.send.renders[row.selection]
+        one_click = self.unsubscribe(address) if self.unsubscribe else None
         html, text = newsletter.Rendered(render.subject, render.html, render.text, 0).personalise(
-            name, self.settings.unsubscribe
+            name, one_click or self.settings.unsubscribe
         )
         envelope = message.Envelope(
             sender=self.settings.sender,
@@ -381,6 +431,7 @@ class _Worker:
             recipient=Mailbox(name, address),
             subject=render.subject,
             unsubscribe=self.settings.unsubscribe,
+            one_click=one_click,
         )
         ledger = self.send.ledger
         last: Temporary | None = None

@@ -76,6 +76,11 @@ CREATE TABLE IF NOT EXISTS runs (
     deferred INTEGER NOT NULL DEFAULT 0,
     already INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS suppressions (
+    address TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    source TEXT NOT NULL
+);
 """
 
 
@@ -122,6 +127,22 @@ class MonthStatus:
     counts: dict[str, int]
     first: str
     last: str
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One send of a month: who started it, through what, and how it ended (if it has)."""
+
+    id: int
+    month: str
+    started_at: str
+    finished_at: str | None
+    transport: str
+    started_by: str
+    sent: int
+    failed: int
+    deferred: int
+    already: int
 
 
 def _now() -> str:
@@ -295,6 +316,33 @@ class Ledger:
                 "WHERE id = ?",
                 (_now(), sent, failed, deferred, already, run),
             )
+
+    def runs(self, month: str | None = None, limit: int = 20) -> list[Run]:
+        """Return the newest sends (of `month`, or of every month), newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, month, started_at, finished_at, transport, started_by, sent, failed, "
+                "deferred, already FROM runs WHERE ? IS NULL OR month = ? ORDER BY id DESC LIMIT ?",
+                (month, month, limit),
+            ).fetchall()
+        return [Run(*row) for row in rows]
+
+    # -- suppressions (one-click unsubscribe) --------------------------------------------------
+
+    def suppress(self, address: str, source: str) -> bool:
+        """Record that `address` must get no more digests; return False if it already was."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?)",
+                (address.strip().lower(), _now(), source),
+            )
+            return cursor.rowcount == 1
+
+    def suppressed(self) -> set[str]:
+        """Return every suppressed address, lower-cased."""
+        with self._lock:
+            rows = self._db.execute("SELECT address FROM suppressions").fetchall()
+        return {row[0] for row in rows}
 
     def record_decision(self, at: str, month: str, decision: str, detail: str = "") -> None:
         """Record what the scheduler decided for a month, for `digest status` and restarts."""

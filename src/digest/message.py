@@ -31,6 +31,8 @@ class Envelope:
     recipient: Mailbox
     subject: str
     unsubscribe: str
+    # The recipient's own https:// one-click unsubscribe URL (RFC 8058), when the console is public.
+    one_click: str | None = None
 
 
 def header_safe(value: str, what: str) -> str:
@@ -87,10 +89,18 @@ def build(
     message["Message-ID"] = message_id(publication, month, envelope.recipient.address)
     message["List-Id"] = header_safe(list_id(publication), "the list id")
     unsubscribe = header_safe(envelope.unsubscribe, "the unsubscribe address")
-    message["List-Unsubscribe"] = f"<{unsubscribe}>"
-    if unsubscribe.startswith("https://"):
+    targets = [unsubscribe]
+    if envelope.one_click:
+        targets.insert(0, header_safe(envelope.one_click, "the one-click unsubscribe URL"))
+    message["List-Unsubscribe"] = ", ".join(f"<{target}>" for target in targets)
+    if any(target.startswith("https://") for target in targets):
         # RFC 8058: mail clients may unsubscribe with one POST, without opening a page.
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(text, subtype="plain", charset="utf-8")
     message.add_alternative(html, subtype="html", charset="utf-8")
+    if envelope.one_click:
+        # A one-click URL is longer than 78 characters: folded at that width, the email package
+        # would turn it into RFC 2047 encoded words, which no mail client reads as a URL. Header
+        # lines may be 998 long (RFC 5322); the parts, already encoded, are not affected.
+        message.policy = message.policy.clone(max_line_length=998)
     return message

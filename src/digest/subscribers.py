@@ -9,6 +9,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from digest.catalogue import Catalogue
 from digest.errors import CatalogueError, Problem
 
 # A name goes into the To header: no control characters, no line breaks of any kind.
@@ -37,6 +38,19 @@ class SubscriberList:
 
     subscribers: tuple[Subscriber, ...]
     duplicates: int
+
+
+def of_catalogue(catalogue: Catalogue) -> tuple[SubscriberList, Path]:
+    """Load the list the catalogue's newsletter names (relative to it); return it and its name."""
+    if catalogue.newsletter is None:
+        raise CatalogueError(
+            [Problem(catalogue.path.name, None, "newsletter", "there is no newsletter block")]
+        )
+    written = Path(catalogue.newsletter.subscribers)
+    path = written if written.is_absolute() else catalogue.path.parent / written
+    declared = [c.slug for c in catalogue.publication.categories]
+    shown = path if catalogue.path.parent != Path() else written
+    return load(path, declared, str(shown)), shown
 
 
 def load(path: Path, declared: Collection[str], display_name: str | None = None) -> SubscriberList:

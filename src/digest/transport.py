@@ -234,6 +234,17 @@ def _classify(code: int | None, reply: bytes | str) -> SendError:
     return Temporary(code, text)
 
 
+def choose(url: str | None, password: str | None, month: str, *, test: bool = False) -> Transport:
+    """Return the SMTP transport `url` names (DIGEST_SMTP_URL), or the outbox when it is empty.
+
+    The CLI and the console both call this with the values the CLI read from the environment.
+    """
+    if not (url or "").strip():
+        # A [TEST] copy gets its own file name, so it never replaces a subscriber's real message.
+        return OutboxTransport(Path("outbox"), f"{month}-test" if test else month)
+    return SmtpTransport(parse_url(str(url), password))
+
+
 # -- outbox --------------------------------------------------------------------------------------
 
 

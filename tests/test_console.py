@@ -1,0 +1,615 @@
+"""The staff console through Flask's test client: login, CSRF, headers, sends, unsubscribe."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+from flask.testing import FlaskClient
+
+from conftest import SmtpServer
+from digest import console, unsubscribe
+from digest.cli import cli
+from digest.ledger import Ledger
+from digest.months import Month
+from helpers import NOW
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery staple"  # noqa: S105 -- the tests' own
+SECRET = "s" * 40
+MONTH = "2025-11"
+PUBLIC_ENDPOINTS = {"login", "static", "unsubscribe_page", "unsubscribe_post"}
+# The bundled November readers (smith.john's categories have no November items).
+READERS = 11
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The bundled catalogue, subscriber list and feeds in tmp_path, the working directory."""
+    for name in ("DIGEST_SMTP_URL", "DIGEST_SMTP_PASSWORD", "DIGEST_STATE", "DIGEST_PUBLIC_URL"):
+        monkeypatch.delenv(name, raising=False)
+    shutil.copy(ROOT / "items.yaml", tmp_path / "items.yaml")
+    shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
+    shutil.copytree(ROOT / "feeds", tmp_path / "feeds")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def make_config(project: Path, **changes: object) -> console.Config:
+    config = console.Config(
+        # Relative, as people type them: the project is the working directory.
+        catalogue_path=Path("items.yaml"),
+        state_path=Path(".digest/state.sqlite3"),
+        feeds_dir=Path("feeds"),
+        password=PASSWORD,
+        secret_key=SECRET,
+        clock=lambda: NOW,
+    )
+    return replace(config, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def app(project: Path) -> Iterator[Flask]:
+    """The console over the project, sending to outbox/."""
+    made = console.create_app(make_config(project))
+    yield made
+    console.wait_for_jobs(made)
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+def log_in(client: FlaskClient, password: str = PASSWORD, name: str = "Ada") -> int:
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login", data={"csrf_token": token, "name": name, "password": password, "next": ""}
+    )
+    return response.status_code
+
+
+@pytest.fixture
+def staff(app: Flask) -> FlaskClient:
+    """A client logged in as Ada."""
+    client = app.test_client()
+    assert log_in(client) == 303
+    return client
+
+
+def token_of(client: FlaskClient, path: str = "/") -> str:
+    return csrf_of(client.get(path).get_data(as_text=True))
+
+
+def staff_urls(app: Flask) -> list[tuple[str, str]]:
+    urls = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in PUBLIC_ENDPOINTS:
+            continue
+        path = rule.rule.replace("<month>", MONTH).replace("<path:name>", "all.atom.xml")
+        for method in sorted((rule.methods or set()) & {"GET", "POST"}):
+            urls.append((method, path))
+    return urls
+
+
+def test_every_staff_route_needs_a_login(app: Flask) -> None:
+    """Nobody who has not logged in sees a staff page or starts anything."""
+    client = app.test_client()
+    urls = staff_urls(app)
+    assert ("POST", f"/months/{MONTH}/send") in urls
+    assert ("GET", "/feeds/<path:name>".replace("<path:name>", "all.atom.xml")) in urls
+    for method, path in urls:
+        response = client.open(path, method=method)
+        assert response.status_code == 303, (method, path)
+        assert response.headers["Location"].startswith("/login"), (method, path)
+    assert not Path(".digest").exists()
+
+
+def test_post_without_csrf_token_is_refused(staff: FlaskClient) -> None:
+    """A page on another site cannot make a logged-in browser send the digest."""
+    for data in ({}, {"csrf_token": "forged"}):
+        response = staff.post(f"/months/{MONTH}/send", data=data)
+        assert response.status_code == 403
+        assert "security token" in response.get_data(as_text=True)
+    assert staff.post("/logout").status_code == 403
+    assert not Path("outbox").exists()
+    assert not Path(".digest").exists()
+
+
+def test_login_without_csrf_token_is_refused(app: Flask) -> None:
+    """Another site cannot log a browser in to the console behind the staff's back."""
+    client = app.test_client()
+    response = client.post("/login", data={"name": "Eve", "password": PASSWORD})
+    assert response.status_code == 403
+
+
+def test_wrong_password_is_refused(app: Flask) -> None:
+    """A wrong password opens nothing and says so."""
+    client = app.test_client()
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    response = client.post("/login", data={"csrf_token": token, "name": "Eve", "password": "x"})
+    assert response.status_code == 401
+    assert "Wrong password." in response.get_data(as_text=True)
+    assert client.get("/").status_code == 303
+
+
+def test_repeated_wrong_passwords_lock_the_client_out(app: Flask) -> None:
+    """Guessing the password by trying many is stopped, even when the right one comes at last."""
+    client = app.test_client()
+    for _ in range(console.MAX_FAILURES):
+        assert log_in(client, "guess") == 401
+    assert log_in(client) == 429
+
+
+def test_login_leads_back_to_the_page_asked_for_but_never_off_site(app: Flask) -> None:
+    """After logging in, staff land where they were going; a crafted link cannot send them away."""
+    client = app.test_client()
+    assert client.get(f"/months/{MONTH}").headers["Location"] == f"/login?next=/months/{MONTH}"
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    for target, landing in ((f"/months/{MONTH}", f"/months/{MONTH}"), ("//evil.example", "/")):
+        response = client.post(
+            "/login",
+            data={"csrf_token": token, "name": "Ada", "password": PASSWORD, "next": target},
+        )
+        assert response.headers["Location"] == landing
+        token = token_of(client)
+
+
+def test_session_cookie_is_http_only_and_same_site(app: Flask) -> None:
+    """The session cookie is out of reach of scripts and not sent along with other sites' posts."""
+    client = app.test_client()
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login", data={"csrf_token": token, "name": "Ada", "password": PASSWORD}
+    )
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+
+
+def test_security_headers(staff: FlaskClient) -> None:
+    """Pages cannot be framed or run inline scripts; only the sandboxed preview may be framed."""
+    page = staff.get("/")
+    assert page.status_code == 200
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert "<script" not in page.get_data(as_text=True)
+    preview = staff.get(f"/months/{MONTH}/preview")
+    assert preview.status_code == 200
+    assert preview.headers["Content-Security-Policy"].startswith("sandbox;")
+    assert "frame-ancestors 'self'" in preview.headers["Content-Security-Policy"]
+    assert preview.headers["X-Frame-Options"] == "SAMEORIGIN"
+    month = staff.get(f"/months/{MONTH}").get_data(as_text=True)
+    assert re.search(r"<iframe [^>]*sandbox[ >]", month)
+
+
+def test_dashboard_shows_catalogue_subscribers_and_next_run(staff: FlaskClient) -> None:
+    """Staff see at a glance whether the catalogue is valid, who gets it, and when it goes next."""
+    text = staff.get("/").get_data(as_text=True)
+    assert "items.yaml is valid: 18 items" in text
+    assert '<strong id="subscriber-count">12</strong> subscribers' in text
+    assert (
+        "Next scheduled run: <strong>2026-01-01 09:00 HKT (+08:00)</strong>, for December 2025"
+        in (text)
+    )
+    assert f'href="/months/{MONTH}">November 2025</a>' in text
+    assert "Nothing sent yet." in text
+
+
+def test_dashboard_lists_catalogue_errors_with_their_lines(
+    project: Path, staff: FlaskClient
+) -> None:
+    """An editor who broke items.yaml sees every mistake and its line, escaped, on the dashboard."""
+    source = (project / "items.yaml").read_text(encoding="utf-8")
+    broken = source.replace("date: 2025-11-19", "date: 2025-13-19 <b>", 1)
+    (project / "items.yaml").write_text(broken, encoding="utf-8")
+    line = broken.splitlines().index("    date: 2025-13-19 <b>") + 1
+    text = staff.get("/").get_data(as_text=True)
+    assert "The catalogue has 1 error" in text
+    assert f"<td>items.yaml</td><td>{line}</td><td><code>items[0].date</code></td>" in text
+    assert "&lt;b&gt;" in text
+    assert staff.get(f"/months/{MONTH}").status_code == 409
+
+
+def test_script_title_shows_as_text(project: Path, staff: FlaskClient) -> None:
+    """A title carrying <script> shows as text in the console, never runs."""
+    source = (project / "items.yaml").read_text(encoding="utf-8")
+    hostile = '"<script>alert(1)</script> Medical School"'
+    (project / "items.yaml").write_text(
+        source.replace('"HKUST Commences Preparations for New Medical School"', hostile, 1),
+        encoding="utf-8",
+    )
+    for path in (f"/months/{MONTH}", f"/months/{MONTH}/preview"):
+        text = staff.get(path).get_data(as_text=True)
+        assert "&lt;script&gt;alert(1)&lt;/script&gt; Medical School" in text, path
+        assert "<script>" not in text, path
+
+
+def test_month_view_shows_every_item_and_the_text_version(staff: FlaskClient) -> None:
+    """Staff see every item of the month, the subject and the text version before sending."""
+    text = staff.get(f"/months/{MONTH}").get_data(as_text=True)
+    assert "HKUST Commences Preparations for New Medical School" in text
+    assert "Talk by Dr. William Mobley" in text
+    assert "HKUST &amp; GPTX Forge Collaboration" in text
+    assert "3 items in 3 categories" in text
+    assert "INSTITUTIONAL ADVANCEMENT\n=========================" in text
+
+
+def test_confirmation_shows_the_plan(staff: FlaskClient) -> None:
+    """Before a send, staff see subject, items, recipients and transport; nothing is sent."""
+    text = staff.get(f"/months/{MONTH}/send").get_data(as_text=True)
+    assert "What&#39;s Happening — November 2025" in text
+    assert '<td id="plan-items">3</td>' in text
+    assert f'<td id="plan-recipients">{READERS} to send;' in text
+    assert '<td id="plan-transport">outbox/</td>' in text
+    assert f"Send November 2025 to {READERS} subscribers" in text
+    assert not Path("outbox").exists()
+    ledger = Ledger(Path(".digest/state.sqlite3"))
+    assert ledger.months() == []
+    assert ledger.frozen(MONTH) is None
+    ledger.close()
+
+
+@pytest.fixture
+def smtp_app(project: Path, smtp_server: SmtpServer) -> Iterator[Flask]:
+    """The console sending to the recording SMTP server, with a public URL for unsubscribing."""
+    made = console.create_app(
+        make_config(project, smtp_url=smtp_server.url, public_url="https://digest.example.edu/")
+    )
+    yield made
+    console.wait_for_jobs(made)
+
+
+@pytest.fixture
+def smtp_staff(smtp_app: Flask) -> FlaskClient:
+    """A client of the SMTP-sending console, logged in as Ada."""
+    client = smtp_app.test_client()
+    assert log_in(client) == 303
+    return client
+
+
+def start_send(client: FlaskClient) -> int:
+    token = token_of(client, f"/months/{MONTH}/send")
+    return client.post(f"/months/{MONTH}/send", data={"csrf_token": token}).status_code
+
+
+def test_send_goes_through_the_ledger_and_records_who(
+    smtp_app: Flask, smtp_staff: FlaskClient, smtp_server: SmtpServer
+) -> None:
+    """A send from the console reaches every reader once and the history says who started it."""
+    assert start_send(smtp_staff) == 303
+    console.wait_for_jobs(smtp_app)
+    assert len(smtp_server.recorder.by_recipient()) == READERS
+    progress = smtp_staff.get(f"/months/{MONTH}/progress").get_data(as_text=True)
+    assert f"November 2025: sent {READERS}, already sent 0, deferred 0, failed 0" in progress
+    history = smtp_staff.get(f"/months/{MONTH}/history").get_data(as_text=True)
+    assert f"sent {READERS}, failed 0, deferred 0, pending 0" in history
+    assert "digest serve, started by Ada (from 127.0.0.1)" in history
+    # The same lock and ledger as the CLI: sending again sends nothing.
+    assert start_send(smtp_staff) == 303
+    console.wait_for_jobs(smtp_app)
+    assert len(smtp_server.recorder.messages) == READERS
+    again = smtp_staff.get(f"/months/{MONTH}/progress").get_data(as_text=True)
+    assert "November 2025 was already sent to everyone: nothing to send." in again
+
+
+def test_second_send_while_one_runs_is_refused(
+    smtp_app: Flask, smtp_staff: FlaskClient, smtp_server: SmtpServer
+) -> None:
+    """Two staff pressing Send at once never send the digest twice: the second is told why."""
+    smtp_server.recorder.delay = 0.2
+    assert start_send(smtp_staff) == 303
+    token = token_of(smtp_staff, f"/months/{MONTH}/send")
+    second = smtp_staff.post(f"/months/{MONTH}/send", data={"csrf_token": token})
+    assert second.status_code == 409
+    text = second.get_data(as_text=True)
+    assert "Not started: A send of November 2025 is already running, started by Ada" in text
+    console.wait_for_jobs(smtp_app)
+    assert sorted(len(m) for m in smtp_server.recorder.by_recipient().values()) == [1] * READERS
+
+
+def test_send_refused_while_the_cli_holds_the_lock(project: Path, smtp_staff: FlaskClient) -> None:
+    """A send from the console waits for one from the command line instead of interleaving."""
+    from digest.ledger import SendLock
+
+    lock = SendLock(project / ".digest" / "state.sqlite3", MONTH)
+    lock.acquire("digest send by someone")
+    try:
+        token = token_of(smtp_staff, f"/months/{MONTH}/send")
+        refused = smtp_staff.post(f"/months/{MONTH}/send", data={"csrf_token": token})
+    finally:
+        lock.release()
+    assert refused.status_code == 409
+    assert "another send of 2025-11 is running" in refused.get_data(as_text=True)
+
+
+def test_test_copy_goes_only_to_the_address_given(
+    smtp_staff: FlaskClient, smtp_server: SmtpServer
+) -> None:
+    """A test send reaches only the tester, marked [TEST], and records nothing."""
+    token = token_of(smtp_staff, f"/months/{MONTH}")
+    response = smtp_staff.post(
+        f"/months/{MONTH}/test",
+        data={"csrf_token": token, "addresses": "tester@example.org"},
+        follow_redirects=True,
+    )
+    text = response.get_data(as_text=True)
+    assert "Sent 1 test copy of November 2025 to tester@example.org" in text
+    [received] = smtp_server.recorder.messages
+    assert received.rcpt_tos == ["tester@example.org"]
+    assert str(received.message["Subject"]).startswith("[TEST] ")
+    assert not Path(".digest").exists()
+    token = token_of(smtp_staff, f"/months/{MONTH}")
+    bad = smtp_staff.post(
+        f"/months/{MONTH}/test",
+        data={"csrf_token": token, "addresses": "not an address <script>"},
+        follow_redirects=True,
+    ).get_data(as_text=True)
+    assert "&#39;not&#39; is not an email address" in bad
+    assert len(smtp_server.recorder.messages) == 1
+
+
+def test_deferred_recipients_show_with_the_reply_and_are_retried(
+    smtp_app: Flask, smtp_staff: FlaskClient, smtp_server: SmtpServer
+) -> None:
+    """A recipient the server put off shows with its reply, and "Retry deferred" delivers it."""
+    smtp_server.recorder.refuse["lee.kawai@example.org"] = "550 5.1.1 <b>no such user</b>"
+    smtp_server.recorder.refuse_once["chan.taiman@example.org"] = "451 4.3.0 later"
+    app_console = console.console_of(smtp_app)
+    app_console.retry_policy = console.delivery.RetryPolicy(attempts=1, base_delay=0)
+    assert start_send(smtp_staff) == 303
+    console.wait_for_jobs(smtp_app)
+    history = smtp_staff.get(f"/months/{MONTH}/history").get_data(as_text=True)
+    assert "<td>lee.kawai@example.org</td><td>failed</td>" in history
+    assert "550 5.1.1 &lt;b&gt;no such user&lt;/b&gt;" in history
+    assert "<td>chan.taiman@example.org</td><td>deferred</td>" in history
+    assert "451 4.3.0 later" in history
+    assert "Retry deferred (1 waiting)" in history
+    token = csrf_of(history)
+    assert smtp_staff.post(f"/months/{MONTH}/retry", data={"csrf_token": token}).status_code == 303
+    console.wait_for_jobs(smtp_app)
+    assert "chan.taiman@example.org" in smtp_server.recorder.by_recipient()
+    after = smtp_staff.get(f"/months/{MONTH}/history").get_data(as_text=True)
+    assert f"sent {READERS - 1}, failed 1, deferred 0, pending 0" in after
+    assert "Retry deferred" not in after
+
+
+# -- one-click unsubscribe ---------------------------------------------------------------------
+
+
+def links() -> unsubscribe.Links:
+    return unsubscribe.Links(SECRET, "https://digest.example.edu/")
+
+
+def test_forged_unsubscribe_token_is_refused_and_records_nothing(app: Flask) -> None:
+    """Nobody can unsubscribe someone else by making up a link."""
+    client = app.test_client()
+    genuine = links().token("lee.kawai@example.org")
+    other_key = unsubscribe.Links("x" * 40).token("lee.kawai@example.org")
+    encoded, _, mac = genuine.partition(".")
+    swapped = links().token("chan.taiman@example.org").partition(".")[0] + "." + mac
+    for forged in (other_key, swapped, encoded, "lee.kawai@example.org", genuine + "A", "..."):
+        assert client.post(f"/unsubscribe/{forged}").status_code == 400, forged
+        page = client.get(f"/unsubscribe/{forged}")
+        assert page.status_code == 400
+        assert "This unsubscribe link is not valid" in page.get_data(as_text=True)
+    assert not Path(".digest").exists()
+
+
+def test_get_on_the_unsubscribe_link_records_nothing(app: Flask) -> None:
+    """A link scanner fetching the unsubscribe URL unsubscribes nobody; a person gets a button."""
+    client = app.test_client()
+    token = links().token("Lee.Kawai@example.org")
+    page = client.get(f"/unsubscribe/{token}")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "Stop sending the monthly digest to <strong>lee.kawai@example.org</strong>?" in text
+    assert f'<form method="post" action="/unsubscribe/{token}">' in text
+    assert not Path(".digest").exists()
+
+
+def test_one_click_unsubscribe_is_honoured_by_the_next_send(
+    smtp_app: Flask, smtp_staff: FlaskClient, smtp_server: SmtpServer
+) -> None:
+    """Whoever unsubscribes with one click (no login, no cookie) gets no further digest."""
+    mail_client = smtp_app.test_client()
+    token = links().token("lee.kawai@example.org")
+    done = mail_client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert done.status_code == 200
+    assert "You are unsubscribed" in done.get_data(as_text=True)
+    ledger = Ledger(Path(".digest/state.sqlite3"))
+    assert ledger.suppressed() == {"lee.kawai@example.org"}
+    ledger.close()
+    assert "1 unsubscribed with one click" in smtp_staff.get("/").get_data(as_text=True)
+    assert start_send(smtp_staff) == 303
+    console.wait_for_jobs(smtp_app)
+    received = smtp_server.recorder.by_recipient()
+    assert "lee.kawai@example.org" not in received
+    assert len(received) == READERS - 1
+
+
+def test_sent_digest_carries_a_working_one_click_link(
+    smtp_app: Flask, smtp_staff: FlaskClient, smtp_server: SmtpServer
+) -> None:
+    """Mail clients offer one-click unsubscribe; the link in each email unsubscribes its reader."""
+    assert start_send(smtp_staff) == 303
+    console.wait_for_jobs(smtp_app)
+    message: EmailMessage = smtp_server.recorder.by_recipient()["ng.chiho@example.org"][0].message
+    header = str(message["List-Unsubscribe"])
+    url = links().url("ng.chiho@example.org")
+    assert header == f"<{url}>, <mailto:provost@example.edu?subject=unsubscribe>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    text = message.get_body(("plain",))
+    assert text is not None
+    assert f"Unsubscribe: {url}" in text.get_content()
+    path = url.removeprefix("https://digest.example.edu")
+    assert smtp_app.test_client().post(path).status_code == 200
+    ledger = Ledger(Path(".digest/state.sqlite3"))
+    assert ledger.suppressed() == {"ng.chiho@example.org"}
+    ledger.close()
+
+
+def test_tokens_survive_letter_case_and_differ_per_recipient() -> None:
+    """One subscriber's link never unsubscribes another, and capitals do not break it."""
+    made = links()
+    assert made.token("Ng.ChiHo@Example.org") == made.token("ng.chiho@example.org")
+    assert made.token("ng.chiho@example.org") != made.token("lee.kawai@example.org")
+    assert made.address(made.token("Ng.ChiHo@Example.org")) == "ng.chiho@example.org"
+
+
+# -- feeds -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("all.atom.xml", "application/atom+xml"),
+        ("all.rss.xml", "application/rss+xml"),
+        ("all.json", "application/feed+json"),
+        ("index.html", "text/html"),
+        ("archive/2025-11.html", "text/html"),
+    ],
+)
+def test_feeds_are_served_with_their_types_and_validators(
+    staff: FlaskClient, project: Path, name: str, kind: str
+) -> None:
+    """A local look at the feeds gets the right content types, and a repeat fetch is a 304."""
+    response = staff.get(f"/feeds/{name}")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == f"{kind}; charset=utf-8"
+    assert response.get_data() == (project / "feeds" / name).read_bytes()
+    assert response.headers["Content-Security-Policy"].startswith("sandbox;")
+    etag = response.headers["ETag"]
+    assert response.headers["Last-Modified"]
+    again = staff.get(f"/feeds/{name}", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+
+
+def test_feeds_index_and_nothing_outside(staff: FlaskClient) -> None:
+    """/feeds/ shows the feed page, and no path reaches a file outside feeds/."""
+    assert staff.get("/feeds/").headers["Content-Type"] == "text/html; charset=utf-8"
+    for path in ("/feeds/../items.yaml", "/feeds/%2e%2e/items.yaml", "/feeds/missing.json"):
+        assert staff.get(path).status_code == 404, path
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def test_serve_without_password_exits_1(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting the console without a password is refused, saying why and what to set."""
+    monkeypatch.delenv("DIGEST_CONSOLE_PASSWORD", raising=False)
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("DIGEST_CONSOLE_PASSWORD is not set: ")
+    assert "refuses to start without a password" in result.stderr
+
+
+def test_serve_without_secret_key_exits_1(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a lasting secret key the console refuses to start, and says how to make one."""
+    monkeypatch.setenv("DIGEST_CONSOLE_PASSWORD", PASSWORD)
+    monkeypatch.delenv("DIGEST_SECRET_KEY", raising=False)
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "The console needs a secret key: DIGEST_SECRET_KEY is not set: "
+    )
+    assert "secrets.token_urlsafe(32)" in result.stderr
+
+
+def test_public_url_must_be_https(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unsubscribe URL that mail clients would refuse (plain http) is caught before sending."""
+    monkeypatch.setenv("DIGEST_PUBLIC_URL", "http://digest.example.edu/")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
+    result = CliRunner().invoke(cli, ["send", "--month", MONTH, "--yes"])
+    assert result.exit_code == 1
+    assert "must be the https:// address" in result.stderr
+    assert not Path("outbox").exists()
+
+
+def test_cli_send_adds_one_click_links_and_status_counts_suppressed(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`digest send` honours one-click unsubscribes and carries the links; status counts them."""
+    monkeypatch.setenv("DIGEST_PUBLIC_URL", "https://digest.example.edu")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
+    ledger = Ledger(Path(".digest/state.sqlite3"))
+    ledger.suppress("Lee.Kawai@example.org", "one-click")
+    ledger.close()
+    result = CliRunner().invoke(cli, ["send", "--month", MONTH, "--yes"])
+    assert result.exit_code == 0, result.output
+    assert f"sent {READERS - 1}," in result.stdout
+    sent = sorted(p.name for p in Path("outbox").iterdir())
+    assert "digest-2025-11-lee.kawai@example.org.eml" not in sent
+    eml = Path("outbox/digest-2025-11-ng.chiho@example.org.eml").read_text(encoding="utf-8")
+    # Plain, on one line: folded into RFC 2047 encoded words, no mail client would see a URL.
+    assert f"\nList-Unsubscribe: <{links().url('ng.chiho@example.org')}>, <mailto:" in eml
+    status = CliRunner().invoke(cli, ["status"])
+    assert "Unsubscribed with one click: 1 address (never sent again" in status.stdout
+
+
+def test_the_console_never_starts_the_scheduler(staff: FlaskClient) -> None:
+    """Serving the console never sends anything on a timer behind the staff's back."""
+    import threading
+
+    staff.get("/")
+    names = [thread.name for thread in threading.enumerate()]
+    assert not any("APScheduler" in name or "scheduler" in name.lower() for name in names)
+
+
+def test_public_url_needs_a_long_secret_key(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Links that the console could not check later are never sent in the first place."""
+    monkeypatch.setenv("DIGEST_PUBLIC_URL", "https://digest.example.edu/")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "short")
+    result = CliRunner().invoke(cli, ["send", "--month", MONTH, "--yes"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "DIGEST_PUBLIC_URL is set, and DIGEST_SECRET_KEY is shorter than 32 characters: "
+    )
+    assert not Path("outbox").exists()
+
+
+def test_dry_run_leaves_out_the_unsubscribed(project: Path) -> None:
+    """`digest send --dry-run` lists who a real send would reach: no one who unsubscribed."""
+    ledger = Ledger(Path(".digest/state.sqlite3"))
+    ledger.suppress("lee.kawai@example.org", "one-click")
+    ledger.close()
+    result = CliRunner().invoke(cli, ["send", "--month", MONTH, "--dry-run"])
+    assert result.exit_code == 0
+    assert f"Recipients: {READERS - 1} to send" in result.stdout
+    assert "lee.kawai@example.org" not in result.stdout
+
+
+def test_stopping_the_console_stops_a_send_cleanly(
+    smtp_app: Flask, smtp_staff: FlaskClient, smtp_server: SmtpServer
+) -> None:
+    """Ctrl-C on the console ends a send after its message in flight; nothing is left unknown."""
+    smtp_server.recorder.delay = 0.2
+    assert start_send(smtp_staff) == 303
+    job = console.console_of(smtp_app).jobs[Month(2025, 11)]
+    deadline = time.monotonic() + 10
+    while job.sent < 1:
+        assert time.monotonic() < deadline, "the send did not start"
+        time.sleep(0.01)
+    assert console.console_of(smtp_app).shutdown() == [Month(2025, 11)]
+    assert job.state == "done"
+    ledger = Ledger(Path(".digest/state.sqlite3"))
+    rows = ledger.deliveries(MONTH)
+    ledger.close()
+    assert {row.status for row in rows} <= {"sent", "pending"}
+    assert sum(row.status == "sent" for row in rows) == len(smtp_server.recorder.messages)
+    assert len(smtp_server.recorder.messages) < READERS

@@ -1,0 +1,198 @@
+"""The staff console in a real browser: `digest serve` as a process, Chromium, real SMTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from conftest import SmtpServer, free_port
+from digest import catalogue, newsletter
+from digest.months import Month
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGEST = shutil.which("digest") or str(Path(sys.executable).parent / "digest")
+PASSWORD = "a long passphrase for the tests"  # noqa: S105 -- the tests' own
+READERS = 11  # the bundled November readers (smith.john's categories have no November items)
+
+
+@pytest.fixture
+def served(tmp_path: Path, smtp_server: SmtpServer) -> Iterator[str]:
+    """`digest serve` on a free loopback port over a copy of the project; yields its URL."""
+    for name in ("items.yaml", "subscribers.csv"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "feeds", tmp_path / "feeds")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env |= {
+        "DIGEST_CONSOLE_PASSWORD": PASSWORD,
+        "DIGEST_SECRET_KEY": "k" * 43,
+        "DIGEST_SMTP_URL": smtp_server.url,
+        "DIGEST_PUBLIC_URL": "https://digest.example.edu/",
+    }
+    port = free_port()
+    proc = subprocess.Popen(
+        [DIGEST, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/login", timeout=1):  # noqa: S310 -- loopback
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    out, err = proc.communicate(timeout=5) if proc.poll() is not None else ("", "")
+                    pytest.fail(f"digest serve did not start:\n{out}{err}")
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
+def november_titles() -> list[str]:
+    loaded = catalogue.load(ROOT / "items.yaml")
+    chosen = newsletter.issue(loaded, Month(2025, 11), datetime.now(UTC))
+    return [item.title for item in chosen.items]
+
+
+def shot(page: Page, artifacts: Path, name: str) -> None:
+    page.screenshot(path=artifacts / f"console-{name}.png", full_page=True)
+
+
+def test_staff_preview_test_send_and_send_to_the_list(
+    browser: Browser, served: str, smtp_server: SmtpServer, artifacts: Path
+) -> None:
+    """Staff log in, see every November item, send themselves a test, send to all, see it done."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
+    page.goto(served + "/")
+    expect(page).to_have_url(f"{served}/login?next=/")
+    shot(page, artifacts, "1-login")
+    page.get_by_label("Your name").fill("Ada Lovelace")
+    page.get_by_label("Console password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    expect(page.get_by_text("items.yaml is valid")).to_be_visible()
+    expect(page.locator("#subscriber-count")).to_have_text("12")
+    expect(page.get_by_text("Next scheduled run:")).to_be_visible()
+    shot(page, artifacts, "2-dashboard")
+
+    page.get_by_role("link", name="November 2025").click()
+    expect(page.get_by_role("heading", name="November 2025", exact=True)).to_be_visible()
+    titles = november_titles()
+    assert titles
+    preview = page.frame_locator("iframe.preview")
+    for title in titles:
+        expect(page.locator("ul.items").get_by_text(title)).to_be_visible()
+        expect(preview.get_by_role("heading", name=title)).to_be_visible()
+        expect(page.locator("pre.text")).to_contain_text(title)
+    shot(page, artifacts, "3-month")
+
+    page.get_by_label("Send a [TEST] copy to").fill("tester@example.org")
+    page.get_by_role("button", name="Send test").click()
+    expect(page.get_by_role("status")).to_contain_text(
+        "Sent 1 test copy of November 2025 to tester@example.org"
+    )
+    assert [m.rcpt_tos for m in smtp_server.recorder.messages] == [["tester@example.org"]]
+    assert str(smtp_server.recorder.messages[0].message["Subject"]).startswith("[TEST] ")
+    shot(page, artifacts, "4-test-sent")
+
+    page.get_by_role("link", name="Send to all subscribers…").click()
+    expect(page.locator("#plan-items")).to_have_text(str(len(titles)))
+    expect(page.locator("#plan-recipients")).to_contain_text(f"{READERS} to send")
+    expect(page.locator("#plan-transport")).to_have_text(smtp_server.url)
+    shot(page, artifacts, "5-confirm")
+    page.get_by_role("button", name=f"Send November 2025 to {READERS} subscribers").click()
+
+    expect(page.locator("#state")).to_contain_text(
+        f"November 2025: sent {READERS}, already sent 0", timeout=30_000
+    )
+    shot(page, artifacts, "6-sent")
+    assert len(smtp_server.recorder.by_recipient()) == READERS + 1
+
+    page.get_by_role("link", name="History of November 2025").click()
+    expect(page.locator("#counts")).to_have_text(f"sent {READERS}, failed 0, deferred 0, pending 0")
+    expect(page.get_by_text("digest serve, started by Ada Lovelace")).to_be_visible()
+    shot(page, artifacts, "7-history")
+
+    # A reader follows the link in their email (the public URL, here served locally).
+    received = smtp_server.recorder.by_recipient()["ng.chiho@example.org"][0].message
+    header = str(received["List-Unsubscribe"])
+    url = header.split(">")[0].removeprefix("<")
+    assert url.startswith("https://digest.example.edu/unsubscribe/")
+    reader = browser.new_page(viewport={"width": 390, "height": 700})
+    reader.goto(url.replace("https://digest.example.edu", served))
+    expect(reader.get_by_text("ng.chiho@example.org")).to_be_visible()
+    shot(reader, artifacts, "10-unsubscribe-confirm")
+    reader.get_by_role("button", name="Unsubscribe").click()
+    expect(reader.get_by_role("heading", name="You are unsubscribed")).to_be_visible()
+    shot(reader, artifacts, "11-unsubscribed")
+    reader.close()
+    page.get_by_role("link", name="Dashboard").click()
+    expect(page.get_by_text("1 unsubscribed with one click")).to_be_visible()
+    assert violations == []
+    page.close()
+
+
+def test_month_page_fits_a_phone(browser: Browser, served: str, artifacts: Path) -> None:
+    """On a phone the month page scrolls down only, and the preview shows the digest."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(served + "/login?next=/months/2025-11")
+    page.get_by_label("Your name").fill("Ada")
+    page.get_by_label("Console password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="November 2025", exact=True)).to_be_visible()
+    first = november_titles()[0]
+    expect(page.frame_locator("iframe.preview").get_by_role("heading", name=first)).to_be_visible()
+    shot(page, artifacts, "8-month-phone")
+    # Chromium paints a sandboxed (out-of-process) frame only once it has been on screen.
+    page.locator("iframe.preview").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.locator("iframe.preview").screenshot(path=artifacts / "console-9-preview-phone.png")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.close()
+
+
+def test_history_shows_refused_recipients_and_their_replies(
+    browser: Browser, served: str, smtp_server: SmtpServer, artifacts: Path
+) -> None:
+    """After a send, staff see who was refused and what the server said, as plain text."""
+    smtp_server.recorder.refuse["lee.kawai@example.org"] = "550 5.1.1 <lee.kawai>: no such user"
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(served + "/login?next=/months/2025-11/send")
+    page.get_by_label("Your name").fill("Ada")
+    page.get_by_label("Console password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name=f"Send November 2025 to {READERS} subscribers").click()
+    expect(page.locator("#state")).to_contain_text(
+        f"sent {READERS - 1}, already sent 0, deferred 0, failed 1", timeout=30_000
+    )
+    expect(page.get_by_text("failed: lee.kawai@example.org: 550 5.1.1 <lee.kawai>")).to_be_visible()
+    page.get_by_role("link", name="History of November 2025").click()
+    row = page.locator("table.problems tr", has_text="lee.kawai@example.org")
+    expect(row).to_contain_text("failed")
+    expect(row).to_contain_text("550 5.1.1 <lee.kawai>: no such user")
+    shot(page, artifacts, "12-history-failed")
+    page.close()
