@@ -329,3 +329,16 @@ def test_runs_are_listed_newest_first(ledger: Ledger) -> None:
         True,
     )
     assert ledger.runs(NOV, limit=1)[0].finished_at is None
+
+
+def test_month_is_settled_once_everyone_still_subscribed_has_it(ledger: Ledger) -> None:
+    """Someone who unsubscribed mid-month does not keep the month open or count as waiting."""
+    ledger.enrol(NOV, rows("a@example.org", "b@example.org"))
+    ledger.mark(NOV, "a@example.org", "sent", 250, "accepted")
+    assert ledger.settled(NOV) is None
+    assert ledger.months()[0].counts["pending"] == 1
+
+    ledger.suppress("B@example.org", "one-click")
+
+    assert ledger.settled(NOV) == "already sent"
+    assert ledger.months()[0].counts == {**ledger.months()[0].counts, "sent": 1, "pending": 0}

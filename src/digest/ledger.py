@@ -371,7 +371,8 @@ class Ledger:
         if skipped:
             return str(skipped[0])
         rows = self.deliveries(month)
-        if rows and all(row.status in ("sent", "failed") for row in rows):
+        gone = self.suppressed()  # unsubscribed mid-month: nothing more is owed to them
+        if rows and all(row.status in ("sent", "failed") or row.recipient in gone for row in rows):
             return "already sent"
         return None
 
@@ -379,8 +380,11 @@ class Ledger:
         """Return every month with deliveries, newest first, with counts by status."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT month, status, COUNT(*), MIN(updated_at), MAX(updated_at) "
-                "FROM deliveries GROUP BY month, status ORDER BY month DESC"
+                "SELECT month, status, COUNT(*), MIN(updated_at), MAX(updated_at) FROM deliveries "
+                # Someone who unsubscribed mid-month is no longer waiting for anything.
+                "WHERE status IN ('sent', 'failed') "
+                "OR recipient NOT IN (SELECT address FROM suppressions) "
+                "GROUP BY month, status ORDER BY month DESC"
             ).fetchall()
         by_month: dict[str, MonthStatus] = {}
         for month, status, count, first, last in rows:
