@@ -519,16 +519,18 @@ def test_serve_without_password_exits_1(project: Path, monkeypatch: pytest.Monke
     assert "refuses to start without a password" in result.stderr
 
 
-def test_serve_without_secret_key_exits_1(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without a lasting secret key the console refuses to start, and says how to make one."""
+def test_serve_with_public_url_but_no_secret_key_exits_1(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unsubscribe links need a lasting key: without one the console refuses, and says how."""
     monkeypatch.setenv("DIGEST_CONSOLE_PASSWORD", PASSWORD)
-    monkeypatch.delenv("DIGEST_SECRET_KEY", raising=False)
-    result = CliRunner().invoke(cli, ["serve"])
-    assert result.exit_code == 1
-    assert result.stderr.startswith(
-        "The console needs a secret key: DIGEST_SECRET_KEY is not set: "
-    )
-    assert "secrets.token_urlsafe(32)" in result.stderr
+    monkeypatch.setenv("DIGEST_PUBLIC_URL", "https://digest.example.edu/")
+    for key in ("", "short"):
+        monkeypatch.setenv("DIGEST_SECRET_KEY", key)
+        result = CliRunner().invoke(cli, ["serve"])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("The console needs a secret key: DIGEST_SECRET_KEY is ")
+        assert "secrets.token_urlsafe(32)" in result.stderr
 
 
 def test_public_url_must_be_https(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,8 +26,13 @@ READERS = 11  # the bundled November readers (smith.john's categories have no No
 
 
 @pytest.fixture
-def served(tmp_path: Path, smtp_server: SmtpServer) -> Iterator[str]:
-    """`digest serve` on a free loopback port over a copy of the project; yields its URL."""
+def served(
+    request: pytest.FixtureRequest, tmp_path: Path, smtp_server: SmtpServer
+) -> Iterator[str]:
+    """`digest serve` on a free loopback port over a copy of the project; yields its URL.
+
+    Parametrized indirectly, a dict of environment variables replaces the defaults (None: unset).
+    """
     for name in ("items.yaml", "subscribers.csv"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "feeds", tmp_path / "feeds")
@@ -38,6 +43,10 @@ def served(tmp_path: Path, smtp_server: SmtpServer) -> Iterator[str]:
         "DIGEST_SMTP_URL": smtp_server.url,
         "DIGEST_PUBLIC_URL": "https://digest.example.edu/",
     }
+    for name, value in getattr(request, "param", {}).items():
+        env.pop(name)
+        if value is not None:
+            env[name] = value
     port = free_port()
     proc = subprocess.Popen(
         [DIGEST, "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -64,6 +73,24 @@ def served(tmp_path: Path, smtp_server: SmtpServer) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+@pytest.mark.parametrize(
+    "served", [{"DIGEST_SECRET_KEY": None, "DIGEST_PUBLIC_URL": None}], indirect=True
+)
+def test_console_starts_without_a_secret_key_when_no_links_go_out(
+    browser: Browser, served: str
+) -> None:
+    """`DIGEST_CONSOLE_PASSWORD=... digest serve` alone starts, and staff can log in."""
+    page = browser.new_page()
+    try:
+        page.goto(f"{served}/")
+        page.get_by_label("Your name").fill("Ada Lovelace")
+        page.get_by_label("Console password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    finally:
+        page.close()
 
 
 def november_titles() -> list[str]:

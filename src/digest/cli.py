@@ -839,13 +839,14 @@ def status(catalogue_path: Path, state_path: Path) -> None:
 def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_dir: Path) -> None:
     """Run the staff console: preview, test and send the digest from a browser.
 
-    Needs DIGEST_CONSOLE_PASSWORD (the staff password) and DIGEST_SECRET_KEY (signs sessions and
-    unsubscribe links). With DIGEST_PUBLIC_URL set, sends from here carry one-click unsubscribe
-    links to it. Sends go through DIGEST_SMTP_URL as `digest send` does. Never runs the scheduler.
+    Needs DIGEST_CONSOLE_PASSWORD (the staff password). DIGEST_SECRET_KEY signs sessions and
+    unsubscribe links; without it, sessions last until the console stops. With DIGEST_PUBLIC_URL
+    set (and then DIGEST_SECRET_KEY too), sends carry one-click unsubscribe links to it. Sends go
+    through DIGEST_SMTP_URL as `digest send` does. Never runs the scheduler.
 
     \b
     Example:
-        DIGEST_CONSOLE_PASSWORD=... DIGEST_SECRET_KEY=... digest serve --port 8000
+        DIGEST_CONSOLE_PASSWORD=... digest serve --port 8000
     """
     import os
 
@@ -855,7 +856,18 @@ def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_di
             "DIGEST_CONSOLE_PASSWORD is not set: the console sends email to the whole list and "
             "refuses to start without a password; set DIGEST_CONSOLE_PASSWORD to a long passphrase"
         )
-    secret = _secret_key("The console needs a secret key:")
+    temporary = (
+        not os.environ.get("DIGEST_SECRET_KEY")
+        and not os.environ.get("DIGEST_PUBLIC_URL", "").strip()
+    )
+    if temporary:
+        # Nothing signed with it outlives this process (no unsubscribe links go out without
+        # DIGEST_PUBLIC_URL), so a key made now is safe; only logins end with a restart.
+        import secrets
+
+        secret = secrets.token_urlsafe(32)
+    else:
+        secret = _secret_key("The console needs a secret key:")
     one_click = _one_click()  # checks DIGEST_PUBLIC_URL
     from werkzeug.serving import make_server
 
@@ -888,6 +900,11 @@ def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_di
         f"Staff console on http://{host}:{server.server_port}/ for {catalogue_path}; "
         f"{unsubscribing}. Ctrl-C stops it."
     )
+    if temporary:
+        click.echo(
+            "DIGEST_SECRET_KEY is not set: logins are signed with a key made for this run, so "
+            "staff log in again after a restart."
+        )
     import signal
 
     def interrupt(signum: int, frame: object) -> None:
