@@ -130,9 +130,15 @@ def _now() -> datetime:
 
 
 def _load(path: Path) -> Catalogue:
+    import gc
+
     from digest import catalogue
 
-    return catalogue.load(path)
+    loaded = catalogue.load(path)
+    # The catalogue lives as long as the command and holds no cycles: moved out of the cyclic
+    # collector's sight, it is no longer traversed by every full collection while rendering.
+    gc.freeze()
+    return loaded
 
 
 @cli.command()

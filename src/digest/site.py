@@ -6,7 +6,6 @@ from datetime import datetime
 
 from digest import feeds, newsletter, pages
 from digest.catalogue import Catalogue
-from digest.months import Month
 
 
 def render(catalogue: Catalogue, now: datetime) -> dict[str, bytes]:
@@ -14,9 +13,8 @@ def render(catalogue: Catalogue, now: datetime) -> dict[str, bytes]:
     files = feeds.render(catalogue, now)
     archive = []
     renderer = newsletter.Renderer(catalogue)
-    tz = catalogue.publication.tz
-    for month in sorted({Month.of(i.date, tz) for i in catalogue.published(now)}, reverse=True):
-        issue = newsletter.issue(catalogue, month, now)
+    for issue in newsletter.issues(catalogue, now):
+        month = issue.month
         page = renderer.render(issue, web=True)
         files[newsletter.archive_path(month)] = page.html.encode("utf-8")
         archive.append(
