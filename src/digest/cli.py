@@ -185,10 +185,12 @@ def build(catalogue_path: Path, output_dir: Path, check_only: bool) -> None:
     Example:
         digest build -o feeds/
     """
-    from digest import buildcache, output, site
+    from digest import buildcache
 
     where = f"{output_dir}/"
     if check_only:
+        from digest import output, site
+
         catalogue = _load(catalogue_path)
         files = site.render(catalogue, _now())
         stale = output.stale(output_dir, files)
@@ -216,6 +218,8 @@ def build(catalogue_path: Path, output_dir: Path, check_only: bool) -> None:
             f"from {_plural(manifest.published, 'published item')}."
         )
         return
+    from digest import output, site  # not before: a build with nothing to do needs neither
+
     catalogue = _load(catalogue_path, raw)
     current = manifest.current(output_dir) if manifest is not None else set()
     reusable = {name: manifest.keys[name] for name in current if manifest and name in manifest.keys}
