@@ -310,7 +310,7 @@ class _Loader(yaml.CSafeLoader):
                 self.alias_extra += 1
                 self._over_budget(line, 1)
                 return self.constructed_objects[node], 1
-            value = self.constructed_objects[node] = str(node.value)
+            value = self.constructed_objects[node] = node.value  # text already
             return value, 1
         if node in self.constructed_objects:  # an alias: counts again every time it is used
             size = self.sizes.get(node, 1)
@@ -335,12 +335,15 @@ class _Loader(yaml.CSafeLoader):
 
     def construct_map(self, node: yaml.MappingNode) -> _Map:
         data = _Map(node.start_mark.line + 1)
+        lines = data.key_lines
+        constructed = self.constructed_objects
+        scalar = yaml.ScalarNode
         size = 1
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
-            if key_node.tag == _STR_TAG and key_node.__class__ is yaml.ScalarNode:
+            if key_node.tag == _STR_TAG and key_node.__class__ is scalar:
                 # The common case, without construct_object's dispatch, recorded as it would.
-                key = self.constructed_objects[key_node] = key_node.value
+                key = constructed[key_node] = key_node.value
             else:
                 key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str):
@@ -349,10 +352,18 @@ class _Loader(yaml.CSafeLoader):
             if key in data:  # reported by the checker, which knows the path
                 data.duplicates.append((key, key_line))
                 continue
-            value, value_size = self._child(value_node, key_line)
-            size += value_size
+            if (
+                value_node.tag == _STR_TAG
+                and value_node.__class__ is scalar
+                and value_node not in constructed
+            ):
+                value = constructed[value_node] = value_node.value  # _child's fast path, inline
+                size += 1
+            else:
+                value, value_size = self._child(value_node, key_line)
+                size += value_size
             data[key] = value
-            data.key_lines[key] = key_line
+            lines[key] = key_line
         self.sizes[node] = size
         return data
 
@@ -419,7 +430,8 @@ def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
     # YAML counts these as line breaks where editors do not, which would shift every line number
     # after them; nobody means to type them, so they are refused up front, located by real lines.
     odd_breaks = (b"\xc2\x85", b"\xe2\x80\xa8", b"\xe2\x80\xa9")
-    found = any(code in raw for code in odd_breaks)  # a plain search is ten times the regex's speed
+    # ASCII has none; else a plain search, ten times the regex's speed, decides whether to look.
+    found = not raw.isascii() and any(code in raw for code in odd_breaks)
     for odd in _ODD_BREAKS_UTF8.finditer(raw) if found else ():
         line = raw.count(b"\n", 0, odd.start()) + 1
         code = f"U+{ord(odd.group().decode()):04X}"
