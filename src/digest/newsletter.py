@@ -91,8 +91,12 @@ def issues(catalogue: Catalogue, now: datetime) -> list[Issue]:
     """
     tz = catalogue.publication.tz
     by_month: dict[Month, list[Item]] = {}
+    months: dict[int, Month] = {}  # thousands of items share each date object
     for item in catalogue.published(now):
-        by_month.setdefault(Month.of(item.date, tz), []).append(item)
+        month = months.get(id(item.date))
+        if month is None:
+            month = months[id(item.date)] = Month.of(item.date, tz)
+        by_month.setdefault(month, []).append(item)
     found = []
     for month in sorted(by_month, reverse=True):
         chosen = by_month[month]

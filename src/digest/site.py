@@ -40,6 +40,7 @@ def build(
     keys: dict[str, str] = {}
     files: dict[str, bytes] = {}
     reused: list[str] = []
+    stamps: dict[int, str] = {}  # shared by every fingerprint of this build
 
     def wanted(names: Sequence[str], content: str) -> bool:
         for name in names:
@@ -51,25 +52,28 @@ def build(
 
     for feed in feeds.channels(catalogue, now):
         names = [feed.filename(form) for form in feeds.FORMATS]
-        if wanted(names, key(common, "feed", feed.slug, feed.title, _items_key(feed.items))):
+        content = key(common, "feed", feed.slug, feed.title, _items_key(feed.items, stamps))
+        if wanted(names, content):
             files.update(feeds.render_feed(catalogue, feed))
     archive = []
     renderer = newsletter.Renderer(catalogue)
     for issue in newsletter.issues(catalogue, now):
         month = issue.month
         path = newsletter.archive_path(month)
-        if wanted([path], key(common, "month", str(month), _items_key(issue.items))):
+        if wanted([path], key(common, "month", str(month), _items_key(issue.items, stamps))):
             files[path] = renderer.render(issue, web=True).html.encode("utf-8")
         archive.append(pages.ArchiveLink(month.label, path, len(issue.items)))
     latest = catalogue.published(now)[: publication.feed_limit]
-    if wanted(["index.html"], key(common, "index", _items_key(latest), repr(archive))):
+    if wanted(["index.html"], key(common, "index", _items_key(latest, stamps), repr(archive))):
         files["index.html"] = pages.render_index(catalogue, now, archive)
     return Build(keys, files, tuple(reused))
 
 
-def _items_key(items: Sequence[Item]) -> bytes:
-    """Return a fingerprint of items: every field that reaches any output, in order."""
-    stamps: dict[int, str] = {}  # thousands of items share each date object
+def _items_key(items: Sequence[Item], stamps: dict[int, str]) -> bytes:
+    """Return a fingerprint of items: every field that reaches any output, in order.
+
+    `stamps` remembers each date object's text: thousands of items share each one.
+    """
 
     def stamp(moment: datetime | None) -> str | None:
         if moment is None:
