@@ -2,13 +2,13 @@
 
 A manifest per output directory, under `.digest/builds/`, records the inputs of the last build
 (the catalogue's bytes, hashed, and everything else output depends on: digest's own code and
-templates, the office's templates, the libraries that render, Python), when the build stops being
-current (the first scheduled item's date), and, for every file written, its size and mtime and
-the key of the content it was rendered from. A build whose inputs hash the same, before that date,
-with every file still as written, has nothing to do; otherwise a file whose key is unchanged and
-that is still as written is not rendered again. The cache is only ever a shortcut: a missing,
-unreadable or foreign manifest means a full build, and every decision to skip compares hashes of
-the inputs themselves, never times alone.
+templates, the office's templates, the libraries that render, the time zone database, Python),
+when the build stops being current (the first scheduled item's date), and, for every file
+written, its size and mtime and the key of the content it was rendered from. A build whose inputs
+hash the same, before that date, with every file still as written, has nothing to do; otherwise
+a file whose key is unchanged and that is still as written is not rendered again. The cache is
+only ever a shortcut: a missing, unreadable or foreign manifest means a full build, and every
+decision to skip compares hashes of the inputs themselves, never times alone.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import sys
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +29,7 @@ from digest import __version__
 
 FORMAT = 1
 # What renders the output besides digest itself: a new version of any may change the bytes.
-LIBRARIES = ("feedgen", "jinja2", "lxml", "markdown_it", "markupsafe", "nh3", "yaml")
+LIBRARIES = ("feedgen", "jinja2", "lxml", "markdown_it", "markupsafe", "nh3", "tzdata", "yaml")
 # The office's templates sit beside the catalogue; digest's own inside the package or, in a
 # source checkout, at the top of the repository.
 TEMPLATE_DIRECTORY = "newsletter_templates"
@@ -77,6 +78,10 @@ def environment(catalogue_path: Path) -> str:
         for path in _files(root):
             digest.update(f"{path}\0".encode())
             digest.update(hashlib.sha256(path.read_bytes()).digest())
+    # The system's time zone database (dates are shown in the publication's zone): its version.
+    for folder in zoneinfo.TZPATH:
+        with contextlib.suppress(OSError), open(Path(folder) / "tzdata.zi", "rb") as handle:
+            digest.update(handle.readline())
     for library in LIBRARIES:
         # Where it is installed and when its file was written: an upgrade changes both.
         spec = importlib.util.find_spec(library)
