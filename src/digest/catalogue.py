@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import gc
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, tzinfo
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -141,24 +142,56 @@ class Catalogue:
     publication: Publication
     newsletter: Newsletter | None
     items: tuple[Item, ...]
+    # What `published`, `next_change` and `counts` find at a given moment, worked out once: each
+    # is asked several times by one command, and a pass over 100k items is not free.
+    _at: dict[datetime, _Split] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _split(self, now: datetime) -> _Split:
+        found = self._at.get(now)
+        if found is None:
+            live, drafts, scheduled = [], 0, []
+            for i in self.items:
+                if i.draft:
+                    drafts += 1
+                elif i.date <= now:
+                    live.append(i)
+                else:
+                    scheduled.append(i.date)
+            # A stable sort keeps the file's order among items of the same date.
+            live.sort(key=lambda i: i.date, reverse=True)
+            found = _Split(tuple(live), drafts, len(scheduled), min(scheduled, default=None))
+            self._at.clear()  # one moment at a time is all a command asks about
+            self._at[now] = found
+        return found
 
     def published(self, now: datetime) -> tuple[Item, ...]:
         """Return the items public at `now`: no drafts, no scheduled ones, newest first."""
-        live = [i for i in self.items if not i.draft and i.date <= now]
-        # A stable sort keeps the file's order among items of the same date.
-        return tuple(sorted(live, key=lambda i: i.date, reverse=True))
+        return self._split(now).published
+
+    def next_change(self, now: datetime) -> datetime | None:
+        """Return when the next scheduled item becomes public, if any is scheduled."""
+        return self._split(now).next_change
 
     def counts(self, now: datetime) -> dict[str, int]:
         """Return how many items there are, and how many are drafts or scheduled."""
-        drafts = sum(1 for i in self.items if i.draft)
-        scheduled = sum(1 for i in self.items if not i.draft and i.date > now)
+        split = self._split(now)
         return {
             "items": len(self.items),
-            "published": len(self.items) - drafts - scheduled,
-            "drafts": drafts,
-            "scheduled": scheduled,
+            "published": len(split.published),
+            "drafts": split.drafts,
+            "scheduled": split.scheduled,
             "categories": len(self.publication.categories),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """The catalogue at one moment."""
+
+    published: tuple[Item, ...]
+    drafts: int
+    scheduled: int
+    next_change: datetime | None
 
 
 def load(path: Path, display_name: str | None = None) -> Catalogue:
@@ -177,6 +210,18 @@ def load(path: Path, display_name: str | None = None) -> Catalogue:
 def parse(raw: bytes, path: Path, name: str) -> Catalogue:
     """Validate the catalogue given as bytes; `path` anchors relative paths inside it."""
     problems: list[Problem] = []
+    # Loading and checking make millions of objects and no reference cycles: paused, the cyclic
+    # collector no longer traverses the growing tree again and again (a third of the load time).
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse(raw, path, name, problems)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _parse(raw: bytes, path: Path, name: str, problems: list[Problem]) -> Catalogue:
     data = _read_yaml(raw, name, problems)
     if data is None:  # unreadable: nothing more can be checked
         if not problems:  # a document with no content, such as a lone `---`
@@ -245,41 +290,80 @@ class _Loader(yaml.CSafeLoader):
     def construct_null(self, node: yaml.Node) -> None:
         return None
 
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
+        # PyYAML's resolver, cut down to what this loader resolves: plain nulls, else text. It
+        # runs for every node of the file, and its general loop over resolvers was a tenth of
+        # the load time.
+        if kind is yaml.ScalarNode:
+            if implicit[0] and (not value or value[0] in "~nN") and _NULL.match(value):
+                return _NULL_TAG
+            return _STR_TAG
+        return _SEQ_TAG if kind is yaml.SequenceNode else _MAP_TAG
+
     def _child(self, node: yaml.Node, line: int) -> tuple[Any, int]:
         """Construct a child node; return it and how many nodes it expands to."""
+        if node.tag == _STR_TAG and node.__class__ is yaml.ScalarNode:
+            # Most nodes are text: constructed here directly rather than through
+            # construct_object's general dispatch. Recorded like it, so that an alias to this
+            # node is still seen (and counted) as one.
+            if node in self.constructed_objects:
+                self.alias_extra += 1
+                self._over_budget(line, 1)
+                return self.constructed_objects[node], 1
+            value = self.constructed_objects[node] = node.value  # text already
+            return value, 1
         if node in self.constructed_objects:  # an alias: counts again every time it is used
             size = self.sizes.get(node, 1)
             self.alias_extra += size
-            if self.alias_extra > ALIAS_BUDGET and self.alias_extra - size <= ALIAS_BUDGET:
-                self.problems.append(
-                    Problem(
-                        self.display_name,
-                        line,
-                        "",
-                        f"aliases expand to more than {ALIAS_BUDGET} extra values; "
-                        "write the content out instead of nesting aliases",
-                    )
-                )
+            self._over_budget(line, size)
             return self.constructed_objects[node], size
         value = self.construct_object(node, deep=True)
         return value, self.sizes.get(node, 1)
 
+    def _over_budget(self, line: int, size: int) -> None:
+        """Report, once, the alias that takes the expansion past the budget."""
+        if self.alias_extra > ALIAS_BUDGET and self.alias_extra - size <= ALIAS_BUDGET:
+            self.problems.append(
+                Problem(
+                    self.display_name,
+                    line,
+                    "",
+                    f"aliases expand to more than {ALIAS_BUDGET} extra values; "
+                    "write the content out instead of nesting aliases",
+                )
+            )
+
     def construct_map(self, node: yaml.MappingNode) -> _Map:
         data = _Map(node.start_mark.line + 1)
+        lines = data.key_lines
+        constructed = self.constructed_objects
+        scalar = yaml.ScalarNode
         size = 1
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
-            key = self.construct_object(key_node, deep=True)
+            if key_node.tag == _STR_TAG and key_node.__class__ is scalar:
+                # The common case, without construct_object's dispatch, recorded as it would.
+                key = constructed[key_node] = key_node.value
+            else:
+                key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str):
                 self.note(key_node.start_mark, "keys must be plain words like `title`")
                 continue
             if key in data:  # reported by the checker, which knows the path
                 data.duplicates.append((key, key_line))
                 continue
-            value, value_size = self._child(value_node, key_line)
-            size += value_size
+            if (
+                value_node.tag == _STR_TAG
+                and value_node.__class__ is scalar
+                and value_node not in constructed
+            ):
+                value = constructed[value_node] = value_node.value  # _child's fast path, inline
+                size += 1
+            else:
+                value, value_size = self._child(value_node, key_line)
+                size += value_size
             data[key] = value
-            data.key_lines[key] = key_line
+            lines[key] = key_line
         self.sizes[node] = size
         return data
 
@@ -310,9 +394,12 @@ class _Loader(yaml.CSafeLoader):
         return self.construct_text(node)
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]
-)
+_STR_TAG = "tag:yaml.org,2002:str"
+_NULL_TAG = "tag:yaml.org,2002:null"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_Loader.add_implicit_resolver(_NULL_TAG, _NULL, ["~", "n", "N", ""])
 _Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_text)
 _Loader.add_constructor("tag:yaml.org,2002:null", _Loader.construct_null)
 _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_map)
@@ -325,7 +412,10 @@ def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:
-        text = raw.decode("utf-8")
+        # Checked here, for a located message; the parser is then given the bytes themselves
+        # (given text, it would encode a third copy of the file).
+        if not raw.isascii():
+            raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         problems.append(
@@ -339,15 +429,18 @@ def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
         return None
     # YAML counts these as line breaks where editors do not, which would shift every line number
     # after them; nobody means to type them, so they are refused up front, located by real lines.
-    for odd in _ODD_BREAKS.finditer(text):
-        line = text.count("\n", 0, odd.start()) + 1
-        code = f"U+{ord(odd.group()):04X}"
+    odd_breaks = (b"\xc2\x85", b"\xe2\x80\xa8", b"\xe2\x80\xa9")
+    # ASCII has none; else a plain search, ten times the regex's speed, decides whether to look.
+    found = not raw.isascii() and any(code in raw for code in odd_breaks)
+    for odd in _ODD_BREAKS_UTF8.finditer(raw) if found else ():
+        line = raw.count(b"\n", 0, odd.start()) + 1
+        code = f"U+{ord(odd.group().decode()):04X}"
         problems.append(
             Problem(name, line, "", f"contains {code}, an invisible line break; delete it")
         )
     if problems:
         return None
-    loader = _Loader(text)
+    loader = _Loader(raw)
     loader.problems = problems
     loader.display_name = name
     loader.sizes = {}
@@ -364,12 +457,12 @@ def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
             message += f" ({exc.context})"
         if exc.problem == "found unconstructable recursive node":
             message = "an alias refers to the list or mapping it is inside; write the content out"
-        if where is not None and "\t" in _line_text(text, where):
+        if where is not None and "\t" in _line_text(raw.decode("utf-8"), where):
             message += "; YAML does not allow tabs for indentation, use spaces"
         problems.append(Problem(name, where, "", message))
         return None
     except yaml.reader.ReaderError as exc:  # a raw control character; libyaml counts bytes
-        line = text.encode("utf-8")[: exc.position].count(b"\n") + 1
+        line = raw[: exc.position].count(b"\n") + 1
         message = f"contains the control character U+{exc.character:04X}; remove it"
         problems.append(Problem(name, line, "", message))
         return None
@@ -405,7 +498,8 @@ _CRON = re.compile(r"\S+(?:\s+\S+){4}")
 _BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 # A title or name is one line: these would end a line in a feed reader or an email header.
 _LINE_BREAKS = re.compile("[\r\n\x85\u2028\u2029]")
-_ODD_BREAKS = re.compile("[\x85\u2028\u2029]")
+# U+0085, U+2028 and U+2029 as UTF-8 (in valid UTF-8 these bytes can only be those characters).
+_ODD_BREAKS_UTF8 = re.compile(b"\xc2\x85|\xe2\x80[\xa8\xa9]")
 
 
 def _describe(value: Any) -> str:
@@ -578,20 +672,21 @@ class _Checker:
                 "last one, so remove or rename one of them",
             )
         for key, raw in value.items():
-            key_line = value.key_lines[key]
-            key_path = f"{path}.{key}" if path else key
-            if key not in fields:
+            spec = fields.get(key)
+            if spec is None:
                 hint = difflib.get_close_matches(key, list(fields), n=1)
                 known = f"did you mean '{hint[0]}'?" if hint else "known keys: " + ", ".join(fields)
-                self.error(key_line, key_path, f"unknown key '{key}'; {known}")
+                key_path = f"{path}.{key}" if path else key
+                self.error(value.key_lines[key], key_path, f"unknown key '{key}'; {known}")
                 continue
-            _, parse = fields[key]
-            if raw is None and not fields[key][0]:
+            required, parse = spec
+            if raw is None and not required:
                 continue  # an optional key left empty counts as absent
             try:
                 out[key] = parse(raw)
             except _Invalid as exc:
-                self.error(key_line, key_path, str(exc))
+                key_path = f"{path}.{key}" if path else key
+                self.error(value.key_lines[key], key_path, str(exc))
         for key, (required, _) in fields.items():
             if required and key not in value:
                 where = f"{path}.{key}" if path else key
@@ -749,16 +844,34 @@ class _Checker:
         sections = {s.slug for s in publication.sections} if publication else None
         seen: dict[str, int] = {}
 
+        # Thousands of items share a date, a category, a section: each distinct text is parsed
+        # once (the values are immutable, so sharing them is safe).
+        dates: dict[str, datetime] = {}
+        slugs: dict[str, str] = {}
+
         def when(value: Any) -> datetime:
+            if value.__class__ is str:
+                known = dates.get(value)
+                if known is None:
+                    known = dates[value] = _when(value, tz)
+                return known
             return _when(value, tz)
+
+        def declared_slug(value: Any) -> str:
+            if value.__class__ is str:
+                known = slugs.get(value)
+                if known is None:
+                    known = slugs[value] = _slug(value)
+                return known
+            return _slug(value)
 
         fields: Fields = {
             "id": (True, _slug),
             "title": (True, _text),
             "date": (True, when),
             "updated": (False, when),
-            "category": (True, _slug),
-            "section": (False, _slug),
+            "category": (True, declared_slug),
+            "section": (False, declared_slug),
             "summary": (True, _multiline),
             "body": (False, _multiline),
             "link": (False, _url),
@@ -766,6 +879,8 @@ class _Checker:
             "tags": (False, _tags),
             "draft": (False, _bool),
         }
+
+        required = sum(1 for r, _ in fields.values() if r)
 
         def each(entry: Any, line: int, path: str) -> Item | None:
             before = len(self.problems)
@@ -790,14 +905,15 @@ class _Checker:
                     ok = False
                 else:
                     seen[got["id"]] = line
-            if categories is not None and got.get("category") not in (None, *categories):
+            category, section = got.get("category"), got.get("section")
+            if categories is not None and category is not None and category not in categories:
                 self.error(
                     _key_line(entry, "category"),
                     f"{path}.category",
                     _undeclared(got["category"], "category", categories),
                 )
                 ok = False
-            if sections is not None and got.get("section") not in (None, *sections):
+            if sections is not None and section is not None and section not in sections:
                 self.error(
                     _key_line(entry, "section"),
                     f"{path}.section",
@@ -811,7 +927,7 @@ class _Checker:
                     "is before the item's date; `updated` records a later correction",
                 )
                 ok = False
-            if not ok or len(got) < sum(1 for r, _ in fields.values() if r):
+            if not ok or len(got) < required:
                 return None
             return Item(
                 id=got["id"],

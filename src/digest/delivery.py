@@ -226,6 +226,33 @@ class Send:
         return worker.run(max(1, connections))
 
 
+def compose(
+    plan: Send,
+    row: Delivery,
+    date: datetime,
+    unsubscribe: Callable[[str], str] | None = None,
+) -> EmailMessage:
+    """Return the message for one ledger row: its selection's frozen rendering, personalised.
+
+    `unsubscribe`, when given, makes the row's one-click unsubscribe URL from its address.
+    """
+    settings = settings_of(plan.catalogue)
+    render = plan.renders[row.selection]
+    one_click = unsubscribe(row.address) if unsubscribe else None
+    html, text = newsletter.Rendered(render.subject, render.html, render.text, 0).personalise(
+        row.name, one_click or settings.unsubscribe
+    )
+    envelope = message.Envelope(
+        sender=settings.sender,
+        reply_to=settings.reply_to,
+        recipient=Mailbox(row.name, row.address),
+        subject=render.subject,
+        unsubscribe=settings.unsubscribe,
+        one_click=one_click,
+    )
+    return message.build(plan.catalogue.publication, plan.month, envelope, html, text, date)
+
+
 def prepare(
     catalogue: Catalogue,
     subscribers: SubscriberList,
@@ -417,22 +444,9 @@ class _Worker:
                 connection.close()
 
     def _deliver(self, row: Delivery, connection: Connection | None) -> Connection | None:
-        recipient, address, name = row.recipient, row.address, row.name
+        recipient, address = row.recipient, row.address
         key = str(self.send.month)
         again = row.status == "sending"
-        render = self.send.renders[row.selection]
-        one_click = self.unsubscribe(address) if self.unsubscribe else None
-        html, text = newsletter.Rendered(render.subject, render.html, render.text, 0).personalise(
-            name, one_click or self.settings.unsubscribe
-        )
-        envelope = message.Envelope(
-            sender=self.settings.sender,
-            reply_to=self.settings.reply_to,
-            recipient=Mailbox(name, address),
-            subject=render.subject,
-            unsubscribe=self.settings.unsubscribe,
-            one_click=one_click,
-        )
         ledger = self.send.ledger
         last: Temporary | None = None
         unreachable = True  # until a connection to the server has opened
@@ -446,14 +460,7 @@ class _Worker:
                 if connection is None:
                     connection = self.transport.open()
                 unreachable = False
-                built = message.build(
-                    self.send.catalogue.publication,
-                    self.send.month,
-                    envelope,
-                    html,
-                    text,
-                    self.clock(),
-                )
+                built = compose(self.send, row, self.clock(), self.unsubscribe)
                 ledger.mark_sending(key, recipient)
                 connection.send(built, self.settings.sender.address, address)
             except Temporary as exc:

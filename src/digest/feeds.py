@@ -74,11 +74,18 @@ def render(catalogue: Catalogue, now: datetime) -> dict[str, bytes]:
     """Return every feed file, by file name."""
     files: dict[str, bytes] = {}
     for feed in channels(catalogue, now):
-        entries = [_Entry.of(catalogue.publication, item) for item in feed.items]
-        files[feed.filename(ATOM)] = _xml(catalogue, feed, entries, ATOM)
-        files[feed.filename(RSS)] = _xml(catalogue, feed, entries, RSS)
-        files[feed.filename(JSON_FEED)] = _json(catalogue, feed, entries)
+        files.update(render_feed(catalogue, feed))
     return files
+
+
+def render_feed(catalogue: Catalogue, feed: Feed) -> dict[str, bytes]:
+    """Return one channel's files, one per format, by file name."""
+    entries = [_Entry.of(catalogue.publication, item) for item in feed.items]
+    return {
+        feed.filename(ATOM): _xml(catalogue, feed, entries, ATOM),
+        feed.filename(RSS): _xml(catalogue, feed, entries, RSS),
+        feed.filename(JSON_FEED): _json(catalogue, feed, entries),
+    }
 
 
 @dataclass(frozen=True, slots=True)

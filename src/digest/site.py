@@ -2,25 +2,102 @@
 
 from __future__ import annotations
 
+import marshal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from digest import feeds, newsletter, pages
-from digest.catalogue import Catalogue
-from digest.months import Month
+from digest.buildcache import key
+from digest.catalogue import Catalogue, Item
+
+
+@dataclass(frozen=True, slots=True)
+class Build:
+    """What a build publishes: every file's content key, and the files rendered this time."""
+
+    keys: dict[str, str]  # every file of the build -> hash of what its content is made from
+    files: dict[str, bytes]  # the files rendered; the others are on disk already, as keyed
+    reused: tuple[str, ...]
 
 
 def render(catalogue: Catalogue, now: datetime) -> dict[str, bytes]:
     """Return every published file of the catalogue at `now`, by path relative to the output."""
-    files = feeds.render(catalogue, now)
+    return build(catalogue, now, "", {}).files
+
+
+def build(
+    catalogue: Catalogue, now: datetime, environment: str, reusable: Mapping[str, str]
+) -> Build:
+    """Render the files of the catalogue at `now`, except those `reusable` already holds.
+
+    `reusable` maps a file name to the key of the content it is known to hold on disk; a file
+    whose key is unchanged is not rendered again. `environment` is the hash of everything else
+    output depends on (code, templates, libraries), part of every key.
+    """
+    publication = catalogue.publication
+    common = key(environment, repr(publication), repr(catalogue.newsletter))
+    keys: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    reused: list[str] = []
+    stamps: dict[int, str] = {}  # shared by every fingerprint of this build
+
+    def wanted(names: Sequence[str], content: str) -> bool:
+        for name in names:
+            keys[name] = content
+        if all(reusable.get(name) == content for name in names):
+            reused.extend(names)
+            return False
+        return True
+
+    for feed in feeds.channels(catalogue, now):
+        names = [feed.filename(form) for form in feeds.FORMATS]
+        content = key(common, "feed", feed.slug, feed.title, _items_key(feed.items, stamps))
+        if wanted(names, content):
+            files.update(feeds.render_feed(catalogue, feed))
     archive = []
     renderer = newsletter.Renderer(catalogue)
-    tz = catalogue.publication.tz
-    for month in sorted({Month.of(i.date, tz) for i in catalogue.published(now)}, reverse=True):
-        issue = newsletter.issue(catalogue, month, now)
-        page = renderer.render(issue, web=True)
-        files[newsletter.archive_path(month)] = page.html.encode("utf-8")
-        archive.append(
-            pages.ArchiveLink(month.label, newsletter.archive_path(month), page.item_count)
+    for issue in newsletter.issues(catalogue, now):
+        month = issue.month
+        path = newsletter.archive_path(month)
+        if wanted([path], key(common, "month", str(month), _items_key(issue.items, stamps))):
+            files[path] = renderer.render(issue, web=True).html.encode("utf-8")
+        archive.append(pages.ArchiveLink(month.label, path, len(issue.items)))
+    latest = catalogue.published(now)[: publication.feed_limit]
+    if wanted(["index.html"], key(common, "index", _items_key(latest, stamps), repr(archive))):
+        files["index.html"] = pages.render_index(catalogue, now, archive)
+    return Build(keys, files, tuple(reused))
+
+
+def _items_key(items: Sequence[Item], stamps: dict[int, str]) -> bytes:
+    """Return a fingerprint of items: every field that reaches any output, in order.
+
+    `stamps` remembers each date object's text: thousands of items share each one.
+    """
+
+    def stamp(moment: datetime | None) -> str | None:
+        if moment is None:
+            return None
+        found = stamps.get(id(moment))
+        if found is None:
+            found = stamps[id(moment)] = f"{moment.isoformat()} {moment.tzinfo}"
+        return found
+
+    fields = [
+        (
+            i.id,
+            i.title,
+            stamp(i.date),
+            stamp(i.updated),
+            i.category,
+            i.section,
+            i.summary,
+            i.body,
+            i.link,
+            (i.image.url, i.image.alt) if i.image else None,
+            i.tags,
+            i.draft,
         )
-    files["index.html"] = pages.render_index(catalogue, now, archive)
-    return files
+        for i in items
+    ]
+    return marshal.dumps(fields, 4)

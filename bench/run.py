@@ -1,0 +1,452 @@
+"""Measure digest against its floors, in the same run, and say which targets are met.
+
+Every measurement is one fresh process: its wall time from spawn to exit and its peak RSS (from
+wait4). Baseline and subject alternate, each repeated, and the median is kept, so that a busy
+machine slows both alike. Prints a table and writes bench/results.json.
+
+    python bench/run.py                      # everything: 1k, 10k, 100k items; 1k, 10k recipients
+    python bench/run.py --sizes 1000 --recipients 1000 --reps 3   # a quick look
+    python bench/run.py --only check,build-cold
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PYTHON = sys.executable
+DIGEST = str(Path(sys.executable).parent / "digest")
+FLOORS = str(HERE / "floors.py")
+SUBJECTS = str(HERE / "subjects.py")
+MAKE = str(HERE / "make_catalogue.py")
+MONTH = "2025-10"  # a month of the synthetic catalogue, for the message and send benchmarks
+
+
+@dataclass
+class Sample:
+    seconds: float
+    rss_mb: float
+
+
+@dataclass
+class Row:
+    name: str
+    size: str
+    subject: list[Sample] = field(default_factory=list)
+    baseline: list[Sample] = field(default_factory=list)
+    baseline_name: str = ""
+    target: str = ""  # e.g. "<= 2.0"; empty: for information
+    compare: str = "time"  # time, or rss
+
+    def median(self, samples: list[Sample], what: str) -> float:
+        values = [s.seconds if what == "time" else s.rss_mb for s in samples]
+        return statistics.median(values) if values else float("nan")
+
+    @property
+    def ratio(self) -> float:
+        return self.median(self.subject, self.compare) / self.median(self.baseline, self.compare)
+
+    @property
+    def verdict(self) -> str:
+        if not self.target:
+            return ""
+        op, limit = self.target.split()
+        ok = self.ratio <= float(limit) if op == "<=" else self.ratio >= float(limit)
+        return "pass" if ok else "FAIL"
+
+
+def run_child(
+    argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timed: bool = False
+) -> Sample:
+    """Run argv in a fresh process; return wall seconds (or the seconds it prints) and peak RSS."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=out_file,
+            stderr=err_file,
+            stdin=subprocess.DEVNULL,
+        )
+        # Reaped with wait4, for the child's own peak RSS (not the largest of all children's).
+        _, status, usage = os.wait4(process.pid, 0)
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(argv)} failed ({process.returncode}):\n{err.decode()}{out.decode()}"
+        )
+    if timed:
+        elapsed = float(out.decode().split()[-1])
+    return Sample(elapsed, usage.ru_maxrss / 1024)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Sink:
+    """An SMTP sink on 127.0.0.1: Postfix's smtp-sink when installed, aiosmtpd otherwise."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        binary = shutil.which("smtp-sink") or (
+            "/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None
+        )
+        if binary:
+            argv = [binary]
+            if os.geteuid() == 0:
+                argv += ["-u", "nobody"]
+            self.name = "postfix smtp-sink"
+            self.process = subprocess.Popen([*argv, f"127.0.0.1:{self.port}", "256"])
+        else:
+            self.name = "aiosmtpd"
+            self.process = subprocess.Popen(
+                [PYTHON, str(HERE / "sink.py"), str(self.port)], stdout=subprocess.PIPE
+            )
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("the SMTP sink did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def make(work: Path, items: int, recipients: int = 10, edition: int = 0) -> Path:
+    """Write the synthetic catalogue of `items` items into `work`; return its path.
+
+    Written by another process: were this one to read or write the catalogue, its peak RSS would
+    be passed on to every process it starts after that, and the RSS measurements would be wrong.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "items.yaml"
+    subprocess.run(
+        [
+            PYTHON,
+            MAKE,
+            str(items),
+            "-o",
+            str(path),
+            "--subscribers",
+            str(recipients),
+            "--edition",
+            str(edition),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return path
+
+
+def fresh(work: Path, *names: str) -> None:
+    for name in names:
+        shutil.rmtree(work / name, ignore_errors=True)
+
+
+def label(count: int) -> str:
+    return f"{count // 1000}k" if count % 1000 == 0 else str(count)
+
+
+def alternate(
+    row: Row,
+    reps: int,
+    baseline: Callable[[], Sample] | None,
+    subject: Callable[[], Sample],
+    progress: Callable[[str], None],
+) -> Row:
+    for rep in range(reps):
+        if baseline is not None:
+            row.baseline.append(baseline())
+        row.subject.append(subject())
+        progress(f"{row.name} {row.size} {rep + 1}/{reps}")
+    return row
+
+
+def bench_items(
+    count: int, reps: int, only: set[str] | None, progress: Callable[[str], None]
+) -> list[Row]:
+    rows: list[Row] = []
+    work = Path(tempfile.mkdtemp(prefix=f"digest-bench-{label(count)}-"))
+    try:
+        catalogue = make(work, count)
+        size = label(count)
+        target_size = count == 100_000
+
+        def want(name: str) -> bool:
+            return only is None or name in only
+
+        def parse_floor() -> Sample:
+            return run_child([PYTHON, FLOORS, "parse", str(catalogue)], work)
+
+        def parse_feedgen_floor() -> Sample:
+            fresh(work, "floor-out")
+            return run_child(
+                [PYTHON, FLOORS, "parse-feedgen", str(catalogue), str(work / "floor-out")], work
+            )
+
+        def cold() -> Sample:
+            fresh(work, "out", ".digest")
+            return run_child([DIGEST, "build", "-c", str(catalogue), "-o", "out"], work)
+
+        if want("build-cold") or want("rss") or want("build-noop"):
+            row = Row("build, cold", size, baseline_name="parse+feedgen floor")
+            row.target = "<= 2.0" if target_size else ""
+            rss = Row("peak RSS of cold build", size, baseline_name="parse floor", compare="rss")
+            rss.target = "<= 1.5" if target_size else ""
+            for rep in range(reps):
+                row.baseline.append(parse_feedgen_floor())
+                rss.baseline.append(parse_floor())
+                row.subject.append(cold())
+                progress(f"{row.name} {size} {rep + 1}/{reps}")
+            rss.subject = row.subject
+            rows += [row, rss]
+            if want("build-noop"):
+                noop = Row("build, no change", size, baseline_name="cold build")
+                noop.baseline = row.subject
+                noop.target = "<= 0.05" if target_size else ""
+                cold()
+
+                def again() -> Sample:
+                    return run_child([DIGEST, "build", "-c", str(catalogue), "-o", "out"], work)
+
+                alternate(noop, reps, None, again, progress)
+                rows.append(noop)
+
+        if want("build-edit"):
+            row = Row("build, one item edited", size, baseline_name="parse floor")
+            row.target = "<= 1.2" if target_size else ""
+            cold()
+            editions = iter(range(1, 1_000_000))
+
+            def edited() -> Sample:
+                # A different title each time, so that every run has a real change to publish.
+                make(work, count, edition=next(editions))
+                return run_child([DIGEST, "build", "-c", str(catalogue), "-o", "out"], work)
+
+            try:
+                alternate(row, reps, parse_floor, edited, progress)
+            finally:
+                make(work, count)
+            rows.append(row)
+
+        if want("check"):
+            row = Row("check", size, baseline_name="parse floor")
+            row.target = "<= 1.2" if target_size else ""
+
+            def check() -> Sample:
+                return run_child([DIGEST, "check", "-c", str(catalogue)], work)
+
+            alternate(row, reps, parse_floor, check, progress)
+            rows.append(row)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def bench_start(reps: int, progress: Callable[[str], None]) -> list[Row]:
+    work = Path(tempfile.mkdtemp(prefix="digest-bench-start-"))
+    try:
+        shutil.copy(ROOT / "items.yaml", work / "items.yaml")
+        shutil.copy(ROOT / "subscribers.csv", work / "subscribers.csv")
+        subprocess.run([DIGEST, "build"], cwd=work, check=True, stdout=subprocess.DEVNULL)
+
+        def floor() -> Sample:
+            return run_child([PYTHON, FLOORS, "imports"], work)
+
+        version = Row("start: digest --version", "", baseline_name="import yaml, feedgen.feed")
+        version.target = "<= 1.5"
+        alternate(version, reps, floor, lambda: run_child([DIGEST, "--version"], work), progress)
+        noop = Row("start: no-op build (bundled)", "", baseline_name="import yaml, feedgen.feed")
+        noop.target = "<= 1.5"
+        alternate(noop, reps, floor, lambda: run_child([DIGEST, "build"], work), progress)
+        return [version, noop]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_recipients(
+    count: int,
+    reps: int,
+    only: set[str] | None,
+    connections: int,
+    progress: Callable[[str], None],
+) -> list[Row]:
+    rows: list[Row] = []
+    work = Path(tempfile.mkdtemp(prefix=f"digest-bench-r{label(count)}-"))
+    size = label(count) + " recipients"
+    target_size = count == 10_000
+    try:
+        catalogue = make(work, 1000, count)
+        if only is None or "messages" in only:
+            row = Row("personalised messages", size, baseline_name="bare EmailMessage")
+            row.target = "<= 2.0" if target_size else ""
+            alternate(
+                row,
+                reps,
+                lambda: run_child([PYTHON, FLOORS, "messages", str(count)], work, timed=True),
+                lambda: run_child(
+                    [PYTHON, SUBJECTS, "messages", str(catalogue), MONTH], work, timed=True
+                ),
+                progress,
+            )
+            rows.append(row)
+        if only is None or "send" in only:
+            sink = Sink()
+            try:
+                row = Row(
+                    f"send, {connections} connections",
+                    size,
+                    baseline_name=f"smtplib loop ({sink.name})",
+                )
+                # The target is a speed-up of at least 2: digest's time at most half the loop's.
+                row.target = "<= 0.5" if target_size else ""
+                env = {"DIGEST_SMTP_URL": f"smtp://127.0.0.1:{sink.port}"}
+
+                def send() -> Sample:
+                    fresh(work, ".digest")
+                    argv = [DIGEST, "send", "--yes", "--month", MONTH, "-c", str(catalogue)]
+                    argv += ["--connections", str(connections)]
+                    return run_child(argv, work, env)
+
+                alternate(
+                    row,
+                    reps,
+                    lambda: run_child(
+                        [PYTHON, FLOORS, "smtp-loop", str(count), str(sink.port)], work
+                    ),
+                    send,
+                    progress,
+                )
+                rows.append(row)
+            finally:
+                sink.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        memory = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        ram = f"{int(memory) / 1024 / 1024:.0f} GB RAM"
+    except OSError:
+        ram = "unknown RAM"
+    return (
+        f"{os.cpu_count()} cores, {cpu}, {ram}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def table(rows: list[Row], reps: int) -> str:
+    header = (
+        f"{'benchmark':<30} {'size':<16} {'median':>9} {'peak RSS':>9} "
+        f"{'baseline':>9} {'ratio':>7} {'target':>8}  verdict  (baseline)"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        if row.compare == "rss":
+            mine = f"{row.median(row.subject, 'rss'):.0f} MB"
+            theirs = f"{row.median(row.baseline, 'rss'):.0f} MB"
+            median = "—"
+            rss = mine
+        else:
+            median = f"{row.median(row.subject, 'time'):.3f}s"
+            rss = f"{row.median(row.subject, 'rss'):.0f} MB"
+            theirs = f"{row.median(row.baseline, 'time'):.3f}s"
+        lines.append(
+            f"{row.name:<30} {row.size:<16} {median:>9} {rss:>9} {theirs:>9} "
+            f"{row.ratio:>6.2f}x {row.target or '—':>8}  {row.verdict or '—':<7}  "
+            f"({row.baseline_name})"
+        )
+    lines.append(f"medians of {reps} runs (fewer at 100k, see --big-reps); machine: {machine()}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000", help="catalogue sizes")
+    parser.add_argument("--recipients", default="1000,10000", help="subscriber counts")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of each measurement")
+    parser.add_argument("--big-reps", type=int, default=3, help="repetitions at 100k items")
+    parser.add_argument("--connections", type=int, default=4, help="digest send --connections")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated: build-cold, rss, build-noop, build-edit, check, start, messages, "
+        "send",
+    )
+    parser.add_argument("--json", type=Path, default=HERE / "results.json", help="results file")
+    args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+
+    def progress(text: str) -> None:
+        print(f"  {text}", file=sys.stderr, flush=True)
+
+    rows: list[Row] = []
+    for count in (int(s) for s in args.sizes.split(",") if s):
+        reps = args.big_reps if count >= 100_000 else args.reps
+        rows += bench_items(count, reps, only, progress)
+    if only is None or "start" in only:
+        rows += bench_start(args.reps, progress)
+    for count in (int(s) for s in args.recipients.split(",") if s):
+        rows += bench_recipients(count, args.reps, only, args.connections, progress)
+    print(table(rows, args.reps))
+    failed = [r for r in rows if r.verdict == "FAIL"]
+    print(f"targets: {sum(1 for r in rows if r.verdict == 'pass')} met, {len(failed)} not met")
+    args.json.write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "rows": [
+                    {
+                        **{
+                            k: v for k, v in asdict(row).items() if k not in ("subject", "baseline")
+                        },
+                        "subject_seconds": [s.seconds for s in row.subject],
+                        "subject_rss_mb": [s.rss_mb for s in row.subject],
+                        "baseline_seconds": [s.seconds for s in row.baseline],
+                        "baseline_rss_mb": [s.rss_mb for s in row.baseline],
+                        "ratio": row.ratio,
+                        "verdict": row.verdict,
+                    }
+                    for row in rows
+                ],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
