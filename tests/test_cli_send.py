@@ -496,18 +496,23 @@ def test_ctrl_c_finishes_the_message_in_flight(
 
     status, out, err = finish(proc)
 
+    # The message in flight when the signal came was finished: the ledger has every message the
+    # server accepted, and no more (on a loaded machine the signal may land a message later).
+    received = len(recorder.messages)
+    assert 6 <= received < len(READERS)
     assert status == 1
-    assert out == header(smtp.url) + summary(smtp.url, sent=7)
+    assert out == header(smtp.url) + summary(smtp.url, sent=received)
+    left = len(READERS) - received
     assert err == (
         "Stopping after the message in flight (Ctrl-C again to stop at once).\n"
-        "Stopped: 4 subscribers not sent yet. Run the same command again to send the rest.\n"
+        f"Stopped: {left} subscribers not sent yet. Run the same command again to send the rest.\n"
     )
     assert sorted(set(statuses(tmp_path).values())) == ["pending", "sent"]
     recorder.delay = 0
     rerun = run(*SEND, "--yes")
     assert rerun.exit_code == 0, rerun.output
     assert IN_FLIGHT not in rerun.stdout
-    assert rerun.stdout.endswith(summary(smtp.url, sent=4, already=7))
+    assert rerun.stdout.endswith(summary(smtp.url, sent=left, already=received))
     assert assert_crash_safe(recorder.by_recipient(), READERS) == []
     assert_status(run("status"), sent=11, pending=0)
 
