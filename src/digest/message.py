@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from email import policy
+from datetime import UTC, datetime
+from email import policy, quoprimime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -16,10 +17,18 @@ from digest.errors import RenderError
 from digest.months import Month
 
 # Python 3.11.7's email package lets a trailing newline in a header value end the header block
-# (CVE-2024-6923), so every value that reaches a header is checked here, never by the library.
-_HEADER_BREAKERS = re.compile("[\r\n\x00\x85\u2028\u2029]")
+# (CVE-2024-6923), so every value that reaches a header is checked here, never by the library:
+# every character str.splitlines() breaks at, and NUL.
+_HEADER_BREAKERS = re.compile("[\r\n\x00\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 PLACEHOLDER_RECIPIENT = Mailbox("Subscriber", "subscriber@example.org")
+
+# Both parts are quoted-printable, whatever their text: the encoding is then the same for every
+# recipient (the email package's own choice depends on the text, and so on a name), each line is
+# encoded on its own, which lets a Stencil re-encode only the personal lines, and no encoded line
+# is longer than the 76 characters RFC 2045 allows (the email package's default is 78).
+_WIDTH = 76
+_POLICY = policy.SMTP.clone(max_line_length=_WIDTH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +88,7 @@ def build(
     date: datetime,
 ) -> EmailMessage:
     """Return the message: text and HTML alternatives, From/To/Subject/Date and list headers."""
-    message = EmailMessage(policy=policy.SMTP)
+    message = EmailMessage(policy=_POLICY)
     message["From"] = address(envelope.sender, "sender")
     message["To"] = address(envelope.recipient, "recipient")
     if envelope.reply_to:
@@ -96,11 +105,208 @@ def build(
     if any(target.startswith("https://") for target in targets):
         # RFC 8058: mail clients may unsubscribe with one POST, without opening a page.
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.set_content(text, subtype="plain", charset="utf-8")
-    message.add_alternative(html, subtype="html", charset="utf-8")
+    message.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    message.set_boundary(boundary(month))
     if envelope.one_click:
         # A one-click URL is longer than 78 characters: folded at that width, the email package
         # would turn it into RFC 2047 encoded words, which no mail client reads as a URL. Header
         # lines may be 998 long (RFC 5322); the parts, already encoded, are not affected.
         message.policy = message.policy.clone(max_line_length=998)
     return message
+
+
+def boundary(month: Month) -> str:
+    """Return the MIME boundary of `month`'s digest.
+
+    Fixed rather than random, so that a Stencil and `build` agree byte for byte. It can never occur
+    in a part: it starts with "==", which quoted-printable text cannot contain ("=" is always
+    followed by two hex digits or a line break).
+    """
+    return f"==============={month}.digest=="
+
+
+# What fill can write without the email package: an ASCII dot-atom address, and a name of atoms
+# (written as it is) or of printable ASCII without quotes or backslashes (written in quotes).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_ATOM_NAME = re.compile(rf"{_ATEXT}+(?: {_ATEXT}+)*")
+_QUOTABLE_NAME = re.compile(r"[!#-\[\]-~]+(?: [!#-\[\]-~]+)*")
+_LINE_BREAK = re.compile("[\r\n]")
+_PLAIN_URL = re.compile(r"[!#-~]+")
+_MARKS = {"text": b"digest-stencil-text", "html": b"digest-stencil-html"}
+_PLACEHOLDER_DATE = datetime(2000, 1, 1, tzinfo=UTC)
+_PLACEHOLDER_ONE_CLICK = "https://digest.invalid/stencil"
+
+
+def _to_value(recipient: Mailbox) -> str | None:
+    addr = recipient.address
+    if not _PLAIN_ADDRESS.fullmatch(addr):
+        return None
+    name = (recipient.name or "").strip()
+    if not name:
+        return addr
+    if _ATOM_NAME.fullmatch(name):
+        return f"{name} <{addr}>"
+    if _QUOTABLE_NAME.fullmatch(name):
+        return f'"{name}" <{addr}>'
+    return None
+
+
+def _unsubscribe_value(envelope: Envelope, one_click: str | None) -> str:
+    targets = [envelope.unsubscribe] if one_click is None else [one_click, envelope.unsubscribe]
+    return ", ".join(f"<{target}>" for target in targets)
+
+
+class Stencil:
+    """One selection's message serialized once; per recipient only the personal lines are made.
+
+    `fill` returns exactly the bytes `build` serializes for the same recipient (tests hold the two
+    to it), or None for a recipient it cannot write without the email package (a non-ASCII name, a
+    quoted address, a header that would need folding): `build` is used for that one. It is built
+    from `build`'s own output for a placeholder recipient: the email package still decides every
+    header and the MIME structure, and a Stencil only substitutes what differs from one recipient
+    to the next: To, Date, Message-ID, the one-click List-Unsubscribe, and the lines of each part
+    that hold one of `tokens`.
+    """
+
+    def __init__(
+        self,
+        publication: Publication,
+        month: Month,
+        envelope: Envelope,
+        html: str,
+        text: str,
+        tokens: tuple[str, ...],
+    ) -> None:
+        self.publication = publication
+        self.month = month
+        self.envelope = envelope
+        self.one_click = envelope.one_click is not None
+        # The policy `build` serializes with, which folds the headers.
+        self.width = 998 if self.one_click else _WIDTH
+        self.policy = _POLICY.clone(max_line_length=self.width)
+        placeholder = Envelope(
+            envelope.sender,
+            envelope.reply_to,
+            Mailbox(None, "stencil@digest.invalid"),
+            envelope.subject,
+            envelope.unsubscribe,
+            _PLACEHOLDER_ONE_CLICK if self.one_click else None,
+        )
+        self.parts = {
+            "text": _Lines(text, tokens),
+            "html": _Lines(html, tokens),
+        }
+        marks = {name: mark.decode() for name, mark in _MARKS.items()}
+        skeleton = build(
+            publication, month, placeholder, marks["html"], marks["text"], _PLACEHOLDER_DATE
+        ).as_bytes()
+        values = self._headers(placeholder.recipient, placeholder.one_click, _PLACEHOLDER_DATE)
+        assert values is not None  # noqa: S101 -- the placeholders are plain by construction
+        # Where each personal header and each part's text goes in the skeleton.
+        slots = [(name, line) for name, line in values.items()]
+        slots += [(name, mark + b"\r\n") for name, mark in _MARKS.items()]
+        found = []
+        for name, line in slots:
+            start = skeleton.find(b"\n" + line) + 1 if name in values else skeleton.find(line)
+            if start <= 0 or skeleton.count(line) != 1:
+                raise RenderError(f"cannot make a stencil of the {month.label} digest ({name})")
+            found.append((start, start + len(line), name))
+        self.pieces: list[bytes | str] = []
+        at = 0
+        for start, end, name in sorted(found):
+            self.pieces += [skeleton[at:start], name]
+            at = end
+        self.pieces.append(skeleton[at:])
+
+    def _headers(
+        self, recipient: Mailbox, one_click: str | None, date: datetime
+    ) -> dict[str, bytes] | None:
+        if date.tzinfo is None or not recipient.address.isascii():
+            return None  # `build` writes the zone as -0000; send_message handles SMTPUTF8
+        to = _to_value(recipient)
+        to_line = f"To: {to}\r\n".encode("ascii") if to else b""
+        mid = message_id(self.publication, self.month, recipient.address)
+        lines = {
+            "date": f"Date: {format_datetime(date)}\r\n".encode("ascii"),
+            "id": f"Message-ID: {mid}\r\n".encode("ascii"),
+        }
+        if any(len(line) > self.width + 2 for line in lines.values()):
+            return None  # the email package would fold it
+        fits = 0 < len(to_line) <= self.width + 2
+        lines["to"] = to_line if fits else self._fold("To", recipient)
+        if self.one_click:
+            if one_click is None or not one_click.startswith("https://"):
+                return None
+            value = _unsubscribe_value(self.envelope, one_click)
+            if not _PLAIN_URL.fullmatch(one_click) or "=?" in value or len(value) > 900:
+                return None
+            lines["unsubscribe"] = f"List-Unsubscribe: {value}\r\n".encode("ascii")
+        elif one_click is not None:
+            return None
+        return lines
+
+    def _fold(self, name: str, mailbox: Mailbox) -> bytes:
+        """Return the header line the email package writes for `mailbox` (RFC 2047 and all)."""
+        stored = self.policy.header_store_parse(name, address(mailbox, "recipient"))[1]
+        return self.policy.fold_binary(name, stored)
+
+    def fill(
+        self,
+        recipient: Mailbox,
+        one_click: str | None,
+        date: datetime,
+        html_values: Mapping[str, str],
+        text_values: Mapping[str, str],
+    ) -> bytes | None:
+        """Return the recipient's message as `build` would serialize it, or None (see above)."""
+        try:
+            values = self._headers(recipient, one_click, date)
+        except RenderError:
+            return None  # `build` says what is wrong
+        personal = (*html_values.values(), *text_values.values())
+        if values is None or any(_LINE_BREAK.search(value) for value in personal):
+            return None  # a line break in a value would change the lines around it
+        values["html"] = self.parts["html"].encode(html_values)
+        values["text"] = self.parts["text"].encode(text_values)
+        return b"".join(
+            piece if isinstance(piece, bytes) else values[piece] for piece in self.pieces
+        )
+
+
+class _Lines:
+    """A part's text as set_content encodes it: the lines without tokens encoded once."""
+
+    def __init__(self, text: str, tokens: tuple[str, ...]) -> None:
+        self.tokens = tokens
+        self.pieces: list[bytes | str] = []  # encoded constant runs, and raw lines with a token
+        run: list[bytes] = []
+        for line in text.encode("utf-8").splitlines():
+            decoded = line.decode("utf-8")
+            if any(token in decoded for token in tokens):
+                if run:
+                    self.pieces.append(_quoted_printable(run))
+                    run = []
+                self.pieces.append(decoded)
+            else:
+                run.append(line)
+        if run or not self.pieces:  # an empty text is encoded as one empty line
+            self.pieces.append(_quoted_printable(run))
+
+    def encode(self, values: Mapping[str, str]) -> bytes:
+        out = []
+        for piece in self.pieces:
+            if isinstance(piece, str):
+                for token in self.tokens:
+                    piece = piece.replace(token, values[token])
+                piece = _quoted_printable([piece.encode("utf-8")])
+            out.append(piece)
+        return b"".join(out)
+
+
+def _quoted_printable(lines: list[bytes]) -> bytes:
+    """Return UTF-8 `lines` encoded as set_content(cte="quoted-printable") encodes them, in CRLF."""
+    body = b"\n".join(lines) + b"\n"
+    encoded = quoprimime.body_encode(body.decode("latin-1"), _WIDTH)
+    return encoded.replace("\n", "\r\n").encode("ascii")

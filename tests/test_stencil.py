@@ -1,0 +1,188 @@
+"""A Stencil writes each recipient's message without the email package: byte for byte `build`'s."""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime, timedelta, timezone
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from digest import catalogue, message
+from digest.catalogue import Mailbox
+from digest.errors import RenderError
+from digest.months import Month
+
+ROOT = Path(__file__).resolve().parent.parent
+PUBLICATION = catalogue.load(ROOT / "items.yaml").publication
+MONTH = Month(2025, 11)
+GREETING, LINK = "TOKEN-GREETING", "TOKEN-LINK"
+SENDER = Mailbox("Office of the Provost", "provost@example.edu")
+UNSUBSCRIBE = "mailto:provost@example.edu?subject=unsubscribe"
+
+
+def envelope(recipient: Mailbox, subject: str, one_click: str | None) -> message.Envelope:
+    return message.Envelope(
+        SENDER, "provost@example.edu", recipient, subject, UNSUBSCRIBE, one_click
+    )
+
+
+def personal(name: str | None, link: str) -> tuple[dict[str, str], dict[str, str]]:
+    greeting = f"Dear {name}," if name else "Dear colleague,"
+    text = {GREETING: greeting, LINK: link}
+    return {token: html.escape(value) for token, value in text.items()}, text
+
+
+def both(
+    html_template: str,
+    text_template: str,
+    recipient: Mailbox,
+    one_click: str | None,
+    date: datetime,
+    subject: str = "What's Happening — November 2025",
+) -> tuple[bytes | None, bytes | None]:
+    """Return (the stencil's bytes, build's bytes) for one recipient; None where each declines."""
+    stencil = message.Stencil(
+        PUBLICATION,
+        MONTH,
+        envelope(Mailbox(None, "anyone@example.org"), subject, one_click and "https://x.test/"),
+        html_template,
+        text_template,
+        (GREETING, LINK),
+    )
+    html_values, text_values = personal(recipient.name, one_click or UNSUBSCRIBE)
+    filled = stencil.fill(recipient, one_click, date, html_values, text_values)
+    page, text = html_template, text_template
+    for token in (GREETING, LINK):
+        page = page.replace(token, html_values[token])
+        text = text.replace(token, text_values[token])
+    try:
+        built = message.build(
+            PUBLICATION, MONTH, envelope(recipient, subject, one_click), page, text, date
+        ).as_bytes()
+    except RenderError:
+        built = None
+    return filled, built
+
+
+HTML = (
+    '<!DOCTYPE html>\n<html><body style="margin:0">\n'
+    f'<p style="font-family:Georgia,serif;color:#1a1a1a">{GREETING}</p>\n'
+    + "<h2>Institutional Advancement — 學院</h2><p>"
+    + "An announcement = news. " * 12
+    + "</p>\n"
+    + f'<p><a href="{LINK}">Unsubscribe</a> · <a href="https://x.test/">Feeds</a></p>\n'
+    "</body></html>"
+)
+TEXT = f"{GREETING}\n\nAdvancement\n.\nA line that ends in a space \n\nUnsubscribe: {LINK}\n"
+SENT = datetime(2025, 12, 1, 1, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        Mailbox("Chan Tai-man", "chan@example.org"),
+        Mailbox(None, "person000001@faculty.example.org"),
+        Mailbox("Prof. Chan Tai-man", "chan@example.org"),
+        Mailbox("Zoë Müller", "zoe@example.org"),
+        Mailbox("陳大文", "chan@example.org"),
+        Mailbox("O'Brien, Pat", "pat.obrien+news@example.org"),
+        Mailbox("A very long name " * 5, "a.very.long.address.indeed@faculty.example.org"),
+    ],
+)
+@pytest.mark.parametrize("one_click", [None, "https://news.example.edu/u/eyJhIjoxfQ.c2ln"])
+def test_stencil_writes_what_build_writes(recipient: Mailbox, one_click: str | None) -> None:
+    """Every ordinary subscriber gets the stencil's bytes, identical to the email package's."""
+    filled, built = both(HTML, TEXT, recipient, one_click, SENT)
+    assert filled is not None
+    assert filled == built
+
+
+def test_stencil_message_reads_back_personalised() -> None:
+    """A mail client finds the recipient's own greeting, link, To and Message-ID."""
+    one_click = "https://news.example.edu/u/abc"
+    filled, _ = both(HTML, TEXT, Mailbox("Zoë Müller", "zoe@example.org"), one_click, SENT)
+    assert filled is not None
+    parsed = message_from_bytes(filled, policy=policy.default)
+    assert parsed["To"] == "Zoë Müller <zoe@example.org>"
+    assert parsed["Message-ID"] == message.message_id(PUBLICATION, MONTH, "zoe@example.org")
+    assert parsed["List-Unsubscribe"] == f"<{one_click}>, <{UNSUBSCRIBE}>"
+    text, page = (part.get_content() for part in parsed.iter_parts())  # type: ignore[attr-defined]
+    assert text.startswith("Dear Zoë Müller,")
+    assert "Dear Zoë Müller," in page
+    assert f'href="{one_click}"' in page
+    assert GREETING not in filled.decode("ascii")
+    assert LINK not in filled.decode("ascii")
+    # RFC 2045: no encoded line longer than 76 characters.
+    assert max(len(line) for line in filled.split(b"\r\n")) <= 998
+    body = filled.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+
+
+def test_stencil_declines_what_only_build_can_judge() -> None:
+    """A line break in a name, a naive date, a non-ASCII address: build decides (and refuses)."""
+    for recipient, date in [
+        (Mailbox("Chan\r\nBcc: victim@example.org", "chan@example.org"), SENT),
+        (Mailbox("Chan", "chan@example.org"), SENT.replace(tzinfo=None)),
+        (Mailbox("Chan", "chän@example.org"), SENT),
+    ]:
+        filled, _ = both(HTML, TEXT, recipient, None, date)
+        assert filled is None
+
+
+names = st.one_of(
+    st.none(),
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30),
+    st.text(st.sampled_from("abcXYZ .,'\"()<>@:;[]\\-=?+é學"), max_size=30),
+)
+atoms = st.text(st.sampled_from("abcxyz019!#$%&'*+/=?^_`{|}~-"), min_size=1, max_size=10)
+addresses = st.one_of(
+    st.builds(lambda a, b, d: f"{a}.{b}@{d}.example.org", atoms, atoms, atoms.filter(str.isalnum)),
+    st.builds(lambda a: f"{a}@example.org", atoms),
+    st.sampled_from(['"q q"@example.org', "a..b@example.org", "x@[127.0.0.1]", "ü@example.org"]),
+)
+lines = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=120)
+templates = st.lists(
+    st.one_of(
+        lines, st.builds(lambda a, t, b: a + t + b, lines, st.sampled_from([GREETING, LINK]), lines)
+    ),
+    max_size=12,
+).map("\n".join)
+dates = st.datetimes(
+    min_value=datetime(2000, 1, 1),
+    max_value=datetime(2100, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(-timedelta(hours=5))]),
+)
+one_clicks = st.one_of(
+    st.none(),
+    st.builds(
+        lambda t: f"https://news.example.edu/u/{t}",
+        st.text(st.characters(codec="ascii"), max_size=60),
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(names, addresses, one_clicks, dates, templates, templates, st.text(max_size=60))
+@example(None, "a@example.org", None, SENT, f"{GREETING}", f"x\n{LINK}", "s")
+def test_stencil_never_differs_from_build(
+    name: str | None,
+    address: str,
+    one_click: str | None,
+    date: datetime,
+    html_template: str,
+    text_template: str,
+    subject: str,
+) -> None:
+    """Whatever the name, address, link, date or text: the stencil's bytes are build's, or None."""
+    try:
+        filled, built = both(
+            html_template, text_template, Mailbox(name, address), one_click, date, subject
+        )
+    except RenderError:
+        return  # the subject itself cannot be a header: no stencil, and build refuses it too
+    if filled is not None:
+        assert filled == built
