@@ -127,7 +127,8 @@ class Recorder:
     - `drop_after`: close the connection right after accepting that many messages in total;
     - `drop_before_reply`: close the connection after receiving DATA of that many messages in
       total, before replying (the message is recorded: the client cannot know it arrived);
-    - `delay`: seconds to wait before answering DATA.
+    - `delay`: seconds to wait before answering DATA;
+    - `pipelining`: whether EHLO offers PIPELINING (RFC 2920), as most servers do.
     """
 
     messages: list[Received] = field(default_factory=list)
@@ -136,7 +137,16 @@ class Recorder:
     drop_after: int | None = None
     drop_before_reply: int | None = None
     delay: float = 0.0
+    pipelining: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any

@@ -845,3 +845,37 @@ def test_one_click_link_is_personal_in_header_and_body(
         assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert f"Unsubscribe: {mine}\n" in body_text(email).replace("\r\n", "\n")
         assert f'href="{mine}"' in body_html(email)
+
+
+# -- what each subscriber is sent ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("one_click", [False, True])
+def test_each_message_is_what_the_email_package_builds(
+    tmp_path: Path, bundled: catalogue.Catalogue, ledger: Ledger, one_click: bool
+) -> None:
+    """A send writes each recipient's bytes from a stencil: byte for byte compose()'s message.
+
+    The subscribers include accented, Chinese, quoted and long names and no name at all.
+    """
+    names = [
+        "Zoë Müller",
+        "陳大文",
+        'Prof. "Tai-man" Chan',
+        "O'Brien, Pat",
+        "A very long name " * 6,
+    ]
+    with (tmp_path / "subscribers.csv").open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["email", "name", "categories"])
+        writer.writerows([f"person{i}@example.org", name, ""] for i, name in enumerate(names))
+        writer.writerow(["noname@example.org", "", "engagement"])
+    listed = subscribers.load(tmp_path / "subscribers.csv", declared(bundled))
+    plan = prepare(bundled, listed, ledger)
+    links = (lambda address: f"https://news.example.edu/u/{address}.sig") if one_click else None
+    composer = delivery.Composer(plan, links)
+    assert len(plan.todo) == 6
+    for row in plan.todo:
+        made = composer(row, NOW)
+        assert isinstance(made, bytes)  # the stencil wrote it
+        assert made == delivery.compose(plan, row, NOW, links).as_bytes()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import smtplib
+import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -15,8 +19,11 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import Recorder, SmtpServer, free_port
+from digest import transport
 from digest.errors import DeliveryError
 from digest.transport import (
     Fatal,
@@ -411,65 +418,86 @@ def test_login_is_never_offered_in_clear_text() -> None:
 # -- what replies mean ---------------------------------------------------------------------------
 
 
-def send_to(server: SmtpServer | Server, recipient: str = "chan@example.org") -> None:
+# Every reply is read the same way whether the message goes as an EmailMessage (send_message), as
+# bytes with MAIL, RCPT and DATA pipelined (RFC 2920), or as bytes one command at a time.
+WIRES = ("message", "pipelined", "stepwise")
+
+
+@pytest.fixture(params=WIRES)
+def wire(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def payload(wire: str) -> EmailMessage | bytes:
+    return sample() if wire == "message" else sample().as_bytes(policy=policy.SMTP)
+
+
+def send_to(
+    server: SmtpServer | Server, recipient: str = "chan@example.org", wire: str = "message"
+) -> None:
+    """Open a connection, send one message to `recipient` the `wire` way, and close."""
+    server.recorder.pipelining = wire != "stepwise"
     port = server.port
     connection = SmtpTransport(parse_url(f"smtp://127.0.0.1:{port}")).open()
     try:
-        connection.send(sample(), "provost@example.edu", recipient)
+        connection.send(payload(wire), "provost@example.edu", recipient)
     finally:
         connection.close()
 
 
-def test_recipient_5xx_is_permanent(smtp_server: SmtpServer) -> None:
+def test_recipient_5xx_is_permanent(smtp_server: SmtpServer, wire: str) -> None:
     """A 550 for an address means 'record it as failed', with the server's words."""
     smtp_server.recorder.refuse["chan@example.org"] = "550 5.1.1 no such user"
     with pytest.raises(Permanent) as raised:
-        send_to(smtp_server)
+        send_to(smtp_server, wire=wire)
     assert (raised.value.code, raised.value.reply) == (550, "5.1.1 no such user")
 
 
-def test_recipient_4xx_is_temporary_and_the_connection_goes_on(smtp_server: SmtpServer) -> None:
+def test_recipient_4xx_is_temporary_and_the_connection_goes_on(
+    smtp_server: SmtpServer, wire: str
+) -> None:
     """A 451 means 'later'; the same connection can carry the next message."""
     smtp_server.recorder.refuse_once["chan@example.org"] = "451 4.3.0 try later"
+    smtp_server.recorder.pipelining = wire != "stepwise"
     connection = SmtpTransport(parse_url(smtp_server.url)).open()
     with pytest.raises(Temporary) as raised:
-        connection.send(sample(), "provost@example.edu", "chan@example.org")
+        connection.send(payload(wire), "provost@example.edu", "chan@example.org")
     assert (raised.value.code, raised.value.reply) == (451, "4.3.0 try later")
-    connection.send(sample(), "provost@example.edu", "chan@example.org")
+    connection.send(payload(wire), "provost@example.edu", "chan@example.org")
     connection.close()
     assert len(smtp_server.recorder.messages) == 1
 
 
-def test_421_means_the_connection_is_gone(smtp_server: SmtpServer) -> None:
+def test_421_means_the_connection_is_gone(smtp_server: SmtpServer, wire: str) -> None:
     """A 421 closes the channel: it is reported as a lost connection, to be opened afresh."""
     smtp_server.recorder.refuse_once["chan@example.org"] = "421 4.3.2 shutting down"
     with pytest.raises(Temporary) as raised:
-        send_to(smtp_server)
+        send_to(smtp_server, wire=wire)
     assert (raised.value.code, raised.value.reply) == (
         None,
         "the server closed the connection: 421 4.3.2 shutting down",
     )
-    send_to(smtp_server)
+    send_to(smtp_server, wire=wire)
     assert len(smtp_server.recorder.messages) == 1
 
 
-def test_sender_refused_permanently_is_fatal() -> None:
+def test_sender_refused_permanently_is_fatal(wire: str) -> None:
     """If the server refuses our From address nobody can get the digest: stop the run."""
     with serve() as server:
         server.recorder.mail_reply = "553 5.7.1 sender not allowed"
         with pytest.raises(Fatal) as raised:
-            send_to(server)
+            send_to(server, wire=wire)
     assert str(raised.value) == (
         "the server refuses the sender provost@example.edu: 553 5.7.1 sender not allowed"
     )
 
 
-def test_sender_refused_for_now_is_temporary() -> None:
+def test_sender_refused_for_now_is_temporary(wire: str) -> None:
     """A 451 to MAIL FROM is a 'later', not the end of the run."""
     with serve() as server:
         server.recorder.mail_reply = "451 4.3.0 try later"
         with pytest.raises(Temporary) as raised:
-            send_to(server)
+            send_to(server, wire=wire)
     assert (raised.value.code, raised.value.reply) == (451, "4.3.0 try later")
 
 
@@ -477,12 +505,14 @@ def test_sender_refused_for_now_is_temporary() -> None:
     ("reply", "kind", "code"),
     [("554 5.6.0 message rejected", Permanent, 554), ("452 4.3.1 out of space", Temporary, 452)],
 )
-def test_data_refusal_is_classified(reply: str, kind: type[Exception], code: int) -> None:
+def test_data_refusal_is_classified(
+    reply: str, kind: type[Exception], code: int, wire: str
+) -> None:
     """A refusal after the message body is failed for good (5xx) or retried later (4xx)."""
     with serve() as server:
         server.recorder.data_reply = reply
         with pytest.raises(kind) as raised:
-            send_to(server)
+            send_to(server, wire=wire)
     assert getattr(raised.value, "code", None) == code
     assert server.recorder.messages == []
 
@@ -496,15 +526,90 @@ def test_nothing_listening_is_temporary() -> None:
     assert raised.value.reply.startswith(f"cannot connect to {url}: ")
 
 
-def test_closing_after_the_server_hung_up_is_quiet(smtp_server: SmtpServer) -> None:
+def test_closing_after_the_server_hung_up_is_quiet(smtp_server: SmtpServer, wire: str) -> None:
     """Closing a connection the server already dropped raises nothing."""
     smtp_server.recorder.drop_before_reply = 1
+    smtp_server.recorder.pipelining = wire != "stepwise"
     connection = SmtpTransport(parse_url(smtp_server.url)).open()
     with pytest.raises(Temporary) as raised:
-        connection.send(sample(), "provost@example.edu", "chan@example.org")
+        connection.send(payload(wire), "provost@example.edu", "chan@example.org")
     assert raised.value.code is None
     assert raised.value.maybe_sent
     connection.close()
+
+
+def test_a_refused_message_leaves_the_dialogue_in_step(smtp_server: SmtpServer, wire: str) -> None:
+    """After a refusal at MAIL, RCPT or DATA the next message on the connection still goes."""
+    recorder = smtp_server.recorder
+    recorder.pipelining = wire != "stepwise"
+    recorder.refuse["gone@example.org"] = "550 5.1.1 no such user"
+    connection = SmtpTransport(parse_url(smtp_server.url)).open()
+    for recipient in (
+        "gone@example.org",
+        "chan@example.org",
+        "gone@example.org",
+        "lee@example.org",
+    ):
+        try:
+            connection.send(payload(wire), "provost@example.edu", recipient)
+        except Permanent:
+            assert recipient == "gone@example.org"
+    connection.close()
+    assert [m.rcpt_tos for m in recorder.messages] == [["chan@example.org"], ["lee@example.org"]]
+
+
+def test_lines_that_start_with_a_dot_arrive_whole(smtp_server: SmtpServer, wire: str) -> None:
+    """Dot-stuffing: a line of '.' or '.x' in the message is not the end of the data."""
+    smtp_server.recorder.pipelining = wire != "stepwise"
+    email = sample()
+    email.set_content("Hello\n.\n..\n.hidden\nend\n")
+    data = email if wire == "message" else email.as_bytes(policy=policy.SMTP)
+    connection = SmtpTransport(parse_url(smtp_server.url)).open()
+    connection.send(data, "provost@example.edu", "chan@example.org")
+    connection.close()
+    [received] = smtp_server.recorder.messages
+    text = received.message.get_content().replace("\r\n", "\n")
+    assert text == "Hello\n.\n..\n.hidden\nend\n"
+
+
+def test_pipelining_sends_the_envelope_before_any_reply() -> None:
+    """With PIPELINING offered, MAIL, RCPT and DATA go out before the client waits for a reply.
+
+    The server here answers nothing until it has all three: a client that waited after MAIL would
+    time out.
+    """
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    seen: list[bytes] = []
+
+    def serve_one() -> None:
+        peer, _ = listener.accept()
+        with peer, peer.makefile("rb") as lines:
+            peer.sendall(b"220 scripted\r\n")
+            lines.readline()  # EHLO
+            peer.sendall(b"250-scripted\r\n250 PIPELINING\r\n")
+            envelope = [lines.readline() for _ in range(3)]
+            seen.extend(envelope)
+            peer.sendall(b"250 sender ok\r\n250 recipient ok\r\n354 go on\r\n")
+            while lines.readline() not in (b".\r\n", b""):
+                pass
+            peer.sendall(b"250 queued\r\n")
+            lines.readline()  # QUIT
+            peer.sendall(b"221 bye\r\n")
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    settings = dataclasses.replace(parse_url(f"smtp://127.0.0.1:{port}"), timeout=5.0)
+    connection = SmtpTransport(settings).open()
+    connection.send(payload("pipelined"), "provost@example.edu", "chan@example.org")
+    connection.close()
+    thread.join(5)
+    listener.close()
+    assert seen == [
+        b"MAIL FROM:<provost@example.edu>\r\n",
+        b"RCPT TO:<chan@example.org>\r\n",
+        b"DATA\r\n",
+    ]
 
 
 # -- outbox --------------------------------------------------------------------------------------
@@ -547,3 +652,10 @@ def test_refused_login_closes_the_connection(
     monkeypatch.setattr(smtplib.SMTP, "close", recording_close)
     fatal(login_server.url(user="news:wrong-hunter3@"))
     assert closed == [True]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.sampled_from("ab.+-_'!#$%&*=?^`{|}~@ \"<>()[],;:\\é"), max_size=20))
+def test_envelope_addresses_are_written_as_smtplib_writes_them(address: str) -> None:
+    """The pipelined MAIL FROM and RCPT TO carry the address exactly as sendmail would."""
+    assert transport._path(address) == smtplib.quoteaddr(address)

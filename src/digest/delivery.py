@@ -130,14 +130,7 @@ def test_copy(
     rendered = newsletter.Renderer(catalogue).render(issue)
     one_click = unsubscribe(address) if unsubscribe else None
     html, text = rendered.personalise(None, one_click or settings.unsubscribe)
-    envelope = message.Envelope(
-        sender=settings.sender,
-        reply_to=settings.reply_to,
-        recipient=Mailbox(None, address),
-        subject=f"[TEST] {rendered.subject}",
-        unsubscribe=settings.unsubscribe,
-        one_click=one_click,
-    )
+    envelope = _envelope(settings, Mailbox(None, address), f"[TEST] {rendered.subject}", one_click)
     built = message.build(catalogue.publication, issue.month, envelope, html, text, date)
     # A test copy must never share the real Message-ID, or a tester on the list would see the real
     # digest as a duplicate of the test and never be shown it.
@@ -186,6 +179,9 @@ class Send:
     changed: bool
     frozen_at: str
     renders: dict[str, Render]
+    # What this prepare rendered, by selection ("" the whole issue): a second prepare of the same
+    # issue (the real one after the preview) reuses it rather than inlining every selection again.
+    made: dict[str, newsletter.Rendered] = field(default_factory=dict)
 
     @property
     def in_flight(self) -> int:
@@ -234,7 +230,8 @@ def compose(
 ) -> EmailMessage:
     """Return the message for one ledger row: its selection's frozen rendering, personalised.
 
-    `unsubscribe`, when given, makes the row's one-click unsubscribe URL from its address.
+    `unsubscribe`, when given, makes the row's one-click unsubscribe URL from its address. This is
+    the reference a Composer's bytes are held to; a send uses a Composer.
     """
     settings = settings_of(plan.catalogue)
     render = plan.renders[row.selection]
@@ -242,15 +239,76 @@ def compose(
     html, text = newsletter.Rendered(render.subject, render.html, render.text, 0).personalise(
         row.name, one_click or settings.unsubscribe
     )
-    envelope = message.Envelope(
+    return message.build(
+        plan.catalogue.publication,
+        plan.month,
+        _envelope(settings, Mailbox(row.name, row.address), render.subject, one_click),
+        html,
+        text,
+        date,
+    )
+
+
+def _envelope(
+    settings: Newsletter, recipient: Mailbox, subject: str, one_click: str | None
+) -> message.Envelope:
+    return message.Envelope(
         sender=settings.sender,
         reply_to=settings.reply_to,
-        recipient=Mailbox(row.name, row.address),
-        subject=render.subject,
+        recipient=recipient,
+        subject=subject,
         unsubscribe=settings.unsubscribe,
         one_click=one_click,
     )
-    return message.build(plan.catalogue.publication, plan.month, envelope, html, text, date)
+
+
+class Composer:
+    """Makes each row's message as `compose` would, from its selection's Stencil: its bytes.
+
+    A selection is serialized by the email package once; each recipient then costs a few string
+    substitutions instead of a MIME build. A recipient the stencil declines gets `compose`'s
+    EmailMessage. Safe to share between connections.
+    """
+
+    def __init__(self, plan: Send, unsubscribe: Callable[[str], str] | None = None) -> None:
+        self.plan = plan
+        self.unsubscribe = unsubscribe
+        self.settings = settings_of(plan.catalogue)
+        self._stencils: dict[str, message.Stencil] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, row: Delivery, date: datetime) -> bytes | EmailMessage:
+        """Return the row's message: bytes as SMTP carries them, or an EmailMessage."""
+        one_click = self.unsubscribe(row.address) if self.unsubscribe else None
+        html_values, text_values = newsletter.personal_values(
+            row.name, one_click or self.settings.unsubscribe
+        )
+        recipient = Mailbox(row.name, row.address)
+        stencil = self._stencil(row.selection, one_click is not None)
+        filled = stencil.fill(recipient, one_click, date, html_values, text_values)
+        return filled if filled is not None else compose(self.plan, row, date, self.unsubscribe)
+
+    def _stencil(self, selection: str, one_click: bool) -> message.Stencil:
+        key = f"{one_click}:{selection}"
+        with self._lock:
+            stencil = self._stencils.get(key)
+            if stencil is None:
+                render = self.plan.renders[selection]
+                envelope = _envelope(
+                    self.settings,
+                    message.PLACEHOLDER_RECIPIENT,
+                    render.subject,
+                    "https://digest.invalid/" if one_click else None,
+                )
+                stencil = self._stencils[key] = message.Stencil(
+                    self.plan.catalogue.publication,
+                    self.plan.month,
+                    envelope,
+                    render.html,
+                    render.text,
+                    newsletter.TOKENS,
+                )
+            return stencil
 
 
 def prepare(
@@ -262,11 +320,13 @@ def prepare(
     *,
     resend: bool = False,
     write: bool = True,
+    preview: Send | None = None,
 ) -> Send | None:
     """Freeze the month's issue and enrol its readers; None when the month has no items.
 
     With `write=False` nothing is written: the plan is what a real prepare would give, for a
-    person to confirm before anything is frozen, enrolled or (with `resend`) forgotten.
+    person to confirm before anything is frozen, enrolled or (with `resend`) forgotten. `preview`,
+    such a plan made a moment before from the same catalogue at the same `now`, lends its renders.
     """
     issue = newsletter.issue(catalogue, month, now)
     if not issue.items:
@@ -278,7 +338,16 @@ def prepare(
     if resend and write:
         ledger.forget(key)
     renderer = newsletter.Renderer(catalogue)
-    full = renderer.render(issue)
+    made = dict(preview.made) if preview is not None else {}
+
+    def rendered(selection: str) -> newsletter.Rendered:
+        if selection not in made:
+            made[selection] = renderer.render(
+                issue, parse_selection(selection) if selection else None
+            )
+        return made[selection]
+
+    full = rendered("")
     fingerprint = content_hash(full)
     earlier = None if resend else ledger.frozen(key)
     if write:
@@ -312,7 +381,7 @@ def prepare(
                     "frozen then; run with --resend to send the new version to everyone, or "
                     "restore the catalogue"
                 )
-            fresh = renderer.render(issue, parse_selection(selection))
+            fresh = rendered(selection)
             kept = Render(fresh.subject, fresh.html, fresh.text)
             if write:
                 kept = ledger.keep_render(key, selection, kept)
@@ -329,6 +398,7 @@ def prepare(
         changed=changed,
         frozen_at=frozen.frozen_at,
         renders=renders,
+        made=made,
     )
 
 
@@ -386,7 +456,7 @@ class _Worker:
         self.stop = stop
         self.sleep = sleep
         self.rng = rng
-        self.unsubscribe = unsubscribe
+        self.compose = Composer(send, unsubscribe)
         self.summary = Summary(already=send.already)
         self.lock = threading.Lock()
         self.fatal: BaseException | None = None
@@ -460,7 +530,7 @@ class _Worker:
                 if connection is None:
                     connection = self.transport.open()
                 unreachable = False
-                built = compose(self.send, row, self.clock(), self.unsubscribe)
+                built = self.compose(row, self.clock())
                 ledger.mark_sending(key, recipient)
                 connection.send(built, self.settings.sender.address, address)
             except Temporary as exc:
@@ -546,7 +616,7 @@ def send_month(
             return MonthResult("already sent", preview)
         if confirm is not None and not confirm(preview):
             return MonthResult("declined", preview)
-        plan = prepare(catalogue, subscribers, month, ledger, now, resend=resend)
+        plan = prepare(catalogue, subscribers, month, ledger, now, resend=resend, preview=preview)
         if plan is None:  # pragma: no cover - the issue was checked above
             return MonthResult("no items")
         run = ledger.start_run(key, transport.describe(), holder)

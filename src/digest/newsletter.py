@@ -125,11 +125,25 @@ class Rendered:
 
     def personalise(self, name: str | None, unsubscribe: str) -> tuple[str, str]:
         """Return (html, text) for one recipient: the greeting and unsubscribe link filled in."""
-        greeting = f"Dear {name}," if name else "Dear colleague,"
-        page = self.html.replace(GREETING_TOKEN, html.escape(greeting, quote=False))
-        page = page.replace(UNSUBSCRIBE_TOKEN, html.escape(unsubscribe))
-        text = self.text.replace(GREETING_TOKEN, greeting).replace(UNSUBSCRIBE_TOKEN, unsubscribe)
+        page, text = self.html, self.text
+        html_values, text_values = personal_values(name, unsubscribe)
+        for token in TOKENS:
+            page = page.replace(token, html_values[token])
+            text = text.replace(token, text_values[token])
         return page, text
+
+
+TOKENS = (GREETING_TOKEN, UNSUBSCRIBE_TOKEN)
+
+
+def personal_values(name: str | None, unsubscribe: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Return what each token stands for in one recipient's digest: in its HTML, in its text."""
+    greeting = f"Dear {name}," if name else "Dear colleague,"
+    html_values = {
+        GREETING_TOKEN: html.escape(greeting, quote=False),
+        UNSUBSCRIBE_TOKEN: html.escape(unsubscribe),
+    }
+    return html_values, {GREETING_TOKEN: greeting, UNSUBSCRIBE_TOKEN: unsubscribe}
 
 
 class Renderer:

@@ -7,6 +7,7 @@ this recipient: record as failed) and `Fatal` (the whole run cannot go on, e.g. 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import smtplib
@@ -48,8 +49,11 @@ class Fatal(DeliveryError):
 class Connection(Protocol):
     """An open channel to the mail system."""
 
-    def send(self, message: EmailMessage, sender: str, recipient: str) -> None:
-        """Hand over one message for one recipient; raise a SendError if it is not accepted."""
+    def send(self, message: EmailMessage | bytes, sender: str, recipient: str) -> None:
+        """Hand over one message for one recipient; raise a SendError if it is not accepted.
+
+        `message` is an EmailMessage, or its bytes as SMTP carries them: ASCII, CRLF line ends.
+        """
 
     def close(self) -> None:
         """Close the channel."""
@@ -186,10 +190,22 @@ class _SmtpConnection:
             raise Temporary(None, f"cannot connect to {where}: {exc}") from exc
         assert client is not None  # noqa: S101 -- set above, or an exception was raised
         self._client = client
-
-    def send(self, message: EmailMessage, sender: str, recipient: str) -> None:
         try:
-            refused = self._client.send_message(message, from_addr=sender, to_addrs=[recipient])
+            client.ehlo_or_helo_if_needed()
+        except (OSError, smtplib.SMTPException) as exc:
+            client.close()
+            raise Temporary(None, f"cannot connect to {where}: {exc}") from exc
+        self._pipelining = client.has_extn("pipelining")
+
+    def send(self, message: EmailMessage | bytes, sender: str, recipient: str) -> None:
+        try:
+            if isinstance(message, EmailMessage):
+                refused = self._client.send_message(message, from_addr=sender, to_addrs=[recipient])
+            elif self._pipelining:
+                self._pipelined(message, sender, recipient)
+                return
+            else:
+                refused = self._client.sendmail(sender, [recipient], message)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = exc.recipients.get(recipient, (None, b"refused"))
             raise _classify(code, reply) from exc
@@ -212,11 +228,60 @@ class _SmtpConnection:
             code, reply = refused[recipient]
             raise _classify(code, reply)
 
+    def _pipelined(self, data: bytes, sender: str, recipient: str) -> None:
+        """Send MAIL, RCPT and DATA in one go, then the message (RFC 2920): two round trips.
+
+        Raises what smtplib's sendmail raises for the same replies, after reading every reply the
+        commands sent have coming, so that the dialogue stays in step.
+        """
+        client = self._client
+        size = f" SIZE={len(data)}" if client.has_extn("size") else ""
+        client.send(
+            f"MAIL FROM:{_path(sender)}{size}\r\nRCPT TO:{_path(recipient)}\r\nDATA\r\n".encode()
+        )
+        mail, rcpt, ready = client.getreply(), client.getreply(), client.getreply()
+        accepted = mail[0] == 250 and rcpt[0] in (250, 251)
+        if ready[0] == 354 and not accepted:
+            # A server must refuse DATA without a recipient; one that does not gets an empty
+            # message it has no one to deliver to, and the dialogue goes on in step.
+            client.send(b".\r\n")
+            client.getreply()
+        if mail[0] != 250:
+            self._reset()
+            raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
+        if rcpt[0] not in (250, 251):
+            self._reset()
+            raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
+        if ready[0] != 354:
+            self._reset()
+            raise smtplib.SMTPDataError(*ready)
+        # Dot-stuffing (RFC 5321 4.5.2), then the end of the data.
+        body = _LEADING_DOT.sub(b"..", data) if b"\n." in data or data[:1] == b"." else data
+        client.send(body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"))
+        code, reply = client.getreply()
+        if code != 250:
+            self._reset()
+            raise smtplib.SMTPDataError(code, reply)
+
+    def _reset(self) -> None:
+        # A server that hung up is found out, and reconnected to, by the next send.
+        with contextlib.suppress(OSError, smtplib.SMTPException):
+            self._client.rset()
+
     def close(self) -> None:
         try:
             self._client.quit()
         except (OSError, smtplib.SMTPException):
             self._client.close()
+
+
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+_PLAIN_PATH = re.compile(r"[^\s<>()\[\]\\,;:@\"]+@[^\s<>()\[\]\\,;:@\"]+")
+
+
+def _path(address: str) -> str:
+    """Return `address` in angle brackets for MAIL FROM and RCPT TO, as smtplib writes it."""
+    return f"<{address}>" if _PLAIN_PATH.fullmatch(address) else smtplib.quoteaddr(address)
 
 
 def _text(reply: bytes | str) -> str:
@@ -267,13 +332,13 @@ class _OutboxConnection:
         self.directory = directory
         self.month = month
 
-    def send(self, message: EmailMessage, sender: str, recipient: str) -> None:
+    def send(self, message: EmailMessage | bytes, sender: str, recipient: str) -> None:
         safe = re.sub(r"[^A-Za-z0-9@._+-]", "_", recipient)
         target = self.directory / f"digest-{self.month}-{safe}.eml"
         temporary = target.with_name(f".{target.name}.tmp")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(bytes(message))
+            temporary.write_bytes(message if isinstance(message, bytes) else bytes(message))
             os.replace(temporary, target)
         except OSError as exc:
             raise Fatal(f"{target}: cannot write ({exc.strerror or exc})") from exc
