@@ -29,7 +29,7 @@ from digest import __version__
 
 FORMAT = 1
 # What renders the output besides digest itself: a new version of any may change the bytes.
-LIBRARIES = ("feedgen", "jinja2", "lxml", "markdown_it", "markupsafe", "nh3", "tzdata", "yaml")
+LIBRARIES = ("cmarkgfm", "feedgen", "jinja2", "lxml", "markupsafe", "nh3", "tzdata", "yaml")
 # The office's templates sit beside the catalogue; digest's own inside the package or, in a
 # source checkout, at the top of the repository.
 TEMPLATE_DIRECTORY = "newsletter_templates"
