@@ -138,3 +138,16 @@ def test_any_markdown_renders_to_allowed_html_only(markdown: str) -> None:
         assert not closing or not names, out
         assert names <= markup.ALLOWED_ATTRIBUTES.get(tag, frozenset()), out
     assert "<" not in _TAG.sub("", out), out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(_TOKENS), st.text(st.characters(exclude_categories=["Cs"]))),
+        max_size=40,
+    ).map("".join)
+)
+def test_the_fallback_renders_what_the_freeing_renderer_renders(markdown: str) -> None:
+    """Should cmarkgfm's internals change, its public function gives readers the same HTML."""
+    assert markup._render is not markup._render_public  # the freeing renderer is the one in use
+    assert markup._render(markdown) == markup._render_public(markdown)

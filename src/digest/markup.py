@@ -5,13 +5,14 @@ from __future__ import annotations
 import html
 import re
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urljoin
 
+import cmarkgfm
 import nh3
-from cffi import FFI
-from cmarkgfm import _cmark
+from cffi import FFI, CDefError
 from cmarkgfm.cmark import Options
 
 # What survives in summaries and bodies: text structure, links and images. No scripts, no styles,
@@ -40,28 +41,7 @@ _URL_ATTRIBUTES = frozenset({"href", "src"})
 # cmark-gfm would blank the URL of `[x](javascript:...)`, which `urljoin` would then turn into a
 # link to the site; with it nh3 removes the URL and the reader sees "x".
 _OPTIONS = Options.CMARK_OPT_UNSAFE | Options.CMARK_OPT_STRIKETHROUGH_DOUBLE_TILDE
-_cmark.lib.cmark_gfm_core_extensions_ensure_registered()
-_EXTENSIONS = [
-    _cmark.lib.cmark_find_syntax_extension(name) for name in (b"table", b"strikethrough")
-]
-
-# cmarkgfm's Python functions never free the document tree and the HTML that cmark-gfm allocates
-# for every text (280 MB over the benchmark's 100,000 summaries), so digest drives the parser
-# itself and frees both with these two functions of the same library.
-_exports = FFI()
-_exports.cdef(
-    """
-    typedef struct cmark_mem {
-        void *(*calloc)(size_t, size_t);
-        void *(*realloc)(void *, size_t);
-        void (*free)(void *);
-    } cmark_mem;
-    cmark_mem *cmark_get_default_mem_allocator(void);
-    void cmark_node_free(void *node);
-    """
-)
-_library: Any = _exports.dlopen(_cmark.__file__)  # C functions: cffi knows no Python types
-_free = _library.cmark_get_default_mem_allocator().free
+_EXTENSION_NAMES = ("table", "strikethrough")
 
 # cmark-gfm turns its extensions' characters (`~`) on and off in tables shared by the whole process
 # around every parse, and cffi lets go of the GIL during each call: two threads parsing at once
@@ -69,23 +49,68 @@ _free = _library.cmark_get_default_mem_allocator().free
 _parsing = threading.Lock()
 
 
-def _render(markdown: str) -> str:
-    """Return cmark-gfm's HTML for `markdown`, unsanitized."""
-    text = markdown.encode()
+def _render_public(markdown: str) -> str:
+    """Return cmark-gfm's HTML for `markdown` through cmarkgfm's public function (it leaks)."""
     with _parsing:
-        parser = _cmark.lib.cmark_parser_new(_OPTIONS)
-        for extension in _EXTENSIONS:
-            _cmark.lib.cmark_parser_attach_syntax_extension(parser, extension)
-        _cmark.lib.cmark_parser_feed(parser, text, len(text))
-        document = _cmark.lib.cmark_parser_finish(parser)
-        extensions = _cmark.lib.cmark_parser_get_syntax_extensions(parser)
-        output = _cmark.lib.cmark_render_html(document, _OPTIONS, extensions)
-        _library.cmark_node_free(document)
-        _cmark.lib.cmark_parser_free(parser)
+        return str(
+            cmarkgfm.markdown_to_html_with_extensions(
+                markdown, options=_OPTIONS, extensions=list(_EXTENSION_NAMES)
+            )
+        )
+
+
+def _bind() -> Callable[[str], str] | None:
+    """Return a renderer that frees what cmark-gfm allocates, or None if cmarkgfm changed.
+
+    cmarkgfm's Python functions never free the document tree and the HTML that cmark-gfm allocates
+    for every text (280 MB over the benchmark's 100,000 summaries), so digest drives the parser
+    through cmarkgfm's compiled module and frees both with two functions of the same library. A
+    cmarkgfm that no longer has them gets the public function: the same HTML, and the leak.
+    """
     try:
-        return str(_cmark.ffi.string(output).decode())
-    finally:
-        _free(output)
+        from cmarkgfm import _cmark
+
+        lib = _cmark.lib
+        lib.cmark_gfm_core_extensions_ensure_registered()
+        extensions = [lib.cmark_find_syntax_extension(n.encode()) for n in _EXTENSION_NAMES]
+        exports = FFI()
+        exports.cdef(
+            """
+            typedef struct cmark_mem {
+                void *(*calloc)(size_t, size_t);
+                void *(*realloc)(void *, size_t);
+                void (*free)(void *);
+            } cmark_mem;
+            cmark_mem *cmark_get_default_mem_allocator(void);
+            void cmark_node_free(void *node);
+            """
+        )
+        library: Any = exports.dlopen(_cmark.__file__)  # C functions: cffi knows no Python types
+        free = library.cmark_get_default_mem_allocator().free
+    except (ImportError, AttributeError, OSError, CDefError):
+        return None
+
+    def render(markdown: str) -> str:
+        text = markdown.encode()
+        with _parsing:
+            parser = lib.cmark_parser_new(_OPTIONS)
+            for extension in extensions:
+                lib.cmark_parser_attach_syntax_extension(parser, extension)
+            lib.cmark_parser_feed(parser, text, len(text))
+            document = lib.cmark_parser_finish(parser)
+            attached = lib.cmark_parser_get_syntax_extensions(parser)
+            output = lib.cmark_render_html(document, _OPTIONS, attached)
+            library.cmark_node_free(document)
+            lib.cmark_parser_free(parser)
+        try:
+            return str(_cmark.ffi.string(output).decode())
+        finally:
+            free(output)
+
+    return render
+
+
+_render: Callable[[str], str] = _bind() or _render_public
 
 
 @lru_cache(maxsize=8)
