@@ -11,6 +11,9 @@ Each is run in a fresh process by bench/run.py, as `python bench/floors.py NAME 
   serialized as SMTP sends them; prints the seconds the loop took.
 - smtp-loop N PORT: one smtplib connection to 127.0.0.1:PORT, reused to send N fixed messages one
   after another (MAIL, RCPT, DATA each); prints the seconds the loop took.
+- smtp-build-loop N PORT: what a plain newsletter script does: over one smtplib connection, build
+  each recipient's bare EmailMessage (as `messages` does) and send it with send_message. Not a
+  floor: a reference point for the send row, with no target.
 """
 
 from __future__ import annotations
@@ -115,6 +118,21 @@ def smtp_loop(count: int, port: int) -> float:
     return time.perf_counter() - started
 
 
+def smtp_build_loop(count: int, port: int) -> None:
+    import smtplib
+    from email.message import EmailMessage
+
+    with smtplib.SMTP("127.0.0.1", port) as client:
+        for index in range(count):
+            message = EmailMessage()
+            message["From"] = "Office of Communications <news@example.edu>"
+            message["To"] = f"person{index:06d}@faculty.example.org"
+            message["Subject"] = "Campus Newsroom — October 2025"
+            message.set_content(FIXED_TEXT)
+            message.add_alternative(FIXED_HTML, subtype="html")
+            client.send_message(message)
+
+
 def main() -> None:
     name, *args = sys.argv[1:]
     if name == "parse":
@@ -128,6 +146,8 @@ def main() -> None:
         print(f"{messages(int(args[0])):.6f}")
     elif name == "smtp-loop":
         print(f"{smtp_loop(int(args[0]), int(args[1])):.6f}")
+    elif name == "smtp-build-loop":
+        smtp_build_loop(int(args[0]), int(args[1]))
     else:
         raise SystemExit(f"unknown floor {name}")
 

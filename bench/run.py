@@ -343,6 +343,21 @@ def bench_recipients(
                     progress,
                 )
                 rows.append(row)
+                # The same sends, beside what a plain script that builds each message would take.
+                script = Row(
+                    f"send, {connections} connections",
+                    size,
+                    baseline_name=f"smtplib loop building each message ({sink.name})",
+                )
+                script.subject = row.subject
+                for rep in range(reps):
+                    script.baseline.append(
+                        run_child(
+                            [PYTHON, FLOORS, "smtp-build-loop", str(count), str(sink.port)], work
+                        )
+                    )
+                    progress(f"{script.name} {script.size} (plain script) {rep + 1}/{reps}")
+                rows.append(script)
             finally:
                 sink.stop()
     finally:
