@@ -186,3 +186,13 @@ def test_stencil_never_differs_from_build(
         return  # the subject itself cannot be a header: no stencil, and build refuses it too
     if filled is not None:
         assert filled == built
+
+
+def test_a_skeleton_it_does_not_understand_makes_it_decline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should the email package ever write a header differently, build makes every message."""
+    monkeypatch.setattr(message, "format_datetime", lambda date: "somehow else")
+    filled, built = both(HTML, TEXT, Mailbox("Chan Tai-man", "chan@example.org"), None, SENT)
+    assert filled is None
+    assert built is not None
