@@ -22,6 +22,10 @@ import gc
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
 
 FIXED_HTML = "<!DOCTYPE html><html><body>" + "<p>An announcement of the month.</p>" * 200
 FIXED_TEXT = "An announcement of the month.\n" * 200
@@ -85,32 +89,30 @@ def parse_feedgen(path: str, out: str) -> None:
         (directory / f"{slug}.json").write_text(json.dumps(document, indent=2))
 
 
-def messages(count: int) -> float:
+def bare_message(index: int) -> EmailMessage:
+    """Return recipient `index`'s bare message: From, To, Subject, the fixed text and HTML."""
     from email.message import EmailMessage
 
+    message = EmailMessage()
+    message["From"] = "Office of Communications <news@example.edu>"
+    message["To"] = f"person{index:06d}@faculty.example.org"
+    message["Subject"] = "Campus Newsroom — October 2025"
+    message.set_content(FIXED_TEXT)
+    message.add_alternative(FIXED_HTML, subtype="html")
+    return message
+
+
+def messages(count: int) -> float:
     started = time.perf_counter()
     for index in range(count):
-        message = EmailMessage()
-        message["From"] = "Office of Communications <news@example.edu>"
-        message["To"] = f"person{index:06d}@faculty.example.org"
-        message["Subject"] = "Campus Newsroom — October 2025"
-        message.set_content(FIXED_TEXT)
-        message.add_alternative(FIXED_HTML, subtype="html")
-        message.as_bytes()
+        bare_message(index).as_bytes()
     return time.perf_counter() - started
 
 
 def smtp_loop(count: int, port: int) -> float:
     import smtplib
-    from email.message import EmailMessage
 
-    message = EmailMessage()
-    message["From"] = "Office of Communications <news@example.edu>"
-    message["To"] = "person@faculty.example.org"
-    message["Subject"] = "Campus Newsroom — October 2025"
-    message.set_content(FIXED_TEXT)
-    message.add_alternative(FIXED_HTML, subtype="html")
-    data = message.as_bytes()
+    data = bare_message(0).as_bytes()
     started = time.perf_counter()
     with smtplib.SMTP("127.0.0.1", port) as client:
         for index in range(count):
@@ -120,17 +122,10 @@ def smtp_loop(count: int, port: int) -> float:
 
 def smtp_build_loop(count: int, port: int) -> None:
     import smtplib
-    from email.message import EmailMessage
 
     with smtplib.SMTP("127.0.0.1", port) as client:
         for index in range(count):
-            message = EmailMessage()
-            message["From"] = "Office of Communications <news@example.edu>"
-            message["To"] = f"person{index:06d}@faculty.example.org"
-            message["Subject"] = "Campus Newsroom — October 2025"
-            message.set_content(FIXED_TEXT)
-            message.add_alternative(FIXED_HTML, subtype="html")
-            client.send_message(message)
+            client.send_message(bare_message(index))
 
 
 def main() -> None:
