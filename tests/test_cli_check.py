@@ -577,6 +577,32 @@ def test_latin1_bytes_located(run: Run, write: Write) -> None:
     assert_rejected(result, "items.yaml:3: byte 0xe9 is not UTF-8; save the file as UTF-8")
 
 
+@pytest.mark.parametrize(
+    ("sequence", "byte"),
+    [
+        (b"\xed\xa0\x80", "0xed"),  # a surrogate, which UTF-8 may not carry
+        (b"\xc0\xaf", "0xc0"),  # an overlong "/"
+        (b"\xe2\x80 ", "0xe2"),  # a sequence cut short
+        (b"\xf4\x90\x80\x80", "0xf4"),  # beyond U+10FFFF
+    ],
+)
+def test_malformed_utf8_located(run: Run, write: Write, sequence: bytes, byte: str) -> None:
+    """Bytes that are not UTF-8 in an otherwise UTF-8 file are found where they are."""
+    content = header_with("  title: Campus News\n", "  title: Campus News\n  subtitle: X\n")
+    raw = (content + item()).encode().replace(b"subtitle: X", b"subtitle: X" + sequence)
+    result = check(run, write, raw)
+    assert_rejected(result, f"items.yaml:3: byte {byte} is not UTF-8; save the file as UTF-8")
+
+
+def test_malformed_utf8_beside_an_invisible_line_break(run: Run, write: Write) -> None:
+    """A U+2028 does not hide a bad byte: the encoding is reported first, as the deeper fault."""
+    content = header_with("  title: Campus News\n", "  title: Campus News\n  subtitle: X\n")
+    raw = (content + item()).encode().replace(b"subtitle: X", b"subtitle: X\xff\xe2\x80\xa8")
+    assert_rejected(
+        check(run, write, raw), "items.yaml:3: byte 0xff is not UTF-8; save the file as UTF-8"
+    )
+
+
 def test_alias_bomb_refused(run: Run, write: Write) -> None:
     """A "billion laughs" catalogue is refused with a message, instead of eating all memory."""
     levels = ["&l0 [" + ", ".join(["lol"] * 10) + "]"]

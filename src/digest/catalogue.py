@@ -407,31 +407,29 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_seq)
 _Loader.add_constructor(None, _Loader.construct_unsupported)
 
 
+def _utf8(raw: bytes, name: str, problems: list[Problem]) -> bool:
+    """Return whether `raw` is UTF-8; if not, append a problem that names the line and byte."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        message = f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8"
+        problems.append(Problem(name, line, "", message))
+        return False
+    return True
+
+
 def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
     """Parse YAML bytes; on failure append a located problem and return None."""
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
-    try:
-        # Checked here, for a located message; the parser is then given the bytes themselves
-        # (given text, it would encode a third copy of the file).
-        if not raw.isascii():
-            raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        problems.append(
-            Problem(
-                name,
-                line,
-                "",
-                f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8",
-            )
-        )
-        return None
     # YAML counts these as line breaks where editors do not, which would shift every line number
     # after them; nobody means to type them, so they are refused up front, located by real lines.
-    odd_breaks = (b"\xc2\x85", b"\xe2\x80\xa8", b"\xe2\x80\xa9")
-    # ASCII has none; else a plain search, ten times the regex's speed, decides whether to look.
-    found = not raw.isascii() and any(code in raw for code in odd_breaks)
+    # ASCII has none. Two patterns that each start with fixed bytes are searched for at memchr
+    # speed; one alternation, or `in`, is four times slower over a 90 MB catalogue.
+    found = not raw.isascii() and (_NEL_UTF8.search(raw) or _LS_PS_UTF8.search(raw))
+    if found and not _utf8(raw, name, problems):
+        return None
     for odd in _ODD_BREAKS_UTF8.finditer(raw) if found else ():
         line = raw.count(b"\n", 0, odd.start()) + 1
         code = f"U+{ord(odd.group().decode()):04X}"
@@ -462,6 +460,8 @@ def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
         problems.append(Problem(name, where, "", message))
         return None
     except yaml.reader.ReaderError as exc:  # a raw control character; libyaml counts bytes
+        if not _utf8(raw, name, problems):
+            return None  # libyaml checks the encoding as it reads; Python locates the bad byte
         line = raw[: exc.position].count(b"\n") + 1
         message = f"contains the control character U+{exc.character:04X}; remove it"
         problems.append(Problem(name, line, "", message))
@@ -500,6 +500,8 @@ _BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe
 _LINE_BREAKS = re.compile("[\r\n\x85\u2028\u2029]")
 # U+0085, U+2028 and U+2029 as UTF-8 (in valid UTF-8 these bytes can only be those characters).
 _ODD_BREAKS_UTF8 = re.compile(b"\xc2\x85|\xe2\x80[\xa8\xa9]")
+_NEL_UTF8 = re.compile(b"\xc2\x85")
+_LS_PS_UTF8 = re.compile(b"\xe2\x80[\xa8\xa9]")
 
 
 def _describe(value: Any) -> str:
