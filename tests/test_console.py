@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,7 +20,7 @@ from flask.testing import FlaskClient
 from conftest import SmtpServer
 from digest import console, unsubscribe
 from digest.cli import cli
-from digest.ledger import Ledger
+from digest.ledger import Ledger, SendLock
 from digest.months import Month
 from helpers import NOW
 
@@ -335,6 +337,55 @@ def test_send_refused_while_the_cli_holds_the_lock(project: Path, smtp_staff: Fl
         lock.release()
     assert refused.status_code == 409
     assert "another send of 2025-11 is running" in refused.get_data(as_text=True)
+
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from digest.ledger import SendLock
+SendLock(Path(sys.argv[1]), sys.argv[2]).acquire("digest send, by a tester")
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_send_from_the_command_line_shows_with_its_progress(
+    project: Path, staff: FlaskClient
+) -> None:
+    """Staff see a send the CLI or the scheduler is making, until its process is gone."""
+    state = project / ".digest" / "state.sqlite3"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(state), MONTH], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "holding\n"
+        history = staff.get(f"/months/{MONTH}/history").get_data(as_text=True)
+        dashboard = staff.get("/").get_data(as_text=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"Sending now, outside this console (pid {holder.pid} on " in history
+    assert ", digest send, by a tester, since " in history
+    assert '<meta http-equiv="refresh" content="2">' in history
+    assert "Sending November 2025 outside this console (pid" in dashboard
+    # Killed, it could not empty the lock file: its dead process no longer counts as a send.
+    assert "digest send, by a tester" in (state.parent / f"send-{MONTH}.lock").read_text()
+    after = staff.get(f"/months/{MONTH}/history").get_data(as_text=True)
+    assert "Sending now" not in after
+    assert 'http-equiv="refresh"' not in after
+    assert "outside this console" not in staff.get("/").get_data(as_text=True)
+
+
+def test_a_finished_send_leaves_no_holder(project: Path) -> None:
+    """A lock taken and released names nobody; a lock file never written names nobody."""
+    state = project / ".digest" / "state.sqlite3"
+    assert SendLock.holder(state, MONTH) is None
+    lock = SendLock(state, MONTH)
+    lock.acquire("digest send, by a tester")
+    assert "digest send, by a tester" in (SendLock.holder(state, MONTH) or "")
+    lock.release()
+    assert SendLock.holder(state, MONTH) is None
 
 
 def test_test_copy_goes_only_to_the_address_given(

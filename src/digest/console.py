@@ -383,6 +383,7 @@ def create_app(config: Config) -> Flask:
                 if upcoming:
                     context["next_run"] = (upcoming[0], schedule.month_of_run(upcoming[0], tz))
         context["jobs"] = [job for job in console.jobs.values() if job.running]
+        context["elsewhere"] = _sends_elsewhere(config.state_path, context["jobs"])
         return render_template("dashboard.html", **context)
 
     # -- one month ---------------------------------------------------------------------------
@@ -532,6 +533,9 @@ def create_app(config: Config) -> Flask:
         finally:
             if ledger is not None:
                 ledger.close()
+        job = console.jobs.get(chosen_month)
+        # A send from `digest send` or the scheduler: the ledger's counts are its progress.
+        elsewhere = None if job and job.running else SendLock.holder(config.state_path, key)
         return render_template(
             "history.html",
             month=chosen_month,
@@ -539,7 +543,8 @@ def create_app(config: Config) -> Flask:
             runs=runs,
             problems=problems,
             waiting=len(waiting),
-            job=console.jobs.get(chosen_month),
+            job=job,
+            elsewhere=elsewhere,
         )
 
     # -- the built feeds, for a local look -----------------------------------------------------
@@ -583,6 +588,21 @@ def create_app(config: Config) -> Flask:
         return render_template("unsubscribe.html", address=address, done=True), 200
 
     return app
+
+
+def _sends_elsewhere(state_path: Path, jobs: list[Job]) -> list[tuple[Month, str]]:
+    """Return the months being sent now by `digest send` or the scheduler, with who sends them."""
+    ours = {job.month for job in jobs}
+    found = []
+    for lock in sorted(state_path.parent.glob("send-*.lock"), reverse=True):
+        try:
+            month = Month.parse(lock.name.removeprefix("send-").removesuffix(".lock"))
+        except ValueError:
+            continue
+        holder = SendLock.holder(state_path, str(month))
+        if holder and month not in ours:
+            found.append((month, holder))
+    return found
 
 
 def console_of(app: Flask) -> Console:

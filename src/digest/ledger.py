@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import socket
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -25,6 +26,8 @@ from pathlib import Path
 from digest.errors import DeliveryError, SendBusyError
 
 SCHEMA_VERSION = 1
+# What SendLock.acquire writes into the lock file: "pid 123 on host, holder, since ...".
+_HOLDER = re.compile(r"pid (\d+) on ([^,]+),")
 STATUSES = ("pending", "sending", "sent", "failed", "deferred")
 
 _SCHEMA = """
@@ -453,6 +456,30 @@ class SendLock:
 
     def __enter__(self) -> SendLock:
         return self
+
+    @staticmethod
+    def holder(ledger_path: Path, month: str) -> str | None:
+        """Return who is sending `month` now, as the lock file says, or None; never takes it.
+
+        A holder that exits releases the lock and empties the file; one that was killed leaves its
+        description behind, so a holder on this machine whose process is gone counts as none.
+        """
+        path = ledger_path.parent / f"send-{month}.lock"
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            return None
+        if not text:
+            return None
+        found = _HOLDER.match(text)
+        if found and found.group(2) == socket.gethostname():
+            try:
+                os.kill(int(found.group(1)), 0)
+            except ProcessLookupError:
+                return None
+            except PermissionError:
+                pass  # alive, another user's
+        return text
 
     def __exit__(self, *exc: object) -> None:
         self.release()
