@@ -127,6 +127,27 @@ def test_post_without_csrf_token_is_refused(staff: FlaskClient) -> None:
     assert not Path(".digest").exists()
 
 
+def test_logout_ends_the_session_for_every_copy_of_its_cookie(project: Path, app: Flask) -> None:
+    """A cookie copied before logging out opens nothing afterwards, nor after a restart."""
+    client = app.test_client()
+    log_in(client)
+    cookie = client.get_cookie("digest_console")
+    assert cookie is not None
+    copy = app.test_client()
+    copy.set_cookie("digest_console", cookie.value)
+    assert copy.get("/").status_code == 200
+    assert client.post("/logout", data={"csrf_token": token_of(client)}).status_code == 303
+    refused = copy.get("/")
+    assert refused.status_code == 303
+    assert refused.headers["Location"].startswith("/login")
+    restarted = console.create_app(make_config(project)).test_client()
+    restarted.set_cookie("digest_console", cookie.value)
+    assert restarted.get("/").status_code == 303
+    # Logging in again gives a new session, which works.
+    assert log_in(copy) == 303
+    assert copy.get("/").status_code == 200
+
+
 def test_login_without_csrf_token_is_refused(app: Flask) -> None:
     """Another site cannot log a browser in to the console behind the staff's back."""
     client = app.test_client()

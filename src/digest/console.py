@@ -156,6 +156,24 @@ class Console:
         self.stop = threading.Event()
         self.failures: dict[str, list[datetime]] = {}
         self.retry_policy: delivery.RetryPolicy | None = None  # None: delivery's default
+        # Sessions logged out before they expired: a copy of the cookie opens nothing. Kept in the
+        # ledger too, so that a restart with the same key does not bring them back.
+        ledger = _open_ledger(config.state_path)
+        try:
+            self.logged_out = ledger.logouts(config.clock()) if ledger else set()
+        finally:
+            if ledger is not None:
+                ledger.close()
+
+    def log_out(self, session_id: str) -> None:
+        """End `session_id` for good, here and in the ledger."""
+        self.logged_out.add(session_id)
+        ledger = Ledger(self.config.state_path)
+        try:
+            now = self.config.clock()
+            ledger.record_logout(session_id, now, now + self.config.session_lifetime)
+        finally:
+            ledger.close()
 
     def start(self, month: Month, started_by: str) -> Job:
         """Start sending `month` in the background; raise DigestError if it cannot start now."""
@@ -276,7 +294,8 @@ def create_app(config: Config) -> Flask:
     def guard() -> Response | None:
         if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
             return None
-        if not session.get("user"):
+        if not session.get("user") or session.get("sid") in console.logged_out:
+            session.clear()
             if request.method == "GET":
                 return redirect(url_for("login", next=request.full_path.rstrip("?")), 303)
             return redirect(url_for("login"), 303)
@@ -337,10 +356,13 @@ def create_app(config: Config) -> Flask:
         session.clear()  # a fresh session (and CSRF token) on every login
         session.permanent = True
         session["user"] = name
+        session["sid"] = secrets.token_urlsafe(18)
         return redirect(wanted or url_for("dashboard"), 303)
 
     @app.post("/logout")
     def logout() -> Response:
+        if session.get("sid"):
+            console.log_out(str(session["sid"]))
         session.clear()
         return redirect(url_for("login"), 303)
 

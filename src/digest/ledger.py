@@ -84,6 +84,10 @@ CREATE TABLE IF NOT EXISTS suppressions (
     at TEXT NOT NULL,
     source TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS logouts (
+    session TEXT PRIMARY KEY,
+    until TEXT NOT NULL
+);
 """
 
 
@@ -149,7 +153,11 @@ class Run:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return _stamp(datetime.now(UTC))
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 class Ledger:
@@ -347,6 +355,20 @@ class Ledger:
         """Return every suppressed address, lower-cased."""
         with self._lock:
             rows = self._db.execute("SELECT address FROM suppressions").fetchall()
+        return {row[0] for row in rows}
+
+    def record_logout(self, session: str, now: datetime, until: datetime) -> None:
+        """Record that the console session `session` ended: refused until `until`, its expiry."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM logouts WHERE until < ?", (_stamp(now),))  # expired anyway
+            db.execute("INSERT OR REPLACE INTO logouts VALUES (?, ?)", (session, _stamp(until)))
+
+    def logouts(self, now: datetime) -> set[str]:
+        """Return the console sessions logged out that would otherwise still be valid at `now`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT session FROM logouts WHERE until >= ?", (_stamp(now),)
+            ).fetchall()
         return {row[0] for row in rows}
 
     def record_decision(self, at: str, month: str, decision: str, detail: str = "") -> None:
