@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -342,3 +343,18 @@ def test_month_is_settled_once_everyone_still_subscribed_has_it(ledger: Ledger) 
 
     assert ledger.settled(NOV) == "already sent"
     assert ledger.months()[0].counts == {**ledger.months()[0].counts, "sent": 1, "pending": 0}
+
+
+def test_a_logged_out_session_is_remembered_until_it_would_have_expired(tmp_path: Path) -> None:
+    """The console refuses a logged-out session while its cookie could still be valid, no longer."""
+    ledger = Ledger(tmp_path / "state.sqlite3")
+    now = datetime(2025, 12, 1, 9, 0, tzinfo=UTC)
+    ledger.record_logout("early", now, now + timedelta(hours=1))
+    ledger.record_logout("late", now, now + timedelta(hours=12))
+    assert ledger.logouts(now) == {"early", "late"}
+    assert ledger.logouts(now + timedelta(hours=2)) == {"late"}
+    later = now + timedelta(hours=13)
+    ledger.record_logout("next", later, later + timedelta(hours=12))  # clears the expired ones
+    rows = ledger._db.execute("SELECT session FROM logouts").fetchall()
+    assert {row[0] for row in rows} == {"next"}
+    ledger.close()
