@@ -879,3 +879,36 @@ def test_each_message_is_what_the_email_package_builds(
         made = composer(row, NOW)
         assert isinstance(made, bytes)  # the stencil wrote it
         assert made == delivery.compose(plan, row, NOW, links).as_bytes()
+
+
+def test_a_send_renders_each_selection_once(
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    ledger: Ledger,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The confirmation's preview and the send share their renders: premailer runs once each."""
+    from digest import newsletter
+
+    rendered: list[frozenset[str] | None] = []
+    original = newsletter.Renderer.render
+
+    def counting(self: Any, issue: Any, categories: Any = None, **options: Any) -> Any:
+        rendered.append(categories)
+        return original(self, issue, categories, **options)
+
+    monkeypatch.setattr(newsletter.Renderer, "render", counting)
+    result = delivery.send_month(
+        bundled,
+        listed,
+        NOVEMBER,
+        ledger,
+        OutboxTransport(tmp_path / "outbox", KEY),
+        now=NOW,
+        clock=lambda: NOW,
+        holder="a test",
+    )
+    assert result.kind == "sent"
+    assert result.plan is not None
+    assert len(rendered) == len(set(rendered)) == len(result.plan.renders)

@@ -179,7 +179,7 @@ class Send:
     changed: bool
     frozen_at: str
     renders: dict[str, Render]
-    # What this prepare rendered, by selection ("" the whole issue): a second prepare of the same
+    # What this prepare rendered, by selection ("*" the whole issue): a second prepare of the same
     # issue (the real one after the preview) reuses it rather than inlining every selection again.
     made: dict[str, newsletter.Rendered] = field(default_factory=dict)
 
@@ -342,12 +342,10 @@ def prepare(
 
     def rendered(selection: str) -> newsletter.Rendered:
         if selection not in made:
-            made[selection] = renderer.render(
-                issue, parse_selection(selection) if selection else None
-            )
+            made[selection] = renderer.render(issue, parse_selection(selection))
         return made[selection]
 
-    full = rendered("")
+    full = rendered(selection_key(None))  # the whole issue, as everyone with no choice gets it
     fingerprint = content_hash(full)
     earlier = None if resend else ledger.frozen(key)
     if write:
