@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any
@@ -33,6 +33,7 @@ from digest.ledger import (
     SendLock,
     parse_selection,
     selection_key,
+    stamp,
 )
 from digest.months import Month
 from digest.subscribers import Subscriber, SubscriberList
@@ -351,7 +352,7 @@ def prepare(
     if write:
         frozen = ledger.freeze(key, fingerprint, full.subject, len(issue.items))
     else:
-        frozen = earlier or Frozen(fingerprint, full.subject, len(issue.items), _stamp(now))
+        frozen = earlier or Frozen(fingerprint, full.subject, len(issue.items), stamp(now))
     changed = frozen.content_hash != fingerprint
     readers, without = audience(issue, subscribers)
     enrolment = [(s.key, s.email, s.name, selection_key(s.categories)) for s in readers]
@@ -363,7 +364,7 @@ def prepare(
     listed = {s.key for s in subscribers.subscribers}
     rows = [row for row in recorded.values() if row.recipient in listed]
     rows += [
-        Delivery(key, r, a, n, sel, "pending", 0, None, None, _stamp(now))
+        Delivery(key, r, a, n, sel, "pending", 0, None, None, stamp(now))
         for r, a, n, sel in enrolment
         if r not in recorded
     ]
@@ -400,12 +401,8 @@ def prepare(
     )
 
 
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def _stamp_for_people(stamp: str) -> str:
-    return stamp.replace("T", " ")[:16] + " UTC"
+def _stamp_for_people(at: str) -> str:
+    return at.replace("T", " ")[:16] + " UTC"
 
 
 class _Pace:

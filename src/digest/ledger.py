@@ -153,10 +153,11 @@ class Run:
 
 
 def _now() -> str:
-    return _stamp(datetime.now(UTC))
+    return stamp(datetime.now(UTC))
 
 
-def _stamp(moment: datetime) -> str:
+def stamp(moment: datetime) -> str:
+    """Return how the ledger writes a moment: UTC, to the second, ISO 8601."""
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
@@ -360,14 +361,14 @@ class Ledger:
     def record_logout(self, session: str, now: datetime, until: datetime) -> None:
         """Record that the console session `session` ended: refused until `until`, its expiry."""
         with self._transaction() as db:
-            db.execute("DELETE FROM logouts WHERE until < ?", (_stamp(now),))  # expired anyway
-            db.execute("INSERT OR REPLACE INTO logouts VALUES (?, ?)", (session, _stamp(until)))
+            db.execute("DELETE FROM logouts WHERE until < ?", (stamp(now),))  # expired anyway
+            db.execute("INSERT OR REPLACE INTO logouts VALUES (?, ?)", (session, stamp(until)))
 
     def logouts(self, now: datetime) -> set[str]:
         """Return the console sessions logged out that would otherwise still be valid at `now`."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT session FROM logouts WHERE until >= ?", (_stamp(now),)
+                "SELECT session FROM logouts WHERE until >= ?", (stamp(now),)
             ).fetchall()
         return {row[0] for row in rows}
 
