@@ -614,17 +614,12 @@ def create_app(config: Config) -> Flask:
 
 def _sends_elsewhere(state_path: Path, jobs: list[Job]) -> list[tuple[Month, str]]:
     """Return the months being sent now by `digest send` or the scheduler, with who sends them."""
-    ours = {job.month for job in jobs}
-    found = []
-    for lock in sorted(state_path.parent.glob("send-*.lock"), reverse=True):
-        try:
-            month = Month.parse(lock.name.removeprefix("send-").removesuffix(".lock"))
-        except ValueError:
-            continue
-        holder = SendLock.holder(state_path, str(month))
-        if holder and month not in ours:
-            found.append((month, holder))
-    return found
+    ours = {str(job.month) for job in jobs}
+    return [
+        (Month.parse(month), holder)
+        for month, holder in SendLock.held(state_path)
+        if month not in ours
+    ]
 
 
 def console_of(app: Flask) -> Console:

@@ -445,7 +445,7 @@ class SendLock:
 
     def __init__(self, ledger_path: Path, month: str) -> None:
         self.month = month
-        self.path = ledger_path.parent / f"send-{month}.lock"
+        self.path = _lock_path(ledger_path, month)
         self._handle: int | None = None
 
     def acquire(self, holder: str) -> None:
@@ -481,15 +481,27 @@ class SendLock:
         return self
 
     @staticmethod
+    def held(ledger_path: Path) -> list[tuple[str, str]]:
+        """Return (month, holder) for every month being sent now, newest month first."""
+        found = []
+        for path in sorted(ledger_path.parent.glob("send-*.lock"), reverse=True):
+            month = path.name.removeprefix("send-").removesuffix(".lock")
+            holder = SendLock.holder(ledger_path, month)
+            if holder:
+                found.append((month, holder))
+        return found
+
+    @staticmethod
     def holder(ledger_path: Path, month: str) -> str | None:
         """Return who is sending `month` now, as the lock file says, or None; never takes it.
 
         A holder that exits releases the lock and empties the file; one that was killed leaves its
         description behind, so a holder on this machine whose process is gone counts as none.
         """
-        path = ledger_path.parent / f"send-{month}.lock"
         try:
-            text = path.read_text(encoding="utf-8", errors="replace").strip()
+            text = (
+                _lock_path(ledger_path, month).read_text(encoding="utf-8", errors="replace").strip()
+            )
         except OSError:
             return None
         if not text:
@@ -506,3 +518,7 @@ class SendLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _lock_path(ledger_path: Path, month: str) -> Path:
+    return ledger_path.parent / f"send-{month}.lock"
