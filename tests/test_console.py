@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -687,3 +689,13 @@ def test_stopping_the_console_stops_a_send_cleanly(
     assert {row.status for row in rows} <= {"sent", "pending"}
     assert sum(row.status == "sent" for row in rows) == len(smtp_server.recorder.messages)
     assert len(smtp_server.recorder.messages) < READERS
+
+
+def test_a_stray_lock_file_does_not_break_the_dashboard(project: Path, staff: FlaskClient) -> None:
+    """A file named like a lock but not by digest is ignored rather than failing the page."""
+    state = project / ".digest"
+    state.mkdir(exist_ok=True)
+    (state / "send-notes.lock").write_text(f"pid {os.getpid()} on {socket.gethostname()}, x, since")
+    page = staff.get("/")
+    assert page.status_code == 200
+    assert "outside this console" not in page.get_data(as_text=True)

@@ -13,6 +13,7 @@ is the only page that may be framed (same origin only), and it is served with a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -615,11 +616,12 @@ def create_app(config: Config) -> Flask:
 def _sends_elsewhere(state_path: Path, jobs: list[Job]) -> list[tuple[Month, str]]:
     """Return the months being sent now by `digest send` or the scheduler, with who sends them."""
     ours = {str(job.month) for job in jobs}
-    return [
-        (Month.parse(month), holder)
-        for month, holder in SendLock.held(state_path)
-        if month not in ours
-    ]
+    found = []
+    for month, holder in SendLock.held(state_path):
+        with contextlib.suppress(ValueError):  # a file there that digest did not name
+            if month not in ours:
+                found.append((Month.parse(month), holder))
+    return found
 
 
 def console_of(app: Flask) -> Console:
