@@ -299,7 +299,7 @@ class Composer:
                     self.settings,
                     message.PLACEHOLDER_RECIPIENT,
                     render.subject,
-                    "https://digest.invalid/" if one_click else None,
+                    message.PLACEHOLDER_ONE_CLICK if one_click else None,
                 )
                 stencil = self._stencils[key] = message.Stencil(
                     self.plan.catalogue.publication,

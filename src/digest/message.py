@@ -136,7 +136,7 @@ _LINE_BREAK = re.compile("[\r\n]")
 _PLAIN_URL = re.compile(r"[!#-~]+")
 _MARKS = {"text": b"digest-stencil-text", "html": b"digest-stencil-html"}
 _PLACEHOLDER_DATE = datetime(2000, 1, 1, tzinfo=UTC)
-_PLACEHOLDER_ONE_CLICK = "https://digest.invalid/stencil"
+PLACEHOLDER_ONE_CLICK = "https://digest.invalid/stencil"
 
 
 def _to_value(recipient: Mailbox) -> str | None:
@@ -192,7 +192,7 @@ class Stencil:
             Mailbox(None, "stencil@digest.invalid"),
             envelope.subject,
             envelope.unsubscribe,
-            _PLACEHOLDER_ONE_CLICK if self.one_click else None,
+            PLACEHOLDER_ONE_CLICK if self.one_click else None,
         )
         self.parts = {
             "text": _Lines(text, tokens),
