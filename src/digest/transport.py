@@ -7,12 +7,16 @@ this recipient: record as failed) and `Fatal` (the whole run cannot go on, e.g. 
 
 from __future__ import annotations
 
-import contextlib
+import io
 import os
 import re
 import smtplib
+import socket
 import ssl
+import time
+from collections import deque
 from dataclasses import dataclass, field
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
@@ -144,10 +148,12 @@ class SmtpTransport:
         return self.settings.describe()
 
     def open(self) -> Connection:
-        return _SmtpConnection(self.settings)
+        return SmtpConnection(self.settings)
 
 
-class _SmtpConnection:
+class SmtpConnection:
+    """One SMTP session: smtplib opens it (TLS, EHLO, login); its `pipe` carries the messages."""
+
     def __init__(self, settings: SmtpSettings) -> None:
         where = settings.describe()
         # smtplib verifies nothing unless given a context: this one checks chain and host name.
@@ -176,6 +182,7 @@ class _SmtpConnection:
                             f"{where}: cannot log in: smtplib sends the user name and password "
                             "as ASCII, and one of them is not"
                         ) from None
+                client.ehlo_or_helo_if_needed()
             except BaseException:
                 if client is not None:
                     client.close()  # not left open, logged in or not, until garbage collection
@@ -189,91 +196,266 @@ class _SmtpConnection:
         except (OSError, smtplib.SMTPException) as exc:
             raise Temporary(None, f"cannot connect to {where}: {exc}") from exc
         assert client is not None  # noqa: S101 -- set above, or an exception was raised
+        assert client.sock is not None  # noqa: S101 -- open once connected
         self._client = client
-        try:
-            client.ehlo_or_helo_if_needed()
-        except (OSError, smtplib.SMTPException) as exc:
-            client.close()
-            raise Temporary(None, f"cannot connect to {where}: {exc}") from exc
-        self._pipelining = client.has_extn("pipelining")
+        self.pipe = Pipe(
+            client.sock,
+            pipelining=client.has_extn("pipelining"),
+            size=client.has_extn("size"),
+            timeout=settings.timeout,
+        )
 
     def send(self, message: EmailMessage | bytes, sender: str, recipient: str) -> None:
-        try:
-            if isinstance(message, EmailMessage):
-                refused = self._client.send_message(message, from_addr=sender, to_addrs=[recipient])
-            elif self._pipelining:
-                self._pipelined(message, sender, recipient)
-                return
-            else:
-                refused = self._client.sendmail(sender, [recipient], message)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, reply = exc.recipients.get(recipient, (None, b"refused"))
-            raise _classify(code, reply) from exc
-        except smtplib.SMTPSenderRefused as exc:
-            if 400 <= exc.smtp_code < 500:
-                raise _classify(exc.smtp_code, exc.smtp_error) from exc
-            raise Fatal(
-                f"the server refuses the sender {exc.sender}: {exc.smtp_code} "
-                f"{_text(exc.smtp_error)}"
-            ) from exc
-        except smtplib.SMTPDataError as exc:
-            raise _classify(exc.smtp_code, exc.smtp_error) from exc
-        except smtplib.SMTPServerDisconnected as exc:
-            # Whether the server kept a message whose DATA it got but never answered is unknown.
-            raise Temporary(None, f"connection lost: {exc}", maybe_sent=True) from exc
-        except (OSError, smtplib.SMTPException) as exc:
-            raise Temporary(None, f"connection failed: {exc}", maybe_sent=True) from exc
-        # With one recipient per message a refusal raises; this is the partial-refusal channel.
-        if recipient in refused:
-            code, reply = refused[recipient]
-            raise _classify(code, reply)
+        job = Job(message, sender, recipient)
+        pipe = self.pipe
+        pipe.begin(job)
+        pipe.flush()
+        pipe.settle(job)
+        if job.stage == "ready":
+            pipe.carry(job)
+            pipe.flush()
+            pipe.settle(job)
+        if job.error is not None:
+            raise job.error
 
-    def _pipelined(self, data: bytes, sender: str, recipient: str) -> None:
-        """Send MAIL, RCPT and DATA in one go, then the message (RFC 2920): two round trips.
+    def close(self) -> None:
+        self.pipe.close()
+        self._client.close()
 
-        Raises what smtplib's sendmail raises for the same replies, after reading every reply the
-        commands sent have coming, so that the dialogue stays in step.
-        """
-        client = self._client
-        size = f" SIZE={len(data)}" if client.has_extn("size") else ""
-        client.send(
-            f"MAIL FROM:{_path(sender)}{size}\r\nRCPT TO:{_path(recipient)}\r\nDATA\r\n".encode()
-        )
-        mail, rcpt, ready = client.getreply(), client.getreply(), client.getreply()
-        accepted = mail[0] == 250 and rcpt[0] in (250, 251)
-        if ready[0] == 354 and not accepted:
-            # A server must refuse DATA without a recipient; one that does not gets an empty
-            # message it has no one to deliver to, and the dialogue goes on in step.
-            client.send(b".\r\n")
-            client.getreply()
-        if mail[0] != 250:
-            self._reset()
-            raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
-        if rcpt[0] not in (250, 251):
-            self._reset()
-            raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
-        if ready[0] != 354:
-            self._reset()
-            raise smtplib.SMTPDataError(*ready)
+
+def wire_bytes(message: EmailMessage | bytes) -> bytes:
+    """Return a message as SMTP carries it: what smtplib's send_message writes for it."""
+    if isinstance(message, bytes):
+        return message
+    with io.BytesIO() as out:
+        BytesGenerator(out).flatten(message, linesep="\r\n")
+        return out.getvalue()
+
+
+class Job:
+    """One message for one recipient, on its way through a Pipe.
+
+    `stage` goes from "envelope" (MAIL, RCPT and DATA written, their replies awaited) to "ready"
+    (the server waits for the message) to "content" (the message written, its reply awaited) to
+    "done", with `error` set when it was not accepted. `tag` is the caller's.
+    """
+
+    __slots__ = ("_mail", "_rcpt", "error", "message", "recipient", "sender", "stage", "tag")
+
+    def __init__(
+        self, message: EmailMessage | bytes, sender: str, recipient: str, tag: object = None
+    ) -> None:
+        self.message = message
+        self.sender = sender
+        self.recipient = recipient
+        self.tag = tag
+        self.stage = "envelope"
+        self.error: SendError | Fatal | None = None
+        self._mail: tuple[int, str] = (0, "")
+        self._rcpt: tuple[int, str] = (0, "")
+
+    def _fail(self, error: SendError | Fatal) -> None:
+        self.stage = "done"
+        self.error = error
+
+
+class Pipe:
+    """An open SMTP session that carries messages without waiting on every reply.
+
+    When the server offers PIPELINING (RFC 2920) the next message's MAIL, RCPT and DATA go out in
+    the same write as the end of the current one: one round trip a message. Otherwise commands go
+    one at a time. Replies are matched to commands in order, and every reply a command has coming
+    is read, so that after any refusal the dialogue stays in step. Reads wait on the socket's
+    timeout; `receive` is for a caller that knows data is there (select).
+    """
+
+    def __init__(
+        self, sock: socket.socket, *, pipelining: bool, size: bool, timeout: float = 60.0
+    ) -> None:
+        self._sock = sock
+        self._timeout = timeout
+        self._heard = time.monotonic()  # when the server last said something, or was asked
+        self.pipelining = pipelining
+        self._size = size
+        self._out: list[tuple[bytes, str, Job | None]] = []  # to write: data, reply kind, job
+        self._waiting: deque[tuple[str, Job | None]] = deque()  # replies due, in order
+        self._in = b""
+        self._lines: list[bytes] = []  # of a reply that goes on
+        self._reset = False  # RSET before the next envelope
+        self.jobs: list[Job] = []  # not done
+        self.alive = True
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    @property
+    def free(self) -> bool:
+        """Whether a new message may begin: open, and none waits for its DATA reply."""
+        return self.alive and all(job.stage == "content" for job in self.jobs)
+
+    @property
+    def expecting(self) -> bool:
+        """Whether a reply is due from the server."""
+        return bool(self._waiting)
+
+    @property
+    def buffered(self) -> bool:
+        """Whether bytes already received wait to be read (TLS keeps decrypted records)."""
+        pending = getattr(self._sock, "pending", None)
+        return bool(pending and pending())
+
+    def begin(self, job: Job) -> None:
+        """Queue the envelope of `job`."""
+        if self._reset:
+            self._reset = False
+            self._out.append((b"RSET\r\n", "rset", None))
+        job.message = data = wire_bytes(job.message)
+        size = f" SIZE={len(data)}" if self._size else ""
+        self._out.append((f"MAIL FROM:{_path(job.sender)}{size}\r\n".encode(), "mail", job))
+        self._out.append((f"RCPT TO:{_path(job.recipient)}\r\n".encode(), "rcpt", job))
+        self._out.append((b"DATA\r\n", "data", job))
+        self.jobs.append(job)
+        if not self.alive:
+            self._lost("the connection is closed", [job])
+
+    def carry(self, job: Job) -> None:
+        """Queue the message of a `ready` job: it goes before any command queued behind it."""
+        data = wire_bytes(job.message)
         # Dot-stuffing (RFC 5321 4.5.2), then the end of the data.
         stuff = data[:1] == b"." or _DOT_AFTER_NEWLINE.search(data)  # 3x quicker than `in`
         body = _LEADING_DOT.sub(b"..", data) if stuff else data
-        client.send(body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"))
-        code, reply = client.getreply()
-        if code != 250:
-            self._reset()
-            raise smtplib.SMTPDataError(code, reply)
+        body += b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"
+        self._out.insert(0, (body, "dot", job))
+        job.stage = "content"
 
-    def _reset(self) -> None:
-        # A server that hung up is found out, and reconnected to, by the next send.
-        with contextlib.suppress(OSError, smtplib.SMTPException):
-            self._client.rset()
+    def flush(self) -> None:
+        """Write what may go now; nothing while a server waits for a message not yet queued."""
+        if not self.alive or not self._out or any(job.stage == "ready" for job in self.jobs):
+            return
+        if self.pipelining:
+            batch, self._out = self._out, []
+        elif self._waiting:
+            return
+        else:
+            batch, self._out = self._out[:1], self._out[1:]
+        if not self._waiting:
+            self._heard = time.monotonic()
+        self._waiting.extend((kind, job) for _, kind, job in batch)
+        try:
+            self._sock.sendall(b"".join(data for data, _, _ in batch))
+        except OSError as exc:
+            self._lost(f"connection lost: {exc}")
+
+    def expire(self, now: float) -> bool:
+        """Give up on a server silent for longer than the timeout; return whether it was."""
+        if self._waiting and now - self._heard > self._timeout:
+            self._lost(f"connection lost: no reply in {self._timeout:g} seconds")
+            return True
+        return False
+
+    def receive(self) -> None:
+        """Read what the server sent and act on each whole reply."""
+        try:
+            data = self._sock.recv(65536)
+        except OSError as exc:  # a timeout too
+            self._lost(f"connection lost: {exc}")
+            return
+        if not data:
+            self._lost("connection lost: the server closed it")
+            return
+        self._heard = time.monotonic()
+        self._in += data
+        *lines, self._in = self._in.split(b"\n")
+        for line in lines:
+            self._lines.append(line.rstrip(b"\r"))
+            if line[3:4] == b"-":
+                continue
+            reply, self._lines = self._lines, []
+            try:
+                code = int(reply[-1][:3])
+            except ValueError:
+                code = -1
+            text = b"\n".join(r[4:].strip() for r in reply).decode("utf-8", "replace")
+            self._answer(code, text)
+            if not self.alive:
+                return
+        self.flush()
+
+    def settle(self, job: Job) -> None:
+        """Read replies until `job` is ready for its message or done."""
+        while job.stage in ("envelope", "content") and self.alive:
+            self.flush()
+            self.receive()
+
+    def _answer(self, code: int, text: str) -> None:
+        if not self._waiting:
+            self._lost(f"the server said {code} {text} unasked")
+            return
+        kind, job = self._waiting.popleft()
+        if job is None or code == 421:
+            if code == 421:
+                closed = f"the server closed the connection: 421 {text}"
+                if job is not None:
+                    job._fail(Temporary(None, closed))
+                    self.jobs.remove(job)
+                self._lost(closed)
+            return
+        if kind == "mail":
+            job._mail = (code, text)
+        elif kind == "rcpt":
+            job._rcpt = (code, text)
+        elif kind == "data":
+            self._envelope(job, code, text)
+        else:  # "dot"
+            self._finish(job, None if code == 250 else _classify(code, text))
+
+    def _envelope(self, job: Job, code: int, text: str) -> None:
+        (mail, mail_text), (rcpt, rcpt_text) = job._mail, job._rcpt
+        if code == 354 and (mail != 250 or rcpt not in (250, 251)):
+            # A server must refuse DATA without a recipient; one that does not gets an empty
+            # message it has no one to deliver to, and the dialogue goes on in step.
+            self._out.insert(0, (b".\r\n", "discard", None))
+        if mail != 250:
+            if 400 <= mail < 500:
+                self._finish(job, _classify(mail, mail_text))
+            else:
+                error = f"the server refuses the sender {job.sender}: {mail} {mail_text}"
+                self._finish(job, Fatal(error))
+        elif rcpt not in (250, 251):
+            self._finish(job, _classify(rcpt, rcpt_text))
+        elif code != 354:
+            self._finish(job, _classify(code, text))
+        else:
+            job.stage = "ready"
+
+    def _finish(self, job: Job, error: SendError | Fatal | None) -> None:
+        job.stage = "done"
+        job.error = error
+        self.jobs.remove(job)
+        if error is not None:
+            self._reset = True
+
+    def _lost(self, reason: str, jobs: list[Job] | None = None) -> None:
+        """The session is over: every job on it that is not done is a lost connection."""
+        self.alive = False
+        for job in list(self.jobs if jobs is None else jobs):
+            # Whether the server kept a message whose data it got but never answered is unknown.
+            job._fail(Temporary(None, reason, maybe_sent=job.stage == "content"))
+            self.jobs.remove(job)
+        self._out.clear()
+        self._waiting.clear()
+        self._sock.close()
 
     def close(self) -> None:
-        try:
-            self._client.quit()
-        except (OSError, smtplib.SMTPException):
-            self._client.close()
+        """End the session: QUIT when it is between messages; just hang up in mid-message."""
+        if self.alive and not self.jobs:
+            try:
+                self._sock.sendall(b"QUIT\r\n")
+                self._sock.recv(1024)
+            except OSError:
+                pass
+        self.alive = False
+        self._sock.close()
 
 
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
