@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import io
 import re
 import shutil
+import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -912,3 +915,196 @@ def test_a_send_renders_each_selection_once(
     assert result.kind == "sent"
     assert result.plan is not None
     assert len(rendered) == len(set(rendered)) == len(result.plan.renders)
+
+
+# -- the wire and the ledger, message by message ---------------------------------------------------
+
+
+class Scripted:
+    """A one-connection SMTP server, read line by line, that looks at the ledger as messages arrive.
+
+    It offers PIPELINING and answers the end of each message only once it has read the next
+    message's MAIL, RCPT and DATA as well (when `hold` is set): a client that waited for that
+    answer before going on would hang. `seen` has, for each message, the ledger's statuses when its
+    first line of content arrived and when its end did.
+    """
+
+    def __init__(self, ledger_path: Path, messages: int, *, hold: bool = True) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.ledger_path = ledger_path
+        self.messages = messages
+        self.hold = hold
+        self.seen: list[tuple[str, dict[str, str], dict[str, str]]] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def statuses(self) -> dict[str, str]:
+        with sqlite3.connect(self.ledger_path) as db:
+            return dict(db.execute("SELECT address, status FROM deliveries").fetchall())
+
+    def _serve(self) -> None:
+        try:
+            peer, _ = self.listener.accept()
+            with peer, peer.makefile("rb") as lines:
+                peer.sendall(b"220 scripted\r\n")
+                lines.readline()  # EHLO
+                peer.sendall(b"250-scripted\r\n250 PIPELINING\r\n")
+                held = b""
+                for index in range(self.messages):
+                    envelope = [lines.readline() for _ in range(3)]
+                    assert [e[:4] for e in envelope] == [b"MAIL", b"RCPT", b"DATA"], envelope
+                    recipient = envelope[1].decode().strip()[len("RCPT TO:<") : -1]
+                    peer.sendall(held + b"250 sender ok\r\n250 recipient ok\r\n354 go on\r\n")
+                    first = lines.readline()
+                    at_first = self.statuses()
+                    line = first
+                    while line not in (b".\r\n", b""):
+                        line = lines.readline()
+                    at_end = self.statuses()
+                    self.seen.append((recipient, at_first, at_end))
+                    held = b"250 queued\r\n"
+                    if not self.hold or index == self.messages - 1:
+                        peer.sendall(held)
+                        held = b""
+                if lines.readline() == b"QUIT\r\n":
+                    peer.sendall(b"221 bye\r\n")
+        except BaseException as exc:  # raised by the test, in its own thread
+            self.error = exc
+        finally:
+            self.listener.close()
+
+    def join(self) -> None:
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+        if self.error is not None:
+            raise self.error
+
+
+def scripted_transport(server: Scripted) -> SmtpTransport:
+    return SmtpTransport(
+        dataclasses.replace(parse_url(f"smtp://127.0.0.1:{server.port}"), timeout=5)
+    )
+
+
+def test_each_message_is_recorded_before_its_first_byte_and_after_its_reply(
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """What a kill -9 at any moment leaves is safe to run again.
+
+    The row is committed `sending` before any of the message's content leaves, so a crash during
+    it is known as 'perhaps sent' (resent with the same Message-ID); it is still `sending` while
+    the server holds the whole message unanswered; and it is `sent` before the next one starts.
+    """
+    plan = prepare(bundled, listed, ledger)
+    server = Scripted(ledger.path, len(readers))
+
+    summary = execute(plan, scripted_transport(server))
+    server.join()
+
+    assert summary.sent == len(readers)
+    assert [recipient for recipient, _, _ in server.seen] == [s.email for s in readers]
+    done: list[str] = []
+    for recipient, at_first, at_end in server.seen:
+        assert at_first[recipient] == "sending"
+        assert at_end[recipient] == "sending"
+        assert [at_first[address] for address in done] == ["sent"] * len(done)
+        done.append(recipient)
+    assert set(statuses(ledger).values()) == {"sent"}
+
+
+def test_the_next_envelope_goes_out_with_the_end_of_a_message(
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """One round trip a message: the client does not wait for '250' before the next MAIL FROM.
+
+    The scripted server answers a message only after the next one's envelope: were the client to
+    wait, the send would time out and nothing would be `sent`.
+    """
+    server = Scripted(ledger.path, 3)
+    first_three = subscribers.SubscriberList(tuple(readers[:3]), 0)
+
+    summary = execute(prepare(bundled, first_three, ledger), scripted_transport(server))
+    server.join()
+
+    assert (summary.sent, summary.deferred) == (3, 0)
+
+
+def test_interrupted_send_puts_back_what_never_went_out(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """Ctrl-C after the first copy: no row is left 'perhaps sent' that never left the machine."""
+
+    def interrupt(outcome: delivery.Outcome) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(prepare(bundled, listed, ledger), smtp(smtp_server), progress=interrupt)
+
+    assert len(smtp_server.recorder.messages) == 1
+    assert sorted(statuses(ledger).values()) == ["pending"] * 10 + ["sent"]
+    plan = prepare(bundled, listed, ledger)
+    assert (plan.in_flight, len(plan.todo)) == (0, 10)
+
+
+def test_a_server_that_stops_answering_is_left_and_the_message_retried(
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """A server silent after a message's end costs one timeout, not the run."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    got: list[bytes] = []
+
+    def serve() -> None:
+        # The first connection goes silent once it has the first message; the second works.
+        for silent in (True, False):
+            peer, _ = listener.accept()
+            with peer, peer.makefile("rb") as lines:
+                peer.sendall(b"220 scripted\r\n")
+                lines.readline()  # EHLO
+                peer.sendall(b"250-scripted\r\n250 PIPELINING\r\n")
+                while True:
+                    envelope = [lines.readline() for _ in range(3)]
+                    if not envelope[0].startswith(b"MAIL"):
+                        break
+                    peer.sendall(b"250 ok\r\n250 ok\r\n354 go on\r\n")
+                    while lines.readline() not in (b".\r\n", b""):
+                        pass
+                    got.append(envelope[1])
+                    if silent:
+                        lines.read()  # until the client hangs up
+                        break
+                    peer.sendall(b"250 queued\r\n")
+                if envelope[0] == b"QUIT\r\n":
+                    peer.sendall(b"221 bye\r\n")
+        listener.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    settings = dataclasses.replace(parse_url(f"smtp://127.0.0.1:{port}"), timeout=0.5)
+    two = subscribers.SubscriberList(tuple(readers[:2]), 0)
+
+    summary = execute(prepare(bundled, two, ledger), SmtpTransport(settings))
+    thread.join(10)
+
+    first = readers[0].email
+    assert (summary.sent, summary.resent, summary.deferred) == (2, 0, 0)
+    # The silent server may have kept the first copy: it goes again, with the same Message-ID.
+    assert got == [f"RCPT TO:<{first}>\r\n".encode()] * 2 + [
+        f"RCPT TO:<{readers[1].email}>\r\n".encode()
+    ]
+    assert row_of(ledger, first).attempts == 2

@@ -11,10 +11,11 @@ backoff and jitter, reconnecting, then left `deferred` for the next run; a 5xx m
 from __future__ import annotations
 
 import hashlib
-import queue
 import random
+import selectors
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,7 @@ from digest.ledger import (
     Delivery,
     Frozen,
     Ledger,
+    Mark,
     Render,
     SendLock,
     parse_selection,
@@ -37,7 +39,16 @@ from digest.ledger import (
 )
 from digest.months import Month
 from digest.subscribers import Subscriber, SubscriberList
-from digest.transport import Connection, Fatal, Permanent, Temporary, Transport
+from digest.transport import (
+    Connection,
+    Fatal,
+    Job,
+    Permanent,
+    Pipe,
+    SmtpConnection,
+    Temporary,
+    Transport,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +224,7 @@ class Send:
             transport,
             clock=clock,
             policy=policy or RetryPolicy(),
-            pace=_Pace(rate, sleep),
+            rate=rate,
             progress=progress,
             stop=stop or threading.Event(),
             sleep=sleep,
@@ -405,28 +416,83 @@ def _stamp_for_people(at: str) -> str:
     return at.replace("T", " ")[:16] + " UTC"
 
 
-class _Pace:
-    """Spaces messages out to at most `rate` per second, across every connection."""
+class _Direct:
+    """A connection that sends as it is called (the outbox), driven as a Pipe is."""
 
-    def __init__(self, rate: float | None, sleep: Callable[[float], None]) -> None:
-        self.interval = 1 / rate if rate else 0.0
-        self.sleep = sleep
-        self.next = 0.0
-        self.lock = threading.Lock()
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.jobs: list[Job] = []
+        self.alive = True
+        self.expecting = False
+        self.buffered = False
 
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        with self.lock:
-            now = time.monotonic()
-            start = max(now, self.next)
-            self.next = start + self.interval
-        if start > now:
-            self.sleep(start - now)
+    @property
+    def free(self) -> bool:
+        return self.alive and not self.jobs
+
+    def begin(self, job: Job) -> None:
+        job.stage = "ready"  # no envelope to check first: the send does it all
+        self.jobs.append(job)
+
+    def carry(self, job: Job) -> None:
+        self.jobs.remove(job)
+        job.stage = "content"
+        try:
+            self.connection.send(job.message, job.sender, job.recipient)
+        except (Temporary, Permanent) as exc:
+            job.error = exc
+            self.alive = not (isinstance(exc, Temporary) and exc.code is None)
+        except Fatal as exc:
+            job.error = exc
+        job.stage = "done"
+
+    def flush(self) -> None:
+        pass
+
+    def expire(self, now: float) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+_Lane = Pipe | _Direct
+
+
+@dataclass(eq=False)
+class _Task:
+    """One row's delivery in this run."""
+
+    row: Delivery
+    status: str  # what the ledger says of the row now
+    tries: int = 0  # in this run, connection attempts included
+    reached: bool = False  # a connection to the server opened for it in this run
+    marked: bool = False  # this try's `sending` is committed
+    before: str = ""  # the status that mark replaced
+    last: Temporary | None = None
+    slot: _Slot | None = None  # where it was last begun
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One of the run's connections: its lane, and the tasks to try again on it after a pause.
+
+    A temporary failure pauses the slot that met it (as a person retrying would), not the others.
+    """
+
+    lane: _Lane | None = None
+    retry: deque[_Task] = field(default_factory=deque)
+    until: float = 0.0  # no new message before this moment
 
 
 class _Worker:
-    """Sends the rows of a prepared Send over one or more connections."""
+    """Sends the rows of a prepared Send over one or more connections, in the calling thread.
+
+    One loop drives every connection: it starts messages on free connections, waits for whichever
+    server answers, and records what the answers mean. Each round's ledger writes share one
+    commit: the `sending` of every message about to go (committed before its first byte is
+    written), with the `sent`, `failed` and `deferred` the replies just decided.
+    """
 
     def __init__(
         self,
@@ -435,7 +501,7 @@ class _Worker:
         *,
         clock: Callable[[], datetime],
         policy: RetryPolicy,
-        pace: _Pace,
+        rate: float | None,
         progress: Callable[[Outcome], None] | None,
         stop: threading.Event,
         sleep: Callable[[float], None],
@@ -446,124 +512,265 @@ class _Worker:
         self.transport = transport
         self.clock = clock
         self.policy = policy
-        self.pace = pace
+        self.interval = 1 / rate if rate else 0.0
         self.progress = progress
         self.stop = stop
         self.sleep = sleep
         self.rng = rng
         self.compose = Composer(send, unsubscribe)
         self.summary = Summary(already=send.already)
-        self.lock = threading.Lock()
-        self.fatal: BaseException | None = None
-        # Set when one connection fails: stops the others without touching the caller's `stop`,
-        # which belongs to the caller (the scheduler's, say) and outlives this run.
-        self.halt = threading.Event()
-        settings = settings_of(send.catalogue)
-        self.settings = settings
+        self.sender = settings_of(send.catalogue).sender.address
+        self.key = str(send.month)
+        self.marks: list[Mark] = []  # to commit at the end of the round
+        self.outcomes: list[tuple[Outcome, str]] = []  # to report once committed
+        self.jobs: list[Job] = []  # begun, not yet done
+        self.selector = selectors.DefaultSelector()
+        self.skew = 0.0  # what `sleep` skipped: a test's sleep returns at once
+        self.next_start = 0.0  # with a rate, the earliest moment for the next message
+
+    def now(self) -> float:
+        return time.monotonic() + self.skew
 
     def run(self, connections: int) -> Summary:
-        rows: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
-        for row in self.send.todo:
-            rows.put(row)
-        if connections == 1:
-            # In the calling thread, so that Ctrl-C stops the send at once.
-            self._drain(rows)
-        else:
-            threads = [
-                threading.Thread(target=self._drain, args=(rows,), daemon=True)
-                for _ in range(min(connections, len(self.send.todo)) or 1)
-            ]
-            for thread in threads:
-                thread.start()
-            try:
-                for thread in threads:
-                    while thread.is_alive():
-                        thread.join(0.2)
-            except BaseException:
-                self.stop.set()
-                for thread in threads:
-                    thread.join()
-                raise
-        if self.fatal is not None:
-            raise self.fatal
+        queue = deque(_Task(row, row.status) for row in self.send.todo)
+        slots = [_Slot() for _ in range(max(1, min(connections, len(queue))))]
+        ready: list[Job] = []
+        try:
+            while True:
+                if not self.stop.is_set():
+                    for slot in slots:
+                        self._start(slot, queue)
+                elif not any(job.stage == "content" for job in self.jobs):
+                    break  # stopped, and no message is half way: the rest wait
+                for slot in slots:
+                    if slot.lane is not None:
+                        slot.lane.flush()
+                if not self.jobs and not queue and not any(slot.retry for slot in slots):
+                    break
+                self._wait(slots, queue)
+                ready = self._decide(slots)
+                self._commit()
+                if self.stop.is_set():
+                    self._unmark(ready)  # not one byte of these went out
+                    continue
+                for job in ready:
+                    # Written with the next message's envelope, once the top of the loop begun it.
+                    _lane(job).carry(job)
+                ready = []
+        finally:
+            self._decide(slots, final=True)
+            self._commit()
+            self._unmark([job for job in ready if job.stage == "ready"])
+            for slot in slots:
+                if slot.lane is not None:
+                    slot.lane.close()
+            self.selector.close()
         return self.summary
 
-    def _drain(self, rows: queue.SimpleQueue[Delivery]) -> None:
-        connection: Connection | None = None
-        try:
-            while not self.stop.is_set() and not self.halt.is_set():
-                try:
-                    row = rows.get_nowait()
-                except queue.Empty:
-                    break
-                connection = self._deliver(row, connection)
-        except BaseException as exc:  # kept, and raised by run() in the calling thread
-            # Whatever stops one connection stops them all, and reaches the caller: with several
-            # threads an error must not vanish behind a summary that looks complete.
-            with self.lock:
-                if self.fatal is None:
-                    self.fatal = exc
-            self.halt.set()
-        finally:
-            if connection is not None:
-                connection.close()
+    # -- starting messages ------------------------------------------------------------------------
 
-    def _deliver(self, row: Delivery, connection: Connection | None) -> Connection | None:
-        recipient, address = row.recipient, row.address
-        key = str(self.send.month)
-        again = row.status == "sending"
-        ledger = self.send.ledger
-        last: Temporary | None = None
-        unreachable = True  # until a connection to the server has opened
-        for attempt in range(1, self.policy.attempts + 1):
-            if attempt > 1:
-                self.sleep(self.policy.delay(attempt - 1, self.rng))
-                if self.stop.is_set() or self.halt.is_set():
-                    break
-            self.pace.wait()
+    def _start(self, slot: _Slot, queue: deque[_Task]) -> None:
+        """Begin the slot's next message, if it is free for one."""
+        now = self.now()
+        if slot.until > now or not (slot.retry or queue):
+            return
+        if slot.lane is not None and not slot.lane.free:
+            if slot.lane.alive:
+                return
+            self._drop(slot)
+        if self.interval:
+            if self.next_start > now:
+                return
+            self.next_start = max(now, self.next_start) + self.interval
+        task = slot.retry.popleft() if slot.retry else queue.popleft()
+        task.tries += 1
+        if slot.lane is None:
             try:
-                if connection is None:
-                    connection = self.transport.open()
-                unreachable = False
-                built = self.compose(row, self.clock())
-                ledger.mark_sending(key, recipient)
-                connection.send(built, self.settings.sender.address, address)
+                connection = self.transport.open()
             except Temporary as exc:
-                last = exc
-                if exc.code is None:  # the connection is gone or unusable: start a fresh one
-                    if connection is not None:
-                        connection.close()
-                    connection = None
+                self._temporary(slot, task, exc, attempt=False)
+                return
+            slot.lane = (
+                connection.pipe if isinstance(connection, SmtpConnection) else _Direct(connection)
+            )
+            if isinstance(slot.lane, Pipe):
+                self.selector.register(slot.lane, selectors.EVENT_READ, slot)
+        task.reached = True
+        task.slot = slot
+        job = Job(self.compose(task.row, self.clock()), self.sender, task.row.address, task)
+        self.jobs.append(job)
+        slot.lane.begin(job)
+
+    def _drop(self, slot: _Slot) -> None:
+        """Forget the slot's lane: closed, or the server hung up."""
+        lane, slot.lane = slot.lane, None
+        if isinstance(lane, Pipe):
+            self.selector.unregister(lane)
+        if lane is not None:
+            lane.close()
+
+    # -- waiting and deciding ---------------------------------------------------------------------
+
+    def _wait(self, slots: list[_Slot], queue: deque[_Task]) -> None:
+        """Wait for a reply, or for the next paused slot, or for the rate's next slot."""
+        lanes = [slot.lane for slot in slots if slot.lane is not None]
+        if any(job.stage == "ready" or job.stage == "done" for job in self.jobs):
+            return  # the outbox's, at once
+        now = self.now()
+        wakes = [slot.until for slot in slots if slot.retry or (queue and slot.until > now)]
+        if self.interval and queue:
+            wakes.append(self.next_start)
+        timeout = max(0.0, min(wakes) - now) if wakes else None
+        if not any(lane.expecting for lane in lanes):
+            if timeout:
+                self.sleep(timeout)
+                self.skew += max(0.0, timeout - (self.now() - now))
+            return
+        if any(lane.buffered for lane in lanes):
+            timeout = 0.0
+        # Wake at least twice a second: for `stop`, and for a server that stopped answering.
+        events = self.selector.select(min(timeout, 0.5) if timeout is not None else 0.5)
+        readable = {id(key.data) for key, _ in events}
+        for slot in slots:
+            lane = slot.lane
+            if isinstance(lane, Pipe) and (id(slot) in readable or lane.buffered):
+                lane.receive()
+            if lane is not None:
+                lane.expire(time.monotonic())
+
+    def _decide(self, slots: list[_Slot], *, final: bool = False) -> list[Job]:
+        """Act on every job the replies moved on; return those whose server waits for them."""
+        ready: list[Job] = []
+        fatal: Exception | None = None
+        for job in list(self.jobs):
+            task = _task(job)
+            if job.stage == "ready":
+                if not final and not self.stop.is_set():
+                    self._mark(task, "sending", attempt=True)
+                    ready.append(job)
                 continue
-            except Permanent as exc:
-                ledger.mark(key, recipient, "failed", exc.code, exc.reply)
-                self._record(Outcome(address, "failed", exc.code, exc.reply, again), "failed")
-                return connection
-            except Fatal:
-                # Nothing was accepted for this recipient now: it waits for the next run as it
-                # was, so one that was in flight before this run is still announced as such.
-                ledger.mark(key, recipient, row.status)
-                raise
-            ledger.mark(key, recipient, "sent", 250, "accepted")
-            self._record(Outcome(address, "sent", again=again), "sent")
-            return connection
-        code = last.code if last else None
-        reply = last.reply if last else "stopped before a retry"
-        ledger.mark(key, recipient, "deferred", code, reply)
-        self._record(Outcome(address, "deferred", code, reply, again), "deferred")
-        if unreachable and last is not None:
+            if job.stage != "done":
+                continue
+            self.jobs.remove(job)
+            error = job.error
+            if error is None:
+                self._mark(task, "sent", code=250, reply="accepted", attempt=not task.marked)
+                self._outcome(Outcome(task.row.address, "sent", again=self._again(task)), "sent")
+            elif isinstance(error, Permanent):
+                self._mark(task, "failed", error.code, error.reply, attempt=not task.marked)
+                outcome = Outcome(
+                    task.row.address, "failed", error.code, error.reply, self._again(task)
+                )
+                self._outcome(outcome, "failed")
+            elif isinstance(error, Temporary):
+                assert task.slot is not None  # noqa: S101 -- set when it was begun
+                self._temporary(task.slot, task, error, attempt=not task.marked, final=final)
+            else:
+                fatal = fatal or error
+            task.marked = False
+        if fatal is not None and not final:
+            self._commit()
+            raise fatal
+        return ready
+
+    def _temporary(
+        self,
+        slot: _Slot,
+        task: _Task,
+        error: Temporary,
+        *,
+        attempt: bool,
+        final: bool = False,
+    ) -> None:
+        """Pause the slot and try again later, or leave the task for the next run.
+
+        `attempt`: the server saw this try, and the ledger has not counted it yet.
+        """
+        task.last = error
+        if slot.lane is not None and not slot.lane.alive:
+            self._drop(slot)
+        if task.tries < self.policy.attempts and not final and not self.stop.is_set():
+            if attempt:
+                self._mark(task, task.status, attempt=True)
+            slot.retry.append(task)
+            slot.until = max(slot.until, self.now() + self.policy.delay(task.tries, self.rng))
+            return
+        self._mark(task, "deferred", error.code, error.reply, attempt=attempt)
+        self._outcome(
+            Outcome(task.row.address, "deferred", error.code, error.reply, self._again(task)),
+            "deferred",
+        )
+        if not task.reached and not final:
             # No point trying every other recipient against a server that does not answer.
-            raise Fatal(f"{reply}; gave up after {self.policy.attempts} attempts, the rest wait")
-        return connection
+            self._commit()
+            raise Fatal(
+                f"{error.reply}; gave up after {self.policy.attempts} attempts, the rest wait"
+            )
+
+    # -- the ledger -------------------------------------------------------------------------------
+
+    def _mark(
+        self,
+        task: _Task,
+        status: str,
+        code: int | None = None,
+        reply: str | None = None,
+        *,
+        attempt: bool = False,
+    ) -> None:
+        if status == "sending":
+            task.marked = True
+            task.before = task.status
+        task.status = status
+        self.marks.append(Mark(task.row.recipient, status, attempt, code, reply))
+
+    def _commit(self) -> None:
+        marks, self.marks = self.marks, []
+        self.send.ledger.record(self.key, marks)
+        outcomes, self.outcomes = self.outcomes, []
+        for outcome, kind in outcomes:
+            self._record(outcome, kind)
+
+    def _unmark(self, jobs: list[Job]) -> None:
+        """Put back the status of rows marked `sending` whose message never went out."""
+        for job in jobs:
+            task = _task(job)
+            if task.marked:
+                task.marked = False
+                self._restore(task)
+        self._commit()
+
+    def _restore(self, task: _Task) -> None:
+        if task.status == "sending" and task.before:
+            task.status = task.before
+            self.marks.append(Mark(task.row.recipient, task.before))
+
+    def _again(self, task: _Task) -> bool:
+        return task.row.status == "sending"
+
+    def _outcome(self, outcome: Outcome, kind: str) -> None:
+        self.outcomes.append((outcome, kind))
 
     def _record(self, outcome: Outcome, kind: str) -> None:
-        with self.lock:
-            setattr(self.summary, kind, getattr(self.summary, kind) + 1)
-            if outcome.again and kind == "sent":
-                self.summary.resent += 1
-            self.summary.outcomes.append(outcome)
-            if self.progress is not None:
-                self.progress(outcome)
+        setattr(self.summary, kind, getattr(self.summary, kind) + 1)
+        if outcome.again and kind == "sent":
+            self.summary.resent += 1
+        self.summary.outcomes.append(outcome)
+        if self.progress is not None:
+            self.progress(outcome)
+
+
+def _lane(job: Job) -> _Lane:
+    slot = _task(job).slot
+    assert slot is not None  # noqa: S101 -- set when it was begun
+    assert slot.lane is not None  # noqa: S101 -- a job's lane stays until its job is done
+    return slot.lane
+
+
+def _task(job: Job) -> _Task:
+    task = job.tag
+    assert isinstance(task, _Task)  # noqa: S101 -- every job the worker begins carries its task
+    return task
 
 
 @dataclass

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from digest.errors import DeliveryError, SendBusyError
 
@@ -150,6 +151,23 @@ class Run:
     failed: int
     deferred: int
     already: int
+
+
+class Mark(NamedTuple):
+    """A row's new status, for `Ledger.record`; `attempt` counts one more attempt."""
+
+    recipient: str
+    status: str
+    attempt: bool = False
+    code: int | None = None  # None keeps the last one
+    reply: str | None = None
+
+
+_MARK = (
+    "UPDATE deliveries SET status = ?, attempts = attempts + ?, "
+    "last_code = COALESCE(?, last_code), last_reply = COALESCE(?, last_reply), "
+    "updated_at = ? WHERE month = ? AND recipient = ?"
+)
 
 
 def _now() -> str:
@@ -291,6 +309,22 @@ class Ledger:
         """Record a message's outcome: sent (only once the server accepted it), failed, deferred."""
         self._set(month, recipient, status, code=code, reply=reply)
 
+    def record(self, month: str, marks: Iterable[Mark]) -> None:
+        """Record several rows' new statuses in one transaction: one commit for them all."""
+        now = _now()
+        values = [
+            (m.status, 1 if m.attempt else 0, m.code, m.reply, now, month, m.recipient)
+            for m in marks
+        ]
+        if len(values) == 1:
+            # One statement needs no BEGIN and COMMIT around it: in autocommit mode SQLite commits
+            # it on its own, as durably, with a third of the calls.
+            with self._lock:
+                self._db.execute(_MARK, values[0])
+        elif values:
+            with self._transaction() as db:
+                db.executemany(_MARK, values)
+
     def _set(
         self,
         month: str,
@@ -301,15 +335,7 @@ class Ledger:
         code: int | None = None,
         reply: str | None = None,
     ) -> None:
-        # One statement, so no BEGIN and COMMIT around it: in autocommit mode SQLite commits it on
-        # its own, as durably, with a third of the calls (this runs twice for every message).
-        with self._lock:
-            self._db.execute(
-                "UPDATE deliveries SET status = ?, attempts = attempts + ?, "
-                "last_code = COALESCE(?, last_code), last_reply = COALESCE(?, last_reply), "
-                "updated_at = ? WHERE month = ? AND recipient = ?",
-                (status, 1 if attempt else 0, code, reply, _now(), month, recipient),
-            )
+        self.record(month, [Mark(recipient, status, attempt, code, reply)])
 
     # -- runs and status -----------------------------------------------------------------------
 
