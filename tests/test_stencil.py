@@ -196,3 +196,40 @@ def test_a_skeleton_it_does_not_understand_makes_it_decline(
     filled, built = both(HTML, TEXT, Mailbox("Chan Tai-man", "chan@example.org"), None, SENT)
     assert filled is None
     assert built is not None
+
+
+def test_one_stencil_gives_each_recipient_their_own_date_and_lines() -> None:
+    """What a Stencil keeps from one recipient to the next (a Date, an encoded line) is not
+    handed to the next one when theirs differs, even by a time zone."""
+    stencil = message.Stencil(
+        PUBLICATION,
+        MONTH,
+        envelope(Mailbox(None, "anyone@example.org"), "Subject", None),
+        HTML,
+        TEXT,
+        (GREETING, LINK),
+    )
+    moment = datetime(2025, 11, 3, 9, 0, tzinfo=UTC)
+    hong_kong = moment.astimezone(timezone(timedelta(hours=8)))
+    recipients = [
+        (Mailbox("Chan Tai Man", "chan@example.org"), moment),
+        (Mailbox("Lee Ka Wai", "lee@example.org"), hong_kong),
+        (Mailbox("Chan Tai Man", "chan2@example.org"), hong_kong),
+        (Mailbox(None, "anon@example.org"), moment),
+    ]
+    for recipient, date in recipients:
+        html_values, text_values = personal(recipient.name, UNSUBSCRIBE)
+        filled = stencil.fill(recipient, None, date, html_values, text_values)
+        built = message.build(
+            PUBLICATION, MONTH, envelope(recipient, "Subject", None), *both_parts(recipient), date
+        ).as_bytes()
+        assert filled == built
+
+
+def both_parts(recipient: Mailbox) -> tuple[str, str]:
+    html_values, text_values = personal(recipient.name, UNSUBSCRIBE)
+    page, text = HTML, TEXT
+    for token in (GREETING, LINK):
+        page = page.replace(token, html_values[token])
+        text = text.replace(token, text_values[token])
+    return page, text

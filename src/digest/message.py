@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy, quoprimime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -183,6 +183,7 @@ class Stencil:
         self.month = month
         self.envelope = envelope
         self.one_click = envelope.one_click is not None
+        self._date: tuple[tuple[datetime, timedelta | None] | None, bytes] = (None, b"")
         # The policy `build` serializes with, which folds the headers.
         self.width = 998 if self.one_click else _WIDTH
         self.policy = _POLICY.clone(max_line_length=self.width)
@@ -230,8 +231,13 @@ class Stencil:
         to = _to_value(recipient)
         to_line = f"To: {to}\r\n".encode("ascii") if to else b""
         mid = message_id(self.publication, self.month, recipient.address)
+        # A send stamps many messages with the same moment; the key has the offset, which the
+        # header shows, as equal moments in two zones compare equal.
+        when = (date, date.utcoffset())
+        if when != self._date[0]:
+            self._date = (when, f"Date: {format_datetime(date)}\r\n".encode("ascii"))
         lines = {
-            "date": f"Date: {format_datetime(date)}\r\n".encode("ascii"),
+            "date": self._date[1],
             "id": f"Message-ID: {mid}\r\n".encode("ascii"),
         }
         if any(len(line) > self.width + 2 for line in lines.values()):
@@ -285,6 +291,9 @@ class _Lines:
     def __init__(self, text: str, tokens: tuple[str, ...]) -> None:
         self.tokens = tokens
         self.pieces: list[bytes | str] = []  # encoded constant runs, and raw lines with a token
+        # Lines filled the same for many recipients (the unsubscribe line, a common name) are
+        # encoded once; the cache is emptied when full, so it never grows past a few hundred KB.
+        self.encoded: dict[str, bytes] = {}
         run: list[bytes] = []
         for line in text.encode("utf-8").splitlines():
             decoded = line.decode("utf-8")
@@ -304,7 +313,12 @@ class _Lines:
             if isinstance(piece, str):
                 for token in self.tokens:
                     piece = piece.replace(token, values[token])
-                piece = _quoted_printable([piece.encode("utf-8")])
+                encoded = self.encoded.get(piece)
+                if encoded is None:
+                    if len(self.encoded) >= 1024:
+                        self.encoded.clear()
+                    encoded = self.encoded[piece] = _quoted_printable([piece.encode("utf-8")])
+                piece = encoded
             out.append(piece)
         return b"".join(out)
 
