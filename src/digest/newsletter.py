@@ -239,11 +239,13 @@ class Renderer:
 
     def _inline(self, page: str) -> str:
         if self._inliner is None:
-            from premailer import Premailer  # imported here: only rendering pays for it
+            # Imported here: only inlining pays for premailer (the archive pages never do).
+            from digest.inliner import inliner
 
             # cssutils logs every property it does not know (mso-*, -webkit-*) as an error.
             logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
-            self._inliner = Premailer(
+            # Every selection carries the same stylesheet: the inliner works through it once.
+            self._inliner = inliner(
                 base_url=None,
                 allow_network=False,  # it would otherwise fetch linked stylesheets
                 strip_important=False,  # the dark-mode block needs its !important to win
