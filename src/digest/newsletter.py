@@ -8,6 +8,7 @@ recipient's values.
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import textwrap
@@ -169,6 +170,8 @@ class Renderer:
         self._inliner: Any = None
         self._tz = catalogue.publication.tz  # a property that looks the zone up on every use
         self._cache: dict[tuple[Issue, bool], Rendered] = {}
+        # An item's fields for the templates, kept: a send shows each item in many selections.
+        self._entries: dict[Item, dict[str, Any]] = {}
 
     def render(
         self, chosen: Issue, categories: frozenset[str] | None = None, *, web: bool = False
@@ -201,7 +204,7 @@ class Renderer:
             "month": selection.month.label,
             "preheader": _preheader(selection),
             "sections": [
-                {"name": s.category.name, "entries": [self._item(i, web) for i in s.items]}
+                {"name": s.category.name, "entries": [self._entry(i, web) for i in s.items]}
                 for s in selection.sections
             ],
             "view_url": publication.feeds_url + archive_path(selection.month),
@@ -221,6 +224,15 @@ class Renderer:
             raise RenderError(f"{where}the newsletter template failed: {exc}") from exc
         return Rendered(subject, self._inline(page), text, len(selection.items))
 
+    def _entry(self, item: Item, web: bool) -> dict[str, Any]:
+        """Return `item`'s fields for the templates, made once for all the digest's selections."""
+        if web:  # each month's page is rendered once, so is each of its items
+            return self._item(item, web)
+        entry = self._entries.get(item)
+        if entry is None:
+            entry = self._entries[item] = self._item(item, web)
+        return dict(entry)  # a template that changed its copy cannot reach the next selection
+
     def _item(self, item: Item, web: bool) -> dict[str, Any]:
         publication = self.catalogue.publication
         summary = markup.to_html(item.summary, publication.site_url)
@@ -239,11 +251,13 @@ class Renderer:
 
     def _inline(self, page: str) -> str:
         if self._inliner is None:
-            from premailer import Premailer  # imported here: only rendering pays for it
+            # Imported here: only inlining pays for premailer (the archive pages never do).
+            from digest.inliner import inliner
 
             # cssutils logs every property it does not know (mso-*, -webkit-*) as an error.
             logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
-            self._inliner = Premailer(
+            # Every selection carries the same stylesheet: the inliner works through it once.
+            self._inliner = inliner(
                 base_url=None,
                 allow_network=False,  # it would otherwise fetch linked stylesheets
                 strip_important=False,  # the dark-mode block needs its !important to win
@@ -274,6 +288,20 @@ def _preheader(selection: Issue) -> str:
 
 def _wrap(text: str, width: int = 72) -> str:
     """Wrap each paragraph of plain text to `width` columns, keeping the blank lines between."""
+    # A summary is wrapped again in every selection that shows it; plain text is wrapped once.
+    if type(text) is str and type(width) is int:
+        return _wrapped(text, width)
+    return _wrap_paragraphs(text, width)
+
+
+@functools.lru_cache(maxsize=1024)
+def _wrapped(text: str, width: int) -> str:
+    """Return `_wrap_paragraphs(text, width)`, remembered."""
+    return _wrap_paragraphs(text, width)
+
+
+def _wrap_paragraphs(text: str, width: int) -> str:
+    """Wrap each paragraph of `text` to `width` columns (see `_wrap`)."""
     paragraphs = text.split("\n\n")
     return "\n\n".join(
         "\n".join(
