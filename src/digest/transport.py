@@ -15,6 +15,7 @@ import socket
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.generator import BytesGenerator
 from email.message import EmailMessage
@@ -143,33 +144,46 @@ class SmtpTransport:
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
+        self._context: ssl.SSLContext | None = None
 
     def describe(self) -> str:
         return self.settings.describe()
 
     def open(self) -> Connection:
-        return SmtpConnection(self.settings)
+        return SmtpConnection(self.settings, self.context)
+
+    def context(self) -> ssl.SSLContext:
+        """Return the TLS context, made on first use and shared by every connection.
+
+        smtplib verifies nothing unless given a context: this one checks chain and host name.
+        Loading the system's certificates takes 15 ms, which a server without TLS never needs.
+        """
+        if self._context is None:
+            self._context = ssl.create_default_context()
+        return self._context
 
 
 class SmtpConnection:
     """One SMTP session: smtplib opens it (TLS, EHLO, login); its `pipe` carries the messages."""
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        context: Callable[[], ssl.SSLContext] = ssl.create_default_context,
+    ) -> None:
         where = settings.describe()
-        # smtplib verifies nothing unless given a context: this one checks chain and host name.
-        context = ssl.create_default_context()
         client: smtplib.SMTP | None = None
         try:
             try:
                 if settings.implicit_tls:
                     client = smtplib.SMTP_SSL(
-                        settings.host, settings.port, timeout=settings.timeout, context=context
+                        settings.host, settings.port, timeout=settings.timeout, context=context()
                     )
                 else:
                     client = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
                     client.ehlo()
                     if client.has_extn("starttls"):
-                        client.starttls(context=context)
+                        client.starttls(context=context())
                         client.ehlo()
                     elif settings.require_starttls:
                         raise Fatal(f"{where} does not offer STARTTLS, and the URL requires it")
