@@ -17,6 +17,7 @@ from digest.ledger import (
     STATUSES,
     Frozen,
     Ledger,
+    Mark,
     Render,
     SendLock,
     parse_selection,
@@ -358,3 +359,35 @@ def test_a_logged_out_session_is_remembered_until_it_would_have_expired(tmp_path
     rows = ledger._db.execute("SELECT session FROM logouts").fetchall()
     assert {row[0] for row in rows} == {"next"}
     ledger.close()
+
+
+def test_several_marks_are_recorded_together_in_order(ledger: Ledger) -> None:
+    """A send records a round's statuses in one go; a row marked twice ends as the last said."""
+    ledger.enrol(NOV, rows("a@example.org", "b@example.org", "c@example.org"))
+    ledger.record(
+        NOV,
+        [Mark("a@example.org", "sending", attempt=True), Mark("b@example.org", "sending", True)],
+    )
+    ledger.record(
+        NOV,
+        [
+            Mark("a@example.org", "sent", code=250, reply="accepted"),
+            Mark("b@example.org", "failed", code=550, reply="5.1.1 no such user"),
+            Mark("c@example.org", "pending", attempt=True, code=451, reply="later"),
+        ],
+    )
+    assert view(ledger) == [
+        ("a@example.org", "sent", 1, 250, "accepted"),
+        ("b@example.org", "failed", 1, 550, "5.1.1 no such user"),
+        ("c@example.org", "pending", 1, 451, "later"),
+    ]
+    ledger.record(
+        NOV,
+        [
+            Mark("c@example.org", "sending", attempt=True),
+            Mark("c@example.org", "deferred", code=421, reply="closing"),
+        ],
+    )
+    assert view(ledger)[2] == ("c@example.org", "deferred", 2, 421, "closing")
+    ledger.record(NOV, [])
+    assert view(ledger)[2] == ("c@example.org", "deferred", 2, 421, "closing")

@@ -170,6 +170,14 @@ _MARK = (
 )
 
 
+# Several rows at once: (recipient, status, attempt, code, reply) in VALUES' column1..column5.
+_MARKS = (
+    "UPDATE deliveries SET status = m.column2, attempts = attempts + m.column3, "
+    "last_code = COALESCE(m.column4, last_code), last_reply = COALESCE(m.column5, last_reply), "
+    "updated_at = ? FROM (VALUES {rows}) AS m WHERE month = ? AND recipient = m.column1"
+)
+
+
 def _now() -> str:
     return stamp(datetime.now(UTC))
 
@@ -311,19 +319,29 @@ class Ledger:
 
     def record(self, month: str, marks: Iterable[Mark]) -> None:
         """Record several rows' new statuses in one transaction: one commit for them all."""
+        marks = list(marks)
+        if not marks:
+            return
         now = _now()
-        values = [
-            (m.status, 1 if m.attempt else 0, m.code, m.reply, now, month, m.recipient)
-            for m in marks
-        ]
-        if len(values) == 1:
+        if len({m.recipient for m in marks}) == len(marks):
             # One statement needs no BEGIN and COMMIT around it: in autocommit mode SQLite commits
-            # it on its own, as durably, with a third of the calls.
+            # it on its own, as durably, with a third of the calls (a send runs this every round).
+            rows = ", ".join(["(?, ?, ?, ?, ?)"] * len(marks))
+            values: list[object] = [now]
+            for m in marks:
+                values += [m.recipient, m.status, 1 if m.attempt else 0, m.code, m.reply]
+            values.append(month)
             with self._lock:
-                self._db.execute(_MARK, values[0])
-        elif values:
+                self._db.execute(_MARKS.format(rows=rows), values)
+        else:  # the same row twice: in order, in one transaction
             with self._transaction() as db:
-                db.executemany(_MARK, values)
+                db.executemany(
+                    _MARK,
+                    [
+                        (m.status, 1 if m.attempt else 0, m.code, m.reply, now, month, m.recipient)
+                        for m in marks
+                    ],
+                )
 
     def _set(
         self,
