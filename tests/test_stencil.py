@@ -215,7 +215,10 @@ def test_one_stencil_gives_each_recipient_their_own_date_and_lines() -> None:
         (Mailbox("Chan Tai Man", "chan@example.org"), moment),
         (Mailbox("Lee Ka Wai", "lee@example.org"), hong_kong),
         (Mailbox("Chan Tai Man", "chan2@example.org"), hong_kong),
-        (Mailbox(None, "anon@example.org"), moment),
+        (Mailbox(None, "anon@example.org"), moment + timedelta(microseconds=999_999)),
+        (Mailbox(None, "anon2@example.org"), moment + timedelta(seconds=1)),
+        (Mailbox(None, "early@example.org"), datetime(1969, 12, 31, 23, 59, 59, 500, tzinfo=UTC)),
+        (Mailbox(None, "epoch@example.org"), datetime(1970, 1, 1, tzinfo=UTC)),
     ]
     for recipient, date in recipients:
         html_values, text_values = personal(recipient.name, UNSUBSCRIBE)

@@ -287,6 +287,7 @@ class Composer:
         self.unsubscribe = unsubscribe
         self.settings = settings_of(plan.catalogue)
         self._stencils: dict[str, message.Stencil] = {}
+        self._skeletons: dict[message.Envelope, bytes] = {}  # the same for every selection
         self._lock = threading.Lock()
 
     def __call__(self, row: Delivery, date: datetime) -> bytes | EmailMessage:
@@ -319,6 +320,7 @@ class Composer:
                     render.html,
                     render.text,
                     newsletter.TOKENS,
+                    self._skeletons,
                 )
             return stencil
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -178,12 +180,13 @@ class Stencil:
         html: str,
         text: str,
         tokens: tuple[str, ...],
+        skeletons: dict[Envelope, bytes] | None = None,
     ) -> None:
         self.publication = publication
         self.month = month
         self.envelope = envelope
         self.one_click = envelope.one_click is not None
-        self._date: tuple[tuple[datetime, timedelta | None] | None, bytes] = (None, b"")
+        self._date: tuple[tuple[int, timedelta | None] | None, bytes] = (None, b"")
         # The policy `build` serializes with, which folds the headers.
         self.width = 998 if self.one_click else _WIDTH
         self.policy = _POLICY.clone(max_line_length=self.width)
@@ -199,10 +202,15 @@ class Stencil:
             "text": _Lines(text, tokens),
             "html": _Lines(html, tokens),
         }
-        marks = {name: mark.decode() for name, mark in _MARKS.items()}
-        skeleton = build(
-            publication, month, placeholder, marks["html"], marks["text"], _PLACEHOLDER_DATE
-        ).as_bytes()
+        # Every selection of a send has the same skeleton: `skeletons` lets them share it.
+        skeleton = (skeletons or {}).get(placeholder)
+        if skeleton is None:
+            marks = {name: mark.decode() for name, mark in _MARKS.items()}
+            skeleton = build(
+                publication, month, placeholder, marks["html"], marks["text"], _PLACEHOLDER_DATE
+            ).as_bytes()
+            if skeletons is not None:
+                skeletons[placeholder] = skeleton
         values = self._headers(placeholder.recipient, placeholder.one_click, _PLACEHOLDER_DATE)
         assert values is not None  # noqa: S101 -- the placeholders are plain by construction
         # Where each personal header and each part's text goes in the skeleton.
@@ -231,9 +239,9 @@ class Stencil:
         to = _to_value(recipient)
         to_line = f"To: {to}\r\n".encode("ascii") if to else b""
         mid = message_id(self.publication, self.month, recipient.address)
-        # A send stamps many messages with the same moment; the key has the offset, which the
-        # header shows, as equal moments in two zones compare equal.
-        when = (date, date.utcoffset())
+        # A send stamps many messages within the same second, which is all the header shows of
+        # the moment; the key has the offset too, as equal moments in two zones compare equal.
+        when = (math.floor(date.timestamp()), date.utcoffset())
         if when != self._date[0]:
             self._date = (when, f"Date: {format_datetime(date)}\r\n".encode("ascii"))
         lines = {
@@ -299,12 +307,14 @@ class _Lines:
             decoded = line.decode("utf-8")
             if any(token in decoded for token in tokens):
                 if run:
-                    self.pieces.append(_quoted_printable(run))
+                    self.pieces.append(b"".join(map(_encoded_line, run)))
                     run = []
                 self.pieces.append(decoded)
             else:
                 run.append(line)
-        if run or not self.pieces:  # an empty text is encoded as one empty line
+        if run:
+            self.pieces.append(b"".join(map(_encoded_line, run)))
+        elif not self.pieces:  # an empty text is encoded as one empty line
             self.pieces.append(_quoted_printable(run))
 
     def encode(self, values: Mapping[str, str]) -> bytes:
@@ -321,6 +331,17 @@ class _Lines:
                 piece = encoded
             out.append(piece)
         return b"".join(out)
+
+
+@functools.lru_cache(maxsize=16384)
+def _encoded_line(line: bytes) -> bytes:
+    """Return one line as `_quoted_printable` encodes it, remembered.
+
+    Quoted-printable encodes each line on its own, so a text is the concatenation of its encoded
+    lines; a send's selections share most of their lines (each item appears in many), and each
+    line is encoded once for them all.
+    """
+    return _quoted_printable([line])
 
 
 def _quoted_printable(lines: list[bytes]) -> bytes:
