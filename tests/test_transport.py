@@ -33,9 +33,13 @@ from digest.transport import (
     Temporary,
     parse_url,
 )
+from helpers import NOW
 
 PASSWORD = "hunter2"  # noqa: S105 -- a test password
 FROM_ENV = "from-env"
+
+ROOT = Path(__file__).resolve().parent.parent
+
 
 # -- DIGEST_SMTP_URL -----------------------------------------------------------------------------
 
@@ -324,6 +328,36 @@ def test_implicit_tls_with_a_trusted_certificate(server_context: ssl.SSLContext)
         deliver(server.url("smtps"))
     assert server.recorder.tls == [True]
     assert len(server.recorder.messages) == 1
+
+
+@pytest.mark.usefixtures("trusted")
+@pytest.mark.parametrize("scheme", ["smtps", "smtp"])
+def test_a_whole_send_over_tls_on_several_connections(
+    server_context: ssl.SSLContext, scheme: str, tmp_path: Path
+) -> None:
+    """The send loop reads TLS records as it reads plain replies: everyone gets their copy."""
+    from digest import catalogue, delivery, subscribers
+    from digest.ledger import Ledger
+    from digest.months import Month
+
+    bundled = catalogue.load(ROOT / "items.yaml")
+    declared = [c.slug for c in bundled.publication.categories]
+    listed = subscribers.load(ROOT / "subscribers.csv", declared)
+    ledger = Ledger(tmp_path / "state.sqlite3")
+    options = (
+        {"ssl_context": server_context} if scheme == "smtps" else {"tls_context": server_context}
+    )
+    with serve(**options) as server:
+        plan = delivery.prepare(bundled, listed, Month(2025, 11), ledger, NOW)
+        assert plan is not None
+        url = server.url(scheme, query="" if scheme == "smtps" else "?starttls=required")
+        summary = plan.execute(SmtpTransport(parse_url(url)), clock=lambda: NOW, connections=3)
+    ledger.close()
+    assert (summary.sent, summary.deferred, summary.failed) == (11, 0, 0)
+    assert server.recorder.tls == [True] * 11
+    assert sorted(r for m in server.recorder.messages for r in m.rcpt_tos) == sorted(
+        s.email for s in listed.subscribers if s.email != "smith.john@example.org"
+    )
 
 
 @pytest.mark.usefixtures("untrusted")
