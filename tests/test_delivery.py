@@ -1019,7 +1019,6 @@ def test_each_message_is_recorded_before_its_first_byte_and_after_its_reply(
 
 def test_the_next_envelope_goes_out_with_the_end_of_a_message(
     bundled: catalogue.Catalogue,
-    listed: subscribers.SubscriberList,
     readers: list[subscribers.Subscriber],
     ledger: Ledger,
 ) -> None:
@@ -1041,7 +1040,6 @@ def test_interrupted_send_puts_back_what_never_went_out(
     smtp_server: SmtpServer,
     bundled: catalogue.Catalogue,
     listed: subscribers.SubscriberList,
-    readers: list[subscribers.Subscriber],
     ledger: Ledger,
 ) -> None:
     """Ctrl-C after the first copy: no row is left 'perhaps sent' that never left the machine."""
@@ -1060,7 +1058,6 @@ def test_interrupted_send_puts_back_what_never_went_out(
 
 def test_a_server_that_stops_answering_is_left_and_the_message_retried(
     bundled: catalogue.Catalogue,
-    listed: subscribers.SubscriberList,
     readers: list[subscribers.Subscriber],
     ledger: Ledger,
 ) -> None:
