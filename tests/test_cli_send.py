@@ -644,3 +644,39 @@ def test_month_without_readers(
     )
     assert smtp.recorder.messages == []
     assert ledger_part(run("status")) == "Nothing sent yet.\n"
+
+
+def test_killed_send_over_several_connections_then_rerun_sends_each_once(
+    run: Callable[..., Result],
+    smtp: SmtpServer,
+    spawn: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+) -> None:
+    """With four connections at most four messages are in flight at a kill, one a connection."""
+    readers = write_readers(tmp_path, 80)
+    recorder = smtp.recorder
+    recorder.delay = 0.02
+    proc = spawn(*SEND, "--yes", "--connections", "4")
+    wait_for(lambda: len(recorder.messages) >= 30, proc, "30 messages")
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+    time.sleep(0.1)  # let the server finish the DATA it was holding
+    before = statuses(tmp_path)
+    received = {r.rcpt_tos[0] for r in recorder.messages}
+    in_flight = {address for address, status in before.items() if status == "sending"}
+    assert len(in_flight) <= 4
+    assert received <= {a for a, s in before.items() if s in ("sent", "sending")}
+    assert {a for a, s in before.items() if s == "sent"} <= received
+    recorder.delay = 0
+
+    rerun = run(*SEND, "--yes")
+
+    assert rerun.exit_code == 0, rerun.output
+    by_recipient = recorder.by_recipient()
+    assert sorted(by_recipient) == sorted(readers)
+    twice = {address for address, got in by_recipient.items() if len(got) > 1}
+    assert twice <= in_flight & received
+    for address in twice:
+        assert len(by_recipient[address]) == 2
+        assert len(message_ids(by_recipient[address])) == 1
+    assert set(statuses(tmp_path).values()) == {"sent"}

@@ -626,6 +626,31 @@ def test_parallel_connections_report_a_refusal(
     assert len(counts(smtp_server)) == 10
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_several_connections_one_command_at_a_time_or_pipelined(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+    pipelining: bool,
+) -> None:
+    """A server without PIPELINING is answered command by command; refusals land where they do."""
+    recorder = smtp_server.recorder
+    recorder.pipelining = pipelining
+    recorder.refuse["yip.sukyee@example.org"] = "550 5.1.1 no such user"
+    recorder.refuse_once["lee.kawai@example.org"] = "451 4.7.1 greylisted, try later"
+
+    summary = execute(prepare(bundled, listed, ledger), smtp(smtp_server), connections=3)
+
+    assert (summary.sent, summary.deferred, summary.failed) == (10, 0, 1)
+    assert counts(smtp_server) == {
+        s.email: 1 for s in readers if s.email != "yip.sukyee@example.org"
+    }
+    assert row_of(ledger, "lee.kawai@example.org").attempts == 2
+    assert row_of(ledger, "yip.sukyee@example.org").status == "failed"
+
+
 class _Broken(Exception):
     """An error no transport is expected to raise."""
 
