@@ -471,7 +471,6 @@ class _Task:
     reached: bool = False  # a connection to the server opened for it in this run
     marked: bool = False  # this try's `sending` is committed
     before: str = ""  # the status that mark replaced
-    last: Temporary | None = None
     slot: _Slot | None = None  # where it was last begun
 
 
@@ -688,7 +687,6 @@ class _Worker:
 
         `attempt`: the server saw this try, and the ledger has not counted it yet.
         """
-        task.last = error
         if slot.lane is not None and not slot.lane.alive:
             self._drop(slot)
         if task.tries < self.policy.attempts and not final and not self.stop.is_set():
