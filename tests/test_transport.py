@@ -693,3 +693,32 @@ def test_refused_login_closes_the_connection(
 def test_envelope_addresses_are_written_as_smtplib_writes_them(address: str) -> None:
     """The pipelined MAIL FROM and RCPT TO carry the address exactly as sendmail would."""
     assert transport._path(address) == smtplib.quoteaddr(address)
+
+
+def test_a_server_that_never_ends_its_reply_line_is_left() -> None:
+    """A reply without end is not read into memory for ever: the connection is given up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve_one() -> None:
+        peer, _ = listener.accept()
+        with peer, peer.makefile("rb") as lines:
+            peer.sendall(b"220 scripted\r\n")
+            lines.readline()  # EHLO
+            peer.sendall(b"250-scripted\r\n250 PIPELINING\r\n")
+            lines.readline()  # MAIL
+            peer.sendall(b"250 " + b"x" * 20_000)
+            lines.read()  # until the client hangs up
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    settings = dataclasses.replace(parse_url(f"smtp://127.0.0.1:{port}"), timeout=5.0)
+    connection = SmtpTransport(settings).open()
+    with pytest.raises(Temporary) as raised:
+        connection.send(payload("pipelined"), "provost@example.edu", "chan@example.org")
+    connection.close()
+    thread.join(5)
+    listener.close()
+    assert raised.value.code is None
+    assert raised.value.reply == "the server sent a line longer than 8192 bytes"
+    assert not raised.value.maybe_sent

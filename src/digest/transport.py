@@ -380,6 +380,9 @@ class Pipe:
         self._heard = time.monotonic()
         self._in += data
         *lines, self._in = self._in.split(b"\n")
+        if len(self._in) > _LONGEST_LINE:
+            self._lost(f"the server sent a line longer than {_LONGEST_LINE} bytes")
+            return
         for line in lines:
             self._lines.append(line.rstrip(b"\r"))
             if line[3:4] == b"-":
@@ -472,6 +475,8 @@ class Pipe:
         self._sock.close()
 
 
+# RFC 5321 allows 512 bytes a reply line; smtplib accepts 8192, and so does a Pipe.
+_LONGEST_LINE = 8192
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 _DOT_AFTER_NEWLINE = re.compile(rb"\n\.")
 _PLAIN_PATH = re.compile(r"[^\s<>()\[\]\\,;:@\"]+@[^\s<>()\[\]\\,;:@\"]+")
