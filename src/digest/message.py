@@ -299,9 +299,6 @@ class _Lines:
     def __init__(self, text: str, tokens: tuple[str, ...]) -> None:
         self.tokens = tokens
         self.pieces: list[bytes | str] = []  # encoded constant runs, and raw lines with a token
-        # Lines filled the same for many recipients (the unsubscribe line, a common name) are
-        # encoded once; the cache is emptied when full, so it never grows past a few hundred KB.
-        self.encoded: dict[str, bytes] = {}
         run: list[bytes] = []
         for line in text.encode("utf-8").splitlines():
             decoded = line.decode("utf-8")
@@ -323,12 +320,7 @@ class _Lines:
             if isinstance(piece, str):
                 for token in self.tokens:
                     piece = piece.replace(token, values[token])
-                encoded = self.encoded.get(piece)
-                if encoded is None:
-                    if len(self.encoded) >= 1024:
-                        self.encoded.clear()
-                    encoded = self.encoded[piece] = _quoted_printable([piece.encode("utf-8")])
-                piece = encoded
+                piece = _encoded_line(piece.encode("utf-8"))
             out.append(piece)
         return b"".join(out)
 
@@ -338,8 +330,8 @@ def _encoded_line(line: bytes) -> bytes:
     """Return one line as `_quoted_printable` encodes it, remembered.
 
     Quoted-printable encodes each line on its own, so a text is the concatenation of its encoded
-    lines; a send's selections share most of their lines (each item appears in many), and each
-    line is encoded once for them all.
+    lines. A send's selections share most of their lines (each item appears in many), and many
+    recipients' filled lines are alike (the unsubscribe line, a common name): each is encoded once.
     """
     return _quoted_printable([line])
 
