@@ -110,8 +110,8 @@ def smtp_sink(install: bool) -> str | None:
 
     The sink must not be what the send benchmarks measure: smtp-sink (C) answers a message in a
     few tens of microseconds, aiosmtpd (Python) in about 0.9 ms, which both the `smtplib` loop and
-    `digest send` would wait on. Installing the package does not start Postfix; only the
-    `smtp-sink` program is run, on 127.0.0.1, and stopped after the benchmark.
+    `digest send` would wait on. Of the package, only the `smtp-sink` program is run, on
+    127.0.0.1, and stopped after the benchmark.
     """
     installed = Path("/usr/sbin/smtp-sink")
     found = shutil.which("smtp-sink") or (str(installed) if installed.exists() else None)
