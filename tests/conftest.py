@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -193,6 +193,13 @@ class SmtpServer:
     @property
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
+
+
+def greet(peer: socket.socket, lines: BinaryIO) -> None:
+    """Play a scripted server's opening: the greeting, then a reply to EHLO offering PIPELINING."""
+    peer.sendall(b"220 scripted\r\n")
+    lines.readline()  # EHLO
+    peer.sendall(b"250-scripted\r\n250 PIPELINING\r\n")
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ from aiosmtpd.controller import Controller
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Recorder, SmtpServer, free_port
+from conftest import Recorder, SmtpServer, free_port, greet
 from digest import catalogue, delivery, message, subscribers
 from digest.errors import DeliveryError
 from digest.ledger import Delivery, Ledger
@@ -973,9 +973,7 @@ class Scripted:
         try:
             peer, _ = self.listener.accept()
             with peer, peer.makefile("rb") as lines:
-                peer.sendall(b"220 scripted\r\n")
-                lines.readline()  # EHLO
-                peer.sendall(b"250-scripted\r\n250 PIPELINING\r\n")
+                greet(peer, lines)
                 held = b""
                 for index in range(self.messages):
                     envelope = [lines.readline() for _ in range(3)]
@@ -1096,9 +1094,7 @@ def test_a_server_that_stops_answering_is_left_and_the_message_retried(
         for silent in (True, False):
             peer, _ = listener.accept()
             with peer, peer.makefile("rb") as lines:
-                peer.sendall(b"220 scripted\r\n")
-                lines.readline()  # EHLO
-                peer.sendall(b"250-scripted\r\n250 PIPELINING\r\n")
+                greet(peer, lines)
                 while True:
                     envelope = [lines.readline() for _ in range(3)]
                     if not envelope[0].startswith(b"MAIL"):

@@ -22,7 +22,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import Recorder, SmtpServer, free_port
+from conftest import Recorder, SmtpServer, free_port, greet
 from digest import transport
 from digest.errors import DeliveryError
 from digest.transport import (
@@ -619,9 +619,7 @@ def test_pipelining_sends_the_envelope_before_any_reply() -> None:
     def serve_one() -> None:
         peer, _ = listener.accept()
         with peer, peer.makefile("rb") as lines:
-            peer.sendall(b"220 scripted\r\n")
-            lines.readline()  # EHLO
-            peer.sendall(b"250-scripted\r\n250 PIPELINING\r\n")
+            greet(peer, lines)
             envelope = [lines.readline() for _ in range(3)]
             seen.extend(envelope)
             peer.sendall(b"250 sender ok\r\n250 recipient ok\r\n354 go on\r\n")
@@ -703,9 +701,7 @@ def test_a_server_that_never_ends_its_reply_line_is_left() -> None:
     def serve_one() -> None:
         peer, _ = listener.accept()
         with peer, peer.makefile("rb") as lines:
-            peer.sendall(b"220 scripted\r\n")
-            lines.readline()  # EHLO
-            peer.sendall(b"250-scripted\r\n250 PIPELINING\r\n")
+            greet(peer, lines)
             lines.readline()  # MAIL
             peer.sendall(b"250 " + b"x" * 20_000)
             lines.read()  # until the client hangs up
