@@ -474,28 +474,83 @@ REJECTED = [
     pytest.param(
         yaml_catalogue(item(title='"Unclosed quote'), item(id="second")),
         [
-            "items.yaml:16: invalid YAML: found unexpected end of stream "
-            "(while scanning a quoted scalar)"
+            "items.yaml:16: invalid YAML: the quote that opens this value is never closed; end "
+            "the value with the same quote mark"
         ],
         id="unclosed-quote",
     ),
     pytest.param(
+        yaml_catalogue(item(title='"Unclosed quote'), item(id="second", summary='"Quoted."')),
+        [
+            "items.yaml:16: invalid YAML: the quote that opens this value is not closed on its "
+            "line, so YAML read on to the next quote mark, on line 24; close the quote at the end "
+            "of this value (for a quote inside the value, wrap the value in the other kind)"
+        ],
+        id="unclosed-quote-closed-later",
+    ),
+    pytest.param(
+        yaml_catalogue(item(title='"Seminar" on AI')),
+        [
+            "items.yaml:16: invalid YAML: text follows the closing quote; put the quotes around "
+            """the whole value, like title: '"Quoted" and more'"""
+        ],
+        id="text-after-quote",
+    ),
+    pytest.param(
         yaml_catalogue(item()).replace("    summary:", "      summary:"),
-        ["items.yaml:19: invalid YAML: mapping values are not allowed in this context"],
+        [
+            "items.yaml:19: invalid YAML: this line is not indented like the lines around it; "
+            "keys of one item start in the same column, and every entry of a list starts with "
+            "'-' in the same column (spaces only)"
+        ],
         id="over-indented",
     ),
     pytest.param(
         yaml_catalogue(item()).replace("    summary:", "   summary:"),
         [
-            "items.yaml:19: invalid YAML: did not find expected '-' indicator "
-            "(while parsing a block collection)"
+            "items.yaml:19: invalid YAML: this line is not indented like the lines around it; "
+            "keys of one item start in the same column, and every entry of a list starts with "
+            "'-' in the same column (spaces only)"
         ],
         id="under-indented",
     ),
     pytest.param(
         yaml_catalogue(item(title="Note: colon")),
-        ["items.yaml:16: invalid YAML: mapping values are not allowed in this context"],
+        [
+            "items.yaml:16: invalid YAML: ': ' inside an unquoted value starts a new key; put the "
+            'value in quotes, like title: "Note: the value"'
+        ],
         id="unquoted-colon",
+    ),
+    pytest.param(
+        yaml_catalogue(item(title="Seminar #3 on AI", summary="Join us for talk #3.")),
+        [
+            "items.yaml:16: items[0].title: ' #' starts a YAML comment, so this value was cut to "
+            "'Seminar'; put the whole value in quotes: title: \"Seminar #3 on AI\"",
+            "items.yaml:19: items[0].summary: ' #' starts a YAML comment, so this value was cut "
+            """to 'Join us for talk'; put the whole value in quotes: summary: "Join us for talk """
+            '#3."',
+        ],
+        id="hash-in-plain-title",
+    ),
+    pytest.param(
+        yaml_catalogue().replace("{slug: people, name: People}", "{slug: people, name: People"),
+        [
+            "items.yaml:11: invalid YAML: the '{' on this line is not closed with '}' on its "
+            "line, or a value inside holds ', ', ': ' or ' #'; close it, and put such values in "
+            "quotes"
+        ],
+        id="unclosed-flow-mapping",
+    ),
+    pytest.param(
+        yaml_catalogue().replace("{slug: people, name: People}", "{slug: people, name: P # 2}")
+        + "  # a note on its own line, and one after a quoted value, are comments as ever\n",
+        [
+            "items.yaml:11: invalid YAML: the '{' on this line is not closed with '}' on its "
+            "line, or a value inside holds ', ', ': ' or ' #'; close it, and put such values in "
+            "quotes"
+        ],
+        id="hash-in-flow-mapping",
     ),
     pytest.param(
         yaml_catalogue() + "---\nmore: 1\n",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import gc
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -245,13 +246,14 @@ def _parse(raw: bytes, path: Path, name: str, problems: list[Problem]) -> Catalo
 class _Map(dict[str, Any]):
     """A mapping that remembers the line of each key, and the keys it had twice."""
 
-    __slots__ = ("duplicates", "key_lines", "line")
+    __slots__ = ("cut", "duplicates", "key_lines", "line")
 
     def __init__(self, line: int) -> None:
         super().__init__()
         self.line = line
         self.key_lines: dict[str, int] = {}
         self.duplicates: list[tuple[str, int]] = []  # (key, line of the repeat)
+        self.cut: list[tuple[str, str]] = []  # (key, the whole line's value) cut by a ` #`
 
 
 class _Seq(list[Any]):
@@ -280,6 +282,8 @@ class _Loader(yaml.CSafeLoader):
     display_name: str
     sizes: dict[yaml.Node, int]
     alias_extra: int
+    source: bytes
+    _text: str | None = None
 
     def note(self, mark: Any, message: str) -> None:
         self.problems.append(Problem(self.display_name, mark.line + 1, "", message))
@@ -359,6 +363,10 @@ class _Loader(yaml.CSafeLoader):
             ):
                 value = constructed[value_node] = value_node.value  # _child's fast path, inline
                 size += 1
+                if not value_node.style and key in _ONE_LINE:
+                    whole = self._cut_by_comment(value_node)
+                    if whole is not None:
+                        data.cut.append((key, whole))
             else:
                 value, value_size = self._child(value_node, key_line)
                 size += value_size
@@ -366,6 +374,19 @@ class _Loader(yaml.CSafeLoader):
             lines[key] = key_line
         self.sizes[node] = size
         return data
+
+    def _cut_by_comment(self, node: yaml.ScalarNode) -> str | None:
+        """Return the line's whole value when a ` #` made YAML cut this plain scalar short."""
+        # Marks count characters, so an ASCII file is read as it is and any other decoded once.
+        if self._text is None:
+            self._text = self.source.decode("ascii" if self.source.isascii() else "utf-8-sig")
+        text, end = self._text, node.end_mark.index
+        comment = _COMMENT_AFTER.match(text, end)
+        if comment is None:
+            return None
+        line_end = text.find("\n", end)
+        rest = text[end : len(text) if line_end < 0 else line_end].strip()
+        return f"{node.value} {rest}"
 
     def construct_seq(self, node: yaml.SequenceNode) -> _Seq:
         data = _Seq(node.start_mark.line + 1)
@@ -399,6 +420,9 @@ _NULL_TAG = "tag:yaml.org,2002:null"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+# One-line text fields where a ` #` inside an unquoted value would silently cut it short.
+_ONE_LINE = frozenset({"title", "subtitle", "name", "summary", "alt", "subject"})
+_COMMENT_AFTER = re.compile(r"[ \t]+#")
 _Loader.add_implicit_resolver(_NULL_TAG, _NULL, ["~", "n", "N", ""])
 _Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_text)
 _Loader.add_constructor("tag:yaml.org,2002:null", _Loader.construct_null)
@@ -439,6 +463,7 @@ def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
     if problems:
         return None
     loader = _Loader(raw)
+    loader.source = raw
     loader.problems = problems
     loader.display_name = name
     loader.sizes = {}
@@ -446,17 +471,7 @@ def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
     try:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        if exc.context_mark is not None and exc.problem == "found unexpected end of stream":
-            mark = exc.context_mark  # an unclosed quote is noticed only at the end of the file
-        where = mark.line + 1 if mark is not None else None
-        message = f"invalid YAML: {exc.problem or exc.context}"
-        if exc.context and exc.problem:
-            message += f" ({exc.context})"
-        if exc.problem == "found unconstructable recursive node":
-            message = "an alias refers to the list or mapping it is inside; write the content out"
-        if where is not None and "\t" in _line_text(raw.decode("utf-8"), where):
-            message += "; YAML does not allow tabs for indentation, use spaces"
+        where, message = _explain(exc, raw)
         problems.append(Problem(name, where, "", message))
         return None
     except yaml.reader.ReaderError as exc:  # a raw control character; libyaml counts bytes
@@ -471,6 +486,103 @@ def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
         return None
     finally:
         loader.dispose()
+
+
+def _explain(exc: yaml.MarkedYAMLError, raw: bytes) -> tuple[int | None, str]:
+    """Return the line where a YAML syntax error starts and what to do, in plain words.
+
+    PyYAML's own wording is kept for the cases not recognised; the common slips (a quote left
+    open, text after a closing quote, a colon or comma in an unquoted value, a line indented off
+    its neighbours) get the line where they start and the fix.
+    """
+    mark = exc.problem_mark or exc.context_mark
+    where = mark.line + 1 if mark is not None else None
+    start = exc.context_mark.line + 1 if exc.context_mark is not None else where
+    if exc.problem == "found unconstructable recursive node":
+        return where, "an alias refers to the list or mapping it is inside; write the content out"
+    text = raw.decode("utf-8", "replace")
+    line = _line_text(text, where) if where is not None else ""
+    wording = f"invalid YAML: {exc.problem or exc.context}"
+    if exc.context and exc.problem:
+        wording += f" ({exc.context})"
+    if "\t" in line:
+        return where, f"{wording}; YAML does not allow tabs for indentation, use spaces"
+    if exc.context == "while scanning a quoted scalar":
+        # Noticed only at the end of the file: the quote is where the problem starts.
+        return start, (
+            "invalid YAML: the quote that opens this value is never closed; end the value with "
+            "the same quote mark"
+        )
+    opened = _runaway_quote(raw, where)
+    if opened is not None:
+        return opened, (
+            "invalid YAML: the quote that opens this value is not closed on its line, so YAML "
+            f"read on to the next quote mark, on line {where}; close the quote at the end of "
+            "this value (for a quote inside the value, wrap the value in the other kind)"
+        )
+    if exc.problem in _INDENTATION_PROBLEMS and _TEXT_AFTER_QUOTE.match(line):
+        return where, (
+            "invalid YAML: text follows the closing quote; put the quotes around the whole value, "
+            """like title: '"Quoted" and more'"""
+        )
+    if exc.context in ("while parsing a flow mapping", "while parsing a flow sequence"):
+        closing = "}" if "mapping" in exc.context else "]"
+        return start, (
+            f"invalid YAML: the '{'{' if closing == '}' else '['}' on this line is not closed "
+            f"with '{closing}' on its line, or a value inside holds ', ', ': ' or ' #'; close "
+            "it, and put such values in quotes"
+        )
+    if exc.problem == "mapping values are not allowed in this context" and _COLON_IN_VALUE.match(
+        line
+    ):
+        return where, (
+            "invalid YAML: ': ' inside an unquoted value starts a new key; put the value in "
+            'quotes, like title: "Note: the value"'
+        )
+    if exc.problem in _INDENTATION_PROBLEMS:
+        return where, (
+            "invalid YAML: this line is not indented like the lines around it; keys of one item "
+            "start in the same column, and every entry of a list starts with '-' in the same "
+            "column (spaces only)"
+        )
+    return where, wording
+
+
+def _runaway_quote(raw: bytes, error_line: int | None) -> int | None:
+    """Return the line of a quoted value that ran over several lines up to a later error."""
+    if error_line is None:
+        return None
+    opened = None
+    try:
+        for token in yaml.scan(raw, Loader=yaml.CSafeLoader):
+            if token.start_mark.line + 1 > error_line:
+                break
+            if (
+                isinstance(token, yaml.ScalarToken)
+                and token.style in ('"', "'")
+                and token.end_mark.line > token.start_mark.line
+                and token.end_mark.line + 1 >= error_line - 1
+            ):
+                opened = token.start_mark.line + 1
+    except yaml.YAMLError:
+        pass  # the error being explained; the tokens before it are what counts
+    return opened
+
+
+# A line `key: "quoted" more`: text after the closing quote.
+_TEXT_AFTER_QUOTE = re.compile(r"""\s*(?:- )?[\w-]+:\s+(["'])[^"']*\1[ \t]*[^\s#]""")
+# A line `key: text: more`, the colon after the first being inside a plain value.
+_COLON_IN_VALUE = re.compile(r"\s*(?:- )?[\w-]+:\s+[^\s\"'{\[|>][^#]*?:(?:\s|$)")
+_INDENTATION_PROBLEMS = frozenset(
+    {
+        "mapping values are not allowed in this context",
+        "did not find expected '-' indicator",
+        "did not find expected key",
+        "expected <block end>, but found '<block mapping start>'",
+        "expected <block end>, but found '<block sequence start>'",
+        "expected <block end>, but found '-'",
+    }
+)
 
 
 def _line_text(text: str, line: int) -> str:
@@ -672,6 +784,13 @@ class _Checker:
                 f"{path}.{key}" if path else key,
                 f"duplicate key (first at line {value.key_lines[key]}); YAML would keep only the "
                 "last one, so remove or rename one of them",
+            )
+        for key, whole in value.cut:
+            self.error(
+                value.key_lines[key],
+                f"{path}.{key}" if path else key,
+                f"' #' starts a YAML comment, so this value was cut to {value[key]!r}; put the "
+                f"whole value in quotes: {key}: {json.dumps(whole, ensure_ascii=False)}",
             )
         for key, raw in value.items():
             spec = fields.get(key)
