@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,24 @@ def test_the_fallback_renders_what_the_freeing_renderer_renders(markdown: str) -
     """Should cmarkgfm's internals change, its public function gives readers the same HTML."""
     assert markup._render is not markup._render_public  # the freeing renderer is the one in use
     assert markup._render(markdown) == markup._render_public(markdown)
+
+
+def test_only_the_known_cmarkgfm_releases_are_reached_into() -> None:
+    """A cmarkgfm release digest was not written for renders through its public function."""
+    low, high = markup.KNOWN_CMARKGFM
+    assert markup._bind(metadata.version("cmarkgfm")) is not None
+    assert markup._bind(high) is None
+    assert markup._bind("2030.1.1") is None
+    assert markup._bind("2023.12.31") is None
+    render = markup._bind(low)
+    assert render is not None
+    assert render("~~gone~~ | a |\n| - |\n| b |") == markup._render_public(
+        "~~gone~~ | a |\n| - |\n| b |"
+    )
+
+
+def test_the_dependency_bound_matches_the_known_releases() -> None:
+    """pip never installs a cmarkgfm whose internals markup.py has not been checked against."""
+    low, high = markup.KNOWN_CMARKGFM
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert f'"cmarkgfm>={low},<{high}"' in pyproject

@@ -7,6 +7,7 @@ import re
 import threading
 from collections.abc import Callable
 from functools import lru_cache
+from importlib import metadata
 from typing import Any
 from urllib.parse import urljoin
 
@@ -59,14 +60,28 @@ def _render_public(markdown: str) -> str:
         )
 
 
-def _bind() -> Callable[[str], str] | None:
-    """Return a renderer that frees what cmark-gfm allocates, or None if cmarkgfm changed.
+# The cmarkgfm releases whose compiled module and cmark_mem layout `_bind` was written and tested
+# against (pyproject.toml bounds the dependency the same way); any other gets the public function.
+KNOWN_CMARKGFM = ("2024.1.14", "2026")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def _bind(version: str) -> Callable[[str], str] | None:
+    """Return a renderer that frees what cmark-gfm allocates, or None if cmarkgfm may differ.
 
     cmarkgfm's Python functions never free the document tree and the HTML that cmark-gfm allocates
     for every text (280 MB over the benchmark's 100,000 summaries), so digest drives the parser
-    through cmarkgfm's compiled module and frees both with two functions of the same library. A
-    cmarkgfm that no longer has them gets the public function: the same HTML, and the leak.
+    through cmarkgfm's compiled module and frees both with two functions of the same library. That
+    reaches into cmarkgfm's internals, so it is done only for the releases it was written for
+    (`KNOWN_CMARKGFM`); any other cmarkgfm, or one that no longer has them, gets the public
+    function: the same HTML, and the leak.
     """
+    low, high = KNOWN_CMARKGFM
+    if not _release(low) <= _release(version) < _release(high):
+        return None
     try:
         from cmarkgfm import _cmark
 
@@ -110,7 +125,7 @@ def _bind() -> Callable[[str], str] | None:
     return render
 
 
-_render: Callable[[str], str] = _bind() or _render_public
+_render: Callable[[str], str] = _bind(metadata.version("cmarkgfm")) or _render_public
 
 
 @lru_cache(maxsize=8)
