@@ -93,7 +93,7 @@ def test_starttls_required_option() -> None:
 
 
 SHAPE = "must look like smtp://user@mail.example.edu:587 or smtps://user@mail.example.edu:465"
-OPTION = "the only option is ?starttls=required"
+OPTION = "the options are ?starttls=required and ?pipelining=off (joined with &)"
 
 
 @pytest.mark.parametrize(
@@ -128,6 +128,10 @@ OPTION = "the only option is ?starttls=required"
         (
             f"smtp://news:{PASSWORD}@mail.example.edu?starttls",
             f"'smtp://news:***@mail.example.edu?starttls': {OPTION}",
+        ),
+        (
+            f"smtp://news:{PASSWORD}@mail.example.edu?pipelining=no",
+            f"'smtp://news:***@mail.example.edu?pipelining=no': {OPTION}",
         ),
     ],
 )
@@ -631,13 +635,57 @@ def test_pipelining_sends_the_envelope_before_any_reply() -> None:
 
     thread = threading.Thread(target=serve_one, daemon=True)
     thread.start()
-    settings = dataclasses.replace(parse_url(f"smtp://127.0.0.1:{port}"), timeout=5.0)
+    settings = dataclasses.replace(
+        parse_url(f"smtp://127.0.0.1:{port}?pipelining=off"), timeout=5.0
+    )
     connection = SmtpTransport(settings).open()
     connection.send(payload("pipelined"), "provost@example.edu", "chan@example.org")
     connection.close()
     thread.join(5)
     listener.close()
     assert seen == [
+        b"MAIL FROM:<provost@example.edu>\r\n",
+        b"RCPT TO:<chan@example.org>\r\n",
+        b"DATA\r\n",
+    ]
+
+
+def test_pipelining_off_waits_for_each_reply() -> None:
+    """`?pipelining=off` talks one command at a time to a server that offers but mishandles it.
+
+    The server offers PIPELINING and then answers each command only after reading it alone: a
+    client that pipelined would have sent RCPT and DATA in the same segment as MAIL.
+    """
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    chunks: list[bytes] = []
+
+    def serve_one() -> None:
+        peer, _ = listener.accept()
+        with peer, peer.makefile("rb") as lines:
+            greet(peer, lines)
+            for reply in (b"250 sender ok\r\n", b"250 recipient ok\r\n", b"354 go on\r\n"):
+                chunks.append(peer.recv(4096))  # the client waits for `reply` before its next
+                peer.sendall(reply)
+            with peer.makefile("rb") as rest:
+                while rest.readline() not in (b".\r\n", b""):
+                    pass
+                peer.sendall(b"250 queued\r\n")
+                rest.readline()  # QUIT
+                peer.sendall(b"221 bye\r\n")
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    settings = dataclasses.replace(
+        parse_url(f"smtp://127.0.0.1:{port}?pipelining=off"), timeout=5.0
+    )
+    assert settings.describe() == f"smtp://127.0.0.1:{port} (no pipelining)"
+    connection = SmtpTransport(settings).open()
+    connection.send(payload("pipelined"), "provost@example.edu", "chan@example.org")
+    connection.close()
+    thread.join(5)
+    listener.close()
+    assert chunks == [
         b"MAIL FROM:<provost@example.edu>\r\n",
         b"RCPT TO:<chan@example.org>\r\n",
         b"DATA\r\n",
@@ -708,7 +756,9 @@ def test_a_server_that_never_ends_its_reply_line_is_left() -> None:
 
     thread = threading.Thread(target=serve_one, daemon=True)
     thread.start()
-    settings = dataclasses.replace(parse_url(f"smtp://127.0.0.1:{port}"), timeout=5.0)
+    settings = dataclasses.replace(
+        parse_url(f"smtp://127.0.0.1:{port}?pipelining=off"), timeout=5.0
+    )
     connection = SmtpTransport(settings).open()
     with pytest.raises(Temporary) as raised:
         connection.send(payload("pipelined"), "provost@example.edu", "chan@example.org")

@@ -88,16 +88,19 @@ class SmtpSettings:
     password: str | None = field(repr=False)
     require_starttls: bool
     timeout: float = 60.0
+    # False for a server that offers PIPELINING but mishandles it (`?pipelining=off`).
+    pipelining: bool = True
 
     def describe(self) -> str:
         scheme = "smtps" if self.implicit_tls else "smtp"
         user = f"{self.username}@" if self.username else ""
         tls = "" if self.implicit_tls else " (STARTTLS required)" if self.require_starttls else ""
-        return f"{scheme}://{user}{self.host}:{self.port}{tls}"
+        pipelining = "" if self.pipelining else " (no pipelining)"
+        return f"{scheme}://{user}{self.host}:{self.port}{tls}{pipelining}"
 
 
 def parse_url(url: str, password: str | None = None) -> SmtpSettings:
-    """Read `smtp://[user[:password]@]host[:port][?starttls=required]` or `smtps://...`."""
+    """Read `smtp://[user[:password]@]host[:port][?starttls=required&pipelining=off]`, `smtps://`."""
     text = url.strip()
     prefix, slashes, rest = text.partition("://")
     if not slashes:
@@ -120,10 +123,14 @@ def parse_url(url: str, password: str | None = None) -> SmtpSettings:
     if port == 0:
         raise DeliveryError(f"DIGEST_SMTP_URL {shown!r}: port 0 is not a port (use 1-65535)")
     query = parse_qs(parts.query, keep_blank_values=True)  # `?starttls` alone is a mistake too
-    unknown = set(query) - {"starttls"}
+    unknown = set(query) - {"starttls", "pipelining"}
     starttls = query.get("starttls", ["auto"])[-1]
-    if unknown or starttls not in ("auto", "required"):
-        raise DeliveryError(f"DIGEST_SMTP_URL {shown!r}: the only option is ?starttls=required")
+    pipelining = query.get("pipelining", ["auto"])[-1]
+    if unknown or starttls not in ("auto", "required") or pipelining not in ("auto", "off"):
+        raise DeliveryError(
+            f"DIGEST_SMTP_URL {shown!r}: the options are ?starttls=required and ?pipelining=off "
+            "(joined with &)"
+        )
     implicit = parts.scheme == "smtps"
     return SmtpSettings(
         implicit_tls=implicit,
@@ -132,6 +139,7 @@ def parse_url(url: str, password: str | None = None) -> SmtpSettings:
         username=unquote(user) if user else None,
         password=password if password is not None else _url_password(secret),
         require_starttls=starttls == "required",
+        pipelining=pipelining == "auto",
     )
 
 
@@ -214,7 +222,7 @@ class SmtpConnection:
         self._client = client
         self.pipe = Pipe(
             client.sock,
-            pipelining=client.has_extn("pipelining"),
+            pipelining=settings.pipelining and client.has_extn("pipelining"),
             size=client.has_extn("size"),
             timeout=settings.timeout,
         )
