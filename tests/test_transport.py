@@ -635,9 +635,7 @@ def test_pipelining_sends_the_envelope_before_any_reply() -> None:
 
     thread = threading.Thread(target=serve_one, daemon=True)
     thread.start()
-    settings = dataclasses.replace(
-        parse_url(f"smtp://127.0.0.1:{port}?pipelining=off"), timeout=5.0
-    )
+    settings = dataclasses.replace(parse_url(f"smtp://127.0.0.1:{port}"), timeout=5.0)
     connection = SmtpTransport(settings).open()
     connection.send(payload("pipelined"), "provost@example.edu", "chan@example.org")
     connection.close()
@@ -756,9 +754,7 @@ def test_a_server_that_never_ends_its_reply_line_is_left() -> None:
 
     thread = threading.Thread(target=serve_one, daemon=True)
     thread.start()
-    settings = dataclasses.replace(
-        parse_url(f"smtp://127.0.0.1:{port}?pipelining=off"), timeout=5.0
-    )
+    settings = dataclasses.replace(parse_url(f"smtp://127.0.0.1:{port}"), timeout=5.0)
     connection = SmtpTransport(settings).open()
     with pytest.raises(Temporary) as raised:
         connection.send(payload("pipelined"), "provost@example.edu", "chan@example.org")
