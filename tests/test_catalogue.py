@@ -216,6 +216,57 @@ def test_newsletter_read_with_defaults(tmp_path: Path) -> None:
     )
 
 
+def test_relay_limits_are_read(tmp_path: Path) -> None:
+    """A relay's quota written once in items.yaml reaches every send as numbers."""
+    text = (
+        yaml_catalogue()
+        + newsletter("News")
+        + ('  delivery: {connections: 2, rate: "30/minute", daily_limit: 10000}\n')
+    )
+    news = load_text(text, tmp_path).newsletter
+    assert news is not None
+    assert news.limits == catalogue.Limits(connections=2, rate=0.5, daily_limit=10000)
+    assert parse(yaml_catalogue() + newsletter("News")).newsletter.limits == catalogue.Limits()
+
+
+@pytest.mark.parametrize(
+    ("delivery", "message"),
+    [
+        (
+            "{connections: 9}",
+            "newsletter.delivery.connections: '9' connections is more than 8; relays refuse more",
+        ),
+        (
+            "{connections: 0}",
+            "newsletter.delivery.connections: '0' is not a whole number of 1 or more",
+        ),
+        (
+            "{rate: 30}",
+            """newsletter.delivery.rate: '30' is not a rate; write it like "30/minute" or """
+            '"5/second"',
+        ),
+        (
+            '{rate: "0/minute"}',
+            """newsletter.delivery.rate: '0/minute' is not a rate; write it like "30/minute" or """
+            '"5/second"',
+        ),
+        (
+            "{daily_limit: -1}",
+            "newsletter.delivery.daily_limit: '-1' is not a whole number of 1 or more",
+        ),
+        (
+            "{per_day: 5}",
+            "newsletter.delivery.per_day: unknown key 'per_day'; known keys: "
+            "connections, rate, daily_limit",
+        ),
+    ],
+)
+def test_bad_relay_limits_are_located(delivery: str, message: str) -> None:
+    """A mistyped quota is named with its line before any send relies on it."""
+    text = yaml_catalogue() + newsletter("News") + f"  delivery: {delivery}\n"
+    assert problems(text) == [f"items.yaml:{SUBJECT_LINE + 3}: {message}"]
+
+
 @pytest.mark.parametrize(
     ("written", "expected"),
     [

@@ -100,6 +100,15 @@ class Mailbox:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What the mail relay allows: honoured by every send, whoever starts it."""
+
+    connections: int = 1
+    rate: float | None = None  # messages a second
+    daily_limit: int | None = None  # recipients in any 24 hours
+
+
+@dataclass(frozen=True, slots=True)
 class Newsletter:
     """How the monthly digest is addressed and when it is sent."""
 
@@ -109,6 +118,7 @@ class Newsletter:
     schedule: str
     unsubscribe: str
     subscribers: str
+    limits: Limits = Limits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -692,6 +702,25 @@ def _positive_int(value: Any) -> int:
     return int(text)
 
 
+MAX_CONNECTIONS = 8
+_PER = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+
+
+def _connections(value: Any) -> int:
+    count = _positive_int(value)
+    if count > MAX_CONNECTIONS:
+        raise _Invalid(f"'{count}' connections is more than {MAX_CONNECTIONS}; relays refuse more")
+    return count
+
+
+def _rate(value: Any) -> float:
+    text = _text(value)
+    match = re.fullmatch(r"([0-9]{1,6})\s*/\s*(second|minute|hour)", text)
+    if match is None or int(match.group(1)) < 1:
+        raise _Invalid(f"'{text}' is not a rate; write it like \"30/minute\" or \"5/second\"")
+    return int(match.group(1)) / _PER[match.group(2)]
+
+
 def _bool(value: Any) -> bool:
     text = _text(value)
     if text not in ("true", "false"):
@@ -946,8 +975,22 @@ class _Checker:
                 "schedule": (True, _cron),
                 "unsubscribe": (True, _unsubscribe),
                 "subscribers": (False, _text),
+                "delivery": (False, _identity),
             },
         )
+        limits = Limits()
+        if "delivery" in fields:
+            given = self.mapping(
+                fields["delivery"],
+                _key_line(value, "delivery"),
+                "newsletter.delivery",
+                {
+                    "connections": (False, _connections),
+                    "rate": (False, _rate),
+                    "daily_limit": (False, _positive_int),
+                },
+            )
+            limits = Limits(**given)
         if any(k not in fields for k in ("from", "subject", "schedule", "unsubscribe")):
             return None
         return Newsletter(
@@ -957,6 +1000,7 @@ class _Checker:
             schedule=fields["schedule"],
             unsubscribe=fields["unsubscribe"],
             subscribers=fields.get("subscribers", "subscribers.csv"),
+            limits=limits,
         )
 
     def items(self, value: Any, line: int | None, publication: Publication | None) -> list[Item]:
