@@ -25,6 +25,20 @@ ALIAS_BUDGET = 10_000
 
 RESERVED_SLUGS = frozenset({"all", "index", "archive"})
 
+# Limits on what a catalogue may hold, in characters (bytes for the file). Generous for any real
+# publication, they stop one stray paste from breaking what is built from it: libxml2, inside the
+# email styler, silently cuts a text over 10 MB short (and the footer with it), and every feed
+# repeats each summary and body. Ghost, for comparison, allows a 255-character title, a
+# 300-character excerpt, 191-character slugs and 2,000-character URLs.
+MAX_CATALOGUE_BYTES = 200_000_000  # 100,000 items (a decade of a large university) are ~90 MB
+MAX_LINE = 500  # any one-line text: a title, a name, a tag, alt text, the subject
+MAX_SUMMARY = 10_000  # about 1,500 words; the bundled catalogue's longest is 641
+MAX_BODY = 100_000  # about 15,000 words; 50 such items keep a feed near 5 MB
+MAX_URL = 2_048  # the sitemaps protocol's bound, where many crawlers and tools stop too
+# Slugs name files: `.<slug>.atom.xml.<suffix>.tmp` must stay far below the 255 bytes a file
+# name may have (a slug is ASCII, so characters are bytes).
+MAX_SLUG = 100
+
 # ------------------------------------------------------------------------------------------------
 # The validated catalogue
 
@@ -198,7 +212,10 @@ def load(path: Path, display_name: str | None = None) -> Catalogue:
     """Read and validate the catalogue at `path`; raise CatalogueError listing every problem."""
     name = display_name or str(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            # One byte past the limit is enough to know: a huge file, or an endless one such as
+            # a device, is never read into memory whole.
+            raw = handle.read(MAX_CATALOGUE_BYTES + 1)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise CatalogueError(
@@ -209,6 +226,8 @@ def load(path: Path, display_name: str | None = None) -> Catalogue:
 
 def parse(raw: bytes, path: Path, name: str) -> Catalogue:
     """Validate the catalogue given as bytes; `path` anchors relative paths inside it."""
+    if len(raw) > MAX_CATALOGUE_BYTES:
+        raise CatalogueError([Problem(name, None, "", _too_big())])
     problems: list[Problem] = []
     # Loading and checking make millions of objects and no reference cycles: paused, the cyclic
     # collector no longer traverses the growing tree again and again (a third of the load time).
@@ -219,6 +238,14 @@ def parse(raw: bytes, path: Path, name: str) -> Catalogue:
     finally:
         if paused:
             gc.enable()
+
+
+def _too_big() -> str:
+    return (
+        f"the catalogue is larger than {MAX_CATALOGUE_BYTES // 1_000_000} MB, the most `digest` "
+        "reads (100,000 items take about 90 MB); check that -c names the catalogue, and look "
+        "for a pasted file or log that does not belong in it"
+    )
 
 
 def _parse(raw: bytes, path: Path, name: str, problems: list[Problem]) -> Catalogue:
@@ -512,9 +539,15 @@ def _describe(value: Any) -> str:
     return "nothing" if value is None else repr(value)
 
 
-def _text(value: Any, *, multiline: bool = False) -> str:
+def _text(
+    value: Any, *, multiline: bool = False, limit: int = MAX_LINE, fix: str = "shorten it"
+) -> str:
     if not isinstance(value, str):
         raise _Invalid(f"expected text, found {_describe(value)}")
+    if len(value) > limit and len(value.strip()) > limit:  # before scanning all of it below
+        raise _Invalid(
+            f"is {len(value.strip()):,} characters long (at most {limit:,} characters; {fix})"
+        )
     # Checked before stripping: strip() would silently drop some controls at the edges.
     bad = _BAD_CHARS.search(value)
     if bad:
@@ -531,12 +564,30 @@ def _text(value: Any, *, multiline: bool = False) -> str:
     return text
 
 
-def _multiline(value: Any) -> str:
-    return _text(value, multiline=True)
+def _summary(value: Any) -> str:
+    return _text(
+        value,
+        multiline=True,
+        limit=MAX_SUMMARY,
+        fix="a summary is the teaser every feed and digest shows; put the full text in `body`",
+    )
 
 
-def _slug(value: Any) -> str:
-    text = _text(value)
+def _body(value: Any) -> str:
+    return _text(
+        value,
+        multiline=True,
+        limit=MAX_BODY,
+        fix="publish a text this long on the web site and point to it with `link`",
+    )
+
+
+def _slug(value: Any, limit: int = MAX_SLUG) -> str:
+    text = _text(
+        value,
+        limit=limit,
+        fix="a slug names files and links and must stay short; use a few words, like 'campus-news'",
+    )
     if not _SLUG.fullmatch(text):
         raise _Invalid(
             f"'{text}' is not a slug (use lowercase letters, digits and single hyphens, "
@@ -546,7 +597,7 @@ def _slug(value: Any) -> str:
 
 
 def _url(value: Any) -> str:
-    text = _text(value)
+    text = _text(value, limit=MAX_URL, fix="use the page's short address")
     try:
         parts = urlsplit(text)
     except ValueError:  # a malformed IPv6 host such as `http://[::1`
@@ -630,7 +681,7 @@ def _cron(value: Any) -> str:
 
 
 def _unsubscribe(value: Any) -> str:
-    text = _text(value)
+    text = _text(value, limit=MAX_URL, fix="use a short address")
     if text.startswith("mailto:"):
         _email(text[len("mailto:") :].split("?", 1)[0])
         return text
@@ -859,13 +910,15 @@ class _Checker:
                 return known
             return _when(value, tz)
 
+        # An item names a category or section by its slug; one too long is not declared, which
+        # its declaration's own error says once rather than once for every item.
         def declared_slug(value: Any) -> str:
             if value.__class__ is str:
                 known = slugs.get(value)
                 if known is None:
-                    known = slugs[value] = _slug(value)
+                    known = slugs[value] = _slug(value, MAX_LINE)
                 return known
-            return _slug(value)
+            return _slug(value, MAX_LINE)
 
         fields: Fields = {
             "id": (True, _slug),
@@ -874,8 +927,8 @@ class _Checker:
             "updated": (False, when),
             "category": (True, declared_slug),
             "section": (False, declared_slug),
-            "summary": (True, _multiline),
-            "body": (False, _multiline),
+            "summary": (True, _summary),
+            "body": (False, _body),
             "link": (False, _url),
             "image": (False, _identity),
             "tags": (False, _tags),
