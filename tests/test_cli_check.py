@@ -830,3 +830,20 @@ def test_catalogue_over_size_limit_refused_before_parsing(run: Run, tmp_path: Pa
         result = run(command)
         assert (result.exit_code, result.stdout, result.stderr) == (1, "", too_big), command
     assert sorted(p.name for p in tmp_path.iterdir()) == ["items.yaml"]
+
+
+def test_subject_with_a_line_break_refused_by_check(run: Run, write: Write) -> None:
+    """`check` refuses the subject `send` would refuse, instead of passing it."""
+    newsletter = (
+        "newsletter:\n"
+        '  from: "Campus News <news@example.edu>"\n'
+        '  subject: "Campus News {month:%B%n}"\n'
+        '  schedule: "0 9 1 * *"\n'
+        '  unsubscribe: "mailto:news@example.edu?subject=unsubscribe"\n'
+    )
+    assert_rejected(
+        check(run, write, yaml_catalogue() + newsletter),
+        "items.yaml:22: newsletter.subject: becomes 'Campus News January\\n' for January 2025, "
+        "which contains U+000A, a line break, and a subject must be one line; remove the date "
+        "format that makes it (such as %n)",
+    )

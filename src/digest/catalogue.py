@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import gc
 import re
+import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, tzinfo
@@ -525,6 +526,9 @@ _CRON = re.compile(r"\S+(?:\s+\S+){4}")
 _BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 # A title or name is one line: these would end a line in a feed reader or an email header.
 _LINE_BREAKS = re.compile("[\r\n\x85\u2028\u2029]")
+# What ends an email header: every character str.splitlines() breaks at, and NUL (the same set
+# message.header_safe refuses in every header, as a last guard).
+_HEADER_BREAKERS = re.compile("[\r\n\x00\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 # U+0085, U+2028 and U+2029 as UTF-8 (in valid UTF-8 these bytes can only be those characters).
 _ODD_BREAKS_UTF8 = re.compile(b"\xc2\x85|\xe2\x80[\xa8\xa9]")
 _NEL_UTF8 = re.compile(b"\xc2\x85")
@@ -659,18 +663,61 @@ def _timezone(value: Any) -> str:
 
 def _subject(value: Any) -> str:
     text = _text(value)
-    try:
-        text.format(month=date(2025, 11, 1))
-    except KeyError as exc:
-        raise _Invalid(
-            f"unknown placeholder {{{exc.args[0]}}}; only {{month}} is available"
-        ) from exc
-    except IndexError as exc:
-        raise _Invalid("placeholders must be named: use {month}, like {month:%B %Y}") from exc
-    # AttributeError, TypeError: `{month.foo}`, `{month[0]}` reach into the date.
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise _Invalid(f"is not a valid template ({exc}); write braces as {{{{ and }}}}") from exc
+    # Every month, since a month's name or a day of the year can be what breaks the subject.
+    for month in range(1, 13):
+        try:
+            subject_line(text, date(SAMPLE_YEAR, month, 1))
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from exc
     return text
+
+
+# The year whose twelve months `check` fills the subject in for.
+SAMPLE_YEAR = 2025
+
+_PLACEHOLDERS = (
+    "only {month} is available, optionally with a date format after a colon, like "
+    "{month:%B %Y}; attributes, indexes and conversions ({month.year}, {month[0]}, {month!r}) "
+    "are not"
+)
+
+
+def subject_line(template: str, month: date) -> str:
+    """Return the subject for the month that starts on `month`; raise ValueError saying why not.
+
+    The one rule for `newsletter.subject`: `check` applies it to every month of a year, `render`
+    and `send` to the month they render. Only `{month}` may appear, with an optional strftime
+    format: no attributes, indexes or conversions, which would reach into Python objects.
+    """
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"is not a valid template ({exc}); write braces as {{{{ and }}}}") from exc
+    parts = []
+    for literal, name, spec, conversion in fields:
+        parts.append(literal)
+        if name is None:
+            continue
+        if name != "month" or conversion is not None or "{" in (spec or ""):
+            written = "{" + name + (f"!{conversion}" if conversion else "")
+            written += f":{spec}}}" if spec else "}"
+            raise ValueError(f"{written} is not allowed: {_PLACEHOLDERS}")
+        try:
+            parts.append(format(month, spec or ""))
+        except ValueError as exc:
+            raise ValueError(f"{{month:{spec}}} is not a valid date format ({exc})") from exc
+    subject = "".join(parts)
+    label = f"{month:%B %Y}"
+    breaker = _HEADER_BREAKERS.search(subject)
+    if breaker:
+        raise ValueError(
+            f"becomes {subject!r} for {label}, which contains U+{ord(breaker.group()):04X}, a "
+            "line break, and a subject must be one line; remove the date format that makes it "
+            "(such as %n)"
+        )
+    if not subject.strip():
+        raise ValueError(f"is empty for {label}; write some text around {{month}}")
+    return subject
 
 
 def _cron(value: Any) -> str:

@@ -21,7 +21,7 @@ import jinja2
 from markupsafe import Markup
 
 from digest import markup
-from digest.catalogue import Catalogue, Category, Item
+from digest.catalogue import Catalogue, Category, Item, subject_line
 from digest.errors import RenderError
 from digest.months import Month
 
@@ -193,11 +193,13 @@ class Renderer:
     def _render(self, selection: Issue, web: bool) -> Rendered:
         publication = self.catalogue.publication
         newsletter = self.catalogue.newsletter
-        subject = (
-            newsletter.subject.format(month=selection.month.first_day)
-            if newsletter
-            else f"{publication.title} — {selection.month.label}"
-        )
+        if newsletter is None:
+            subject = f"{publication.title} — {selection.month.label}"
+        else:
+            try:  # by the rule `digest check` applies, so that check and send agree
+                subject = subject_line(newsletter.subject, selection.month.first_day)
+            except ValueError as exc:
+                raise RenderError(f"{self.catalogue.path.name}: newsletter.subject: {exc}") from exc
         context = {
             "publication": publication,
             "subject": subject,
