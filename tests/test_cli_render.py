@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import Result
 
 from helpers import item, yaml_catalogue
@@ -108,3 +112,96 @@ def test_oversized_digest_warns_about_gmail_clipping(
         f"warning: out/digest-2025-11.html is {size / 1024:.1f} KB; Gmail clips messages over "
         '102.0 KB and hides the rest behind "[Message clipped]"\n'
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# Styling opens no connection
+
+
+class CountingServer(ThreadingHTTPServer):
+    """An HTTP server on loopback that counts the connections it accepts."""
+
+    connections = 0
+
+    def get_request(self) -> tuple[Any, Any]:
+        accepted = super().get_request()
+        self.connections += 1
+        return accepted
+
+
+class FontCss(BaseHTTPRequestHandler):
+    """Serves a web font's stylesheet, as a font service would."""
+
+    def do_GET(self) -> None:
+        body = b"@font-face { font-family: Campus; src: url(/campus.woff2); }\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/css")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the test counts connections; the log would only clutter the output
+
+
+@pytest.fixture
+def font_server() -> Iterator[CountingServer]:
+    """A real HTTP server on a free loopback port that answers every request with CSS."""
+    server = CountingServer(("127.0.0.1", 0), FontCss)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+FETCH_FIX = (
+    "the email styler (premailer) would download it while rendering every email, and hang on a "
+    "server that does not answer; `digest` renders without touching the network. Remove the "
+    "@import, or copy the rules you need into style.css (for a web font, its @font-face rules, "
+    "with the font files on your own site); most mail clients ignore web fonts anyway"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "line"),
+    [
+        pytest.param("style.css", 4, id="style.css"),
+        pytest.param("digest.html.j2", 15, id="style-element"),  # right after <style>
+    ],
+)
+def test_web_font_import_never_fetched(
+    run: Run,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    font_server: CountingServer,
+    name: str,
+    line: int,
+) -> None:
+    """A web font's @import is refused with its line; no command connects to its server."""
+    for variable in ("DIGEST_SMTP_URL", "DIGEST_PUBLIC_URL", "DIGEST_STATE"):
+        monkeypatch.delenv(variable, raising=False)
+    bundled(tmp_path)
+    shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
+    shutil.copytree(ROOT / "newsletter_templates", tmp_path / "newsletter_templates")
+    template = tmp_path / "newsletter_templates" / name
+    lines = template.read_text(encoding="utf-8").splitlines(keepends=True)
+    url = f"http://127.0.0.1:{font_server.server_address[1]}/font.css"
+    lines.insert(line - 1, f"@import url({url});\n")
+    template.write_text("".join(lines), encoding="utf-8")
+
+    check = run("check")
+    render = run("render", "--month", "2025-11")
+    dry_run = run("send", "--month", "2025-11", "--dry-run")
+    build = run("build")
+
+    assert font_server.connections == 0
+    refused = f"newsletter_templates/{name}:{line}: @import of {url}: {FETCH_FIX}\n"
+    for result in (check, render, dry_run):
+        assert (result.exit_code, result.stdout, result.stderr) == (1, "", refused)
+    assert not (tmp_path / "out").exists()
+    # The archive pages are not styled by digest: a browser reads the @import itself.
+    assert build.exit_code == 0, build.output

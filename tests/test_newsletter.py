@@ -273,3 +273,100 @@ def test_subject_from_the_catalogue_template(tmp_path: Path) -> None:
     cat = load_text(text, tmp_path)
     rendered = newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
     assert rendered.subject == "Campus News — November 2025 📰"
+
+
+# ------------------------------------------------------------------------------------------------
+# Styling opens no connection, and every email keeps its footer
+
+NEWS = (
+    "newsletter:\n"
+    '  from: "Campus News <news@example.edu>"\n'
+    '  subject: "Campus News — {month:%B %Y}"\n'
+    '  schedule: "0 9 1 * *"\n'
+    '  unsubscribe: "mailto:news@example.edu?subject=unsubscribe"\n'
+)
+FETCH_FIX = (
+    "the email styler (premailer) would download it while rendering every email, and hang on a "
+    "server that does not answer; `digest` renders without touching the network. Remove the "
+    "@import, or copy the rules you need into style.css (for a web font, its @font-face rules, "
+    "with the font files on your own site); most mail clients ignore web fonts anyway"
+)
+STYLE = (ROOT / "newsletter_templates" / "style.css").read_text(encoding="utf-8")
+PAGE = (ROOT / "newsletter_templates" / "digest.html.j2").read_text(encoding="utf-8")
+
+
+def own_templates(tmp_path: Path, name: str, text: str) -> Path:
+    """Write one of the office's own templates beside items.yaml; return its directory."""
+    own = tmp_path / "newsletter_templates"
+    own.mkdir(exist_ok=True)
+    (own / name).write_text(text, encoding="utf-8")
+    return own
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        pytest.param(
+            "@import url(http://127.0.0.1:9/font.css);", "http://127.0.0.1:9/font.css", id="url"
+        ),
+        pytest.param(
+            '@import "https://fonts.example.org/css";', "https://fonts.example.org/css", id="string"
+        ),
+        pytest.param(
+            "@import url(//fonts.example.org/css);",
+            "//fonts.example.org/css",
+            id="protocol-relative",
+        ),
+        pytest.param("@import 'local.css';", "local.css", id="relative-file"),
+        pytest.param("@import url(file:///etc/passwd);", "file:///etc/passwd", id="file-url"),
+        pytest.param(
+            "@IMPORT url(http://127.0.0.1:9/a.css);", "http://127.0.0.1:9/a.css", id="upper-case"
+        ),
+        pytest.param(
+            "@\\69mport url(http://127.0.0.1:9/b.css);", "http://127.0.0.1:9/b.css", id="escaped"
+        ),
+        pytest.param(
+            "p { margin: 0; } @import url(http://127.0.0.1:9/late.css);",
+            "http://127.0.0.1:9/late.css",
+            id="after-a-rule",
+        ),
+    ],
+)
+def test_stylesheet_the_styler_would_fetch_refused(tmp_path: Path, line: str, shown: str) -> None:
+    """An @import in style.css stops the render with its line, instead of a hung or slow send."""
+    cat = load_text(yaml_catalogue() + NEWS, tmp_path)
+    own = own_templates(tmp_path, "style.css", "/* The look. */\n\n" + line + "\n" + STYLE)
+    renderer = newsletter.Renderer(cat)
+    expected = f"{own / 'style.css'}:3: @import of {shown}: {FETCH_FIX}"
+    with pytest.raises(RenderError) as info:
+        renderer.render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert str(info.value) == expected
+    with pytest.raises(RenderError) as info:
+        newsletter.check(cat, NOW)
+    assert str(info.value) == expected
+
+
+def test_linked_stylesheet_refused(tmp_path: Path) -> None:
+    """A <link rel=stylesheet> in the template is refused: it would never style the email."""
+    cat = load_text(yaml_catalogue() + NEWS, tmp_path)
+    link = '<link rel="Stylesheet" href="https://fonts.example.org/css">'
+    own = own_templates(tmp_path, "digest.html.j2", PAGE.replace("<style>", link + "\n<style>"))
+    with pytest.raises(RenderError) as info:
+        newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert str(info.value) == (
+        f"{own / 'digest.html.j2'}:14: "
+        '<link rel="stylesheet" href="https://fonts.example.org/css">: '
+        "the email styler does not read linked stylesheets, most mail clients do not load them, "
+        "and `digest` renders without touching the network. Copy the rules you need into "
+        "style.css and remove the <link>"
+    )
+
+
+def test_web_font_declared_in_style_css_still_renders(tmp_path: Path) -> None:
+    """A @font-face (fetched by the reader's mail client, not by digest) is no reason to refuse."""
+    cat = load_text(yaml_catalogue() + NEWS, tmp_path)
+    face = "@font-face { font-family: Campus; src: url(https://fonts.example.org/campus.woff2); }\n"
+    own_templates(tmp_path, "style.css", face + STYLE)
+    newsletter.check(cat, NOW)
+    rendered = newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert "Unsubscribe" in rendered.html
