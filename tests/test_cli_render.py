@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from helpers import item, yaml_catalogue
+from conftest import SmtpServer
+from helpers import item, snapshot, yaml_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 Run = Callable[..., Result]
@@ -205,3 +206,49 @@ def test_web_font_import_never_fetched(
     assert not (tmp_path / "out").exists()
     # The archive pages are not styled by digest: a browser reads the @import itself.
     assert build.exit_code == 0, build.output
+
+
+# ------------------------------------------------------------------------------------------------
+# Every email keeps its footer
+
+FOOTER_REFUSED = (
+    'The November 2025 digest cannot be sent: its HTML has no "Unsubscribe" link. Every email '
+    "must carry View in browser, Follow the feeds and Unsubscribe: put them back in the footer of "
+    "the newsletter templates (digest.html.j2, digest.txt.j2); if they are there, an item's text "
+    "too long to style has cut the page short: shorten it\n"
+)
+
+
+def without_unsubscribe(tmp_path: Path) -> None:
+    """Give the bundled catalogue an edited digest.html.j2 that lost its Unsubscribe link."""
+    bundled(tmp_path)
+    shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
+    own = tmp_path / "newsletter_templates"
+    own.mkdir()
+    page = (ROOT / "newsletter_templates" / "digest.html.j2").read_text(encoding="utf-8")
+    edited = page.replace(' · <a href="{{ unsubscribe }}">Unsubscribe</a>', "")
+    assert edited != page
+    (own / "digest.html.j2").write_text(edited, encoding="utf-8")
+
+
+def test_render_without_unsubscribe_link_writes_nothing(run: Run, tmp_path: Path) -> None:
+    """A template that lost its Unsubscribe link gives no preview staff could send from."""
+    without_unsubscribe(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    before = snapshot(out)
+    result = run("render", "--month", "2025-11")
+    assert (result.exit_code, result.stdout, result.stderr) == (1, "", FOOTER_REFUSED)
+    assert snapshot(out) == before
+
+
+def test_send_without_unsubscribe_link_sends_nothing(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpServer
+) -> None:
+    """No subscriber ever receives a digest without a way to unsubscribe."""
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+    monkeypatch.delenv("DIGEST_PUBLIC_URL", raising=False)
+    without_unsubscribe(tmp_path)
+    result = run("send", "--month", "2025-11", "--yes")
+    assert (result.exit_code, result.stderr) == (1, FOOTER_REFUSED)
+    assert smtp_server.recorder.messages == []

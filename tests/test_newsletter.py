@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -230,9 +231,16 @@ def test_office_templates_override_the_shipped_ones(tmp_path: Path) -> None:
     cat = load_text(yaml_catalogue(), tmp_path)
     own = tmp_path / "newsletter_templates"
     own.mkdir()
-    (own / "digest.txt.j2").write_text("Custom {{ month }}: {{ sections | length }} section(s)\n")
+    footer = "{{ view_url }} {{ feeds_url }} {{ unsubscribe }}\n"
+    (own / "digest.txt.j2").write_text(
+        "Custom {{ month }}: {{ sections | length }} section(s)\n" + footer
+    )
     rendered = newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
-    assert rendered.text == "Custom November 2025: 1 section(s)\n"
+    _, text = rendered.personalise(None, UNSUBSCRIBE)
+    assert text == (
+        "Custom November 2025: 1 section(s)\nhttps://news.example.edu/feeds/archive/2025-11.html "
+        f"https://news.example.edu/feeds/ {UNSUBSCRIBE}\n"
+    )
     # Files the office did not copy still come from the shipped templates.
     assert '<h1 class="title"' in rendered.html
 
@@ -370,3 +378,40 @@ def test_web_font_declared_in_style_css_still_renders(tmp_path: Path) -> None:
     newsletter.check(cat, NOW)
     rendered = newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
     assert "Unsubscribe" in rendered.html
+
+
+FOOTER_FIX = (
+    "Every email must carry View in browser, Follow the feeds and Unsubscribe: put them back in "
+    "the footer of the newsletter templates (digest.html.j2, digest.txt.j2); if they are there, "
+    "an item's text too long to style has cut the page short: shorten it"
+)
+
+
+def test_summary_too_long_to_style_is_refused_not_cut(tmp_path: Path) -> None:
+    """A page libxml2 cut short (a 10.5 MB summary) is refused, not sent without Unsubscribe."""
+    cat = load_text(yaml_catalogue() + NEWS, tmp_path)
+    # Past the catalogue's own limit, as only a caller building items in Python could make it.
+    huge = dataclasses.replace(cat.items[0], summary="word " * 2_100_000)
+    cat = catalogue.Catalogue(cat.path, cat.publication, cat.newsletter, (huge,))
+    with pytest.raises(RenderError) as info:
+        newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert str(info.value) == (
+        'The November 2025 digest cannot be sent: its HTML has no "View in browser", "Follow the '
+        f'feeds" or "Unsubscribe" link. {FOOTER_FIX}'
+    )
+
+
+def test_template_without_unsubscribe_refused(tmp_path: Path) -> None:
+    """An edited template that drops the Unsubscribe link cannot produce an email."""
+    cat = load_text(yaml_catalogue() + NEWS, tmp_path)
+    without = PAGE.replace(' · <a href="{{ unsubscribe }}">Unsubscribe</a>', "")
+    assert without != PAGE
+    own_templates(tmp_path, "digest.html.j2", without)
+    text = (ROOT / "newsletter_templates" / "digest.txt.j2").read_text(encoding="utf-8")
+    own_templates(tmp_path, "digest.txt.j2", text.replace("View in browser: {{ view_url }}\n", ""))
+    with pytest.raises(RenderError) as info:
+        newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert str(info.value) == (
+        'The November 2025 digest cannot be sent: its HTML has no "Unsubscribe" link; its text '
+        f'has no "View in browser" link. {FOOTER_FIX}'
+    )

@@ -199,7 +199,16 @@ class Renderer:
             return Rendered(subject, page, "", len(selection.items))
         text = self._fill("digest.txt.j2", context)
         self._refuse_fetches(page)  # before premailer sees the page: it would fetch them
-        return Rendered(subject, self._inline(page), text, len(selection.items))
+        inlined = self._inline(page)
+        footer = {
+            "View in browser": context["view_url"],
+            "Follow the feeds": context["feeds_url"],
+            "Unsubscribe": UNSUBSCRIBE_TOKEN,
+        }
+        # libxml2, inside premailer, cuts a page short after a text over 10 MB: what comes after,
+        # the footer among it, would be lost without a word.
+        _require_footer(selection.month, footer, inlined, text)
+        return Rendered(subject, inlined, text, len(selection.items))
 
     def check(self, chosen: Issue) -> None:
         """Raise RenderError if `chosen`'s email cannot be rendered or styling it would fetch.
@@ -396,6 +405,36 @@ def _imports(css: str) -> tuple[str, ...]:
     # An @import after other rules is invalid CSS that cssutils fetches all the same, then drops.
     late = [url for url in asked if not any(url.endswith(w) for w in written)]
     return tuple(dict.fromkeys(written + late))
+
+
+def _require_footer(month: Month, footer: dict[str, str], page: str, text: str) -> None:
+    """Raise RenderError unless the email's HTML and text both carry every `footer` link."""
+    from urllib.parse import unquote
+
+    from lxml import etree
+
+    root = etree.fromstring(page.strip(), etree.HTMLParser())
+    hrefs = {unquote(a.get("href") or "") for a in root.iter("a")} if root is not None else set()
+    lost = []
+    html_missing = [label for label, url in footer.items() if unquote(url) not in hrefs]
+    if html_missing:
+        lost.append(f"its HTML has no {_listed(html_missing)} link")
+    text_missing = [label for label, url in footer.items() if url not in text]
+    if text_missing:
+        lost.append(f"its text has no {_listed(text_missing)} link")
+    if lost:
+        raise RenderError(
+            f"The {month.label} digest cannot be sent: {'; '.join(lost)}. Every email must "
+            "carry View in browser, Follow the feeds and Unsubscribe: put them back in the footer "
+            "of the newsletter templates (digest.html.j2, digest.txt.j2); if they are there, an "
+            "item's text too long to style has cut the page short: shorten it"
+        )
+
+
+def _listed(labels: list[str]) -> str:
+    """Return labels as `A`, `A or B`, `A, B or C`."""
+    quoted = [f'"{label}"' for label in labels]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 def _escapes(template: str | None) -> bool:
