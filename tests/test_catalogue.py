@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest import catalogue
+from digest import catalogue, message
+from digest import newsletter as newsletter_module
 from digest.errors import CatalogueError
+from digest.months import Month
 from helpers import HEADER, NOW, item, load_text, yaml_catalogue
 
 # The subject is on this line when newsletter() follows a one-item yaml_catalogue().
@@ -288,31 +290,81 @@ def test_sender_is_read_as_name_and_address(
     assert (news.sender.name or "", news.sender.address) == expected
 
 
+ONLY_MONTH = (
+    "is not allowed: only {month} is available, optionally with a date format after a colon, "
+    "like {month:%B %Y}; attributes, indexes and conversions ({month.year}, {month[0]}, "
+    "{month!r}) are not"
+)
+
+
 @pytest.mark.parametrize(
     ("subject", "message"),
     [
-        ("News {year}", "unknown placeholder {year}; only {month} is available"),
+        ("News {year}", f"{{year}} {ONLY_MONTH}"),
         (
             "News {",
             "is not a valid template (Single '{' encountered in format string); "
             "write braces as {{ and }}",
         ),
-        (
-            "News {month.day_name}",
-            "is not a valid template ('datetime.date' object has no attribute 'day_name'); "
-            "write braces as {{ and }}",
-        ),
-        (
-            "News {month[0]}",
-            "is not a valid template ('datetime.date' object is not subscriptable); "
-            "write braces as {{ and }}",
-        ),
+        ("News {month.day_name}", f"{{month.day_name}} {ONLY_MONTH}"),
+        ("News {month[0]}", f"{{month[0]}} {ONLY_MONTH}"),
+        # These two were accepted, and put Python's insides into the subject.
+        ("News {month.__class__}", f"{{month.__class__}} {ONLY_MONTH}"),
+        ("News {month.year}", f"{{month.year}} {ONLY_MONTH}"),
+        ("News {0}", f"{{0}} {ONLY_MONTH}"),
+        ("News {}", f"{{}} {ONLY_MONTH}"),
+        ("News {month!r}", f"{{month!r}} {ONLY_MONTH}"),
+        ("News {month:{month}}", f"{{month:{{month}}}} {ONLY_MONTH}"),
+        ("{month: }", "is empty for January 2025; write some text around {month}"),
     ],
 )
 def test_subject_placeholders_checked(subject: str, message: str) -> None:
     """A subject that could not be filled in is caught now, not on the day the digest is sent."""
     text = yaml_catalogue() + newsletter(subject)
     assert problems(text) == [f"items.yaml:{SUBJECT_LINE}: newsletter.subject: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("subject", "shown"),
+    [
+        ("News — {month:%B %Y%n}", "'News — January 2025\\n'"),
+        ("News {month:%B%n%Y}", "'News January\\n2025'"),
+    ],
+)
+def test_subject_that_breaks_the_header_refused(subject: str, shown: str) -> None:
+    """A subject `send` would refuse (a line break from %n) is refused by `check` already."""
+    expected = (
+        f"items.yaml:{SUBJECT_LINE}: newsletter.subject: becomes {shown} for January 2025, "
+        "which contains U+000A, a line break, and a subject must be one line; remove the date "
+        "format that makes it (such as %n)"
+    )
+    assert problems(yaml_catalogue() + newsletter(subject)) == [expected]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["News ", "{month}", "{month:%B %Y}", "{month:%n}", "{month:%t}", "{month:%j}", "{",
+             "}", "{{", "}}", "{month.year}", "{0}", ":", "%", "{month:%B%n}", " "]
+        ),
+        min_size=1,
+        max_size=6,
+    ).map("".join),
+    st.integers(1, 12),
+    st.integers(1990, 2100),
+)  # fmt: skip
+def test_check_accepts_only_subjects_every_send_can_use(
+    template: str, month: int, year: int
+) -> None:
+    """A subject that passes `check` never stops a send later, whatever the month."""
+    try:
+        checked = parse(yaml_catalogue() + newsletter(template))
+    except CatalogueError:
+        return
+    empty = newsletter_module.Issue(Month(year, month), ())
+    subject = newsletter_module.Renderer(checked).render(empty, web=True).subject
+    assert message.header_safe(subject, "the subject") == subject
 
 
 @pytest.mark.parametrize("subject", ["{month:%B %Y}", "{month}", "Plain {{braces}}"])

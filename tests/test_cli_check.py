@@ -744,3 +744,161 @@ def test_debug_shows_traceback(run: Run, write: Write) -> None:
     with pytest.raises(CatalogueError) as info:
         run("--debug", "check")
     assert str(info.value) + "\n" == FIVE_MISTAKES_REPORT
+
+
+# ------------------------------------------------------------------------------------------------
+# Limits: generous for any real publication, enforced before anything is built or sent
+
+# The limits, written out: catalogue.MAX_* may not drift without these tests noticing.
+SUMMARY_MAX, BODY_MAX, LINE_MAX, URL_MAX, SLUG_MAX = 10_000, 100_000, 500, 2_048, 100
+CATALOGUE_MAX = 200_000_000
+SUMMARY_FIX = "a summary is the teaser every feed and digest shows; put the full text in `body`"
+SLUG_FIX = "a slug names files and links and must stay short; use a few words, like 'campus-news'"
+
+
+def long_slug(length: int) -> str:
+    """Return a valid slug of exactly `length` characters."""
+    return ("campus-news-" * length)[: length - 1] + "x"
+
+
+OVER_LIMIT = [
+    pytest.param(
+        yaml_catalogue(item(summary="s" * (SUMMARY_MAX + 1))),
+        "items.yaml:19: items[0].summary: is 10,001 characters long (at most 10,000 "
+        f"characters; {SUMMARY_FIX})",
+        id="summary",
+    ),
+    pytest.param(
+        yaml_catalogue(item(body="b" * (BODY_MAX + 1))),
+        "items.yaml:20: items[0].body: is 100,001 characters long (at most 100,000 characters; "
+        "publish a text this long on the web site and point to it with `link`)",
+        id="body",
+    ),
+    pytest.param(
+        yaml_catalogue(item(title="t" * (LINE_MAX + 1))),
+        "items.yaml:16: items[0].title: is 501 characters long (at most 500 characters; "
+        "shorten it)",
+        id="title",
+    ),
+    pytest.param(
+        yaml_catalogue(item(link="https://example.edu/" + "p" * (URL_MAX - 19))),
+        "items.yaml:20: items[0].link: is 2,049 characters long (at most 2,048 characters; "
+        "use the page's short address)",
+        id="link",
+    ),
+    pytest.param(
+        yaml_catalogue(item(id=long_slug(SLUG_MAX + 1))),
+        f"items.yaml:15: items[0].id: is 101 characters long (at most 100 characters; {SLUG_FIX})",
+        id="item-id",
+    ),
+    pytest.param(
+        yaml_catalogue(header=header_with("slug: people,", f"slug: {long_slug(101)},")),
+        "items.yaml:11: publication.categories[1].slug: is 101 characters long (at most 100 "
+        f"characters; {SLUG_FIX})",
+        id="category-slug",
+    ),
+    pytest.param(
+        yaml_catalogue(header=header_with("slug: features,", f"slug: {long_slug(101)},")),
+        "items.yaml:13: publication.sections[0].slug: is 101 characters long (at most 100 "
+        f"characters; {SLUG_FIX})",
+        id="section-slug",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("content", "expected"), OVER_LIMIT)
+def test_value_over_its_limit_reported_with_line(
+    run: Run, write: Write, content: str, expected: str
+) -> None:
+    """A value past its limit is named with its line and the limit, before anything is built."""
+    assert_rejected(check(run, write, content), expected)
+
+
+def test_values_at_their_limits_accepted(run: Run, write: Write) -> None:
+    """Every limit is inclusive: a value exactly as long as allowed passes."""
+    slug = long_slug(SLUG_MAX)
+    text = yaml_catalogue(
+        item(
+            id=long_slug(SLUG_MAX),
+            title="t" * LINE_MAX,
+            category=slug,
+            summary="s" * SUMMARY_MAX,
+            body="b" * BODY_MAX,
+            link="https://example.edu/" + "p" * (URL_MAX - 20),
+        ),
+        header=header_with("slug: people,", f"slug: {slug},"),
+    )
+    result = check(run, write, text)
+    assert (result.exit_code, result.stderr) == (0, ""), result.stderr
+
+
+def test_longest_category_slug_builds(run: Run, write: Write, tmp_path: Path) -> None:
+    """A category slug of the longest allowed length gets its feeds, temporary files and all."""
+    slug = long_slug(SLUG_MAX)
+    write(
+        yaml_catalogue(item(category=slug), header=header_with("slug: people,", f"slug: {slug},"))
+    )
+    result = run("build")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "feeds" / f"{slug}.atom.xml").is_file()
+
+
+def test_slug_too_long_for_a_file_name_refused_by_build(
+    run: Run, write: Write, tmp_path: Path
+) -> None:
+    """A 240-character category slug is a line-numbered error, not a traceback halfway through."""
+    slug = long_slug(240)
+    write(yaml_catalogue(header=header_with("slug: people,", f"slug: {slug},")))
+    result = run("build")
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        1,
+        "",
+        "items.yaml:11: publication.categories[1].slug: is 240 characters long (at most 100 "
+        f"characters; {SLUG_FIX})\n",
+    )
+    assert not (tmp_path / "feeds").exists()
+
+
+def test_summary_over_limit_refused_by_build(run: Run, write: Write, tmp_path: Path) -> None:
+    """A pasted 50 MB summary stops the build at once instead of writing feeds of 478 MB."""
+    write(yaml_catalogue(item(summary="s" * 50_000_000)))
+    result = run("build")
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        1,
+        "",
+        "items.yaml:19: items[0].summary: is 50,000,000 characters long (at most 10,000 "
+        f"characters; {SUMMARY_FIX})\n",
+    )
+    assert not (tmp_path / "feeds").exists()
+
+
+def test_catalogue_over_size_limit_refused_before_parsing(run: Run, tmp_path: Path) -> None:
+    """A file far too big to be a catalogue gets one line naming it, not a parse of all of it."""
+    with (tmp_path / "items.yaml").open("wb") as handle:
+        handle.truncate(CATALOGUE_MAX + 1)  # sparse: no disk written
+    too_big = (
+        "items.yaml: the catalogue is larger than 200 MB, the most `digest` reads (100,000 items "
+        "take about 90 MB); check that -c names the catalogue, and look for a pasted file or log "
+        "that does not belong in it\n"
+    )
+    for command in ("check", "build", "render"):
+        result = run(command)
+        assert (result.exit_code, result.stdout, result.stderr) == (1, "", too_big), command
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["items.yaml"]
+
+
+def test_subject_with_a_line_break_refused_by_check(run: Run, write: Write) -> None:
+    """`check` refuses the subject `send` would refuse, instead of passing it."""
+    newsletter = (
+        "newsletter:\n"
+        '  from: "Campus News <news@example.edu>"\n'
+        '  subject: "Campus News {month:%B%n}"\n'
+        '  schedule: "0 9 1 * *"\n'
+        '  unsubscribe: "mailto:news@example.edu?subject=unsubscribe"\n'
+    )
+    assert_rejected(
+        check(run, write, yaml_catalogue() + newsletter),
+        "items.yaml:22: newsletter.subject: becomes 'Campus News January\\n' for January 2025, "
+        "which contains U+000A, a line break, and a subject must be one line; remove the date "
+        "format that makes it (such as %n)",
+    )

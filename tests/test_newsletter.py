@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -230,9 +231,16 @@ def test_office_templates_override_the_shipped_ones(tmp_path: Path) -> None:
     cat = load_text(yaml_catalogue(), tmp_path)
     own = tmp_path / "newsletter_templates"
     own.mkdir()
-    (own / "digest.txt.j2").write_text("Custom {{ month }}: {{ sections | length }} section(s)\n")
+    footer = "{{ view_url }} {{ feeds_url }} {{ unsubscribe }}\n"
+    (own / "digest.txt.j2").write_text(
+        "Custom {{ month }}: {{ sections | length }} section(s)\n" + footer
+    )
     rendered = newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
-    assert rendered.text == "Custom November 2025: 1 section(s)\n"
+    _, text = rendered.personalise(None, UNSUBSCRIBE)
+    assert text == (
+        "Custom November 2025: 1 section(s)\nhttps://news.example.edu/feeds/archive/2025-11.html "
+        f"https://news.example.edu/feeds/ {UNSUBSCRIBE}\n"
+    )
     # Files the office did not copy still come from the shipped templates.
     assert '<h1 class="title"' in rendered.html
 
@@ -273,3 +281,137 @@ def test_subject_from_the_catalogue_template(tmp_path: Path) -> None:
     cat = load_text(text, tmp_path)
     rendered = newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
     assert rendered.subject == "Campus News — November 2025 📰"
+
+
+# ------------------------------------------------------------------------------------------------
+# Styling opens no connection, and every email keeps its footer
+
+NEWS = (
+    "newsletter:\n"
+    '  from: "Campus News <news@example.edu>"\n'
+    '  subject: "Campus News — {month:%B %Y}"\n'
+    '  schedule: "0 9 1 * *"\n'
+    '  unsubscribe: "mailto:news@example.edu?subject=unsubscribe"\n'
+)
+FETCH_FIX = (
+    "the email styler (premailer) would download it while rendering every email, and hang on a "
+    "server that does not answer; `digest` renders without touching the network. Remove the "
+    "@import, or copy the rules you need into style.css (for a web font, its @font-face rules, "
+    "with the font files on your own site); most mail clients ignore web fonts anyway"
+)
+STYLE = (ROOT / "newsletter_templates" / "style.css").read_text(encoding="utf-8")
+PAGE = (ROOT / "newsletter_templates" / "digest.html.j2").read_text(encoding="utf-8")
+
+
+def own_templates(tmp_path: Path, name: str, text: str) -> Path:
+    """Write one of the office's own templates beside items.yaml; return its directory."""
+    own = tmp_path / "newsletter_templates"
+    own.mkdir(exist_ok=True)
+    (own / name).write_text(text, encoding="utf-8")
+    return own
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        pytest.param(
+            "@import url(http://127.0.0.1:9/font.css);", "http://127.0.0.1:9/font.css", id="url"
+        ),
+        pytest.param(
+            '@import "https://fonts.example.org/css";', "https://fonts.example.org/css", id="string"
+        ),
+        pytest.param(
+            "@import url(//fonts.example.org/css);",
+            "//fonts.example.org/css",
+            id="protocol-relative",
+        ),
+        pytest.param("@import 'local.css';", "local.css", id="relative-file"),
+        pytest.param("@import url(file:///etc/passwd);", "file:///etc/passwd", id="file-url"),
+        pytest.param(
+            "@IMPORT url(http://127.0.0.1:9/a.css);", "http://127.0.0.1:9/a.css", id="upper-case"
+        ),
+        pytest.param(
+            "@\\69mport url(http://127.0.0.1:9/b.css);", "http://127.0.0.1:9/b.css", id="escaped"
+        ),
+        pytest.param(
+            "p { margin: 0; } @import url(http://127.0.0.1:9/late.css);",
+            "http://127.0.0.1:9/late.css",
+            id="after-a-rule",
+        ),
+    ],
+)
+def test_stylesheet_the_styler_would_fetch_refused(tmp_path: Path, line: str, shown: str) -> None:
+    """An @import in style.css stops the render with its line, instead of a hung or slow send."""
+    cat = load_text(yaml_catalogue() + NEWS, tmp_path)
+    own = own_templates(tmp_path, "style.css", "/* The look. */\n\n" + line + "\n" + STYLE)
+    renderer = newsletter.Renderer(cat)
+    expected = f"{own / 'style.css'}:3: @import of {shown}: {FETCH_FIX}"
+    with pytest.raises(RenderError) as info:
+        renderer.render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert str(info.value) == expected
+    with pytest.raises(RenderError) as info:
+        newsletter.check(cat, NOW)
+    assert str(info.value) == expected
+
+
+def test_linked_stylesheet_refused(tmp_path: Path) -> None:
+    """A <link rel=stylesheet> in the template is refused: it would never style the email."""
+    cat = load_text(yaml_catalogue() + NEWS, tmp_path)
+    link = '<link rel="Stylesheet" href="https://fonts.example.org/css">'
+    own = own_templates(tmp_path, "digest.html.j2", PAGE.replace("<style>", link + "\n<style>"))
+    with pytest.raises(RenderError) as info:
+        newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert str(info.value) == (
+        f"{own / 'digest.html.j2'}:14: "
+        '<link rel="stylesheet" href="https://fonts.example.org/css">: '
+        "the email styler does not read linked stylesheets, most mail clients do not load them, "
+        "and `digest` renders without touching the network. Copy the rules you need into "
+        "style.css and remove the <link>"
+    )
+
+
+def test_web_font_declared_in_style_css_still_renders(tmp_path: Path) -> None:
+    """A @font-face (fetched by the reader's mail client, not by digest) is no reason to refuse."""
+    cat = load_text(yaml_catalogue() + NEWS, tmp_path)
+    face = "@font-face { font-family: Campus; src: url(https://fonts.example.org/campus.woff2); }\n"
+    own_templates(tmp_path, "style.css", face + STYLE)
+    newsletter.check(cat, NOW)
+    rendered = newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert "Unsubscribe" in rendered.html
+
+
+FOOTER_FIX = (
+    "Every email must carry View in browser, Follow the feeds and Unsubscribe: put them back in "
+    "the footer of the newsletter templates (digest.html.j2, digest.txt.j2); if they are there, "
+    "an item's text too long to style has cut the page short: shorten it"
+)
+
+
+def test_summary_too_long_to_style_is_refused_not_cut(tmp_path: Path) -> None:
+    """A page libxml2 cut short (a 10.5 MB summary) is refused, not sent without Unsubscribe."""
+    cat = load_text(yaml_catalogue() + NEWS, tmp_path)
+    # Past the catalogue's own limit, as only a caller building items in Python could make it.
+    huge = dataclasses.replace(cat.items[0], summary="word " * 2_100_000)
+    cat = catalogue.Catalogue(cat.path, cat.publication, cat.newsletter, (huge,))
+    with pytest.raises(RenderError) as info:
+        newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert str(info.value) == (
+        'The November 2025 digest cannot be sent: its HTML has no "View in browser", "Follow the '
+        f'feeds" or "Unsubscribe" link. {FOOTER_FIX}'
+    )
+
+
+def test_template_without_unsubscribe_refused(tmp_path: Path) -> None:
+    """An edited template that drops the Unsubscribe link cannot produce an email."""
+    cat = load_text(yaml_catalogue() + NEWS, tmp_path)
+    without = PAGE.replace(' · <a href="{{ unsubscribe }}">Unsubscribe</a>', "")
+    assert without != PAGE
+    own_templates(tmp_path, "digest.html.j2", without)
+    text = (ROOT / "newsletter_templates" / "digest.txt.j2").read_text(encoding="utf-8")
+    own_templates(tmp_path, "digest.txt.j2", text.replace("View in browser: {{ view_url }}\n", ""))
+    with pytest.raises(RenderError) as info:
+        newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert str(info.value) == (
+        'The November 2025 digest cannot be sent: its HTML has no "Unsubscribe" link; its text '
+        f'has no "View in browser" link. {FOOTER_FIX}'
+    )

@@ -6,6 +6,7 @@ import difflib
 import gc
 import json
 import re
+import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, tzinfo
@@ -25,6 +26,20 @@ T = TypeVar("T")
 ALIAS_BUDGET = 10_000
 
 RESERVED_SLUGS = frozenset({"all", "index", "archive"})
+
+# Limits on what a catalogue may hold, in characters (bytes for the file). Generous for any real
+# publication, they stop one stray paste from breaking what is built from it: libxml2, inside the
+# email styler, silently cuts a text over 10 MB short (and the footer with it), and every feed
+# repeats each summary and body. Ghost, for comparison, allows a 255-character title, a
+# 300-character excerpt, 191-character slugs and 2,000-character URLs.
+MAX_CATALOGUE_BYTES = 200_000_000  # 100,000 items (a decade of a large university) are ~90 MB
+MAX_LINE = 500  # any one-line text: a title, a name, a tag, alt text, the subject
+MAX_SUMMARY = 10_000  # about 1,500 words; the bundled catalogue's longest is 641
+MAX_BODY = 100_000  # about 15,000 words; 50 such items keep a feed near 5 MB
+MAX_URL = 2_048  # the sitemaps protocol's bound, where many crawlers and tools stop too
+# Slugs name files: `.<slug>.atom.xml.<suffix>.tmp` must stay far below the 255 bytes a file
+# name may have (a slug is ASCII, so characters are bytes).
+MAX_SLUG = 100
 
 # ------------------------------------------------------------------------------------------------
 # The validated catalogue
@@ -209,7 +224,10 @@ def load(path: Path, display_name: str | None = None) -> Catalogue:
     """Read and validate the catalogue at `path`; raise CatalogueError listing every problem."""
     name = display_name or str(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            # One byte past the limit is enough to know: a huge file, or an endless one such as
+            # a device, is never read into memory whole.
+            raw = handle.read(MAX_CATALOGUE_BYTES + 1)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise CatalogueError(
@@ -220,6 +238,8 @@ def load(path: Path, display_name: str | None = None) -> Catalogue:
 
 def parse(raw: bytes, path: Path, name: str) -> Catalogue:
     """Validate the catalogue given as bytes; `path` anchors relative paths inside it."""
+    if len(raw) > MAX_CATALOGUE_BYTES:
+        raise CatalogueError([Problem(name, None, "", _too_big())])
     problems: list[Problem] = []
     # Loading and checking make millions of objects and no reference cycles: paused, the cyclic
     # collector no longer traverses the growing tree again and again (a third of the load time).
@@ -230,6 +250,14 @@ def parse(raw: bytes, path: Path, name: str) -> Catalogue:
     finally:
         if paused:
             gc.enable()
+
+
+def _too_big() -> str:
+    return (
+        f"the catalogue is larger than {MAX_CATALOGUE_BYTES // 1_000_000} MB, the most `digest` "
+        "reads (100,000 items take about 90 MB); check that -c names the catalogue, and look "
+        "for a pasted file or log that does not belong in it"
+    )
 
 
 def _parse(raw: bytes, path: Path, name: str, problems: list[Problem]) -> Catalogue:
@@ -620,6 +648,9 @@ _CRON = re.compile(r"\S+(?:\s+\S+){4}")
 _BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 # A title or name is one line: these would end a line in a feed reader or an email header.
 _LINE_BREAKS = re.compile("[\r\n\x85\u2028\u2029]")
+# What ends an email header: every character str.splitlines() breaks at, and NUL (the same set
+# message.header_safe refuses in every header, as a last guard).
+_HEADER_BREAKERS = re.compile("[\r\n\x00\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 # U+0085, U+2028 and U+2029 as UTF-8 (in valid UTF-8 these bytes can only be those characters).
 _ODD_BREAKS_UTF8 = re.compile(b"\xc2\x85|\xe2\x80[\xa8\xa9]")
 _NEL_UTF8 = re.compile(b"\xc2\x85")
@@ -634,9 +665,15 @@ def _describe(value: Any) -> str:
     return "nothing" if value is None else repr(value)
 
 
-def _text(value: Any, *, multiline: bool = False) -> str:
+def _text(
+    value: Any, *, multiline: bool = False, limit: int = MAX_LINE, fix: str = "shorten it"
+) -> str:
     if not isinstance(value, str):
         raise _Invalid(f"expected text, found {_describe(value)}")
+    if len(value) > limit and len(value.strip()) > limit:  # before scanning all of it below
+        raise _Invalid(
+            f"is {len(value.strip()):,} characters long (at most {limit:,} characters; {fix})"
+        )
     # Checked before stripping: strip() would silently drop some controls at the edges.
     bad = _BAD_CHARS.search(value)
     if bad:
@@ -653,12 +690,30 @@ def _text(value: Any, *, multiline: bool = False) -> str:
     return text
 
 
-def _multiline(value: Any) -> str:
-    return _text(value, multiline=True)
+def _summary(value: Any) -> str:
+    return _text(
+        value,
+        multiline=True,
+        limit=MAX_SUMMARY,
+        fix="a summary is the teaser every feed and digest shows; put the full text in `body`",
+    )
 
 
-def _slug(value: Any) -> str:
-    text = _text(value)
+def _body(value: Any) -> str:
+    return _text(
+        value,
+        multiline=True,
+        limit=MAX_BODY,
+        fix="publish a text this long on the web site and point to it with `link`",
+    )
+
+
+def _slug(value: Any, limit: int = MAX_SLUG) -> str:
+    text = _text(
+        value,
+        limit=limit,
+        fix="a slug names files and links and must stay short; use a few words, like 'campus-news'",
+    )
     if not _SLUG.fullmatch(text):
         raise _Invalid(
             f"'{text}' is not a slug (use lowercase letters, digits and single hyphens, "
@@ -668,7 +723,7 @@ def _slug(value: Any) -> str:
 
 
 def _url(value: Any) -> str:
-    text = _text(value)
+    text = _text(value, limit=MAX_URL, fix="use the page's short address")
     try:
         parts = urlsplit(text)
     except ValueError:  # a malformed IPv6 host such as `http://[::1`
@@ -749,18 +804,61 @@ def _timezone(value: Any) -> str:
 
 def _subject(value: Any) -> str:
     text = _text(value)
-    try:
-        text.format(month=date(2025, 11, 1))
-    except KeyError as exc:
-        raise _Invalid(
-            f"unknown placeholder {{{exc.args[0]}}}; only {{month}} is available"
-        ) from exc
-    except IndexError as exc:
-        raise _Invalid("placeholders must be named: use {month}, like {month:%B %Y}") from exc
-    # AttributeError, TypeError: `{month.foo}`, `{month[0]}` reach into the date.
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise _Invalid(f"is not a valid template ({exc}); write braces as {{{{ and }}}}") from exc
+    # Every month, since a month's name or a day of the year can be what breaks the subject.
+    for month in range(1, 13):
+        try:
+            subject_line(text, date(SAMPLE_YEAR, month, 1))
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from exc
     return text
+
+
+# The year whose twelve months `check` fills the subject in for.
+SAMPLE_YEAR = 2025
+
+_PLACEHOLDERS = (
+    "only {month} is available, optionally with a date format after a colon, like "
+    "{month:%B %Y}; attributes, indexes and conversions ({month.year}, {month[0]}, {month!r}) "
+    "are not"
+)
+
+
+def subject_line(template: str, month: date) -> str:
+    """Return the subject for the month that starts on `month`; raise ValueError saying why not.
+
+    The one rule for `newsletter.subject`: `check` applies it to every month of a year, `render`
+    and `send` to the month they render. Only `{month}` may appear, with an optional strftime
+    format: no attributes, indexes or conversions, which would reach into Python objects.
+    """
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"is not a valid template ({exc}); write braces as {{{{ and }}}}") from exc
+    parts = []
+    for literal, name, spec, conversion in fields:
+        parts.append(literal)
+        if name is None:
+            continue
+        if name != "month" or conversion is not None or "{" in (spec or ""):
+            written = "{" + name + (f"!{conversion}" if conversion else "")
+            written += f":{spec}}}" if spec else "}"
+            raise ValueError(f"{written} is not allowed: {_PLACEHOLDERS}")
+        try:
+            parts.append(format(month, spec or ""))
+        except ValueError as exc:
+            raise ValueError(f"{{month:{spec}}} is not a valid date format ({exc})") from exc
+    subject = "".join(parts)
+    label = f"{month:%B %Y}"
+    breaker = _HEADER_BREAKERS.search(subject)
+    if breaker:
+        raise ValueError(
+            f"becomes {subject!r} for {label}, which contains U+{ord(breaker.group()):04X}, a "
+            "line break, and a subject must be one line; remove the date format that makes it "
+            "(such as %n)"
+        )
+    if not subject.strip():
+        raise ValueError(f"is empty for {label}; write some text around {{month}}")
+    return subject
 
 
 def _cron(value: Any) -> str:
@@ -771,7 +869,7 @@ def _cron(value: Any) -> str:
 
 
 def _unsubscribe(value: Any) -> str:
-    text = _text(value)
+    text = _text(value, limit=MAX_URL, fix="use a short address")
     if text.startswith("mailto:"):
         _email(text[len("mailto:") :].split("?", 1)[0])
         return text
@@ -1022,13 +1120,15 @@ class _Checker:
                 return known
             return _when(value, tz)
 
+        # An item names a category or section by its slug; one too long is not declared, which
+        # its declaration's own error says once rather than once for every item.
         def declared_slug(value: Any) -> str:
             if value.__class__ is str:
                 known = slugs.get(value)
                 if known is None:
-                    known = slugs[value] = _slug(value)
+                    known = slugs[value] = _slug(value, MAX_LINE)
                 return known
-            return _slug(value)
+            return _slug(value, MAX_LINE)
 
         fields: Fields = {
             "id": (True, _slug),
@@ -1037,8 +1137,8 @@ class _Checker:
             "updated": (False, when),
             "category": (True, declared_slug),
             "section": (False, declared_slug),
-            "summary": (True, _multiline),
-            "body": (False, _multiline),
+            "summary": (True, _summary),
+            "body": (False, _body),
             "link": (False, _url),
             "image": (False, _identity),
             "tags": (False, _tags),

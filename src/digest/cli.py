@@ -152,10 +152,14 @@ def check(catalogue_path: Path) -> None:
     Example:
         digest check -c items.yaml
     """
+    from digest import newsletter
+
     catalogue = _load(catalogue_path)
+    now = _now()
     if catalogue.newsletter is not None:
         _trigger(catalogue)
-    counts = catalogue.counts(_now())
+        newsletter.check(catalogue, now)
+    counts = catalogue.counts(now)
     line = (
         f"{catalogue_path} is valid: {_plural(counts['items'], 'item')} "
         f"({counts['published']} published, {_plural(counts['drafts'], 'draft')}, "

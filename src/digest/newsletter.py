@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import re
 import textwrap
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ import jinja2
 from markupsafe import Markup
 
 from digest import markup
-from digest.catalogue import Catalogue, Category, Item
+from digest.catalogue import Catalogue, Category, Item, subject_line
 from digest.errors import RenderError
 from digest.months import Month
 
@@ -191,16 +192,50 @@ class Renderer:
         return self._cache[key]
 
     def _render(self, selection: Issue, web: bool) -> Rendered:
-        publication = self.catalogue.publication
+        context = self._context(selection, web)
+        subject = context["subject"]
+        page = self._fill("digest.html.j2", context)
+        if web:
+            return Rendered(subject, page, "", len(selection.items))
+        text = self._fill("digest.txt.j2", context)
+        self._refuse_fetches(page)  # before premailer sees the page: it would fetch them
+        inlined = self._inline(page)
+        footer = {
+            "View in browser": context["view_url"],
+            "Follow the feeds": context["feeds_url"],
+            "Unsubscribe": UNSUBSCRIBE_TOKEN,
+        }
+        # libxml2, inside premailer, cuts a page short after a text over 10 MB: what comes after,
+        # the footer among it, would be lost without a word.
+        _require_footer(selection.month, footer, inlined, text)
+        return Rendered(subject, inlined, text, len(selection.items))
+
+    def check(self, chosen: Issue) -> None:
+        """Raise RenderError if `chosen`'s email cannot be rendered or styling it would fetch.
+
+        What `digest check` runs: the templates filled in, and the test every email passes
+        before premailer styles it; premailer itself does not run.
+        """
+        context = self._context(chosen, web=False)
+        self._fill("digest.txt.j2", context)
+        self._refuse_fetches(self._fill("digest.html.j2", context))
+
+    def _subject(self, month: Month) -> str:
+        """Return the month's subject line, by the rule `digest check` applies."""
         newsletter = self.catalogue.newsletter
-        subject = (
-            newsletter.subject.format(month=selection.month.first_day)
-            if newsletter
-            else f"{publication.title} — {selection.month.label}"
-        )
-        context = {
+        if newsletter is None:
+            return f"{self.catalogue.publication.title} — {month.label}"
+        try:
+            return subject_line(newsletter.subject, month.first_day)
+        except ValueError as exc:
+            raise RenderError(f"{self.catalogue.path.name}: newsletter.subject: {exc}") from exc
+
+    def _context(self, selection: Issue, web: bool) -> dict[str, Any]:
+        """Return what the templates are given for `selection`'s digest."""
+        publication = self.catalogue.publication
+        return {
             "publication": publication,
-            "subject": subject,
+            "subject": self._subject(selection.month),
             "month": selection.month.label,
             "preheader": _preheader(selection),
             "sections": [
@@ -213,16 +248,50 @@ class Renderer:
             "greeting": GREETING_TOKEN,
             "unsubscribe": UNSUBSCRIBE_TOKEN,
         }
+
+    def _fill(self, name: str, context: dict[str, Any]) -> str:
+        """Return template `name` filled in with `context`."""
         try:
-            page = self.environment.get_template("digest.html.j2").render(context)
-            if web:
-                return Rendered(subject, page, "", len(selection.items))
-            text = self.environment.get_template("digest.txt.j2").render(context)
+            return self.environment.get_template(name).render(context)
         except jinja2.TemplateError as exc:
             filename, line = getattr(exc, "filename", None), getattr(exc, "lineno", None)
             where = f"{filename}:{line}: " if filename and line else ""
             raise RenderError(f"{where}the newsletter template failed: {exc}") from exc
-        return Rendered(subject, self._inline(page), text, len(selection.items))
+
+    def _refuse_fetches(self, page: str) -> None:
+        """Raise RenderError naming each stylesheet that styling `page` would fetch."""
+        fetched = _fetches(page)
+        if fetched:
+            raise RenderError("\n".join(self._fetch_problem(kind, url) for kind, url in fetched))
+
+    def _fetch_problem(self, kind: str, url: str) -> str:
+        """Say where the templates ask for `url`, and what to do instead."""
+        where = self._locate(url)
+        if kind == "link":
+            return (
+                f'{where}<link rel="stylesheet" href="{url}">: the email styler does not read '
+                "linked stylesheets, most mail clients do not load them, and `digest` renders "
+                "without touching the network. Copy the rules you need into style.css and remove "
+                "the <link>"
+            )
+        return (
+            f"{where}@import of {url}: the email styler (premailer) would download it while "
+            "rendering every email, and hang on a server that does not answer; `digest` renders "
+            "without touching the network. Remove the @import, or copy the rules you need into "
+            "style.css (for a web font, its @font-face rules, with the font files on your own "
+            "site); most mail clients ignore web fonts anyway"
+        )
+
+    def _locate(self, url: str) -> str:
+        """Return 'FILE:LINE: ' of the first template line naming `url`, else the templates."""
+        loader = self.environment.loader
+        assert loader is not None  # noqa: S101 -- set in __init__
+        for name in sorted(loader.list_templates()) if url else ():
+            source, filename, _ = loader.get_source(self.environment, name)
+            for number, line in enumerate(source.splitlines(), 1):
+                if url in line:
+                    return f"{filename}:{number}: "
+        return "digest.html.j2 (or a file it includes): "
 
     def _entry(self, item: Item, web: bool) -> dict[str, Any]:
         """Return `item`'s fields for the templates, made once for all the digest's selections."""
@@ -272,6 +341,100 @@ class Renderer:
             )
         inlined: str = self._inliner.transform(page, pretty_print=False)
         return inlined.rstrip("\n") + "\n"
+
+
+def check(catalogue: Catalogue, now: datetime) -> None:
+    """Raise RenderError if the digest's templates fail, or styling them would fetch anything.
+
+    Tried on the newest month with items (an empty month when none has any): the templates are
+    the same for every month.
+    """
+    published = catalogue.published(now)
+    tz = catalogue.publication.tz
+    month = Month.of(published[0].date, tz) if published else Month.previous(now, tz)
+    Renderer(catalogue).check(issue(catalogue, month, now))
+
+
+# An at-keyword that could be @import: `@i`, `@I`, or an escape such as `@\69mport`. CSS has no
+# other way to write one, so a stylesheet without this needs no parsing to be known safe.
+_MAYBE_IMPORT = re.compile(r"@[iI\\]")
+
+
+def _fetches(page: str) -> list[tuple[str, str]]:
+    """Return what styling `page` would fetch: ("@import", url) and ("link", href) pairs.
+
+    premailer hands the text of each <style> element to cssutils, which fetches every stylesheet
+    an @import names, over the network or from a file, even a relative one, before premailer
+    sees the rules: premailer's `allow_network=False` covers only <link> elements, and neither
+    library offers a way to stop it. So the page is read as premailer reads it (lxml's HTML
+    parser) and each stylesheet is parsed as cssutils parses it, with a fetcher that only
+    records what it is asked for.
+    """
+    if not _MAYBE_IMPORT.search(page) and "<link" not in page.lower():
+        return []
+    from lxml import etree
+
+    root = etree.fromstring(page.strip(), etree.HTMLParser())
+    found: list[tuple[str, str]] = []
+    if root is None:
+        return found
+    for element in root.iter("style", "link"):
+        if element.tag == "link":
+            rel = (element.get("rel") or "").lower().split()
+            if "stylesheet" in rel:
+                found.append(("link", element.get("href") or ""))
+        elif element.text and _MAYBE_IMPORT.search(element.text):
+            found.extend(("@import", url) for url in _imports(element.text))
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _imports(css: str) -> tuple[str, ...]:
+    """Return each stylesheet cssutils would fetch while parsing `css`, as written if it can."""
+    import cssutils
+
+    # cssutils logs every import it cannot fetch, and every property it does not know.
+    logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
+    asked: list[str] = []
+
+    def record(url: str) -> None:
+        asked.append(url)  # and fetch nothing: cssutils goes on without the imported sheet
+
+    sheet = cssutils.CSSParser(fetcher=record, validate=False).parseString(css)
+    written = [r.href for r in sheet.cssRules if r.type == r.IMPORT_RULE and r.href]
+    # An @import after other rules is invalid CSS that cssutils fetches all the same, then drops.
+    late = [url for url in asked if not any(url.endswith(w) for w in written)]
+    return tuple(dict.fromkeys(written + late))
+
+
+def _require_footer(month: Month, footer: dict[str, str], page: str, text: str) -> None:
+    """Raise RenderError unless the email's HTML and text both carry every `footer` link."""
+    from urllib.parse import unquote
+
+    from lxml import etree
+
+    root = etree.fromstring(page.strip(), etree.HTMLParser())
+    hrefs = {unquote(a.get("href") or "") for a in root.iter("a")} if root is not None else set()
+    lost = []
+    html_missing = [label for label, url in footer.items() if unquote(url) not in hrefs]
+    if html_missing:
+        lost.append(f"its HTML has no {_listed(html_missing)} link")
+    text_missing = [label for label, url in footer.items() if url not in text]
+    if text_missing:
+        lost.append(f"its text has no {_listed(text_missing)} link")
+    if lost:
+        raise RenderError(
+            f"The {month.label} digest cannot be sent: {'; '.join(lost)}. Every email must "
+            "carry View in browser, Follow the feeds and Unsubscribe: put them back in the footer "
+            "of the newsletter templates (digest.html.j2, digest.txt.j2); if they are there, an "
+            "item's text too long to style has cut the page short: shorten it"
+        )
+
+
+def _listed(labels: list[str]) -> str:
+    """Return labels as `A`, `A or B`, `A, B or C`."""
+    quoted = [f'"{label}"' for label in labels]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 def _escapes(template: str | None) -> bool:
