@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import re
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +32,9 @@ GMAIL_CLIP_BYTES = 102 * 1024
 
 # Tokens stand where the personal parts go. Letters, digits and hyphens only: they must pass
 # through lxml's HTML serializer unchanged, which percent-encodes other characters in href values.
+# They are kept in every frozen rendering in the ledger, so they never change. No token ends with
+# the start of one (their first letter, D, is in them nowhere else), so two never overlap: a
+# search finds exactly where a template put each, whatever text is next to it.
 GREETING_TOKEN = "DIGEST-PERSONAL-GREETING-5f0c2e"  # noqa: S105 -- a placeholder, not a secret
 UNSUBSCRIBE_TOKEN = "DIGEST-PERSONAL-UNSUBSCRIBE-5f0c2e"  # noqa: S105
 
@@ -126,15 +131,21 @@ class Rendered:
 
     def personalise(self, name: str | None, unsubscribe: str) -> tuple[str, str]:
         """Return (html, text) for one recipient: the greeting and unsubscribe link filled in."""
-        page, text = self.html, self.text
         html_values, text_values = personal_values(name, unsubscribe)
-        for token in TOKENS:
-            page = page.replace(token, html_values[token])
-            text = text.replace(token, text_values[token])
-        return page, text
+        return fill(self.html, html_values), fill(self.text, text_values)
 
 
 TOKENS = (GREETING_TOKEN, UNSUBSCRIBE_TOKEN)
+_TOKEN = re.compile("|".join(map(re.escape, sorted(TOKENS, key=len, reverse=True))))
+
+
+def fill(template: str, values: Mapping[str, str]) -> str:
+    """Return `template` with each token replaced by its value, in one pass over the template.
+
+    A value is never searched for tokens: a subscriber called DIGEST-PERSONAL-UNSUBSCRIBE-5f0c2e
+    is greeted by that name, whatever order the tokens are filled in.
+    """
+    return _TOKEN.sub(lambda found: values[found.group()], template)
 
 
 def personal_values(name: str | None, unsubscribe: str) -> tuple[dict[str, str], dict[str, str]]:
