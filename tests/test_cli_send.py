@@ -617,6 +617,28 @@ def test_bad_address_stops_check_and_send(
     assert not (tmp_path / STATE).exists()
 
 
+def test_catalogue_text_that_spells_a_placeholder_sends_nothing(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """A title spelling the greeting's placeholder is refused rather than greeting each reader
+    in place of the title."""
+    catalogue = tmp_path / "items.yaml"
+    old = "HKUST Commences Preparations for New Medical School"
+    new = "HKUST DIGEST-PERSONAL-GREETING-5f0c2e"
+    catalogue.write_text(catalogue.read_text(encoding="utf-8").replace(old, new), "utf-8")
+
+    result = run(*SEND, "--yes")
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "items.yaml:37: item 'medical-school-preparations' contains "
+        "'DIGEST-PERSONAL-GREETING-5f0c2e', which digest reserves to mark where each reader's "
+        "greeting goes; reword it\n"
+    )
+    assert smtp.recorder.messages == []
+    assert ledger_part(run("status")) == "Nothing sent yet.\n"
+
+
 def test_month_without_items(run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path) -> None:
     """An empty month must send nothing and say so."""
     result = run("send", "--month", "2025-12", "--yes")

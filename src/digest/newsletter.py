@@ -8,12 +8,13 @@ recipient's values.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 import logging
 import re
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -224,16 +225,51 @@ class Renderer:
             "greeting": GREETING_TOKEN,
             "unsubscribe": UNSUBSCRIBE_TOKEN,
         }
+        page = self._fill_templates(context, "digest.html.j2")
+        if web:
+            return Rendered(subject, page, "", len(selection.items))
+        text = self._fill_templates(context, "digest.txt.j2")
+        self._refuse_tokens(selection, context)
+        return Rendered(subject, self._inline(page), text, len(selection.items))
+
+    def _fill_templates(self, context: dict[str, Any], name: str) -> str:
         try:
-            page = self.environment.get_template("digest.html.j2").render(context)
-            if web:
-                return Rendered(subject, page, "", len(selection.items))
-            text = self.environment.get_template("digest.txt.j2").render(context)
+            return self.environment.get_template(name).render(context)
         except jinja2.TemplateError as exc:
             filename, line = getattr(exc, "filename", None), getattr(exc, "lineno", None)
             where = f"{filename}:{line}: " if filename and line else ""
             raise RenderError(f"{where}the newsletter template failed: {exc}") from exc
-        return Rendered(subject, self._inline(page), text, len(selection.items))
+
+    def _refuse_tokens(self, selection: Issue, context: dict[str, Any]) -> None:
+        """Raise RenderError if the catalogue itself puts a token in the digest.
+
+        The templates are filled once more with a space for each personal part: whatever token
+        that text holds came from the catalogue (through any filter, entity or join a template
+        applies), and would be filled in for each reader as if the template had put it there.
+        Entities are decoded first, as the inliner's HTML parser decodes them.
+        """
+        blank = dict(context, greeting=" ", unsubscribe=" ")
+        page = self._fill_templates(blank, "digest.html.j2")
+        text = self._fill_templates(blank, "digest.txt.j2")
+        found = _TOKEN.search(html.unescape(page) + "\n" + text)
+        if found is None:
+            return
+        token = found.group()
+        what = "each reader's greeting" if token == GREETING_TOKEN else "each unsubscribe link"
+        reserved = f"{token!r}, which digest reserves to mark where {what} goes"
+        name = self.catalogue.path.name
+        for item in selection.items:
+            if any(_holds(value, token) for value in _strings(item)):
+                raise RenderError(
+                    f"{name}:{item.line}: item {item.id!r} contains {reserved}; reword it"
+                )
+        for block in ("publication", "newsletter"):
+            if any(_holds(value, token) for value in _strings(getattr(self.catalogue, block))):
+                raise RenderError(f"{name}: the {block} block contains {reserved}; reword it")
+        raise RenderError(
+            f"the {selection.month.label} digest contains {reserved}; remove it from "
+            f"{name} or the newsletter templates"
+        )
 
     def _entry(self, item: Item, web: bool) -> dict[str, Any]:
         """Return `item`'s fields for the templates, made once for all the digest's selections."""
@@ -283,6 +319,23 @@ class Renderer:
             )
         inlined: str = self._inliner.transform(page, pretty_print=False)
         return inlined.rstrip("\n") + "\n"
+
+
+def _strings(value: object) -> Iterator[str]:
+    """Yield every string held by a catalogue dataclass, its tuples and nested dataclasses."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, tuple):
+        for part in value:
+            yield from _strings(part)
+    elif dataclasses.is_dataclass(value):
+        for each in dataclasses.fields(value):
+            yield from _strings(getattr(value, each.name))
+
+
+def _holds(value: str, token: str) -> bool:
+    """Return whether `value` shows `token`, once its entities are decoded."""
+    return token in html.unescape(value)
 
 
 def _escapes(template: str | None) -> bool:
