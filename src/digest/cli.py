@@ -165,7 +165,7 @@ def check(catalogue_path: Path) -> None:
         listed, where = _subscribers(catalogue)
         line += f"; {where}: {_plural(len(listed.subscribers), 'subscriber')}"
         if listed.duplicates:
-            line += f" ({_plural(listed.duplicates, 'duplicate')} sent once)"
+            line += f" ({_plural(len(listed.duplicates), 'duplicate')} sent once)"
     click.echo(line + ".")
 
 
