@@ -242,3 +242,29 @@ def test_a_failed_run_is_logged_and_the_scheduler_keeps_going(
         in text
     ), text
     assert smtp_server.recorder.messages == []
+
+
+def test_an_invalid_row_stops_the_run_as_it_stops_send_yes(
+    spawn: Spawn, smtp_server: SmtpServer, tmp_path: Path, project: Month
+) -> None:
+    """Unattended, the scheduler sends nobody the digest of a partial list: it logs each bad row
+    and each repeated one with its line, says how to send anyway, and tries again later."""
+    with (tmp_path / "subscribers.csv").open("a", encoding="utf-8") as listed:
+        listed.write("x@,Someone,\nChan.Taiman@Example.org,Chan again,\n")
+    log = tmp_path / "schedule.log"
+    proc = spawn("schedule", log=log)
+    wait_for(logged(log, "retrying the deferred at"), proc, "the failed run")
+    assert stop(proc) == 0
+    text = log.read_text(encoding="utf-8")
+    assert (
+        f"{project}: warning: subscribers.csv:15: email: 'Chan.Taiman@Example.org' is a duplicate "
+        "of line 2 (addresses compare case-insensitively); sent once, with line 2's name and "
+        "categories\n" in text
+    ), text
+    assert (
+        f"{project}: failed (subscribers.csv:14: email: 'x@' is not an email address: There must "
+        "be something after the @-sign.; subscribers.csv: an invalid row, so nothing was sent: "
+        "correct it, or send to the valid rows with `digest send --skip-invalid` (the scheduler "
+        "tries again on its own, reading the list afresh))\n" in text
+    ), text
+    assert smtp_server.recorder.messages == []

@@ -607,14 +607,144 @@ def test_bad_address_stops_check_and_send(
         "subscribers.csv:14: email: 'not-an-address' is not an email address: "
         "An email address must have an @-sign.\n"
     )
+    refusal = (
+        "subscribers.csv: an invalid row, so nothing was sent: correct it, or run the same "
+        "command with --skip-invalid to send to the valid rows only\n"
+    )
 
-    for args in (("check",), (*SEND, "--yes")):
+    for args, stderr in ((("check",), error), ((*SEND, "--yes"), error + refusal)):
         result = run(*args)
         assert result.exit_code == 1, args
-        assert result.stderr == error
+        assert result.stderr == stderr
         assert result.stdout == ""
     assert smtp.recorder.messages == []
     assert not (tmp_path / STATE).exists()
+
+
+# Three rows added to the bundled list: a bad address, a repeat in other letters, and an unknown
+# category.
+BAD_ROWS = "x@,Someone,\nChan.Taiman@Example.org,Chan again,\nnew.reader@example.org,New,nope\n"
+X_ERROR = (
+    "subscribers.csv:14: email: 'x@' is not an email address: "
+    "There must be something after the @-sign.\n"
+)
+NOPE_ERROR = (
+    "subscribers.csv:16: categories: 'nope' not declared in the catalogue; declared: achievement, "
+    "collaboration, engagement, engagement-and-visit, institutional-advancement, recognition, "
+    "visit\n"
+)
+DUPLICATE = (
+    "warning: subscribers.csv:15: email: 'Chan.Taiman@Example.org' is a duplicate of line 2 "
+    "(addresses compare case-insensitively); sent once, with line 2's name and categories\n"
+)
+
+
+def test_every_bad_row_is_listed_before_the_send_is_refused(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """Staff see every row to fix, with its line, and how to send anyway; nobody is sent to."""
+    with (tmp_path / "subscribers.csv").open("a", encoding="utf-8") as listed:
+        listed.write(BAD_ROWS)
+
+    result = run(*SEND, "--yes")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        DUPLICATE
+        + X_ERROR
+        + NOPE_ERROR
+        + "subscribers.csv: 2 invalid rows, so nothing was sent: correct them, or run the same "
+        "command with --skip-invalid to send to the valid rows only\n"
+    )
+    assert smtp.recorder.messages == []
+    assert not (tmp_path / STATE).exists()
+
+
+def test_skip_invalid_sends_to_the_valid_rows_and_names_the_rest(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """With --skip-invalid the valid rows get the digest and the bad ones are not attempted;
+    once corrected, the same command sends to them alone."""
+    path = tmp_path / "subscribers.csv"
+    bundled = path.read_text(encoding="utf-8")
+    path.write_text(bundled + BAD_ROWS, encoding="utf-8")
+
+    result = run(*SEND, "--yes", "--skip-invalid")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "Skipping 2 invalid rows of subscribers.csv (lines 14 and 16); correct them and run the "
+        "same command again to send to them too.\n" + header(smtp.url) + summary(smtp.url)
+    )
+    assert result.stderr == DUPLICATE + "skipped: " + X_ERROR + "skipped: " + NOPE_ERROR
+    got = smtp.recorder.by_recipient()
+    assert sorted(got) == sorted(READERS)
+    assert all(len(messages) == 1 for messages in got.values())
+    assert sorted(statuses(tmp_path)) == sorted(READERS)  # the bad rows were never enrolled
+
+    path.write_text(
+        bundled + "x.ming@example.org,Someone,\nnew.reader@example.org,New,engagement\n",
+        encoding="utf-8",
+    )
+    again = run(*SEND, "--yes")
+
+    assert again.exit_code == 0, again.output
+    assert again.stdout == header(smtp.url, todo=2, already=11) + summary(
+        smtp.url, sent=2, already=11
+    )
+    assert sorted(smtp.recorder.by_recipient()) == sorted(
+        [*READERS, "x.ming@example.org", "new.reader@example.org"]
+    )
+    assert len(smtp.recorder.messages) == 13
+
+
+def test_check_warns_of_duplicates_and_passes(run: Callable[..., Result], tmp_path: Path) -> None:
+    """A repeated address is harmless (sent once) but named, so the office can tidy the list."""
+    with (tmp_path / "subscribers.csv").open("a", encoding="utf-8") as listed:
+        listed.write("Chan.Taiman@Example.org,Chan again,\n")
+
+    result = run("check")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith("; subscribers.csv: 12 subscribers (1 duplicate sent once).\n")
+    assert result.stderr == DUPLICATE.replace(":15:", ":14:")
+
+
+def test_check_fails_on_invalid_rows_and_warns_of_duplicates(
+    run: Callable[..., Result], tmp_path: Path
+) -> None:
+    """`digest check` fails on a row a send would refuse, naming it, and names repeats too."""
+    with (tmp_path / "subscribers.csv").open("a", encoding="utf-8") as listed:
+        listed.write(BAD_ROWS)
+
+    result = run("check")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == DUPLICATE + X_ERROR + NOPE_ERROR
+
+
+def test_catalogue_text_that_spells_a_placeholder_sends_nothing(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """A title spelling the greeting's placeholder is refused rather than greeting each reader
+    in place of the title."""
+    catalogue = tmp_path / "items.yaml"
+    old = "HKUST Commences Preparations for New Medical School"
+    new = "HKUST DIGEST-PERSONAL-GREETING-5f0c2e"
+    catalogue.write_text(catalogue.read_text(encoding="utf-8").replace(old, new), "utf-8")
+
+    result = run(*SEND, "--yes")
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "items.yaml:37: item 'medical-school-preparations' contains "
+        "'DIGEST-PERSONAL-GREETING-5f0c2e', which digest reserves to mark where each reader's "
+        "greeting goes; reword it\n"
+    )
+    assert smtp.recorder.messages == []
+    assert ledger_part(run("status")) == "Nothing sent yet.\n"
 
 
 def test_month_without_items(run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path) -> None:

@@ -19,13 +19,14 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import lxml.html
 import pytest
 from aiosmtpd.controller import Controller
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Recorder, SmtpServer, free_port, greet
-from digest import catalogue, delivery, message, subscribers
+from digest import catalogue, delivery, message, newsletter, subscribers
 from digest.errors import DeliveryError
 from digest.ledger import Delivery, Ledger
 from digest.months import Month
@@ -829,6 +830,121 @@ def test_idn_domain_goes_out_in_ascii(
     assert got.rcpt_tos == ["a@xn--bcher-kva.example"]
     assert got.message["To"].addresses[0].addr_spec == "a@xn--bcher-kva.example"
     assert got.message_id == expected_id(bundled, "a@xn--bcher-kva.example")
+
+
+# -- names that look like the placeholders ---------------------------------------------------------
+
+GREETING, LINK = newsletter.GREETING_TOKEN, newsletter.UNSUBSCRIBE_TOKEN
+PLAIN = "Plain Reader"
+
+
+def one_click(address: str) -> str:
+    return f"https://digest.example.edu/unsubscribe/{address.split('@')[0]}.sig"
+
+
+def greetings(email: EmailMessage, plain: EmailMessage) -> tuple[str, str]:
+    """Return the greeting a reader sees in the text part and in the HTML part.
+
+    In the text, it is the line where `plain`, a message to a reader named PLAIN, greets them.
+    """
+    line = body_text(plain).splitlines().index(f"Dear {PLAIN},")
+    (cell,) = lxml.html.fromstring(body_html(email)).find_class("greeting")
+    return body_text(email).splitlines()[line], cell.text_content()
+
+
+def test_names_made_of_placeholders_are_greeted_by_name(
+    smtp_server: SmtpServer, tmp_path: Path, bundled: catalogue.Catalogue, ledger: Ledger
+) -> None:
+    """A reader named like an internal placeholder is greeted by that name, and their
+    unsubscribe link appears where everyone's does and nowhere else (not in the greeting)."""
+    named = {
+        "greeting@example.org": GREETING,
+        "link@example.org": LINK,
+        "both@example.org": GREETING + LINK,
+        "swapped@example.org": f"{LINK} {GREETING}",
+        "twice@example.org": f"{LINK}, {LINK}",
+        # The link's token split between the name and the address.
+        "SCRIBE-5f0c2e@example.org": "DIGEST-PERSONAL-UNSUB",
+        "5f0c2e@example.org": "DIGEST-PERSONAL-UNSUBSCRIBE-",
+        "plain@example.org": PLAIN,
+    }
+    path = tmp_path / "subscribers.csv"
+    path.write_text(csv_of(*named.items()), encoding="utf-8")
+    listed = subscribers.load(path, declared(bundled))
+
+    summary = execute(prepare(bundled, listed, ledger), smtp(smtp_server), unsubscribe=one_click)
+
+    assert summary.sent == len(named)
+    got = {r.rcpt_tos[0]: r.message for r in smtp_server.recorder.messages}
+    plain = got["plain@example.org"]
+    plain_link = one_click("plain@example.org")
+    for address, name in named.items():
+        email, link = got[address], one_click(address)
+        assert greetings(email, plain) == (f"Dear {name},", f"Dear {name},"), address
+        assert email["To"].addresses[0].display_name == name
+        # Each part is the plain reader's, but for the name and the reader's own link.
+        assert body_text(email) == body_text(plain).replace(PLAIN, name).replace(plain_link, link)
+        assert body_html(email) == body_html(plain).replace(PLAIN, name).replace(plain_link, link)
+        assert body_text(email).count(link) == body_text(plain).count(plain_link) == 1
+        assert body_html(email).count(link) == body_html(plain).count(plain_link) == 1
+
+
+@pytest.fixture(scope="module")
+def everyone_plan(bundled: catalogue.Catalogue, shared_ledger: Ledger) -> delivery.Send:
+    """A plan (nothing written) whose renders include the whole issue's, for hand-made rows."""
+    listed = subscribers.parse(csv_of(("anyone@example.org", "")), declared(bundled), "list.csv")
+    plan = delivery.prepare(bundled, listed, NOVEMBER, shared_ledger, NOW, write=False)
+    assert plan is not None
+    return plan
+
+
+fragments = st.sampled_from(
+    [GREETING, LINK, "DIGEST-", "PERSONAL-", "GREETING-", "UNSUBSCRIBE-", "5f0c2e", "Dear ", ","]
+)
+# What subscribers.csv accepts in a name: no control characters or line breaks.
+free_text = st.text(
+    st.characters(exclude_categories=("Cc", "Cs"), exclude_characters="\x85\u2028\u2029"),
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(parts=st.lists(st.one_of(fragments, free_text), min_size=1, max_size=6))
+def test_any_name_of_placeholder_pieces_is_greeted_literally(
+    everyone_plan: delivery.Send, bundled: catalogue.Catalogue, parts: list[str]
+) -> None:
+    """Whatever a name is made of, the reader sees it as written in the greeting, and their
+    unsubscribe link exactly as often as a plainly named reader sees theirs."""
+    listed = subscribers.parse(
+        csv_of(("reader@example.org", "".join(parts))), declared(bundled), "subscribers.csv"
+    )
+    (subscriber,) = listed.subscribers
+    composer = delivery.Composer(everyone_plan, one_click)
+    (anyone,) = everyone_plan.todo
+    row = dataclasses.replace(
+        anyone, recipient=subscriber.key, address=subscriber.email, name=subscriber.name
+    )
+    plain = read_back(composer(dataclasses.replace(row, name=PLAIN), NOW))
+
+    email = read_back(composer(row, NOW))
+
+    expected = f"Dear {subscriber.name}," if subscriber.name else "Dear colleague,"
+    assert greetings(email, plain) == (expected, expected)
+    link = one_click("reader@example.org")
+    assert body_text(email).count(link) == body_text(plain).count(link) == 1
+    assert body_html(email).count(link) == body_html(plain).count(link) == 1
+    # Nothing else differs from the plainly named reader's message.
+    greeted = f"Dear {PLAIN},"
+    assert body_text(email) == body_text(plain).replace(greeted, expected)
+    assert body_html(email) == body_html(plain).replace(greeted, html.escape(expected, quote=False))
+
+
+def read_back(made: bytes | EmailMessage) -> EmailMessage:
+    """Return a composed message as a mail client reads it."""
+    data = made if isinstance(made, bytes) else made.as_bytes()
+    parsed = message_from_bytes(data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
 
 
 # -- one-click unsubscribe -----------------------------------------------------------------------

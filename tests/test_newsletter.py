@@ -415,3 +415,92 @@ def test_template_without_unsubscribe_refused(tmp_path: Path) -> None:
         'The November 2025 digest cannot be sent: its HTML has no "Unsubscribe" link; its text '
         f'has no "View in browser" link. {FOOTER_FIX}'
     )
+
+
+GREETING_REFUSED = (
+    "'DIGEST-PERSONAL-GREETING-5f0c2e', which digest reserves to mark where each reader's "
+    "greeting goes; reword it"
+)
+LINK_REFUSED = (
+    "'DIGEST-PERSONAL-UNSUBSCRIBE-5f0c2e', which digest reserves to mark where each unsubscribe "
+    "link goes; reword it"
+)
+
+
+@pytest.mark.parametrize(
+    ("changed", "error"),
+    [
+        (
+            item(id="second", date="2025-11-20", title="Our DIGEST-PERSONAL-GREETING-5f0c2e"),
+            f"items.yaml:20: item 'second' contains {GREETING_REFUSED}",
+        ),
+        # The HTML part's parser decodes the entity: the summary spells the link's token.
+        (
+            item(id="second", date="2025-11-20", summary="DIGEST&#45;PERSONAL-UNSUBSCRIBE-5f0c2e"),
+            f"items.yaml:20: item 'second' contains {LINK_REFUSED}",
+        ),
+    ],
+    ids=["title", "entity-in-summary"],
+)
+def test_catalogue_text_is_never_taken_for_a_personal_part(
+    tmp_path: Path, changed: str, error: str
+) -> None:
+    """A title or summary that spells a placeholder is refused, not replaced by each reader's
+    greeting or unsubscribe link."""
+    cat = load_text(yaml_catalogue(item(), changed), tmp_path)
+    with pytest.raises(RenderError) as raised:
+        newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert str(raised.value) == error
+
+
+NEWSLETTER = (
+    "newsletter:\n"
+    '  from: "News <news@example.edu>"\n'
+    '  subject: "Campus News — {month:%B %Y}"\n'
+    '  schedule: "0 9 1 * *"\n'
+    '  unsubscribe: "mailto:news@example.edu"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "error"),
+    [
+        (
+            "  title: Campus News\n",
+            "  title: Campus News\n  subtitle: DIGEST-PERSONAL-UNSUBSCRIBE-5f0c2e\n",
+            f"items.yaml: the publication block contains {LINK_REFUSED}",
+        ),
+        (
+            "Campus News — {month",
+            "DIGEST-PERSONAL-GREETING-5f0c2e {month",
+            f"items.yaml: the newsletter block contains {GREETING_REFUSED}",
+        ),
+    ],
+    ids=["subtitle", "subject"],
+)
+def test_settings_that_spell_a_placeholder_are_refused(
+    tmp_path: Path, old: str, new: str, error: str
+) -> None:
+    """A subtitle or subject that spells a placeholder is refused, naming its block."""
+    cat = load_text((yaml_catalogue() + NEWSLETTER).replace(old, new), tmp_path)
+    with pytest.raises(RenderError) as raised:
+        newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert str(raised.value) == error
+
+
+def test_a_placeholder_made_by_a_template_filter_is_refused(tmp_path: Path) -> None:
+    """A placeholder that only an office template's filter spells out is refused too."""
+    cat = load_text(yaml_catalogue(item(title="DIGEST PERSONAL GREETING 5f0c2e")), tmp_path)
+    own = tmp_path / "newsletter_templates"
+    own.mkdir()
+    (own / "digest.txt.j2").write_text(
+        "{{ greeting }}\n{% for s in sections %}{% for i in s.entries %}"
+        "{{ i.title | replace(' ', '-') }}\n{% endfor %}{% endfor %}{{ unsubscribe }}\n"
+    )
+    with pytest.raises(RenderError) as raised:
+        newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert str(raised.value) == (
+        "the November 2025 digest contains 'DIGEST-PERSONAL-GREETING-5f0c2e', which digest "
+        "reserves to mark where each reader's greeting goes; remove it from items.yaml or the "
+        "newsletter templates"
+    )

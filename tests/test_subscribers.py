@@ -46,7 +46,7 @@ def test_valid_list_in_file_order(tmp_path: Path) -> None:
         Subscriber("Lee@example.org", None, frozenset({"research", "people"}), 3),
         Subscriber("ng@example.org", "Dr. Ng", frozenset({"events"}), 4),
     )
-    assert listed.duplicates == 0
+    assert listed.duplicates == ()
     assert listed.subscribers[1].key == "lee@example.org"
 
 
@@ -68,7 +68,7 @@ def test_bundled_list_loads(tmp_path: Path) -> None:
         "achievement",
     ]
     listed = subscribers.load(ROOT / "subscribers.csv", declared)
-    assert (len(listed.subscribers), listed.duplicates) == (12, 0)
+    assert (len(listed.subscribers), listed.duplicates) == (12, ())
     assert listed.subscribers[7].name == "Yip, Suk-yee"
 
 
@@ -96,8 +96,56 @@ def test_every_bad_row_is_reported_at_once(tmp_path: Path) -> None:
     ]
 
 
+def test_invalid_rows_can_be_set_aside_with_their_lines(tmp_path: Path) -> None:
+    """Loaded not strictly, a list with bad rows gives its good rows and names each bad one."""
+    path = tmp_path / "subscribers.csv"
+    path.write_text(
+        "email,name,categories\n"
+        "chan@example.org,Chan,\n"
+        "x@,X,\n"
+        "lee@example.org,Lee,nope\n"
+        "LEE@example.org,Lee again,\n"
+        "ng@example.org,Ng,\n",
+        encoding="utf-8",
+    )
+
+    listed = subscribers.load(path, DECLARED, "subscribers.csv", strict=False)
+
+    assert [(s.email, s.line) for s in listed.subscribers] == [
+        ("chan@example.org", 2),
+        ("LEE@example.org", 5),  # the first valid row of that address
+        ("ng@example.org", 6),
+    ]
+    assert [str(problem) for problem in listed.invalid] == [
+        "subscribers.csv:3: email: 'x@' is not an email address: "
+        "There must be something after the @-sign.",
+        "subscribers.csv:4: categories: 'nope' not declared in the catalogue; "
+        "declared: events, people, research",
+    ]
+    assert listed.invalid_lines == [3, 4]
+    assert listed.duplicates == ()
+    with pytest.raises(CatalogueError) as raised:
+        subscribers.load(path, DECLARED, "subscribers.csv")
+    assert raised.value.problems == listed.invalid
+
+
+def test_a_file_not_made_of_rows_is_refused_even_when_not_strict(tmp_path: Path) -> None:
+    """A stray quote hides the rows after it: nobody is sent anything rather than half the list."""
+    path = tmp_path / "subscribers.csv"
+    path.write_text('email,name\nx@,X\nchan@example.org,"Chan\n' + "p@example.org,P\n" * 20000)
+    with pytest.raises(CatalogueError) as raised:
+        subscribers.load(path, DECLARED, "subscribers.csv", strict=False)
+    assert [str(problem) for problem in raised.value.problems] == [
+        "subscribers.csv:2: email: 'x@' is not an email address: "
+        "There must be something after the @-sign.",
+        "subscribers.csv:3: cannot be read as CSV (field larger than field limit (131072)); a "
+        'double quote that opens a field must close it: look for a stray " on this line',
+    ]
+
+
 def test_duplicates_are_sent_once_first_row_wins(tmp_path: Path) -> None:
-    """Someone listed twice, in any letter case, gets one copy, under their first row."""
+    """Someone listed twice, in any letter case, gets one copy, under their first row; the office
+    is told which rows were merged into which."""
     listed = load(
         tmp_path,
         "email,name\n"
@@ -110,7 +158,12 @@ def test_duplicates_are_sent_once_first_row_wins(tmp_path: Path) -> None:
         ("Chan@example.org", "First"),
         ("lee@example.org", "Lee"),
     ]
-    assert listed.duplicates == 2
+    assert [str(problem) for problem in listed.duplicates] == [
+        "subscribers.csv:4: email: 'chan@example.ORG' is a duplicate of line 2 (addresses compare "
+        "case-insensitively); sent once, with line 2's name and categories",
+        "subscribers.csv:5: email: 'CHAN@EXAMPLE.ORG' is a duplicate of line 2 (addresses compare "
+        "case-insensitively); sent once, with line 2's name and categories",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -219,7 +272,7 @@ def test_international_domain_is_kept_in_ascii(tmp_path: Path) -> None:
     """A domain written in Unicode or in punycode is one address, carried in ASCII."""
     listed = load(tmp_path, "email,name\na@bücher.example,A\nA@xn--bcher-kva.example,B\n")
     assert [s.email for s in listed.subscribers] == ["a@xn--bcher-kva.example"]
-    assert listed.duplicates == 1
+    assert [problem.line for problem in listed.duplicates] == [3]
 
 
 def test_stray_quote_in_a_long_file_is_reported(tmp_path: Path) -> None:

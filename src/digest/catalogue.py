@@ -772,7 +772,7 @@ def _rate(value: Any) -> float:
     text = _text(value)
     match = re.fullmatch(r"([0-9]{1,6})\s*/\s*(second|minute|hour)", text)
     if match is None or int(match.group(1)) < 1:
-        raise _Invalid(f"'{text}' is not a rate; write it like \"30/minute\" or \"5/second\"")
+        raise _Invalid(f'\'{text}\' is not a rate; write it like "30/minute" or "5/second"')
     return int(match.group(1)) / _PER[match.group(2)]
 
 

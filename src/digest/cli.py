@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from digest import __version__
-from digest.errors import DigestError, SendBusyError
+from digest.errors import CatalogueError, DigestError, Problem, SendBusyError
 from digest.months import Month
 
 if TYPE_CHECKING:
@@ -166,10 +166,14 @@ def check(catalogue_path: Path) -> None:
         f"{counts['scheduled']} scheduled) in {_plural(counts['categories'], 'category')}"
     )
     if catalogue.newsletter is not None:
-        listed, where = _subscribers(catalogue)
+        # A duplicate row is harmless (it is sent once) but worth knowing of; a bad row is not.
+        listed, where = _subscribers(catalogue, strict=False)
+        _warn_duplicates(listed, _warn)
+        if listed.invalid:
+            raise CatalogueError(listed.invalid)
         line += f"; {where}: {_plural(len(listed.subscribers), 'subscriber')}"
         if listed.duplicates:
-            line += f" ({_plural(listed.duplicates, 'duplicate')} sent once)"
+            line += f" ({_plural(len(listed.duplicates), 'duplicate')} sent once)"
     click.echo(line + ".")
 
 
@@ -313,11 +317,47 @@ def _trigger(catalogue: Catalogue) -> None:
         raise DigestError(f"{catalogue.path}: {exc}") from exc
 
 
-def _subscribers(catalogue: Catalogue) -> tuple[SubscriberList, Path]:
+def _subscribers(catalogue: Catalogue, *, strict: bool = True) -> tuple[SubscriberList, Path]:
     """Load the subscriber list the catalogue names, relative to the catalogue."""
     from digest import subscribers
 
-    return subscribers.of_catalogue(catalogue)
+    return subscribers.of_catalogue(catalogue, strict=strict)
+
+
+def _warn(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _warn_duplicates(listed: SubscriberList, warn: Callable[[str], None]) -> None:
+    for problem in listed.duplicates:
+        warn(f"warning: {problem}")
+
+
+def _recipients(
+    catalogue: Catalogue, skip_invalid: bool, warn: Callable[[str], None], fix: str
+) -> tuple[SubscriberList, Path]:
+    """Load the list a send goes to: each duplicate row warned of, invalid rows refused.
+
+    With `skip_invalid` the invalid rows are left out (the caller says so); otherwise every one
+    is reported with its line, followed by how many there are and `fix`, and nothing is sent.
+    """
+    listed, where = _subscribers(catalogue, strict=False)
+    _warn_duplicates(listed, warn)
+    if listed.invalid and not skip_invalid:
+        count = len(listed.invalid)
+        rows = "an invalid row" if count == 1 else f"{count} invalid rows"
+        them = "it" if count == 1 else "them"
+        refusal = f"{rows}, so nothing was sent: correct {them}, or {fix}"
+        raise CatalogueError([*listed.invalid, Problem(str(where), None, "", refusal)])
+    return listed, where
+
+
+def _lines(numbers: list[int]) -> str:
+    """Return line numbers as people read them: line 7, lines 7 and 9, lines 3, 7 and 9."""
+    shown = [str(number) for number in numbers]
+    if len(shown) == 1:
+        return f"line {shown[0]}"
+    return f"lines {', '.join(shown[:-1])} and {shown[-1]}"
 
 
 def _transport(month: Month, *, test: bool = False) -> Transport:
@@ -410,6 +450,11 @@ def _validate_address(
 @click.option(
     "--connections", type=click.IntRange(1, 8), default=1, help="SMTP connections to use at once."
 )
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Send to the valid rows of the subscriber list and skip the invalid ones, listing them.",
+)
 def send(
     catalogue_path: Path,
     month: Month | None,
@@ -420,12 +465,16 @@ def send(
     resend: bool,
     rate: float | None,
     connections: int,
+    skip_invalid: bool,
 ) -> None:
     """Send a month's digest to every subscriber, once.
 
     Messages go to the SMTP server in DIGEST_SMTP_URL (smtp://user@host:587, smtps://...; the
     password may come from DIGEST_SMTP_PASSWORD), or, when it is unset, into outbox/ as .eml files.
     Every delivery is recorded in the ledger: running it again sends only what is missing.
+
+    A subscriber list with an invalid row is refused, every bad row named by its line, unless
+    --skip-invalid is given; rows that repeat an address are sent once, with a warning.
 
     \b
     Example:
@@ -436,7 +485,17 @@ def send(
 
     catalogue = _load(catalogue_path)
     delivery.settings_of(catalogue)
-    listed, _ = _subscribers(catalogue)
+    fix = "run the same command with --skip-invalid to send to the valid rows only"
+    listed, where = _recipients(catalogue, skip_invalid, _warn, fix)
+    for problem in listed.invalid:
+        click.echo(f"skipped: {problem}", err=True)
+    if listed.invalid:
+        them = "it" if len(listed.invalid) == 1 else "them"
+        click.echo(
+            f"Skipping {_plural(len(listed.invalid), 'invalid row')} of {where} "
+            f"({_lines(listed.invalid_lines)}); correct {them} and run the same command again "
+            f"to send to {them} too."
+        )
     now = _now()
     month = month or Month.previous(now, catalogue.publication.tz)
     chosen = newsletter.issue(catalogue, month, now)
@@ -670,8 +729,9 @@ def schedule(catalogue_path: Path, state_path: Path, dry_run: bool) -> None:
     """Send each month's digest on the schedule in newsletter.schedule, in the foreground.
 
     Each run sends the previous month through the same path as `digest send --yes` (same lock,
-    same ledger). Started after a missed run, it catches up once. SIGTERM or Ctrl-C stops it
-    cleanly: a message in flight is finished and recorded first. Run one scheduler per ledger.
+    same ledger; a subscriber list with an invalid row stops the run, which is tried again
+    later). Started after a missed run, it catches up once. SIGTERM or Ctrl-C stops it cleanly: a
+    message in flight is finished and recorded first. Run one scheduler per ledger.
 
     \b
     Example:
@@ -714,7 +774,15 @@ def _scheduled_send(
 
     try:
         catalogue = _load(catalogue_path)  # read afresh each run: the office edits it meanwhile
-        listed, _ = _subscribers(catalogue)
+        # As `digest send --yes` without --skip-invalid: an invalid row stops the run, which is
+        # retried later, reading the list again; nobody is sent the digest of a partial list
+        # unless a person chose it.
+        fix = (
+            "send to the valid rows with `digest send --skip-invalid` (the scheduler tries "
+            "again on its own, reading the list afresh)"
+        )
+        warn = logging.getLogger("digest.schedule").warning
+        listed, _ = _recipients(catalogue, False, lambda line: warn("%s: %s", month, line), fix)
         one_click = _one_click()
         ledger = Ledger(state_path)
     except DigestError as exc:

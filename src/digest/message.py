@@ -294,19 +294,28 @@ class Stencil:
 
 
 class _Lines:
-    """A part's text as set_content encodes it: the lines without tokens encoded once."""
+    """A part's text as set_content encodes it: the lines without tokens encoded once.
+
+    Where the tokens stand is found once, in the text: filling a line puts each value in its
+    token's place, and no value is ever searched for a token, so what a value holds (a name that
+    is itself a token, say) cannot be taken for one.
+    """
 
     def __init__(self, text: str, tokens: tuple[str, ...]) -> None:
-        self.tokens = tokens
-        self.pieces: list[bytes | str] = []  # encoded constant runs, and raw lines with a token
+        # Longest first: where one token starts another, the longer is the one meant.
+        ordered = sorted(tokens, key=len, reverse=True)
+        splitter = re.compile("(" + "|".join(map(re.escape, ordered)) + ")") if tokens else None
+        # Encoded constant runs, and each line with a token as its text split around its tokens:
+        # the odd places of such a list hold tokens.
+        self.pieces: list[bytes | list[str]] = []
         run: list[bytes] = []
         for line in text.encode("utf-8").splitlines():
-            decoded = line.decode("utf-8")
-            if any(token in decoded for token in tokens):
+            parts = splitter.split(line.decode("utf-8")) if splitter else []
+            if len(parts) > 1:
                 if run:
                     self.pieces.append(b"".join(map(_encoded_line, run)))
                     run = []
-                self.pieces.append(decoded)
+                self.pieces.append(parts)
             else:
                 run.append(line)
         if run:
@@ -317,10 +326,9 @@ class _Lines:
     def encode(self, values: Mapping[str, str]) -> bytes:
         out = []
         for piece in self.pieces:
-            if isinstance(piece, str):
-                for token in self.tokens:
-                    piece = piece.replace(token, values[token])
-                piece = _encoded_line(piece.encode("utf-8"))
+            if isinstance(piece, list):
+                filled = [values[part] if at % 2 else part for at, part in enumerate(piece)]
+                piece = _encoded_line("".join(filled).encode("utf-8"))
             out.append(piece)
         return b"".join(out)
 

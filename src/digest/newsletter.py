@@ -8,11 +8,13 @@ recipient's values.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 import logging
 import re
 import textwrap
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +33,9 @@ GMAIL_CLIP_BYTES = 102 * 1024
 
 # Tokens stand where the personal parts go. Letters, digits and hyphens only: they must pass
 # through lxml's HTML serializer unchanged, which percent-encodes other characters in href values.
+# They are kept in every frozen rendering in the ledger, so they never change. No token ends with
+# the start of one (their first letter, D, is in them nowhere else), so two never overlap: a
+# search finds exactly where a template put each, whatever text is next to it.
 GREETING_TOKEN = "DIGEST-PERSONAL-GREETING-5f0c2e"  # noqa: S105 -- a placeholder, not a secret
 UNSUBSCRIBE_TOKEN = "DIGEST-PERSONAL-UNSUBSCRIBE-5f0c2e"  # noqa: S105
 
@@ -127,15 +132,21 @@ class Rendered:
 
     def personalise(self, name: str | None, unsubscribe: str) -> tuple[str, str]:
         """Return (html, text) for one recipient: the greeting and unsubscribe link filled in."""
-        page, text = self.html, self.text
         html_values, text_values = personal_values(name, unsubscribe)
-        for token in TOKENS:
-            page = page.replace(token, html_values[token])
-            text = text.replace(token, text_values[token])
-        return page, text
+        return fill(self.html, html_values), fill(self.text, text_values)
 
 
 TOKENS = (GREETING_TOKEN, UNSUBSCRIBE_TOKEN)
+_TOKEN = re.compile("|".join(map(re.escape, sorted(TOKENS, key=len, reverse=True))))
+
+
+def fill(template: str, values: Mapping[str, str]) -> str:
+    """Return `template` with each token replaced by its value, in one pass over the template.
+
+    A value is never searched for tokens: a subscriber called DIGEST-PERSONAL-UNSUBSCRIBE-5f0c2e
+    is greeted by that name, whatever order the tokens are filled in.
+    """
+    return _TOKEN.sub(lambda found: values[found.group()], template)
 
 
 def personal_values(name: str | None, unsubscribe: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -198,6 +209,7 @@ class Renderer:
         if web:
             return Rendered(subject, page, "", len(selection.items))
         text = self._fill("digest.txt.j2", context)
+        self._refuse_tokens(selection, context)
         self._refuse_fetches(page)  # before premailer sees the page: it would fetch them
         inlined = self._inline(page)
         footer = {
@@ -292,6 +304,37 @@ class Renderer:
                 if url in line:
                     return f"{filename}:{number}: "
         return "digest.html.j2 (or a file it includes): "
+
+    def _refuse_tokens(self, selection: Issue, context: dict[str, Any]) -> None:
+        """Raise RenderError if the catalogue itself puts a token in the digest.
+
+        The templates are filled once more with a space for each personal part: whatever token
+        that text holds came from the catalogue (through any filter, entity or join a template
+        applies), and would be filled in for each reader as if the template had put it there.
+        Entities are decoded first, as the inliner's HTML parser decodes them.
+        """
+        blank = dict(context, greeting=" ", unsubscribe=" ")
+        page = self._fill("digest.html.j2", blank)
+        text = self._fill("digest.txt.j2", blank)
+        found = _TOKEN.search(html.unescape(page) + "\n" + text)
+        if found is None:
+            return
+        token = found.group()
+        what = "each reader's greeting" if token == GREETING_TOKEN else "each unsubscribe link"
+        reserved = f"{token!r}, which digest reserves to mark where {what} goes"
+        name = self.catalogue.path.name
+        for item in selection.items:
+            if any(_holds(value, token) for value in _strings(item)):
+                raise RenderError(
+                    f"{name}:{item.line}: item {item.id!r} contains {reserved}; reword it"
+                )
+        for block in ("publication", "newsletter"):
+            if any(_holds(value, token) for value in _strings(getattr(self.catalogue, block))):
+                raise RenderError(f"{name}: the {block} block contains {reserved}; reword it")
+        raise RenderError(
+            f"the {selection.month.label} digest contains {reserved}; remove it from "
+            f"{name} or the newsletter templates"
+        )
 
     def _entry(self, item: Item, web: bool) -> dict[str, Any]:
         """Return `item`'s fields for the templates, made once for all the digest's selections."""
@@ -435,6 +478,23 @@ def _listed(labels: list[str]) -> str:
     """Return labels as `A`, `A or B`, `A, B or C`."""
     quoted = [f'"{label}"' for label in labels]
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _strings(value: object) -> Iterator[str]:
+    """Yield every string held by a catalogue dataclass, its tuples and nested dataclasses."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, tuple):
+        for part in value:
+            yield from _strings(part)
+    elif dataclasses.is_dataclass(value):
+        for each in dataclasses.fields(value):
+            yield from _strings(getattr(value, each.name))
+
+
+def _holds(value: str, token: str) -> bool:
+    """Return whether `value` shows `token`, once its entities are decoded."""
+    return token in html.unescape(value)
 
 
 def _escapes(template: str | None) -> bool:

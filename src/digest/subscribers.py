@@ -1,4 +1,10 @@
-"""Load the subscriber list, `email,name[,categories]`, reporting every bad row with its line."""
+"""Load the subscriber list, `email,name[,categories]`, reporting every bad row with its line.
+
+A row that cannot be sent to (a bad address, an undeclared category, ...) is invalid; a row whose
+address an earlier row has already (in any letter case) is a duplicate, sent once, as the earlier
+row says. Both are reported with their lines. Whatever keeps the file from being read as rows (a
+wrong header, a stray quote, bytes that are not UTF-8) stops everything.
+"""
 
 from __future__ import annotations
 
@@ -42,14 +48,23 @@ class Subscriber:
 
 @dataclass(frozen=True, slots=True)
 class SubscriberList:
-    """The valid, de-duplicated subscribers, in file order."""
+    """The valid, de-duplicated subscribers, in file order, and the rows left out, by line."""
 
     subscribers: tuple[Subscriber, ...]
-    duplicates: int
+    duplicates: tuple[Problem, ...] = ()  # each sent once, to its first row
+    invalid: tuple[Problem, ...] = ()  # only when loaded with strict=False
+
+    @property
+    def invalid_lines(self) -> list[int]:
+        """Return the lines of the invalid rows."""
+        return [problem.line for problem in self.invalid if problem.line is not None]
 
 
-def of_catalogue(catalogue: Catalogue) -> tuple[SubscriberList, Path]:
-    """Load the list the catalogue's newsletter names (relative to it); return it and its name."""
+def of_catalogue(catalogue: Catalogue, *, strict: bool = True) -> tuple[SubscriberList, Path]:
+    """Load the list the catalogue's newsletter names (relative to it); return it and its name.
+
+    `strict` as for `load`.
+    """
     if catalogue.newsletter is None:
         raise CatalogueError(
             [Problem(catalogue.path.name, None, "newsletter", "there is no newsletter block")]
@@ -58,11 +73,17 @@ def of_catalogue(catalogue: Catalogue) -> tuple[SubscriberList, Path]:
     path = written if written.is_absolute() else catalogue.path.parent / written
     declared = [c.slug for c in catalogue.publication.categories]
     shown = path if catalogue.path.parent != Path() else written
-    return load(path, declared, str(shown)), shown
+    return load(path, declared, str(shown), strict=strict), shown
 
 
-def load(path: Path, declared: Collection[str], display_name: str | None = None) -> SubscriberList:
-    """Read and check the list at `path`; raise CatalogueError naming every bad row's line."""
+def load(
+    path: Path, declared: Collection[str], display_name: str | None = None, *, strict: bool = True
+) -> SubscriberList:
+    """Read and check the list at `path`; raise CatalogueError naming every bad row's line.
+
+    With `strict` False, invalid rows are left out and listed in the result's `invalid` instead;
+    a file that cannot be read as rows is refused all the same.
+    """
     name = display_name or str(path)
     try:
         raw = path.read_bytes()
@@ -75,12 +96,14 @@ def load(path: Path, declared: Collection[str], display_name: str | None = None)
         line = raw[: exc.start].count(b"\n") + 1
         message = f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8"
         raise CatalogueError([Problem(name, line, "", message)]) from exc
-    return parse(text, declared, name)
+    return parse(text, declared, name, strict=strict)
 
 
-def parse(text: str, declared: Collection[str], name: str) -> SubscriberList:
+def parse(
+    text: str, declared: Collection[str], name: str, *, strict: bool = True
+) -> SubscriberList:
     """Check subscriber CSV text (see `load`)."""
-    problems: list[Problem] = []
+    invalid: list[Problem] = []
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
@@ -107,17 +130,16 @@ def parse(text: str, declared: Collection[str], name: str) -> SubscriberList:
                 )
             ]
         )
-    seen: set[str] = set()
+    first: dict[str, int] = {}  # the line of each address's first row
     subscribers: list[Subscriber] = []
-    duplicates = 0
+    duplicates: list[Problem] = []
     while True:
         # A quoted name may span lines: report the line its row starts on, not the one it ends on.
         line = reader.line_num + 1
         try:
             row = next(reader, None)
         except csv.Error as exc:  # a stray quote swallowed the rest of a long file, say
-            problems.append(_unreadable(name, line, exc))
-            break
+            raise CatalogueError([*invalid, _unreadable(name, line, exc)]) from exc
         if row is None:
             break
         if not any(cell.strip() for cell in row):
@@ -125,16 +147,27 @@ def parse(text: str, declared: Collection[str], name: str) -> SubscriberList:
         try:
             subscriber = _row(row, columns, declared, line)
         except _Bad as exc:
-            problems.append(Problem(name, line, exc.column, exc.message))
+            invalid.append(Problem(name, line, exc.column, exc.message))
             continue
-        if subscriber.key in seen:
-            duplicates += 1  # sent once: the first row wins
+        earlier = first.setdefault(subscriber.key, line)
+        if earlier != line:  # sent once: the first row wins
+            duplicates.append(_duplicate(name, line, row[0].strip(), earlier))
             continue
-        seen.add(subscriber.key)
         subscribers.append(subscriber)
-    if problems:
-        raise CatalogueError(problems)
-    return SubscriberList(tuple(subscribers), duplicates)
+    if invalid and strict:
+        raise CatalogueError(invalid)
+    return SubscriberList(tuple(subscribers), tuple(duplicates), tuple(invalid))
+
+
+def _duplicate(name: str, line: int, address: str, earlier: int) -> Problem:
+    """Return the report of a row whose address an earlier row has."""
+    return Problem(
+        name,
+        line,
+        "email",
+        f"{address!r} is a duplicate of line {earlier} (addresses compare case-insensitively); "
+        f"sent once, with line {earlier}'s name and categories",
+    )
 
 
 def _unreadable(name: str, line: int, exc: csv.Error) -> Problem:
