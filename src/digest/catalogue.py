@@ -648,9 +648,10 @@ _CRON = re.compile(r"\S+(?:\s+\S+){4}")
 _BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 # A title or name is one line: these would end a line in a feed reader or an email header.
 _LINE_BREAKS = re.compile("[\r\n\x85\u2028\u2029]")
-# What ends an email header: every character str.splitlines() breaks at, and NUL (the same set
-# message.header_safe refuses in every header, as a last guard).
-_HEADER_BREAKERS = re.compile("[\r\n\x00\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+# What ends an email header: every character str.splitlines() breaks at, and NUL. Python 3.11.7's
+# email package lets a trailing newline in a header value end the header block (CVE-2024-6923),
+# so message.header_safe refuses these in every header too, as a last guard.
+HEADER_BREAKERS = re.compile("[\r\n\x00\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 # U+0085, U+2028 and U+2029 as UTF-8 (in valid UTF-8 these bytes can only be those characters).
 _ODD_BREAKS_UTF8 = re.compile(b"\xc2\x85|\xe2\x80[\xa8\xa9]")
 _NEL_UTF8 = re.compile(b"\xc2\x85")
@@ -849,7 +850,7 @@ def subject_line(template: str, month: date) -> str:
             raise ValueError(f"{{month:{spec}}} is not a valid date format ({exc})") from exc
     subject = "".join(parts)
     label = f"{month:%B %Y}"
-    breaker = _HEADER_BREAKERS.search(subject)
+    breaker = HEADER_BREAKERS.search(subject)
     if breaker:
         raise ValueError(
             f"becomes {subject!r} for {label}, which contains U+{ord(breaker.group()):04X}, a "

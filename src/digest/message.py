@@ -14,14 +14,10 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from digest.catalogue import Mailbox, Publication
+from digest.catalogue import HEADER_BREAKERS, Mailbox, Publication
 from digest.errors import RenderError
 from digest.months import Month
 
-# Python 3.11.7's email package lets a trailing newline in a header value end the header block
-# (CVE-2024-6923), so every value that reaches a header is checked here, never by the library:
-# every character str.splitlines() breaks at, and NUL.
-_HEADER_BREAKERS = re.compile("[\r\n\x00\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 PLACEHOLDER_RECIPIENT = Mailbox("Subscriber", "subscriber@example.org")
 
@@ -48,7 +44,7 @@ class Envelope:
 
 def header_safe(value: str, what: str) -> str:
     """Return `value` if it cannot break out of its header; raise RenderError otherwise."""
-    found = _HEADER_BREAKERS.search(value)
+    found = HEADER_BREAKERS.search(value)
     if found:
         raise RenderError(
             f"{what} contains U+{ord(found.group()):04X}, a line break, and cannot go into an "
