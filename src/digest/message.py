@@ -18,7 +18,6 @@ from digest.catalogue import HEADER_BREAKERS, Mailbox, Publication
 from digest.errors import RenderError
 from digest.months import Month
 
-
 PLACEHOLDER_RECIPIENT = Mailbox("Subscriber", "subscriber@example.org")
 
 # Both parts are quoted-printable, whatever their text: the encoding is then the same for every
