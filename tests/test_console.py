@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -187,6 +188,102 @@ def test_login_leads_back_to_the_page_asked_for_but_never_off_site(app: Flask) -
         )
         assert response.headers["Location"] == landing
         token = token_of(client)
+
+
+HOSTILE_NEXT = [
+    # Werkzeug's redirect drops tabs and newlines: `//evil.example`, or a 500 on CR and LF.
+    "/%09/evil.example",
+    "/%0d/evil.example",
+    "/%0a/evil.example",
+    "/%0d%0aSet-Cookie:%20digest_console=forged",
+    "//evil.example",
+    "///evil.example",
+    "/\\evil.example",
+    "/%5cevil.example",
+    "/%2f%2fevil.example",
+    "/%252f%252fevil.example",
+    "https://evil.example",
+    "https:evil.example",
+    "javascript:alert(1)",
+    "%20/x",
+    "/%00",
+    "/%0b/evil.example",
+    "/%7f/evil.example",
+    "/login?next=//evil.example",
+    "/static/console.css",
+    "/month/2025-11",
+    # Unicode: no-break and ideographic spaces, NEL, line separator, right-to-left override,
+    # fullwidth and division slashes and backslash, all of which some parser maps or drops.
+    "/%C2%A0/evil.example",
+    "/%E3%80%80/evil.example",
+    "/%C2%85/evil.example",
+    "/%E2%80%A8/evil.example",
+    "/%E2%80%AE/evil.example",
+    "/%EF%BC%8F%EF%BC%8Fevil.example",
+    "%EF%BC%8F%EF%BC%8Fevil.example",
+    "/%E2%88%95evil.example",
+    "/%EF%BC%BCevil.example",
+]
+
+
+def log_in_next(client: FlaskClient, raw: str) -> tuple[str, str]:
+    """Follow a login link carrying `next=raw`; return the form's hidden next and the Location."""
+    page = client.get(f"/login?next={raw}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    hidden = re.search(r'name="next" value="([^"]*)"', html)
+    assert hidden is not None
+    response = client.post(
+        "/login",
+        data={"csrf_token": csrf_of(html), "name": "Ada", "password": PASSWORD, "next": hidden[1]},
+    )
+    assert response.status_code == 303, response.get_data(as_text=True)
+    return hidden[1], response.headers["Location"]
+
+
+def assert_stays_on_the_console(client: FlaskClient, location: str) -> None:
+    """Assert that `location` is a console page, wherever a browser or urllib would resolve it."""
+    parts = urlsplit(location)
+    assert not parts.scheme, location
+    assert not parts.netloc, location
+    assert parts.path.startswith("/"), location
+    assert not parts.path.startswith(("//", "/\\")), location
+    assert all(" " < char < "\x7f" for char in location), location  # nothing left to drop or map
+    assert urlsplit(urljoin("https://digest.example.edu/login", location)).netloc == (
+        "digest.example.edu"
+    )
+    assert client.get(location).status_code == 200, location
+
+
+@pytest.mark.parametrize("raw", HOSTILE_NEXT)
+def test_login_never_leads_off_site_whatever_next_says(app: Flask, raw: str) -> None:
+    """A crafted login link cannot send staff to another site after they log in, nor fail."""
+    client = app.test_client()
+    hidden, location = log_in_next(client, raw)
+    assert_stays_on_the_console(client, location)
+    assert location == "/"
+    assert hidden == ""
+    # The same value posted with the form (the hidden field edited) gets the same answer.
+    client = app.test_client()
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login",
+        data={"csrf_token": token, "name": "Ada", "password": PASSWORD, "next": unquote(raw)},
+    )
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["/", f"/months/{MONTH}", f"/months/{MONTH}/history", "/feeds/all.atom.xml", "/feeds/"],
+)
+def test_login_leads_back_to_any_staff_page(app: Flask, raw: str) -> None:
+    """Staff who followed a link to a console page land on it once they have logged in."""
+    client = app.test_client()
+    hidden, location = log_in_next(client, quote(raw))
+    assert hidden == location == raw
+    assert_stays_on_the_console(client, location)
 
 
 def test_session_cookie_is_http_only_and_same_site(app: Flask) -> None:

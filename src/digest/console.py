@@ -9,6 +9,8 @@ Security: every staff page needs a login (one shared password, compared as SHA-2
 `hmac.compare_digest`), sessions live in signed cookies (`HttpOnly`, `SameSite=Lax`), every form
 carries a CSRF token, and every response carries a CSP without inline scripts; the digest preview
 is the only page that may be framed (same origin only), and it is served with a CSP `sandbox`.
+After logging in, staff go back only to a console page rebuilt from the app's own routes, never to
+the text of `next`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import re
 import secrets
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Flask,
@@ -40,6 +44,7 @@ from flask import (
     url_for,
 )
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import MapAdapter
 from werkzeug.wrappers import Response
 
 from digest import catalogue as catalogues
@@ -339,7 +344,8 @@ def create_app(config: Config) -> Flask:
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Response | str | tuple[str, int]:
-        wanted = _safe_next(request.values.get("next", ""))
+        routes = app.url_map.bind_to_environ(request.environ)
+        wanted = _safe_next(request.values.get("next", ""), routes)
         if request.method == "GET":
             return render_template("login.html", next=wanted, error=None)
         now = config.clock()
@@ -642,11 +648,26 @@ def _who() -> str:
     return f"{session.get('user', 'someone')} (from {request.remote_addr or 'unknown'})"
 
 
-def _safe_next(target: str) -> str:
-    """Return `target` if it is a path on this site; an open redirect otherwise, so nothing."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return ""
+def _safe_next(target: str, adapter: MapAdapter) -> str:
+    """Return the staff page `target` names, rebuilt from the console's routes; "" for any other.
+
+    The text given never reaches the Location header: a path that matches a GET route behind the
+    login is built again from the route and its values (quoted by Werkzeug; the query, which no
+    page reads, is dropped). Control, format and space characters are refused before parsing:
+    browsers and urllib drop tabs and newlines, which made `/<TAB>/evil.example` go off-site.
+    """
+    if any(unicodedata.category(char)[0] in "CZ" for char in target) or "\\" in target:
+        return ""
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        return ""
+    try:
+        endpoint, values = adapter.match(parts.path, method="GET")
+    except HTTPException:  # no such page, not a GET page, or a redirect to its other spelling
+        return ""
+    if endpoint in PUBLIC_ENDPOINTS:
+        return ""
+    return adapter.build(endpoint, values, method="GET")
 
 
 def _month(text: str) -> Month:
