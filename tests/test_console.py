@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shutil
@@ -9,18 +10,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from subprocess import Popen
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 import pytest
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
-from conftest import SmtpServer
+from conftest import SmtpServer, free_port
 from digest import console, unsubscribe
 from digest.cli import cli
 from digest.ledger import Ledger, SendLock
@@ -34,6 +36,7 @@ MONTH = "2025-11"
 PUBLIC_ENDPOINTS = {"login", "static", "unsubscribe_page", "unsubscribe_post"}
 # The bundled November readers (smith.john's categories have no November items).
 READERS = 11
+Spawn = Callable[..., Popen[str]]
 
 
 @pytest.fixture
@@ -284,6 +287,36 @@ def test_login_leads_back_to_any_staff_page(app: Flask, raw: str) -> None:
     hidden, location = log_in_next(client, quote(raw))
     assert hidden == location == raw
     assert_stays_on_the_console(client, location)
+
+
+@pytest.mark.parametrize(
+    ("public_url", "secure"),
+    [(None, False), ("http://digest.example.edu/", False), ("https://digest.example.edu/", True)],
+)
+def test_cookies_travel_over_https_only_when_the_console_is_reached_by_https(
+    project: Path, public_url: str | None, secure: bool
+) -> None:
+    """Behind https, a plain-http request (a typed link, a stripped connection) leaks no login."""
+    app = console.create_app(make_config(project, public_url=public_url))
+    client = app.test_client()
+    page = client.get("/login")
+    token = csrf_of(page.get_data(as_text=True))
+    response = client.post(
+        "/login", data={"csrf_token": token, "name": "Ada", "password": PASSWORD}
+    )
+    assert response.status_code == 303
+    logout = client.post("/logout", data={"csrf_token": token_of(client)})
+    cookies = [
+        *page.headers.getlist("Set-Cookie"),
+        *response.headers.getlist("Set-Cookie"),
+        *logout.headers.getlist("Set-Cookie"),
+    ]
+    assert {cookie.split("=")[0] for cookie in cookies} >= {"digest_console"}
+    for cookie in cookies:
+        attributes = [part.strip() for part in cookie.split(";")[1:]]
+        assert ("Secure" in attributes) is secure, cookie
+        assert "HttpOnly" in attributes, cookie
+        assert "SameSite=Lax" in attributes, cookie
 
 
 def test_session_cookie_is_http_only_and_same_site(app: Flask) -> None:
@@ -702,6 +735,60 @@ def test_serve_with_public_url_but_no_secret_key_exits_1(
         assert result.exit_code == 1
         assert result.stderr.startswith("The console needs a secret key: DIGEST_SECRET_KEY is ")
         assert "secrets.token_urlsafe(32)" in result.stderr
+
+
+def start_serve(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch, **env: str
+) -> tuple[Popen[str], int]:
+    """Start `digest serve` on a free loopback port; return it once it says it listens."""
+    monkeypatch.setenv("DIGEST_CONSOLE_PASSWORD", PASSWORD)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    port = free_port()
+    proc = spawn("serve", "--host", "127.0.0.1", "--port", str(port))
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # printed once the socket is bound
+    assert first.startswith(f"Staff console on http://127.0.0.1:{port}/"), first
+    return proc, port
+
+
+def login_over_http(port: int, password: str, forwarded: str) -> tuple[int, list[str]]:
+    """Log in to `digest serve` over HTTP as a new browser; return the status and its cookies."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"X-Forwarded-For": forwarded}
+        connection.request("GET", "/login", headers=headers)
+        page = connection.getresponse()
+        cookies = page.headers.get_all("Set-Cookie") or []
+        form = urlencode(
+            {"csrf_token": csrf_of(page.read().decode()), "name": "Ada", "password": password}
+        )
+        headers |= {
+            "Cookie": "; ".join(cookie.split(";")[0] for cookie in cookies),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        connection.request("POST", "/login", body=form, headers=headers)
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status, cookies + (answer.headers.get_all("Set-Cookie") or [])
+    finally:
+        connection.close()
+
+
+def test_serve_sends_cookies_over_https_only_with_an_https_public_url(
+    project: Path, monkeypatch: pytest.MonkeyPatch, spawn: Spawn
+) -> None:
+    """`digest serve` behind https marks every cookie Secure, so plain http never carries one."""
+    _, port = start_serve(
+        spawn,
+        monkeypatch,
+        DIGEST_PUBLIC_URL="https://digest.example.edu/",
+        DIGEST_SECRET_KEY=SECRET,
+    )
+    status, cookies = login_over_http(port, PASSWORD, "192.0.2.1")
+    assert status == 303
+    assert cookies
+    assert all("; Secure;" in cookie for cookie in cookies), cookies
 
 
 def test_public_url_must_be_https(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

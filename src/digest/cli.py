@@ -876,8 +876,9 @@ def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_di
 
     Needs DIGEST_CONSOLE_PASSWORD (the staff password). DIGEST_SECRET_KEY signs sessions and
     unsubscribe links; without it, sessions last until the console stops. With DIGEST_PUBLIC_URL
-    set (and then DIGEST_SECRET_KEY too), sends carry one-click unsubscribe links to it. Sends go
-    through DIGEST_SMTP_URL as `digest send` does. Never runs the scheduler.
+    set (and then DIGEST_SECRET_KEY too), sends carry one-click unsubscribe links to it, and the
+    console's cookies are sent over https only when it is https. Sends go through DIGEST_SMTP_URL
+    as `digest send` does. Never runs the scheduler.
 
     \b
     Example:

@@ -6,11 +6,11 @@ responses and never prints or exits; `cli.py` reads the environment, builds the 
 the server. It never starts the scheduler.
 
 Security: every staff page needs a login (one shared password, compared as SHA-256 digests with
-`hmac.compare_digest`), sessions live in signed cookies (`HttpOnly`, `SameSite=Lax`), every form
-carries a CSRF token, and every response carries a CSP without inline scripts; the digest preview
-is the only page that may be framed (same origin only), and it is served with a CSP `sandbox`.
-After logging in, staff go back only to a console page rebuilt from the app's own routes, never to
-the text of `next`.
+`hmac.compare_digest`), sessions live in signed cookies (`HttpOnly`, `SameSite=Lax`, `Secure` when
+the public URL is https), every form carries a CSRF token, and every response carries a CSP
+without inline scripts; the digest preview is the only page that may be framed (same origin only),
+and it is served with a CSP `sandbox`. After logging in, staff go back only to a console page
+rebuilt from the app's own routes, never to the text of `next`.
 """
 
 from __future__ import annotations
@@ -101,6 +101,11 @@ class Config:
     smtp_url: str | None = field(default=None, repr=False)
     smtp_password: str | None = field(default=None, repr=False)
     session_lifetime: timedelta = timedelta(hours=12)
+
+    @property
+    def https(self) -> bool:
+        """Return whether staff reach the console over https (its cookies are then `Secure`)."""
+        return self.public_url is not None and urlsplit(self.public_url).scheme == "https"
 
     def transport(self, month: Month, *, test: bool = False) -> transport.Transport:
         """Return where this console's messages go (the same choice as the CLI's)."""
@@ -289,6 +294,9 @@ def create_app(config: Config) -> Flask:
         SESSION_COOKIE_NAME="digest_console",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        # Over https only, when staff reach the console that way: a plain-http request (a
+        # mistyped link, a network that strips TLS) never carries the session.
+        SESSION_COOKIE_SECURE=config.https,
         PERMANENT_SESSION_LIFETIME=config.session_lifetime,
         MAX_CONTENT_LENGTH=64 * 1024,
     )
