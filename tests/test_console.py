@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from subprocess import Popen
@@ -177,6 +178,125 @@ def test_repeated_wrong_passwords_lock_the_client_out(app: Flask) -> None:
     for _ in range(console.MAX_FAILURES):
         assert log_in(client, "guess") == 401
     assert log_in(client) == 429
+
+
+class Clock:
+    """The console's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def browser_at(app: Flask, address: str = "127.0.0.1", forwarded: str | None = None) -> FlaskClient:
+    """A browser with no cookies yet, connecting from `address` (with X-Forwarded-For if given)."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    if forwarded is not None:
+        client.environ_base["HTTP_X_FORWARDED_FOR"] = forwarded
+    return client
+
+
+def try_password(client: FlaskClient, password: str = PASSWORD) -> tuple[int, str]:
+    """Log in with `password`; return the status and the page's text."""
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login", data={"csrf_token": token, "name": "Ada", "password": password}
+    )
+    return response.status_code, response.get_data(as_text=True)
+
+
+def log_out(client: FlaskClient) -> None:
+    assert client.post("/logout", data={"csrf_token": token_of(client)}).status_code == 303
+
+
+def test_forwarded_for_is_ignored_without_a_trusted_proxy(project: Path) -> None:
+    """Without DIGEST_TRUSTED_PROXIES, a guesser cannot dodge the lockout with a made-up header."""
+    app = console.create_app(make_config(project))
+    for n in range(console.MAX_FAILURES):
+        assert log_in(browser_at(app, forwarded=f"192.0.2.{n}"), "guess") == 401
+    assert log_in(browser_at(app, forwarded="192.0.2.200")) == 429
+
+
+def test_behind_one_trusted_proxy_each_forwarded_client_is_counted_alone(project: Path) -> None:
+    """Behind the proxy, one guesser's lockout does not shut out the staff, and sends say who."""
+    app = console.create_app(make_config(project, trusted_proxies=1))
+    # The guesser makes up earlier entries; the proxy appends the address it saw, 192.0.2.1.
+    for n in range(console.MAX_FAILURES):
+        assert log_in(browser_at(app, forwarded=f"198.51.100.{n}, 192.0.2.1"), "guess") == 401
+    assert log_in(browser_at(app, forwarded="198.51.100.99, 192.0.2.1")) == 429
+    staff = browser_at(app, forwarded="192.0.2.2")
+    assert log_in(staff) == 303
+    assert start_send(staff) == 303
+    console.wait_for_jobs(app)
+    history = staff.get(f"/months/{MONTH}/history").get_data(as_text=True)
+    assert "digest serve, started by Ada (from 192.0.2.2)" in history
+
+
+def test_a_shared_proxy_address_does_not_lock_out_browsers_that_logged_in_before(
+    project: Path,
+) -> None:
+    """Behind a proxy not named in the settings, ten wrong guesses do not lock out the staff."""
+    app = console.create_app(make_config(project))
+    staff = browser_at(app)
+    assert log_in(staff) == 303
+    log_out(staff)
+    for _ in range(console.MAX_FAILURES):
+        assert log_in(browser_at(app), "guess") == 401
+    assert log_in(browser_at(app)) == 429  # a browser new to the console waits
+    assert log_in(staff) == 303
+
+
+def test_guesses_from_many_addresses_refuse_only_browsers_new_to_the_console(
+    project: Path,
+) -> None:
+    """Guessing from many addresses soon stops, and staff who logged in before still get in."""
+    clock = Clock()
+    app = console.create_app(make_config(project, clock=clock))
+    staff = browser_at(app, "127.0.0.2")
+    assert log_in(staff) == 303
+    log_out(staff)
+    for n in range(console.MAX_ACCOUNT_FAILURES - 1):
+        assert log_in(browser_at(app, f"127.0.1.{n}"), "guess") == 401
+    assert log_in(browser_at(app, "127.0.2.1")) == 303  # below the limit, anyone may try
+    assert log_in(browser_at(app, "127.0.1.250"), "guess") == 401
+    status, page = try_password(browser_at(app, "127.0.2.2"))
+    assert status == 429
+    assert "only browsers that have may log in. Wait ten minutes" in page
+    assert log_in(staff) == 303
+    log_out(staff)
+    clock.now += console.LOCKOUT
+    assert log_in(browser_at(app, "127.0.2.2")) == 303
+    # A browser's mark lasts KNOWN_BROWSER_LIFETIME from its last login, then it is new again.
+    clock.now = NOW + console.KNOWN_BROWSER_LIFETIME
+    for n in range(console.MAX_ACCOUNT_FAILURES):
+        assert log_in(browser_at(app, f"127.0.3.{n}"), "guess") == 401
+    assert log_in(staff) == 429
+
+
+def test_a_browser_that_logged_in_before_has_its_own_limit(project: Path) -> None:
+    """A stolen or forged browser mark gives a guesser no more tries than an address has."""
+    clock = Clock()
+    app = console.create_app(make_config(project, clock=clock))
+    staff = browser_at(app)
+    assert log_in(staff) == 303
+    log_out(staff)
+    for _ in range(console.MAX_FAILURES):
+        assert log_in(staff, "guess") == 401
+    assert log_in(staff) == 429
+    assert log_in(browser_at(app)) == 303  # its failures were its own, not its address's
+    mark = staff.get_cookie(console.KNOWN_BROWSER_COOKIE, path="/login")
+    assert mark is not None
+    for forged in ("forged", mark.value[:-2] + "xx", mark.value.replace(".", "A.", 1)):
+        guesser = browser_at(app, "127.0.0.5")
+        guesser.set_cookie(console.KNOWN_BROWSER_COOKIE, forged, path="/login")
+        for _ in range(console.MAX_FAILURES):
+            assert log_in(guesser, "guess") == 401
+        assert log_in(browser_at(app, "127.0.0.5")) == 429  # counted as its address
+        clock.now += console.LOCKOUT
+    assert log_in(staff) == 303
 
 
 def test_login_leads_back_to_the_page_asked_for_but_never_off_site(app: Flask) -> None:
@@ -737,6 +857,23 @@ def test_serve_with_public_url_but_no_secret_key_exits_1(
         assert "secrets.token_urlsafe(32)" in result.stderr
 
 
+@pytest.mark.parametrize("value", ["x", "-1", "1.5", "6", "\u0661", "1 2"])
+def test_serve_refuses_a_trusted_proxies_value_that_is_no_count(
+    project: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """A mistyped proxy count stops the console with the fix, rather than trusting any header."""
+    monkeypatch.setenv("DIGEST_CONSOLE_PASSWORD", PASSWORD)
+    monkeypatch.setenv("DIGEST_TRUSTED_PROXIES", value)
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # a serve that got this far would end
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--host", "127.0.0.1", "--port", str(port)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"DIGEST_TRUSTED_PROXIES {value!r} is not a number of proxies: set it to how many "
+    )
+    assert "or 0 (the default) to ignore X-Forwarded-For" in result.stderr
+
+
 def start_serve(
     spawn: Spawn, monkeypatch: pytest.MonkeyPatch, **env: str
 ) -> tuple[Popen[str], int]:
@@ -773,6 +910,20 @@ def login_over_http(port: int, password: str, forwarded: str) -> tuple[int, list
         return answer.status, cookies + (answer.headers.get_all("Set-Cookie") or [])
     finally:
         connection.close()
+
+
+def test_serve_counts_forwarded_clients_apart_with_one_trusted_proxy(
+    project: Path, monkeypatch: pytest.MonkeyPatch, spawn: Spawn
+) -> None:
+    """With DIGEST_TRUSTED_PROXIES=1, one guesser behind the proxy does not lock out the rest."""
+    proc, port = start_serve(spawn, monkeypatch, DIGEST_TRUSTED_PROXIES="1")
+    for _ in range(console.MAX_FAILURES):
+        assert login_over_http(port, "guess", "192.0.2.1")[0] == 401
+    assert login_over_http(port, PASSWORD, "192.0.2.1")[0] == 429
+    assert login_over_http(port, PASSWORD, "192.0.2.2")[0] == 303
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    assert "Client addresses come from the last 1 X-Forwarded-For entry " in out
 
 
 def test_serve_sends_cookies_over_https_only_with_an_https_public_url(
