@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shutil
@@ -9,17 +10,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
+from subprocess import Popen
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 import pytest
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
-from conftest import SmtpServer
+from conftest import SmtpServer, free_port
 from digest import console, unsubscribe
 from digest.cli import cli
 from digest.ledger import Ledger, SendLock
@@ -33,6 +37,7 @@ MONTH = "2025-11"
 PUBLIC_ENDPOINTS = {"login", "static", "unsubscribe_page", "unsubscribe_post"}
 # The bundled November readers (smith.john's categories have no November items).
 READERS = 11
+Spawn = Callable[..., Popen[str]]
 
 
 @pytest.fixture
@@ -175,6 +180,125 @@ def test_repeated_wrong_passwords_lock_the_client_out(app: Flask) -> None:
     assert log_in(client) == 429
 
 
+class Clock:
+    """The console's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def browser_at(app: Flask, address: str = "127.0.0.1", forwarded: str | None = None) -> FlaskClient:
+    """A browser with no cookies yet, connecting from `address` (with X-Forwarded-For if given)."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    if forwarded is not None:
+        client.environ_base["HTTP_X_FORWARDED_FOR"] = forwarded
+    return client
+
+
+def try_password(client: FlaskClient, password: str = PASSWORD) -> tuple[int, str]:
+    """Log in with `password`; return the status and the page's text."""
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login", data={"csrf_token": token, "name": "Ada", "password": password}
+    )
+    return response.status_code, response.get_data(as_text=True)
+
+
+def log_out(client: FlaskClient) -> None:
+    assert client.post("/logout", data={"csrf_token": token_of(client)}).status_code == 303
+
+
+def test_forwarded_for_is_ignored_without_a_trusted_proxy(project: Path) -> None:
+    """Without DIGEST_TRUSTED_PROXIES, a guesser cannot dodge the lockout with a made-up header."""
+    app = console.create_app(make_config(project))
+    for n in range(console.MAX_FAILURES):
+        assert log_in(browser_at(app, forwarded=f"192.0.2.{n}"), "guess") == 401
+    assert log_in(browser_at(app, forwarded="192.0.2.200")) == 429
+
+
+def test_behind_one_trusted_proxy_each_forwarded_client_is_counted_alone(project: Path) -> None:
+    """Behind the proxy, one guesser's lockout does not shut out the staff, and sends say who."""
+    app = console.create_app(make_config(project, trusted_proxies=1))
+    # The guesser makes up earlier entries; the proxy appends the address it saw, 192.0.2.1.
+    for n in range(console.MAX_FAILURES):
+        assert log_in(browser_at(app, forwarded=f"198.51.100.{n}, 192.0.2.1"), "guess") == 401
+    assert log_in(browser_at(app, forwarded="198.51.100.99, 192.0.2.1")) == 429
+    staff = browser_at(app, forwarded="192.0.2.2")
+    assert log_in(staff) == 303
+    assert start_send(staff) == 303
+    console.wait_for_jobs(app)
+    history = staff.get(f"/months/{MONTH}/history").get_data(as_text=True)
+    assert "digest serve, started by Ada (from 192.0.2.2)" in history
+
+
+def test_a_shared_proxy_address_does_not_lock_out_browsers_that_logged_in_before(
+    project: Path,
+) -> None:
+    """Behind a proxy not named in the settings, ten wrong guesses do not lock out the staff."""
+    app = console.create_app(make_config(project))
+    staff = browser_at(app)
+    assert log_in(staff) == 303
+    log_out(staff)
+    for _ in range(console.MAX_FAILURES):
+        assert log_in(browser_at(app), "guess") == 401
+    assert log_in(browser_at(app)) == 429  # a browser new to the console waits
+    assert log_in(staff) == 303
+
+
+def test_guesses_from_many_addresses_refuse_only_browsers_new_to_the_console(
+    project: Path,
+) -> None:
+    """Guessing from many addresses soon stops, and staff who logged in before still get in."""
+    clock = Clock()
+    app = console.create_app(make_config(project, clock=clock))
+    staff = browser_at(app, "127.0.0.2")
+    assert log_in(staff) == 303
+    log_out(staff)
+    for n in range(console.MAX_ACCOUNT_FAILURES - 1):
+        assert log_in(browser_at(app, f"127.0.1.{n}"), "guess") == 401
+    assert log_in(browser_at(app, "127.0.2.1")) == 303  # below the limit, anyone may try
+    assert log_in(browser_at(app, "127.0.1.250"), "guess") == 401
+    status, page = try_password(browser_at(app, "127.0.2.2"))
+    assert status == 429
+    assert "only browsers that have may log in. Wait ten minutes" in page
+    assert log_in(staff) == 303
+    log_out(staff)
+    clock.now += console.LOCKOUT
+    assert log_in(browser_at(app, "127.0.2.2")) == 303
+    # A browser's mark lasts KNOWN_BROWSER_LIFETIME from its last login, then it is new again.
+    clock.now = NOW + console.KNOWN_BROWSER_LIFETIME
+    for n in range(console.MAX_ACCOUNT_FAILURES):
+        assert log_in(browser_at(app, f"127.0.3.{n}"), "guess") == 401
+    assert log_in(staff) == 429
+
+
+def test_a_browser_that_logged_in_before_has_its_own_limit(project: Path) -> None:
+    """A stolen or forged browser mark gives a guesser no more tries than an address has."""
+    clock = Clock()
+    app = console.create_app(make_config(project, clock=clock))
+    staff = browser_at(app)
+    assert log_in(staff) == 303
+    log_out(staff)
+    for _ in range(console.MAX_FAILURES):
+        assert log_in(staff, "guess") == 401
+    assert log_in(staff) == 429
+    assert log_in(browser_at(app)) == 303  # its failures were its own, not its address's
+    mark = staff.get_cookie(console.KNOWN_BROWSER_COOKIE, path="/login")
+    assert mark is not None
+    for forged in ("forged", mark.value[:-2] + "xx", mark.value.replace(".", "A.", 1)):
+        guesser = browser_at(app, "127.0.0.5")
+        guesser.set_cookie(console.KNOWN_BROWSER_COOKIE, forged, path="/login")
+        for _ in range(console.MAX_FAILURES):
+            assert log_in(guesser, "guess") == 401
+        assert log_in(browser_at(app, "127.0.0.5")) == 429  # counted as its address
+        clock.now += console.LOCKOUT
+    assert log_in(staff) == 303
+
+
 def test_login_leads_back_to_the_page_asked_for_but_never_off_site(app: Flask) -> None:
     """After logging in, staff land where they were going; a crafted link cannot send them away."""
     client = app.test_client()
@@ -187,6 +311,132 @@ def test_login_leads_back_to_the_page_asked_for_but_never_off_site(app: Flask) -
         )
         assert response.headers["Location"] == landing
         token = token_of(client)
+
+
+HOSTILE_NEXT = [
+    # Werkzeug's redirect drops tabs and newlines: `//evil.example`, or a 500 on CR and LF.
+    "/%09/evil.example",
+    "/%0d/evil.example",
+    "/%0a/evil.example",
+    "/%0d%0aSet-Cookie:%20digest_console=forged",
+    "//evil.example",
+    "///evil.example",
+    "/\\evil.example",
+    "/%5cevil.example",
+    "/%2f%2fevil.example",
+    "/%252f%252fevil.example",
+    "https://evil.example",
+    "https:evil.example",
+    "javascript:alert(1)",
+    "%20/x",
+    "/%00",
+    "/%0b/evil.example",
+    "/%7f/evil.example",
+    "/login?next=//evil.example",
+    "/static/console.css",
+    "/month/2025-11",
+    # Unicode: no-break and ideographic spaces, NEL, line separator, right-to-left override,
+    # fullwidth and division slashes and backslash, all of which some parser maps or drops.
+    "/%C2%A0/evil.example",
+    "/%E3%80%80/evil.example",
+    "/%C2%85/evil.example",
+    "/%E2%80%A8/evil.example",
+    "/%E2%80%AE/evil.example",
+    "/%EF%BC%8F%EF%BC%8Fevil.example",
+    "%EF%BC%8F%EF%BC%8Fevil.example",
+    "/%E2%88%95evil.example",
+    "/%EF%BC%BCevil.example",
+]
+
+
+def log_in_next(client: FlaskClient, raw: str) -> tuple[str, str]:
+    """Follow a login link carrying `next=raw`; return the form's hidden next and the Location."""
+    page = client.get(f"/login?next={raw}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    hidden = re.search(r'name="next" value="([^"]*)"', html)
+    assert hidden is not None
+    response = client.post(
+        "/login",
+        data={"csrf_token": csrf_of(html), "name": "Ada", "password": PASSWORD, "next": hidden[1]},
+    )
+    assert response.status_code == 303, response.get_data(as_text=True)
+    return hidden[1], response.headers["Location"]
+
+
+def assert_stays_on_the_console(client: FlaskClient, location: str) -> None:
+    """Assert that `location` is a console page, wherever a browser or urllib would resolve it."""
+    parts = urlsplit(location)
+    assert not parts.scheme, location
+    assert not parts.netloc, location
+    assert parts.path.startswith("/"), location
+    assert not parts.path.startswith(("//", "/\\")), location
+    assert all(" " < char < "\x7f" for char in location), location  # nothing left to drop or map
+    assert urlsplit(urljoin("https://digest.example.edu/login", location)).netloc == (
+        "digest.example.edu"
+    )
+    assert client.get(location).status_code == 200, location
+
+
+@pytest.mark.parametrize("raw", HOSTILE_NEXT)
+def test_login_never_leads_off_site_whatever_next_says(app: Flask, raw: str) -> None:
+    """A crafted login link cannot send staff to another site after they log in, nor fail."""
+    client = app.test_client()
+    hidden, location = log_in_next(client, raw)
+    assert_stays_on_the_console(client, location)
+    assert location == "/"
+    assert hidden == ""
+    # The same value posted with the form (the hidden field edited) gets the same answer.
+    client = app.test_client()
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login",
+        data={"csrf_token": token, "name": "Ada", "password": PASSWORD, "next": unquote(raw)},
+    )
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["/", f"/months/{MONTH}", f"/months/{MONTH}/history", "/feeds/all.atom.xml", "/feeds/"],
+)
+def test_login_leads_back_to_any_staff_page(app: Flask, raw: str) -> None:
+    """Staff who followed a link to a console page land on it once they have logged in."""
+    client = app.test_client()
+    hidden, location = log_in_next(client, quote(raw))
+    assert hidden == location == raw
+    assert_stays_on_the_console(client, location)
+
+
+@pytest.mark.parametrize(
+    ("public_url", "secure"),
+    [(None, False), ("http://digest.example.edu/", False), ("https://digest.example.edu/", True)],
+)
+def test_cookies_travel_over_https_only_when_the_console_is_reached_by_https(
+    project: Path, public_url: str | None, secure: bool
+) -> None:
+    """Behind https, a plain-http request (a typed link, a stripped connection) leaks no login."""
+    app = console.create_app(make_config(project, public_url=public_url))
+    client = app.test_client()
+    page = client.get("/login")
+    token = csrf_of(page.get_data(as_text=True))
+    response = client.post(
+        "/login", data={"csrf_token": token, "name": "Ada", "password": PASSWORD}
+    )
+    assert response.status_code == 303
+    logout = client.post("/logout", data={"csrf_token": token_of(client)})
+    cookies = [
+        *page.headers.getlist("Set-Cookie"),
+        *response.headers.getlist("Set-Cookie"),
+        *logout.headers.getlist("Set-Cookie"),
+    ]
+    assert {cookie.split("=")[0] for cookie in cookies} >= {"digest_console"}
+    for cookie in cookies:
+        attributes = [part.strip() for part in cookie.split(";")[1:]]
+        assert ("Secure" in attributes) is secure, cookie
+        assert "HttpOnly" in attributes, cookie
+        assert "SameSite=Lax" in attributes, cookie
 
 
 def test_session_cookie_is_http_only_and_same_site(app: Flask) -> None:
@@ -605,6 +855,91 @@ def test_serve_with_public_url_but_no_secret_key_exits_1(
         assert result.exit_code == 1
         assert result.stderr.startswith("The console needs a secret key: DIGEST_SECRET_KEY is ")
         assert "secrets.token_urlsafe(32)" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["x", "-1", "1.5", "6", "\u0661", "1 2"])
+def test_serve_refuses_a_trusted_proxies_value_that_is_no_count(
+    project: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """A mistyped proxy count stops the console with the fix, rather than trusting any header."""
+    monkeypatch.setenv("DIGEST_CONSOLE_PASSWORD", PASSWORD)
+    monkeypatch.setenv("DIGEST_TRUSTED_PROXIES", value)
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # a serve that got this far would end
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--host", "127.0.0.1", "--port", str(port)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"DIGEST_TRUSTED_PROXIES {value!r} is not a number of proxies: set it to how many "
+    )
+    assert "or 0 (the default) to ignore X-Forwarded-For" in result.stderr
+
+
+def start_serve(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch, **env: str
+) -> tuple[Popen[str], int]:
+    """Start `digest serve` on a free loopback port; return it once it says it listens."""
+    monkeypatch.setenv("DIGEST_CONSOLE_PASSWORD", PASSWORD)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    port = free_port()
+    proc = spawn("serve", "--host", "127.0.0.1", "--port", str(port))
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # printed once the socket is bound
+    assert first.startswith(f"Staff console on http://127.0.0.1:{port}/"), first
+    return proc, port
+
+
+def login_over_http(port: int, password: str, forwarded: str) -> tuple[int, list[str]]:
+    """Log in to `digest serve` over HTTP as a new browser; return the status and its cookies."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"X-Forwarded-For": forwarded}
+        connection.request("GET", "/login", headers=headers)
+        page = connection.getresponse()
+        cookies = page.headers.get_all("Set-Cookie") or []
+        form = urlencode(
+            {"csrf_token": csrf_of(page.read().decode()), "name": "Ada", "password": password}
+        )
+        headers |= {
+            "Cookie": "; ".join(cookie.split(";")[0] for cookie in cookies),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        connection.request("POST", "/login", body=form, headers=headers)
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status, cookies + (answer.headers.get_all("Set-Cookie") or [])
+    finally:
+        connection.close()
+
+
+def test_serve_counts_forwarded_clients_apart_with_one_trusted_proxy(
+    project: Path, monkeypatch: pytest.MonkeyPatch, spawn: Spawn
+) -> None:
+    """With DIGEST_TRUSTED_PROXIES=1, one guesser behind the proxy does not lock out the rest."""
+    proc, port = start_serve(spawn, monkeypatch, DIGEST_TRUSTED_PROXIES="1")
+    for _ in range(console.MAX_FAILURES):
+        assert login_over_http(port, "guess", "192.0.2.1")[0] == 401
+    assert login_over_http(port, PASSWORD, "192.0.2.1")[0] == 429
+    assert login_over_http(port, PASSWORD, "192.0.2.2")[0] == 303
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    assert "Client addresses come from the last 1 X-Forwarded-For entry " in out
+
+
+def test_serve_sends_cookies_over_https_only_with_an_https_public_url(
+    project: Path, monkeypatch: pytest.MonkeyPatch, spawn: Spawn
+) -> None:
+    """`digest serve` behind https marks every cookie Secure, so plain http never carries one."""
+    _, port = start_serve(
+        spawn,
+        monkeypatch,
+        DIGEST_PUBLIC_URL="https://digest.example.edu/",
+        DIGEST_SECRET_KEY=SECRET,
+    )
+    status, cookies = login_over_http(port, PASSWORD, "192.0.2.1")
+    assert status == 303
+    assert cookies
+    assert all("; Secure;" in cookie for cookie in cookies), cookies
 
 
 def test_public_url_must_be_https(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

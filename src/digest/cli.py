@@ -403,6 +403,24 @@ def _secret_key(context: str) -> str:
     return secret
 
 
+MAX_TRUSTED_PROXIES = 5
+
+
+def _trusted_proxies() -> int:
+    """Return DIGEST_TRUSTED_PROXIES: how many reverse proxies append to X-Forwarded-For."""
+    import os
+
+    raw = os.environ.get("DIGEST_TRUSTED_PROXIES", "").strip() or "0"
+    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_TRUSTED_PROXIES:
+        raise DigestError(
+            f"DIGEST_TRUSTED_PROXIES {raw!r} is not a number of proxies: set it to how many "
+            "reverse proxies stand between the staff and `digest serve` and append to "
+            f"X-Forwarded-For (1 for one nginx or Caddy in front, at most {MAX_TRUSTED_PROXIES}), "
+            "or 0 (the default) to ignore X-Forwarded-For"
+        )
+    return int(raw)
+
+
 def _validate_address(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> tuple[str, ...]:
@@ -948,8 +966,10 @@ def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_di
 
     Needs DIGEST_CONSOLE_PASSWORD (the staff password). DIGEST_SECRET_KEY signs sessions and
     unsubscribe links; without it, sessions last until the console stops. With DIGEST_PUBLIC_URL
-    set (and then DIGEST_SECRET_KEY too), sends carry one-click unsubscribe links to it. Sends go
-    through DIGEST_SMTP_URL as `digest send` does. Never runs the scheduler.
+    set (and then DIGEST_SECRET_KEY too), sends carry one-click unsubscribe links to it, and the
+    console's cookies are sent over https only when it is https. Behind a reverse proxy, set
+    DIGEST_TRUSTED_PROXIES to how many proxies append to X-Forwarded-For (default 0: ignored).
+    Sends go through DIGEST_SMTP_URL as `digest send` does. Never runs the scheduler.
 
     \b
     Example:
@@ -976,6 +996,7 @@ def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_di
     else:
         secret = _secret_key("The console needs a secret key:")
     one_click = _one_click()  # checks DIGEST_PUBLIC_URL
+    proxies = _trusted_proxies()
     from werkzeug.serving import make_server
 
     from digest import console
@@ -990,6 +1011,7 @@ def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_di
         public_url=os.environ.get("DIGEST_PUBLIC_URL", "").strip() or None,
         smtp_url=os.environ.get("DIGEST_SMTP_URL"),
         smtp_password=os.environ.get("DIGEST_SMTP_PASSWORD"),
+        trusted_proxies=proxies,
     )
     app = console.create_app(config)
     try:
@@ -1011,6 +1033,11 @@ def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_di
         click.echo(
             "DIGEST_SECRET_KEY is not set: logins are signed with a key made for this run, so "
             "staff log in again after a restart."
+        )
+    if proxies:
+        click.echo(
+            f"Client addresses come from the last {proxies} X-Forwarded-For "
+            f"{'entry' if proxies == 1 else 'entries'} (DIGEST_TRUSTED_PROXIES={proxies})."
         )
     import signal
 

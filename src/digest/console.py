@@ -6,9 +6,13 @@ responses and never prints or exits; `cli.py` reads the environment, builds the 
 the server. It never starts the scheduler.
 
 Security: every staff page needs a login (one shared password, compared as SHA-256 digests with
-`hmac.compare_digest`), sessions live in signed cookies (`HttpOnly`, `SameSite=Lax`), every form
-carries a CSRF token, and every response carries a CSP without inline scripts; the digest preview
-is the only page that may be framed (same origin only), and it is served with a CSP `sandbox`.
+`hmac.compare_digest`), sessions live in signed cookies (`HttpOnly`, `SameSite=Lax`, `Secure` when
+the public URL is https), every form carries a CSRF token, and every response carries a CSP
+without inline scripts; the digest preview is the only page that may be framed (same origin only),
+and it is served with a CSP `sandbox`. After logging in, staff go back only to a console page
+rebuilt from the app's own routes, never to the text of `next`.
+
+Wrong passwords are counted per client and for the shared password as a whole (see `Console`).
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import re
 import secrets
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Flask,
@@ -39,7 +45,10 @@ from flask import (
     session,
     url_for,
 )
+from itsdangerous import BadData, URLSafeSerializer
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import MapAdapter
 from werkzeug.wrappers import Response
 
 from digest import catalogue as catalogues
@@ -77,9 +86,17 @@ FEED_TYPES = {
 }
 PUBLIC_ENDPOINTS = {"login", "static", "unsubscribe_page", "unsubscribe_post"}
 MAX_TEST_ADDRESSES = 10
-# After this many wrong passwords from one address, it waits LOCKOUT before the next try.
+# After this many wrong passwords within LOCKOUT from one client (a browser that has logged in
+# before, or else an address), that client waits until the oldest is LOCKOUT old.
 MAX_FAILURES = 10
 LOCKOUT = timedelta(minutes=10)
+# After this many wrong passwords within LOCKOUT from browsers that never logged in, however many
+# addresses they come from, only browsers that have logged in before may try (see `Console`).
+MAX_ACCOUNT_FAILURES = 50
+# The cookie that marks a browser which has logged in: it opens nothing, it only lets the browser
+# try the password while strangers are refused, and counts its wrong passwords apart.
+KNOWN_BROWSER_COOKIE = "digest_known_browser"
+KNOWN_BROWSER_LIFETIME = timedelta(days=180)
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,13 @@ class Config:
     smtp_url: str | None = field(default=None, repr=False)
     smtp_password: str | None = field(default=None, repr=False)
     session_lifetime: timedelta = timedelta(hours=12)
+    # How many reverse proxies in front append to X-Forwarded-For; 0 ignores the header.
+    trusted_proxies: int = 0
+
+    @property
+    def https(self) -> bool:
+        """Return whether staff reach the console over https (its cookies are then `Secure`)."""
+        return self.public_url is not None and urlsplit(self.public_url).scheme == "https"
 
     def transport(self, month: Month, *, test: bool = False) -> transport.Transport:
         """Return where this console's messages go (the same choice as the CLI's)."""
@@ -148,7 +172,19 @@ class Job:
 
 
 class Console:
-    """The console's state: its configuration and the sends it started."""
+    """The console's state: its configuration, the sends it started and recent wrong passwords.
+
+    Wrong passwords are counted per client: a browser that logged in before (it carries a signed
+    known-browser cookie) is counted by itself, any other by its address. MAX_FAILURES within
+    LOCKOUT lock that client alone. There is one account, the shared password (the name is free
+    text, so it is no account: counting per name would let an attacker lock out "Ada" by name and
+    guess freely under other names). For it, wrong passwords from strangers (browsers that never
+    logged in) are counted together: at MAX_ACCOUNT_FAILURES within LOCKOUT, strangers are refused
+    without their password being checked, whatever their address, until the count falls back.
+    Browsers that have logged in before still log in, so an attacker with many addresses gets at
+    most MAX_ACCOUNT_FAILURES guesses per LOCKOUT and still cannot lock the staff out; behind a
+    proxy whose address every client shares, the staff's browsers keep working too.
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -156,6 +192,9 @@ class Console:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.failures: dict[str, list[datetime]] = {}
+        self.stranger_failures: list[datetime] = []
+        # Held while a login is checked and counted, so that parallel guesses all count.
+        self.guesses = threading.Lock()
         self.retry_policy: delivery.RetryPolicy | None = None  # None: delivery's default
         # Sessions logged out before they expired: a copy of the cookie opens nothing. Kept in the
         # ledger too, so that a restart with the same key does not bring them back.
@@ -266,9 +305,38 @@ class Console:
 
     def locked_out(self, client: str, now: datetime) -> bool:
         """Return whether `client` has guessed wrong too often lately."""
-        recent = [t for t in self.failures.get(client, []) if now - t < LOCKOUT]
-        self.failures[client] = recent
+        recent = [t for t in self.failures.pop(client, []) if now - t < LOCKOUT]
+        if recent:
+            self.failures[client] = recent
         return len(recent) >= MAX_FAILURES
+
+    def strangers_refused(self, now: datetime) -> bool:
+        """Return whether browsers that never logged in have guessed wrong too often lately."""
+        self.stranger_failures = [t for t in self.stranger_failures if now - t < LOCKOUT]
+        return len(self.stranger_failures) >= MAX_ACCOUNT_FAILURES
+
+    def count_failure(self, client: str, now: datetime, *, known: bool) -> None:
+        """Count a wrong password from `client` (`known`: a browser that has logged in before)."""
+        self.failures.setdefault(client, []).append(now)
+        if not known:
+            self.stranger_failures.append(now)
+            if len(self.stranger_failures) == MAX_ACCOUNT_FAILURES:
+                log.warning(
+                    "%d wrong passwords from browsers that never logged in within %d minutes: "
+                    "until they age out, only browsers that have logged in before may try",
+                    MAX_ACCOUNT_FAILURES,
+                    LOCKOUT.seconds // 60,
+                )
+        if len(self.failures[client]) == MAX_FAILURES:
+            log.warning(
+                "%d wrong passwords within %d minutes from %s: refused until they age out",
+                MAX_FAILURES,
+                LOCKOUT.seconds // 60,
+                client,
+            )
+        if len(self.failures) > 1000:  # many addresses: forget those whose failures aged out
+            for other in list(self.failures):
+                self.locked_out(other, now)
 
 
 def create_app(config: Config) -> Flask:
@@ -284,12 +352,32 @@ def create_app(config: Config) -> Flask:
         SESSION_COOKIE_NAME="digest_console",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        # Over https only, when staff reach the console that way: a plain-http request (a
+        # mistyped link, a network that strips TLS) never carries the session.
+        SESSION_COOKIE_SECURE=config.https,
         PERMANENT_SESSION_LIFETIME=config.session_lifetime,
         MAX_CONTENT_LENGTH=64 * 1024,
     )
+    if config.trusted_proxies:
+        # Only X-Forwarded-For, and only the entries the named proxies appended: the client's
+        # address for counting wrong passwords and for the ledger. Nothing else is taken from
+        # the proxy's headers.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=config.trusted_proxies, x_proto=0
+        )
     console = Console(config)
     app.extensions["digest_console"] = console
     expected = hashlib.sha256(config.password.encode("utf-8")).digest()
+    browsers = URLSafeSerializer(unsubscribe.derive(config.secret_key, "known browser"))
+
+    def known_browser(now: datetime) -> str | None:
+        """Return the id of this browser if it has logged in here before (and lately)."""
+        try:
+            found = browsers.loads(request.cookies.get(KNOWN_BROWSER_COOKIE, ""))
+            until = datetime.fromisoformat(found["until"])
+            return str(found["id"]) if now < until else None
+        except (BadData, KeyError, TypeError, ValueError):
+            return None
 
     @app.before_request
     def guard() -> Response | None:
@@ -339,26 +427,49 @@ def create_app(config: Config) -> Flask:
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Response | str | tuple[str, int]:
-        wanted = _safe_next(request.values.get("next", ""))
+        routes = app.url_map.bind_to_environ(request.environ)
+        wanted = _safe_next(request.values.get("next", ""), routes)
         if request.method == "GET":
             return render_template("login.html", next=wanted, error=None)
         now = config.clock()
-        client = request.remote_addr or "unknown"
-        if console.locked_out(client, now):
-            error = "Too many wrong passwords: wait ten minutes, then try again."
-            return render_template("login.html", next=wanted, error=error), 429
+        known = known_browser(now)
+        client = f"browser {known}" if known else f"address {request.remote_addr or 'unknown'}"
         name = " ".join(request.form.get("name", "").split())[:80]
         given = hashlib.sha256(request.form.get("password", "").encode("utf-8")).digest()
-        if not hmac.compare_digest(given, expected) or not name:
-            if name:
-                console.failures.setdefault(client, []).append(now)
+        right = hmac.compare_digest(given, expected)
+        with console.guesses:  # checked and counted in one step: parallel guesses all count
+            refusal = None
+            if console.locked_out(client, now):
+                refusal = "Too many wrong passwords: wait ten minutes, then try again."
+            elif not known and console.strangers_refused(now):
+                refusal = (
+                    "Too many wrong passwords from browsers that have not logged in here before: "
+                    "for now only browsers that have may log in. Wait ten minutes, or use such a "
+                    "browser."
+                )
+            elif name and not right:
+                console.count_failure(client, now, known=known is not None)
+        if refusal:
+            return render_template("login.html", next=wanted, error=refusal), 429
+        if not right or not name:
             error = "Wrong password." if name else "Say who you are: your name is recorded."
             return render_template("login.html", next=wanted, error=error), 401
         session.clear()  # a fresh session (and CSRF token) on every login
         session.permanent = True
         session["user"] = name
         session["sid"] = secrets.token_urlsafe(18)
-        return redirect(wanted or url_for("dashboard"), 303)
+        response = redirect(wanted or url_for("dashboard"), 303)
+        until = (now + KNOWN_BROWSER_LIFETIME).isoformat()
+        response.set_cookie(
+            KNOWN_BROWSER_COOKIE,
+            browsers.dumps({"id": known or secrets.token_urlsafe(12), "until": until}),
+            max_age=KNOWN_BROWSER_LIFETIME,
+            path=url_for("login"),
+            secure=config.https,
+            httponly=True,
+            samesite="Lax",
+        )
+        return response
 
     @app.post("/logout")
     def logout() -> Response:
@@ -642,11 +753,26 @@ def _who() -> str:
     return f"{session.get('user', 'someone')} (from {request.remote_addr or 'unknown'})"
 
 
-def _safe_next(target: str) -> str:
-    """Return `target` if it is a path on this site; an open redirect otherwise, so nothing."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return ""
+def _safe_next(target: str, adapter: MapAdapter) -> str:
+    """Return the staff page `target` names, rebuilt from the console's routes; "" for any other.
+
+    The text given never reaches the Location header: a path that matches a GET route behind the
+    login is built again from the route and its values (quoted by Werkzeug; the query, which no
+    page reads, is dropped). Control, format and space characters are refused before parsing:
+    browsers and urllib drop tabs and newlines, which made `/<TAB>/evil.example` go off-site.
+    """
+    if any(unicodedata.category(char)[0] in "CZ" for char in target) or "\\" in target:
+        return ""
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        return ""
+    try:
+        endpoint, values = adapter.match(parts.path, method="GET")
+    except HTTPException:  # no such page, not a GET page, or a redirect to its other spelling
+        return ""
+    if endpoint in PUBLIC_ENDPOINTS:
+        return ""
+    return adapter.build(endpoint, values, method="GET")
 
 
 def _month(text: str) -> Month:
