@@ -61,3 +61,29 @@ def test_stale_lists_missing_and_different_files(tmp_path: Path) -> None:
         "c.xml",
     ]
     assert output.stale(tmp_path / "missing", {"a.xml": b"one"}) == ["a.xml"]
+
+
+def test_symlinks_planted_at_temporary_names_are_not_followed(tmp_path: Path) -> None:
+    """Someone who can write to the output folder cannot make a build overwrite another file."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "out"
+    (out / "archive").mkdir(parents=True)
+    files = {"a.xml": b"new a", "archive/2025-11.html": b"page"}
+    planted = []
+    for name in files:
+        target = out / name
+        # Every name the old code used (its pid, or none), and the target itself.
+        for guess in (f".{target.name}.{os.getpid()}.tmp", f".{target.name}.tmp", target.name):
+            link = target.with_name(guess)
+            link.symlink_to(victim)
+            planted.append(link)
+
+    report = output.write(out, files)
+
+    assert victim.read_bytes() == b"precious"
+    assert report.written == ("a.xml", "archive/2025-11.html")
+    for name, data in files.items():
+        assert not (out / name).is_symlink()
+        assert (out / name).read_bytes() == data
+    assert all(link.is_symlink() for link in planted if link.name.endswith(".tmp"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import smtplib
 import socket
 import ssl
@@ -647,6 +648,20 @@ def test_pipelining_sends_the_envelope_before_any_reply() -> None:
 # -- outbox --------------------------------------------------------------------------------------
 
 
+def note(recipient: str) -> bytes:
+    """Return a small message that says whom it is for."""
+    return f"To: <{recipient}>\r\nSubject: For {recipient}\r\n\r\nHello\r\n".encode()
+
+
+def outbox_send(outbox: OutboxTransport, *recipients: str) -> dict[str, bytes]:
+    """Send `note(r)` to each recipient through `outbox`; return every file in it by name."""
+    connection = outbox.open()
+    for recipient in recipients:
+        connection.send(note(recipient), "provost@example.edu", recipient)
+    connection.close()
+    return {p.name: p.read_bytes() for p in outbox.directory.iterdir()}
+
+
 def test_outbox_names_files_safely(tmp_path: Path) -> None:
     """Odd characters in an address never make the outbox write outside its folder."""
     outbox = OutboxTransport(tmp_path / "outbox", "2025-11")
@@ -657,6 +672,21 @@ def test_outbox_names_files_safely(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "outbox").iterdir()] == [
         "digest-2025-11-o_brien_.._x@example.org.eml"
     ]
+
+
+def test_outbox_does_not_write_through_a_planted_symlink(tmp_path: Path) -> None:
+    """Someone who can write to outbox/ cannot make a send overwrite another file."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    (tmp_path / "outbox").mkdir()
+    name = "digest-2025-11-chan@example.org.eml"
+    # The old code's temporary name, one with its pid, and the target's own name.
+    for guess in (f".{name}.tmp", f".{name}.{os.getpid()}.tmp", name):
+        (tmp_path / "outbox" / guess).symlink_to(victim)
+    outbox_send(OutboxTransport(tmp_path / "outbox", "2025-11"), "chan@example.org")
+    assert victim.read_bytes() == b"precious"
+    assert not (tmp_path / "outbox" / name).is_symlink()
+    assert (tmp_path / "outbox" / name).read_bytes() == note("chan@example.org")
 
 
 def test_outbox_that_cannot_be_written_is_fatal(tmp_path: Path) -> None:

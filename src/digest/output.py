@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from digest import files as staging
 from digest.errors import BuildError
 
 
@@ -37,12 +38,7 @@ def write(directory: Path, files: Mapping[str, bytes]) -> WriteReport:
         for name in changed:
             target = directory / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            staged.append((temporary, target))
-            with temporary.open("wb") as handle:
-                handle.write(files[name])
-                handle.flush()
-                os.fsync(handle.fileno())
+            staged.append((staging.stage(target, files[name], durable=True), target))
         for temporary, target in staged:
             os.replace(temporary, target)
     except OSError as exc:

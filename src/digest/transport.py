@@ -8,7 +8,6 @@ this recipient: record as failed) and `Fatal` (the whole run cannot go on, e.g. 
 from __future__ import annotations
 
 import io
-import os
 import re
 import smtplib
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from digest import files as staging
 from digest.errors import DeliveryError
 
 
@@ -538,11 +538,9 @@ class _OutboxConnection:
     def send(self, message: EmailMessage | bytes, sender: str, recipient: str) -> None:
         safe = re.sub(r"[^A-Za-z0-9@._+-]", "_", recipient)
         target = self.directory / f"digest-{self.month}-{safe}.eml"
-        temporary = target.with_name(f".{target.name}.tmp")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(message if isinstance(message, bytes) else bytes(message))
-            os.replace(temporary, target)
+            staging.replace(target, message if isinstance(message, bytes) else bytes(message))
         except OSError as exc:
             raise Fatal(f"{target}: cannot write ({exc.strerror or exc})") from exc
 
