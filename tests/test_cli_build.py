@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import Result
 
 from digest import feeds
-from helpers import item, snapshot, yaml_catalogue
+from helpers import HEADER, item, snapshot, yaml_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 Run = Callable[..., Result]
@@ -124,6 +124,31 @@ def test_check_flag_on_missing_directory(run: Run, write: Callable[..., Path]) -
     assert result.stderr.endswith(
         "nowhere/: 11 files out of date; run `digest build` to update them\n"
     )
+
+
+def test_a_category_slug_too_long_for_a_file_name_is_a_clear_error(
+    run: Run, write: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A file name too long for the disk stops the build with that name, never a traceback."""
+    write(yaml_catalogue())
+    run("build")
+    before = snapshot(tmp_path / "feeds")
+    slug = "x" * 240
+    people = "    - {slug: people, name: People}\n"
+    write(
+        yaml_catalogue(header=HEADER.replace(people, people + f"    - {{slug: {slug}, name: X}}\n"))
+    )
+
+    result = run("build")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    limit = os.pathconf(tmp_path / "feeds", "PC_NAME_MAX") - 21
+    assert result.stderr == (
+        f"feeds/{slug}.atom.xml: cannot write it (File name too long: a name may have at most "
+        f"{limit} bytes here; shorten the category slug); nothing in feeds was changed\n"
+    )
+    assert snapshot(tmp_path / "feeds") == before
 
 
 def test_committed_feeds_are_current(tmp_path: Path, run: Run) -> None:

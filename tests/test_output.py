@@ -87,3 +87,33 @@ def test_symlinks_planted_at_temporary_names_are_not_followed(tmp_path: Path) ->
         assert not (out / name).is_symlink()
         assert (out / name).read_bytes() == data
     assert all(link.is_symlink() for link in planted if link.name.endswith(".tmp"))
+
+
+def test_a_name_too_long_for_the_file_system_is_a_clear_error(tmp_path: Path) -> None:
+    """A 250-character file name fails with its name and no traceback, and leaves no debris."""
+    output.write(tmp_path, {"a.xml": b"old a"})
+    age(tmp_path)
+    long_name = "b" * 246 + ".xml"
+    with pytest.raises(BuildError) as raised:
+        output.write(tmp_path, {"a.xml": b"new a", long_name: b"b", "c.xml": b"c"})
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / long_name}: cannot write it (File name too long: ")
+    assert message.endswith(f"; nothing in {tmp_path} was changed")
+    assert (tmp_path / "a.xml").read_bytes() == b"old a"
+    assert (tmp_path / "a.xml").stat().st_mtime == OLD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.xml"]
+
+
+def test_a_folder_where_a_file_goes_changes_nothing(tmp_path: Path) -> None:
+    """A folder in one file's way fails the build before any other file is replaced."""
+    output.write(tmp_path, {"a.xml": b"old a"})
+    (tmp_path / "b.xml").mkdir()
+    age(tmp_path)
+    with pytest.raises(BuildError) as raised:
+        output.write(tmp_path, {"a.xml": b"new a", "b.xml": b"b"})
+    assert str(raised.value) == (
+        f"{tmp_path / 'b.xml'}: cannot write it (Is a directory); nothing in {tmp_path} was changed"
+    )
+    assert (tmp_path / "a.xml").read_bytes() == b"old a"
+    assert (tmp_path / "a.xml").stat().st_mtime == OLD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.xml", "b.xml"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,21 +36,68 @@ def write(directory: Path, files: Mapping[str, bytes]) -> WriteReport:
     changed = stale(directory, files)
     unchanged = tuple(name for name in sorted(files) if name not in set(changed))
     staged: list[tuple[Path, Path]] = []
+    target = directory
     try:
         for name in changed:
             target = directory / name
             target.parent.mkdir(parents=True, exist_ok=True)
+            if _is_folder(target):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
             staged.append((staging.stage(target, files[name], durable=True), target))
-        for temporary, target in staged:
-            os.replace(temporary, target)
     except OSError as exc:
-        for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
+        left = [str(t) for t, _ in staged if not staging.discard(t)]
+        if exc.errno == errno.ENAMETOOLONG:
+            # Only a name made from the catalogue can be long: a category's slug.
+            limit = _name_max(target.parent) - staging.OVERHEAD
+            why = f"{exc.strerror}: a name may have at most {limit} bytes here; shorten the "
+            why += "category slug"
+        else:
+            why = _reason(exc, target)
         raise BuildError(
-            f"{exc.filename or directory}: cannot write ({exc.strerror or exc}); "
-            f"nothing in {directory} was changed"
+            f"{target}: cannot write it ({why}); "
+            f"nothing in {directory} was changed{_left_behind(left)}"
         ) from exc
+    for done, (temporary, target) in enumerate(staged):
+        try:
+            os.replace(temporary, target)
+        except OSError as exc:
+            # Rare once every file is staged; what was renamed stays, the rest is dropped.
+            left = [str(t) for t, _ in staged[done:] if not staging.discard(t)]
+            raise BuildError(
+                f"{target}: cannot replace it ({_reason(exc, target)}); {done} of "
+                f"{len(staged)} changed files in {directory} were already replaced; run the "
+                f"build again when this is fixed{_left_behind(left)}"
+            ) from exc
     return WriteReport(tuple(changed), unchanged)
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _reason(exc: OSError, target: Path) -> str:
+    """Return why `exc` failed, naming the path it failed on when that is not `target`'s own."""
+    reason = exc.strerror or str(exc)
+    failed = Path(str(exc.filename)) if exc.filename else target
+    if failed != target and failed.parent != target.parent:
+        return f"{failed}: {reason}"
+    return reason
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _left_behind(paths: list[str]) -> str:
+    if not paths:
+        return ""
+    return f"; these temporary files could not be removed: {', '.join(paths)}"
 
 
 def _current(path: Path) -> bytes | None:
