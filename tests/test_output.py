@@ -104,6 +104,55 @@ def test_a_name_too_long_for_the_file_system_is_a_clear_error(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.xml"]
 
 
+def test_leftover_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    """A write clears what an interrupted build left, never anyone's file, link or folder."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "out"
+    (out / "archive").mkdir(parents=True)
+    leftovers = [
+        ".a.xml.0123abcd.digest-tmp",  # this version's pattern
+        ".a.xml.4242.tmp",  # the pattern of the versions before
+        "archive/.2025-10.html.ffff0000.digest-tmp",  # one this build does not write again
+    ]
+    for name in leftovers:
+        (out / name).write_bytes(b"half")
+    kept = {
+        ".notes.tmp": b"someone's",  # not our pattern
+        ".b.xml.4242.tmp": b"not ours",  # old pattern, but no file of ours is called b.xml
+        "archive/readme.txt": b"theirs",
+    }
+    for name, data in kept.items():
+        (out / name).write_bytes(data)
+    (out / ".a.xml.99.tmp").symlink_to(victim)  # a link is never removed or followed
+    (out / ".a.xml.00000000.digest-tmp").mkdir()  # nor a folder
+
+    files = {"a.xml": b"a", "archive/2025-11.html": b"page"}
+    assert output.strays(out, files) == sorted(leftovers)
+
+    report = output.write(out, files)
+
+    assert report.removed == tuple(sorted(leftovers))
+    assert output.strays(out, files) == []
+    assert victim.read_bytes() == b"precious"
+    assert (out / ".a.xml.99.tmp").is_symlink()
+    assert (out / ".a.xml.00000000.digest-tmp").is_dir()
+    for name, data in kept.items():
+        assert (out / name).read_bytes() == data
+
+
+def test_output_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    """An output path that is a file stops the build with that path named."""
+    out = tmp_path / "out"
+    out.write_text("a file")
+    with pytest.raises(BuildError) as raised:
+        output.write(out, {"a.xml": b"a"})
+    assert str(raised.value) == (
+        f"{out}: cannot write into it (File exists); nothing in {out} was changed"
+    )
+    assert out.read_text() == "a file"
+
+
 def test_a_folder_where_a_file_goes_changes_nothing(tmp_path: Path) -> None:
     """A folder in one file's way fails the build before any other file is replaced."""
     output.write(tmp_path, {"a.xml": b"old a"})

@@ -14,13 +14,49 @@ from __future__ import annotations
 
 import errno
 import os
-from pathlib import Path
+import re
+from collections.abc import Collection
+from pathlib import Path, PurePosixPath
 
 SUFFIX = ".digest-tmp"
 # The leading dot, the dot and eight hex digits, and the suffix: what a temporary name adds.
 OVERHEAD = 1 + 1 + 8 + len(SUFFIX)
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}" + re.escape(SUFFIX), re.DOTALL)
+# How digest named its temporary files before: `.NAME.PID.tmp`. Counted as its own only beside a
+# file of that NAME, so that nobody else's `.notes.1.tmp` is taken for one.
+_OLD_TEMPORARY = re.compile(r"\.(.+)\.[0-9]+\.tmp", re.DOTALL)
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _ATTEMPTS = 100
+
+
+def is_temporary(name: str) -> bool:
+    """Return whether `name` (a bare file name) is one this module gives temporary files."""
+    return _TEMPORARY.fullmatch(name) is not None
+
+
+def strays(directory: Path, names: Collection[str]) -> list[str]:
+    """Return the temporary files an interrupted write left beside `names` in `directory`.
+
+    Only regular files are listed (never a link or a folder), only in the folders that hold
+    `names`, and only under a name this module gives its temporary files (or gave them before).
+    Whether the write that made one is still running is for the caller to know (see output).
+    """
+    by_folder: dict[str, set[str]] = {".": set()}
+    for name in names:
+        path = PurePosixPath(name)
+        by_folder.setdefault(str(path.parent), set()).add(path.name)
+    found = []
+    for folder, own in by_folder.items():
+        try:
+            entries = list(os.scandir(directory / folder))
+        except OSError:
+            continue  # no such folder: nothing left in it
+        for entry in entries:
+            old = _OLD_TEMPORARY.fullmatch(entry.name)
+            ours = is_temporary(entry.name) or (old is not None and old[1] in own)
+            if ours and entry.is_file(follow_symlinks=False):
+                found.append(str(PurePosixPath(folder) / entry.name))
+    return sorted(found)
 
 
 def stage(target: Path, data: bytes, *, durable: bool = False) -> Path:
