@@ -393,13 +393,15 @@ def _validate_address(
 ) -> tuple[str, ...]:
     from email_validator import EmailNotValidError, validate_email
 
-    checked = []
+    checked: dict[str, str] = {}
     for value in values:
         try:
-            checked.append(validate_email(value, check_deliverability=False).normalized)
+            address = validate_email(value, check_deliverability=False).normalized
         except EmailNotValidError as exc:
             raise click.BadParameter(f"{value!r} is not an email address: {exc}") from exc
-    return tuple(checked)
+        # One copy per person: addresses compare case-insensitively, as the subscriber list's do.
+        checked.setdefault(address.lower(), address)
+    return tuple(checked.values())
 
 
 @cli.command()
