@@ -42,11 +42,12 @@ def strays(directory: Path, names: Collection[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def locked(directory: Path, *, shared: bool = False) -> Iterator[None]:
+def locked(directory: Path, *, shared: bool = False) -> Iterator[bool]:
     """Hold `directory`'s build lock: exclusive to write, shared to look (`build --check`).
 
-    Raises BuildError at once if a write holds it. A shared lock on a directory that does not
-    exist is nothing to hold; an exclusive one creates the directory.
+    Raises BuildError at once if a write holds it. Yields whether the lock is held: not when
+    the directory does not exist (for a look; a write creates it), nor on a file system that
+    cannot lock a folder (some network ones), where writing goes on as it did before the lock.
     """
     import fcntl  # here: a build with nothing to do and nothing to tidy never needs it
 
@@ -62,9 +63,10 @@ def locked(directory: Path, *, shared: bool = False) -> Iterator[None]:
             ) from exc
         handle = None
     if handle is None:
-        yield  # nothing there to look at, so nothing to guard
+        yield False  # nothing there to look at, so nothing to guard
         return
     try:
+        held = True
         try:
             fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -72,7 +74,11 @@ def locked(directory: Path, *, shared: bool = False) -> Iterator[None]:
                 f"{directory}/: another `digest build` or `render` is writing into this folder "
                 "right now; wait for it to finish, then run this again"
             ) from None
-        yield
+        except OSError:
+            # No lock to be had here (ENOLCK, or EBADF on NFS): no telling a running build's
+            # temporary files from a dead one's, so the caller leaves them all alone.
+            held = False
+        yield held
     finally:
         os.close(handle)  # releases the lock
 
@@ -81,8 +87,8 @@ def tidy(directory: Path, names: Collection[str]) -> tuple[str, ...]:
     """Remove what interrupted writes left beside `names` in `directory`; return what went."""
     if not staging.strays(directory, names):
         return ()  # the usual case: no lock to take for nothing to do
-    with locked(directory):
-        return _remove(directory, strays(directory, names))
+    with locked(directory) as held:
+        return _remove(directory, strays(directory, names)) if held else ()
 
 
 def write(directory: Path, files: Mapping[str, bytes]) -> WriteReport:
@@ -93,8 +99,8 @@ def write(directory: Path, files: Mapping[str, bytes]) -> WriteReport:
     stay, so web servers keep answering 304 and rsync copies nothing). Temporary files that an
     interrupted write left are removed first.
     """
-    with locked(directory):
-        removed = _remove(directory, staging.strays(directory, files))
+    with locked(directory) as held:
+        removed = _remove(directory, staging.strays(directory, files)) if held else ()
         changed = stale(directory, files)
         unchanged = tuple(name for name in sorted(files) if name not in set(changed))
         staged: list[tuple[Path, Path]] = []
