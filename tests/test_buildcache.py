@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+from digest import buildcache
 from helpers import HEADER, item, snapshot, yaml_catalogue
 
 Run = Callable[..., Result]
@@ -149,6 +151,30 @@ def test_damaged_manifest_means_a_full_correct_build(
     # Files of a month that has gone are left in place, as always; the rest is a cold build.
     assert built.pop("archive/2025-09.html")
     assert built == cold(run, tmp_path)
+
+
+def test_manifest_is_not_written_through_a_planted_symlink(
+    run: Run, write: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A link planted where the cache writes its manifest cannot make a build overwrite a file."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    manifest = buildcache.location(Path("feeds"))
+    manifest.parent.mkdir(parents=True)
+    # The names the old code used for its temporary file, and the manifest's own.
+    for name in (f".{manifest.name}.{os.getpid()}.tmp", manifest.name):
+        (manifest.parent / name).symlink_to(victim)
+    write(yaml_catalogue(*ITEMS))
+
+    first = run("build")
+    second = run("build")
+
+    assert victim.read_bytes() == b"precious"
+    assert first.exit_code == 0, first.output
+    assert not manifest.is_symlink()
+    assert second.stdout == (
+        "Built feeds/: 13 files (0 written, 13 unchanged) from 3 published items.\n"
+    )
 
 
 def test_invalid_catalogue_after_a_build_still_fails(

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import Result
 
+from conftest import finish, wait_for
 from digest import feeds
 from helpers import item, snapshot, yaml_catalogue
 
@@ -116,6 +121,30 @@ def test_check_flag_reports_stale_files(
     assert snapshot(tmp_path / "feeds") == before
 
 
+def test_check_flag_reports_leftover_temporaries_with_stale_files(
+    run: Run, write: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`build --check` fails CI on debris an interrupted build left, naming it and the fix."""
+    write(yaml_catalogue())
+    run("build")
+    for name in (".all.atom.xml.0123abcd.digest-tmp", "archive/.2025-11.html.4242.tmp"):
+        (tmp_path / "feeds" / name).write_bytes(b"half")
+    write(yaml_catalogue(item(title="Renamed")))
+    result = run("build", "--check")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-3:] == [
+        "feeds/.all.atom.xml.0123abcd.digest-tmp is a leftover temporary file",
+        "feeds/archive/.2025-11.html.4242.tmp is a leftover temporary file",
+        "feeds/: 8 files out of date and 2 leftover temporary files of an interrupted build; "
+        "run `digest build` to update them and remove the leftovers",
+    ]
+    assert run("build").stdout == (
+        "Built feeds/: 11 files (8 written, 3 unchanged) from 1 published item; "
+        "removed 2 leftover temporary files of an interrupted build.\n"
+    )
+    assert run("build", "--check").stdout == "feeds/ is up to date (11 files).\n"
+
+
 def test_check_flag_on_missing_directory(run: Run, write: Callable[..., Path]) -> None:
     """`build --check` against a directory never built says every file is missing."""
     write(yaml_catalogue())
@@ -124,6 +153,111 @@ def test_check_flag_on_missing_directory(run: Run, write: Callable[..., Path]) -
     assert result.stderr.endswith(
         "nowhere/: 11 files out of date; run `digest build` to update them\n"
     )
+
+
+# A cold build of this many generated items stages about 150 files, over a tenth of a second or so.
+BIG = 1000
+
+
+def big_catalogue(tmp_path: Path) -> str:
+    """Write bench/make_catalogue.py's catalogue of BIG items to tmp_path; return its text."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "make_catalogue.py"), str(BIG)],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    return (tmp_path / "items.yaml").read_text(encoding="utf-8")
+
+
+def temporaries(directory: Path) -> list[str]:
+    """Return the temporary files (any digest version's) below `directory`."""
+    return sorted(
+        str(p.relative_to(directory))
+        for p in directory.rglob(".*tmp")
+        if p.is_file() and not p.is_symlink()
+    )
+
+
+def test_killed_build_leaves_temporaries_that_check_reports_and_build_removes(
+    spawn: Callable[..., subprocess.Popen[str]], run: Run, tmp_path: Path
+) -> None:
+    """A build killed mid-write leaves no debris for `feeds/` to carry into a commit."""
+    original = big_catalogue(tmp_path)
+    first = run("build")
+    assert first.exit_code == 0, first.output
+    built = re.fullmatch(
+        r"Built feeds/: (\d+) files \(\1 written, 0 unchanged\) (.*)\.\n", first.stdout
+    )
+    assert built is not None, first.stdout
+    count, published = built.groups()
+    feeds_dir = tmp_path / "feeds"
+    before = snapshot(feeds_dir)
+    # A new title changes every file: the next build stages all of them before renaming any.
+    edited = original.replace("  title: Campus Newsroom\n", "  title: Campus News\n", 1)
+    assert edited != original
+    (tmp_path / "items.yaml").write_text(edited, encoding="utf-8")
+    proc = spawn("build")
+    wait_for(lambda: len(temporaries(feeds_dir)) >= 10, proc, "ten of the build's temporary files")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = temporaries(feeds_dir)
+    assert len(left) >= 10
+    assert {n: v for n, v in snapshot(feeds_dir).items() if n not in left} == before
+    (tmp_path / "items.yaml").write_text(original, encoding="utf-8")
+
+    check = run("build", "--check")
+
+    assert check.exit_code == 1
+    assert check.stdout == ""
+    assert check.stderr.splitlines() == [
+        *(f"feeds/{name} is a leftover temporary file" for name in left),
+        f"feeds/: {len(left)} leftover temporary files of an interrupted build; "
+        "run `digest build` to remove them",
+    ]
+
+    again = run("build")
+
+    assert again.exit_code == 0, again.output
+    assert again.stdout == (
+        f"Built feeds/: {count} files (0 written, {count} unchanged) {published}; "
+        f"removed {len(left)} leftover temporary files of an interrupted build.\n"
+    )
+    assert temporaries(feeds_dir) == []
+    assert snapshot(feeds_dir) == before
+    assert run("build", "--check").stdout == f"feeds/ is up to date ({count} files).\n"
+
+
+BUSY = (
+    "feeds/: another `digest build` or `render` is writing into this folder right now; wait for "
+    "it to finish, then run this again\n"
+)
+
+
+def test_a_build_in_progress_keeps_its_temporaries(
+    spawn: Callable[..., subprocess.Popen[str]], run: Run, tmp_path: Path
+) -> None:
+    """A second build while one is writing is refused and never breaks the one running."""
+    big_catalogue(tmp_path)
+    feeds_dir = tmp_path / "feeds"
+    proc = spawn("build")
+    wait_for(lambda: bool(temporaries(feeds_dir)), proc, "the build's temporary files")
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        staged = temporaries(feeds_dir)
+        second = run("build")
+        check = run("build", "--check")
+        assert temporaries(feeds_dir) == staged
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    code, out, err = finish(proc)
+
+    assert (second.exit_code, second.stdout, second.stderr) == (1, "", BUSY)
+    assert (check.exit_code, check.stdout, check.stderr) == (1, "", BUSY)
+    assert code == 0, err
+    assert out.startswith("Built feeds/: ")
+    assert temporaries(feeds_dir) == []
+    assert run("build", "--check").exit_code == 0
 
 
 def test_committed_feeds_are_current(tmp_path: Path, run: Run) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from email import message_from_bytes
 from pathlib import Path
 
 import pytest
@@ -189,7 +190,33 @@ def test_outbox_test_copy_keeps_the_real_message(
     assert result.exit_code == 0, result.output
     assert real.read_bytes() == before
     tests = [p for p in (tmp_path / "outbox").iterdir() if b"[TEST]" in p.read_bytes()]
-    assert [p.name for p in tests] == ["digest-2025-11-test-chan.taiman@example.org.eml"]
+    assert [p.name for p in tests] == ["test-digest-2025-11-chan.taiman@example.org.eml"]
+
+
+def test_outbox_keeps_a_message_for_each_subscriber(
+    run: Callable[..., Result], tmp_path: Path
+) -> None:
+    """Addresses that differ only where a file name cannot tell them apart get one .eml each."""
+    (tmp_path / "subscribers.csv").write_text("email,name\na=b@example.org,A\na_b@example.org,B\n")
+    result = run(*SEND, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "November 2025: sent 2, already sent 0" in result.stdout
+    written = [message_from_bytes(p.read_bytes()) for p in (tmp_path / "outbox").iterdir()]
+    assert sorted(str(m["To"]) for m in written) == ["A <a=b@example.org>", "B <a_b@example.org>"]
+
+
+def test_test_copies_to_one_address_in_two_cases_are_one(
+    run: Callable[..., Result], tmp_path: Path
+) -> None:
+    """`--to` given one address twice, in two cases, sends one copy and says one."""
+    result = run(*SEND, "--to", "Chan.Taiman@example.org", "--to", "chan.taiman@example.org")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "Sent 1 test copy of November 2025 ([TEST] in the subject, not recorded) via outbox/.\n"
+    )
+    assert [p.name for p in (tmp_path / "outbox").iterdir()] == [
+        "test-digest-2025-11-chan.taiman@example.org.eml"
+    ]
 
 
 # -- SMTP ------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import smtplib
 import socket
 import ssl
@@ -693,16 +695,102 @@ def test_pipelining_off_waits_for_each_reply() -> None:
 # -- outbox --------------------------------------------------------------------------------------
 
 
+def note(recipient: str) -> bytes:
+    """Return a small message that says whom it is for."""
+    return f"To: <{recipient}>\r\nSubject: For {recipient}\r\n\r\nHello\r\n".encode()
+
+
+def outbox_send(outbox: OutboxTransport, *recipients: str) -> dict[str, bytes]:
+    """Send `note(r)` to each recipient through `outbox`; return every file in it by name."""
+    connection = outbox.open()
+    for recipient in recipients:
+        connection.send(note(recipient), "provost@example.edu", recipient)
+    connection.close()
+    return {p.name: p.read_bytes() for p in outbox.directory.iterdir()}
+
+
 def test_outbox_names_files_safely(tmp_path: Path) -> None:
     """Odd characters in an address never make the outbox write outside its folder."""
     outbox = OutboxTransport(tmp_path / "outbox", "2025-11")
     assert outbox.describe() == f"{tmp_path / 'outbox'}/"
-    connection = outbox.open()
-    connection.send(sample(), "provost@example.edu", "o'brien/../x@example.org")
-    connection.close()
-    assert [p.name for p in (tmp_path / "outbox").iterdir()] == [
-        "digest-2025-11-o_brien_.._x@example.org.eml"
-    ]
+    [name] = outbox_send(outbox, "o'brien/../x@example.org")
+    assert re.fullmatch(r"digest-2025-11-o_brien_\.\._x@example\.org~[0-9a-f]{16}\.eml", name)
+
+
+def test_outbox_gives_each_recipient_a_file_of_its_own(tmp_path: Path) -> None:
+    """Addresses that a file name cannot tell apart still get one .eml each, never one for two."""
+    recipients = ("a=b@example.org", "a_b@example.org", "a/b@example.org", "a%b@example.org")
+    written = outbox_send(OutboxTransport(tmp_path / "outbox", "2025-11"), *recipients)
+    assert sorted(written.values()) == sorted(note(r) for r in recipients)
+    assert "digest-2025-11-a_b@example.org.eml" in written
+
+
+def test_outbox_name_of_a_long_address_is_bounded(tmp_path: Path) -> None:
+    """A 64-character local part on a 200-character domain is written, under a readable name."""
+    local = "l" * 64
+    domain = f"{'d' * 63}.{'e' * 63}.{'f' * 60}.example.org"
+    assert len(domain) == 200
+    recipients = (f"{local}@{domain}", f"{local}@{domain[:-3]}net")
+    written = outbox_send(OutboxTransport(tmp_path / "outbox", "2025-11"), *recipients)
+    assert sorted(written.values()) == sorted(note(r) for r in recipients)
+    for name in written:
+        assert name.startswith(f"digest-2025-11-{local}@ddd")
+        assert len(name) <= 150
+
+
+def test_outbox_is_one_file_per_recipient_whatever_the_case(tmp_path: Path) -> None:
+    """An address in another case is the same subscriber: its message is replaced, not doubled."""
+    outbox = OutboxTransport(tmp_path / "outbox", "2025-11")
+    written = outbox_send(outbox, "Chan.TaiMan@Example.ORG", "chan.taiman@example.org")
+    assert written == {
+        "digest-2025-11-chan.taiman@example.org.eml": note("chan.taiman@example.org")
+    }
+    assert outbox_send(outbox, "CHAN.TAIMAN@EXAMPLE.ORG").keys() == written.keys()
+
+
+def test_outbox_test_copies_never_take_a_real_message_s_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A [TEST] copy for chan@ never replaces the real message of a subscriber test-chan@."""
+    monkeypatch.chdir(tmp_path)
+    real = transport.choose(None, None, "2025-11")
+    test = transport.choose("", None, "2025-11", test=True)
+    assert isinstance(real, OutboxTransport)
+    assert isinstance(test, OutboxTransport)
+    outbox_send(real, "test-chan@example.org")
+    written = outbox_send(test, "chan@example.org")
+    assert sorted(written.values()) == [note("chan@example.org"), note("test-chan@example.org")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300), st.text(max_size=300), st.booleans())
+def test_outbox_names_are_safe_unique_and_stable(one: str, other: str, test: bool) -> None:
+    """Any address gets a name inside the outbox, its own, and the same one on every run."""
+    outbox = OutboxTransport(Path("outbox"), "2025-11", test=test)
+    name = outbox.filename(one)
+    assert name == outbox.filename(one)
+    assert (name == outbox.filename(other)) == (one.lower() == other.lower())
+    assert name == Path(name).name
+    assert "\0" not in name
+    assert not name.startswith(".")
+    assert name.endswith(".eml")
+    assert len(name.encode()) <= 150
+    assert name != OutboxTransport(Path("outbox"), "2025-11", test=not test).filename(one)
+
+
+def test_outbox_does_not_write_through_a_planted_symlink(tmp_path: Path) -> None:
+    """Someone who can write to outbox/ cannot make a send overwrite another file."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    (tmp_path / "outbox").mkdir()
+    name = "digest-2025-11-chan@example.org.eml"
+    # The old code's temporary name, one with its pid, and the target's own name.
+    for guess in (f".{name}.tmp", f".{name}.{os.getpid()}.tmp", name):
+        (tmp_path / "outbox" / guess).symlink_to(victim)
+    outbox_send(OutboxTransport(tmp_path / "outbox", "2025-11"), "chan@example.org")
+    assert victim.read_bytes() == b"precious"
+    assert not (tmp_path / "outbox" / name).is_symlink()
+    assert (tmp_path / "outbox" / name).read_bytes() == note("chan@example.org")
 
 
 def test_outbox_that_cannot_be_written_is_fatal(tmp_path: Path) -> None:

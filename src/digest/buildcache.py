@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from digest import __version__
+from digest import files as staging
 
 FORMAT = 1
 # What renders the output besides digest itself: a new version of any may change the bytes.
@@ -155,9 +156,7 @@ def record(
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(document, indent=0, sort_keys=True), encoding="utf-8")
-        os.replace(temporary, path)
+        staging.replace(path, json.dumps(document, indent=0, sort_keys=True).encode("utf-8"))
     except OSError:
         _forget(path)
         return None

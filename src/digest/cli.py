@@ -184,12 +184,15 @@ def check(catalogue_path: Path) -> None:
     "--check",
     "check_only",
     is_flag=True,
-    help="Write nothing; exit 1 if the directory is out of date.",
+    help="Write nothing; exit 1 if the directory is out of date or holds temporary files that an "
+    "interrupted build left.",
 )
 def build(catalogue_path: Path, output_dir: Path, check_only: bool) -> None:
     """Write every feed, the feed page and each month's web digest into the output directory.
 
     Files whose content is unchanged are left alone; if anything fails, no file is changed.
+    Temporary files that an interrupted build left are removed; two builds of one directory
+    never run at once (the second stops with a message).
 
     \b
     Example:
@@ -203,12 +206,24 @@ def build(catalogue_path: Path, output_dir: Path, check_only: bool) -> None:
 
         catalogue = _load(catalogue_path)
         files = site.render(catalogue, _now())
-        stale = output.stale(output_dir, files)
+        with output.locked(output_dir, shared=True):
+            stale = output.stale(output_dir, files)
+            strays = output.strays(output_dir, files)
+        for name in stale:
+            click.echo(f"{output_dir / name} is out of date", err=True)
+        for name in strays:
+            click.echo(f"{output_dir / name} is a leftover temporary file", err=True)
+        leftovers = f"{_plural(len(strays), 'leftover temporary file')} of an interrupted build"
+        if stale and strays:
+            raise DigestError(
+                f"{where}: {_plural(len(stale), 'file')} out of date and {leftovers}; run "
+                "`digest build` to update them and remove the leftovers"
+            )
         if stale:
-            for name in stale:
-                click.echo(f"{output_dir / name} is out of date", err=True)
             count = _plural(len(stale), "file")
             raise DigestError(f"{where}: {count} out of date; run `digest build` to update them")
+        if strays:
+            raise DigestError(f"{where}: {leftovers}; run `digest build` to remove them")
         click.echo(f"{where} is up to date ({_plural(len(files), 'file')}).")
         return
     now = _now()
@@ -222,10 +237,17 @@ def build(catalogue_path: Path, output_dir: Path, check_only: bool) -> None:
     manifest = buildcache.read(manifest_path)
     inputs = buildcache.inputs(raw or b"", environment)
     if raw is not None and manifest is not None and manifest.fresh(output_dir, inputs, now):
+        from digest import files as staging
+
+        removed: tuple[str, ...] = ()
+        if staging.strays(output_dir, manifest.files):  # rare: what a killed build left
+            from digest import output
+
+            removed = output.tidy(output_dir, manifest.files)
         total = len(manifest.files)
         click.echo(
             f"Built {where}: {_plural(total, 'file')} (0 written, {total} unchanged) "
-            f"from {_plural(manifest.published, 'published item')}."
+            f"from {_plural(manifest.published, 'published item')}{_removed(removed)}."
         )
         return
     from digest import output, site  # not before: a build with nothing to do needs neither
@@ -242,8 +264,15 @@ def build(catalogue_path: Path, output_dir: Path, check_only: bool) -> None:
     unchanged = len(report.unchanged) + len(result.reused)
     click.echo(
         f"Built {where}: {_plural(len(result.keys), 'file')} ({len(report.written)} written, "
-        f"{unchanged} unchanged) from {_plural(published, 'published item')}."
+        f"{unchanged} unchanged) from {_plural(published, 'published item')}"
+        f"{_removed(report.removed)}."
     )
+
+
+def _removed(names: tuple[str, ...]) -> str:
+    if not names:
+        return ""
+    return f"; removed {_plural(len(names), 'leftover temporary file')} of an interrupted build"
 
 
 @cli.command()
@@ -426,13 +455,15 @@ def _validate_address(
 ) -> tuple[str, ...]:
     from email_validator import EmailNotValidError, validate_email
 
-    checked = []
+    checked: dict[str, str] = {}
     for value in values:
         try:
-            checked.append(validate_email(value, check_deliverability=False).normalized)
+            address = validate_email(value, check_deliverability=False).normalized
         except EmailNotValidError as exc:
             raise click.BadParameter(f"{value!r} is not an email address: {exc}") from exc
-    return tuple(checked)
+        # One copy per person: addresses compare case-insensitively, as the subscriber list's do.
+        checked.setdefault(address.lower(), address)
+    return tuple(checked.values())
 
 
 @cli.command()

@@ -7,8 +7,8 @@ this recipient: record as failed) and `Fatal` (the whole run cannot go on, e.g. 
 
 from __future__ import annotations
 
+import hashlib
 import io
-import os
 import re
 import smtplib
 import socket
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from digest import files as staging
 from digest.errors import DeliveryError
 
 
@@ -516,41 +517,60 @@ def choose(url: str | None, password: str | None, month: str, *, test: bool = Fa
     The CLI and the console both call this with the values the CLI read from the environment.
     """
     if not (url or "").strip():
-        # A [TEST] copy gets its own file name, so it never replaces a subscriber's real message.
-        return OutboxTransport(Path("outbox"), f"{month}-test" if test else month)
+        return OutboxTransport(Path("outbox"), month, test=test)
     return SmtpTransport(parse_url(str(url), password))
 
 
 # -- outbox --------------------------------------------------------------------------------------
 
 
-class OutboxTransport:
-    """Writes each message as an .eml file, for a look before any real sending."""
+# The characters an address keeps in its file name; the rest become "_".
+_UNSAFE = re.compile(r"[^a-z0-9@._+-]")
+# How much of the address a name shows: a 64-character local part on a long domain would not fit.
+_SHOWN = 100
 
-    def __init__(self, directory: Path, month: str) -> None:
+
+class OutboxTransport:
+    """Writes each message as an .eml file, for a look before any real sending.
+
+    Each recipient has one file a month, `digest-YYYY-MM-ADDRESS.eml` (a [TEST] copy
+    `test-digest-YYYY-MM-ADDRESS.eml`, so it never replaces a real message): sending again
+    replaces it. ADDRESS is the address in lower case, as the subscriber list compares addresses;
+    one with characters a file name should not hold (or longer than 100) shows them as `_`, cut
+    to 100, and ends in `~` and 16 hex digits of its hash, so that no two addresses share a file.
+    """
+
+    def __init__(self, directory: Path, month: str, *, test: bool = False) -> None:
         self.directory = directory
         self.month = month
+        self.test = test
 
     def describe(self) -> str:
         return f"{self.directory}/"
 
+    def filename(self, recipient: str) -> str:
+        """Return the name of `recipient`'s file: readable, safe, theirs alone, always the same."""
+        address = recipient.lower()
+        shown = _UNSAFE.sub("_", address)[:_SHOWN]
+        if shown != address:
+            # "~" is never in a name left as it was, so no two addresses can meet here.
+            hashed = hashlib.sha256(address.encode("utf-8", "surrogatepass")).hexdigest()
+            shown = f"{shown}~{hashed[:16]}"
+        return f"{'test-' if self.test else ''}digest-{self.month}-{shown}.eml"
+
     def open(self) -> Connection:
-        return _OutboxConnection(self.directory, self.month)
+        return _OutboxConnection(self)
 
 
 class _OutboxConnection:
-    def __init__(self, directory: Path, month: str) -> None:
-        self.directory = directory
-        self.month = month
+    def __init__(self, outbox: OutboxTransport) -> None:
+        self.outbox = outbox
 
     def send(self, message: EmailMessage | bytes, sender: str, recipient: str) -> None:
-        safe = re.sub(r"[^A-Za-z0-9@._+-]", "_", recipient)
-        target = self.directory / f"digest-{self.month}-{safe}.eml"
-        temporary = target.with_name(f".{target.name}.tmp")
+        target = self.outbox.directory / self.outbox.filename(recipient)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(message if isinstance(message, bytes) else bytes(message))
-            os.replace(temporary, target)
+            self.outbox.directory.mkdir(parents=True, exist_ok=True)
+            staging.replace(target, message if isinstance(message, bytes) else bytes(message))
         except OSError as exc:
             raise Fatal(f"{target}: cannot write ({exc.strerror or exc})") from exc
 
