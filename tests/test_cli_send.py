@@ -680,3 +680,47 @@ def test_killed_send_over_several_connections_then_rerun_sends_each_once(
         assert len(by_recipient[address]) == 2
         assert len(message_ids(by_recipient[address])) == 1
     assert set(statuses(tmp_path).values()) == {"sent"}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_over_several_connections_finishes_in_flight_and_exits(
+    run: Callable[..., Result],
+    smtp: SmtpServer,
+    spawn: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+    signum: signal.Signals,
+) -> None:
+    """SIGTERM or one Ctrl-C stops a send over four connections; it must not spin until killed."""
+    recorder = smtp.recorder
+    recorder.delay = 0.1
+    # The second reader's copy is answered late: when the signal comes its connection is still
+    # waiting for that answer while the other three have their next message's "go ahead".
+    slow = READERS[1]
+    recorder.slow[slow] = 2.0
+    proc = spawn(*SEND, "--yes", "--connections", "4")
+    wait_for(lambda: len(recorder.messages) >= 3, proc, "3 messages")
+    proc.send_signal(signum)
+    signalled = time.monotonic()
+
+    status, out, err = finish(proc)  # fails after 30 s if the send does not stop
+
+    record_property("seconds_to_exit", round(time.monotonic() - signalled, 2))
+    received = {r.rcpt_tos[0] for r in recorder.messages}
+    assert slow in received
+    assert 3 <= len(received) < len(READERS)
+    assert status == 1
+    assert out == header(smtp.url) + summary(smtp.url, sent=len(received))
+    left = len(READERS) - len(received)
+    assert err == (
+        "Stopping after the message in flight (Ctrl-C again to stop at once).\n"
+        f"Stopped: {left} subscribers not sent yet. Run the same command again to send the rest.\n"
+    )
+    assert statuses(tmp_path) == {a: "sent" if a in received else "pending" for a in READERS}
+    recorder.delay = 0
+    recorder.slow.clear()
+    rerun = run(*SEND, "--yes", "--connections", "4")
+    assert rerun.exit_code == 0, rerun.output
+    assert IN_FLIGHT not in rerun.stdout
+    assert rerun.stdout.endswith(summary(smtp.url, sent=left, already=len(received)))
+    assert assert_crash_safe(recorder.by_recipient(), READERS) == []

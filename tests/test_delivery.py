@@ -1126,3 +1126,81 @@ def test_a_server_that_stops_answering_is_left_and_the_message_retried(
         f"RCPT TO:<{readers[1].email}>\r\n".encode()
     ]
     assert row_of(ledger, first).attempts == 2
+
+
+# -- stopping ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("connections", [2, 4])
+def test_stop_over_several_connections_finishes_what_is_in_flight(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+    connections: int,
+) -> None:
+    """Ctrl-C during a send over several connections stops it, rather than spinning forever."""
+    # The second copy's "250" comes late: when the stop comes, its connection still waits for it
+    # while the others have moved on to their next message.
+    slow = readers[1].email
+    smtp_server.recorder.delay = 0.02
+    smtp_server.recorder.slow[slow] = 1.0
+    stop, progress = stop_after(2)
+    plan = prepare(bundled, listed, ledger)
+    ended: list[delivery.Summary] = []
+
+    def send() -> None:
+        options = {"connections": connections, "stop": stop, "progress": progress}
+        ended.append(execute(plan, smtp(smtp_server), **options))
+
+    # In a thread only so that a send that never stops fails this test instead of hanging it.
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    sender.join(30)
+    assert not sender.is_alive(), "the send did not stop"
+
+    (summary,) = ended
+    accepted = counts(smtp_server)
+    assert set(accepted.values()) == {1}
+    assert 2 <= summary.sent == len(accepted) < len(readers)
+    assert (summary.deferred, summary.failed) == (0, 0)
+    assert slow in accepted  # its reply was read after the stop, and recorded
+    assert statuses(ledger) == {
+        s.email: "sent" if s.email in accepted else "pending" for s in readers
+    }
+    again = prepare(bundled, listed, ledger)
+    assert (again.in_flight, again.already) == (0, len(accepted))
+    execute(again, smtp(smtp_server), connections=connections)
+    assert counts(smtp_server) == {s.email: 1 for s in readers}
+
+
+def test_stopped_send_waits_for_its_last_reply_without_busy_looping(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """A stopped send with a rate, waiting on a slow server's last reply, leaves the CPU idle."""
+    slow = readers[1].email
+    smtp_server.recorder.slow[slow] = 3.0
+    stop, progress = stop_after(2)
+    plan = prepare(bundled, listed, ledger)
+    used: list[float] = []
+
+    def send() -> None:
+        started = time.thread_time()
+        options = {"connections": 2, "rate": 20, "stop": stop, "progress": progress}
+        execute(plan, smtp(smtp_server), sleep=time.sleep, **options)
+        used.append(time.thread_time() - started)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    sender.join(30)
+    assert not sender.is_alive(), "the send did not stop"
+
+    assert statuses(ledger)[slow] == "sent"
+    # Three seconds spent waiting for the slow reply; a loop polling all along would burn them.
+    (cpu,) = used
+    assert cpu < 1.0

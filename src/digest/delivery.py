@@ -613,14 +613,21 @@ class _Worker:
     # -- waiting and deciding ---------------------------------------------------------------------
 
     def _wait(self, slots: list[_Slot], queue: deque[_Task]) -> None:
-        """Wait for a reply, or for the next paused slot, or for the rate's next slot."""
+        """Wait for a reply, or for the next paused slot, or for the rate's next slot.
+
+        Once stopped, only for a reply: nothing new begins, so a server waiting for a message gets
+        none (it is hung up on at the end), and a paused slot or the rate has nothing to wake for.
+        """
         lanes = [slot.lane for slot in slots if slot.lane is not None]
-        if any(job.stage == "ready" or job.stage == "done" for job in self.jobs):
+        starting = not self.stop.is_set()
+        if any(job.stage == "done" or (starting and job.stage == "ready") for job in self.jobs):
             return  # the outbox's, at once
         now = self.now()
-        wakes = [slot.until for slot in slots if slot.retry or (queue and slot.until > now)]
-        if self.interval and queue:
-            wakes.append(self.next_start)
+        wakes: list[float] = []
+        if starting:
+            wakes += [slot.until for slot in slots if slot.retry or (queue and slot.until > now)]
+            if self.interval and queue:
+                wakes.append(self.next_start)
         timeout = max(0.0, min(wakes) - now) if wakes else None
         if not any(lane.expecting for lane in lanes):
             if timeout:
