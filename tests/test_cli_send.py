@@ -821,3 +821,20 @@ def test_ledger_unlocked_during_the_wait_lets_the_send_finish(
     assert out == header(smtp.url) + summary(smtp.url)
     assert assert_crash_safe(recorder.by_recipient(), READERS) == []
     assert set(statuses(tmp_path).values()) == {"sent"}
+
+
+def test_a_wait_that_is_not_a_number_is_refused_before_anything_is_sent(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped DIGEST_LEDGER_WAIT is named before anyone is sent anything."""
+    monkeypatch.setenv("DIGEST_LEDGER_WAIT", "soon")
+
+    result = run(*SEND, "--yes")
+
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        "Error: Invalid value for '--ledger-wait' (env var: 'DIGEST_LEDGER_WAIT'): 'soon' is not "
+        "a valid float range.\n"
+    )
+    assert smtp.recorder.messages == []
+    assert not (tmp_path / STATE).exists()

@@ -409,7 +409,7 @@ def _validate_address(
 @click.option(
     "--ledger-wait",
     type=click.FloatRange(min=0),
-    default=30.0,
+    default=30,
     show_default=True,
     envvar="DIGEST_LEDGER_WAIT",
     show_envvar=True,
