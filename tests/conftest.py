@@ -128,6 +128,7 @@ class Recorder:
     - `drop_before_reply`: close the connection after receiving DATA of that many messages in
       total, before replying (the message is recorded: the client cannot know it arrived);
     - `delay`: seconds to wait before answering DATA;
+    - `slow[address] = 1.0`: seconds to wait before answering DATA for that address instead;
     - `pipelining`: whether EHLO offers PIPELINING (RFC 2920), as most servers do.
     """
 
@@ -137,6 +138,7 @@ class Recorder:
     drop_after: int | None = None
     drop_before_reply: int | None = None
     delay: float = 0.0
+    slow: dict[str, float] = field(default_factory=dict)
     pipelining: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -159,8 +161,9 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        delay = max([self.slow.get(r, self.delay) for r in envelope.rcpt_tos], default=self.delay)
+        if delay:
+            await asyncio.sleep(delay)
         with self.lock:
             self.messages.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -837,3 +838,160 @@ def test_killed_send_over_several_connections_then_rerun_sends_each_once(
         assert len(by_recipient[address]) == 2
         assert len(message_ids(by_recipient[address])) == 1
     assert set(statuses(tmp_path).values()) == {"sent"}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_over_several_connections_finishes_in_flight_and_exits(
+    run: Callable[..., Result],
+    smtp: SmtpServer,
+    spawn: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+    signum: signal.Signals,
+) -> None:
+    """SIGTERM or one Ctrl-C stops a send over four connections; it must not spin until killed."""
+    recorder = smtp.recorder
+    recorder.delay = 0.1
+    # The second reader's copy is answered late: when the signal comes its connection is still
+    # waiting for that answer while the other three have their next message's "go ahead".
+    slow = READERS[1]
+    recorder.slow[slow] = 2.0
+    proc = spawn(*SEND, "--yes", "--connections", "4")
+    wait_for(lambda: len(recorder.messages) >= 3, proc, "3 messages")
+    proc.send_signal(signum)
+    signalled = time.monotonic()
+
+    status, out, err = finish(proc)  # fails after 30 s if the send does not stop
+
+    record_property("seconds_to_exit", round(time.monotonic() - signalled, 2))
+    received = {r.rcpt_tos[0] for r in recorder.messages}
+    assert slow in received
+    assert 3 <= len(received) < len(READERS)
+    assert status == 1
+    assert out == header(smtp.url) + summary(smtp.url, sent=len(received))
+    left = len(READERS) - len(received)
+    assert err == (
+        "Stopping after the message in flight (Ctrl-C again to stop at once).\n"
+        f"Stopped: {left} subscribers not sent yet. Run the same command again to send the rest.\n"
+    )
+    assert statuses(tmp_path) == {a: "sent" if a in received else "pending" for a in READERS}
+    recorder.delay = 0
+    recorder.slow.clear()
+    rerun = run(*SEND, "--yes", "--connections", "4")
+    assert rerun.exit_code == 0, rerun.output
+    assert IN_FLIGHT not in rerun.stdout
+    assert rerun.stdout.endswith(summary(smtp.url, sent=left, already=len(received)))
+    assert assert_crash_safe(recorder.by_recipient(), READERS) == []
+
+
+# -- a ledger another program keeps locked ---------------------------------------------------------
+
+
+def lock_notice(seconds: int) -> str:
+    return (
+        f"The delivery ledger {STATE} is locked by another program (an sqlite3 shell with a "
+        f"transaction open, say); waiting up to {seconds} seconds for it.\n"
+    )
+
+
+def test_ledger_locked_mid_send_stops_cleanly_and_a_rerun_completes(
+    run: Callable[..., Result],
+    smtp: SmtpServer,
+    spawn: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ledger locked by an sqlite3 shell mid-send ends in what to do, not a traceback."""
+    monkeypatch.setenv("DIGEST_LEDGER_WAIT", "2")
+    recorder = smtp.recorder
+    recorder.delay = 0.1
+    proc = spawn(*SEND, "--yes", "--connections", "4")
+    wait_for(lambda: len(recorder.messages) >= 3, proc, "3 messages")
+    shell = sqlite3.connect(tmp_path / STATE, isolation_level=None)
+    shell.execute("BEGIN IMMEDIATE")  # what an sqlite3 shell holds in a write transaction
+    try:
+        status, out, err = finish(proc)
+        before = statuses(tmp_path)  # the ledger can still be read (WAL)
+    finally:
+        shell.execute("ROLLBACK")
+        shell.close()
+
+    sent = {address for address, s in before.items() if s == "sent"}
+    unrecorded = {address for address, s in before.items() if s == "sending"}
+    received = {r.rcpt_tos[0] for r in recorder.messages}
+    # Nothing left without being recorded `sending` first; what the server took is sent or so.
+    assert received == sent | unrecorded
+    assert set(before.values()) <= {"sent", "sending", "pending"}
+    assert status == 1
+    assert out == header(smtp.url) + summary(smtp.url, sent=len(sent))
+    left = len(READERS) - len(sent)
+    stopped = (
+        f"Stopped: {left} subscribers not sent yet, because the delivery ledger {STATE} stayed "
+        f"locked by another program for 2 seconds. Close whatever holds the database open at "
+        f"{STATE} (an sqlite3 shell, say), then run the same command again to send the rest."
+    )
+    if unrecorded:
+        count = len(unrecorded)
+        stopped += (
+            f" {count} {'message' if count == 1 else 'messages'} the server accepted meanwhile "
+            f"{'was' if count == 1 else 'were'} not recorded, and will be sent again with the "
+            "same Message-ID, so mail clients show each once."
+        )
+    assert err == lock_notice(2) + stopped + "\n"
+
+    recorder.delay = 0
+    rerun = run(*SEND, "--yes", "--connections", "4")
+
+    assert rerun.exit_code == 0, rerun.output
+    by_recipient = recorder.by_recipient()
+    assert sorted(by_recipient) == sorted(READERS)
+    for address, got in by_recipient.items():
+        assert len(got) == (2 if address in unrecorded else 1)
+        assert len(message_ids(got)) == 1
+    assert set(statuses(tmp_path).values()) == {"sent"}
+
+
+def test_ledger_unlocked_during_the_wait_lets_the_send_finish(
+    smtp: SmtpServer,
+    spawn: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Closing the sqlite3 shell while the send waits lets it finish as if nothing happened."""
+    monkeypatch.setenv("DIGEST_LEDGER_WAIT", "60")
+    recorder = smtp.recorder
+    recorder.delay = 0.1
+    log = tmp_path / "stderr.log"
+    proc = spawn(*SEND, "--yes", "--connections", "4", log=log)
+    wait_for(lambda: len(recorder.messages) >= 3, proc, "3 messages")
+    shell = sqlite3.connect(tmp_path / STATE, isolation_level=None)
+    shell.execute("BEGIN IMMEDIATE")
+    try:
+        wait_for(lambda: lock_notice(60) in log.read_text(), proc, "the notice of the wait")
+    finally:
+        shell.execute("ROLLBACK")
+        shell.close()
+
+    status, out, _ = finish(proc)
+
+    assert (status, log.read_text()) == (0, lock_notice(60))
+    assert out == header(smtp.url) + summary(smtp.url)
+    assert assert_crash_safe(recorder.by_recipient(), READERS) == []
+    assert set(statuses(tmp_path).values()) == {"sent"}
+
+
+def test_a_wait_that_is_not_a_number_is_refused_before_anything_is_sent(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped DIGEST_LEDGER_WAIT is named before anyone is sent anything."""
+    monkeypatch.setenv("DIGEST_LEDGER_WAIT", "soon")
+
+    result = run(*SEND, "--yes")
+
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        "Error: Invalid value for '--ledger-wait' (env var: 'DIGEST_LEDGER_WAIT'): 'soon' is not "
+        "a valid float range.\n"
+    )
+    assert smtp.recorder.messages == []
+    assert not (tmp_path / STATE).exists()

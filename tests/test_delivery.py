@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from conftest import Recorder, SmtpServer, free_port, greet
 from digest import catalogue, delivery, message, newsletter, subscribers
-from digest.errors import DeliveryError
+from digest.errors import DeliveryError, LedgerBusyError
 from digest.ledger import Delivery, Ledger
 from digest.months import Month
 from digest.transport import (
@@ -1242,3 +1242,187 @@ def test_a_server_that_stops_answering_is_left_and_the_message_retried(
         f"RCPT TO:<{readers[1].email}>\r\n".encode()
     ]
     assert row_of(ledger, first).attempts == 2
+
+
+# -- stopping ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("connections", [2, 4])
+def test_stop_over_several_connections_finishes_what_is_in_flight(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+    connections: int,
+) -> None:
+    """Ctrl-C during a send over several connections stops it, rather than spinning forever."""
+    # The second copy's "250" comes late: when the stop comes, its connection still waits for it
+    # while the others have moved on to their next message.
+    slow = readers[1].email
+    smtp_server.recorder.delay = 0.02
+    smtp_server.recorder.slow[slow] = 1.0
+    stop, progress = stop_after(2)
+    plan = prepare(bundled, listed, ledger)
+    ended: list[delivery.Summary] = []
+
+    def send() -> None:
+        options = {"connections": connections, "stop": stop, "progress": progress}
+        ended.append(execute(plan, smtp(smtp_server), **options))
+
+    # In a thread only so that a send that never stops fails this test instead of hanging it.
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    sender.join(30)
+    assert not sender.is_alive(), "the send did not stop"
+
+    (summary,) = ended
+    accepted = counts(smtp_server)
+    assert set(accepted.values()) == {1}
+    assert 2 <= summary.sent == len(accepted) < len(readers)
+    assert (summary.deferred, summary.failed) == (0, 0)
+    assert slow in accepted  # its reply was read after the stop, and recorded
+    assert statuses(ledger) == {
+        s.email: "sent" if s.email in accepted else "pending" for s in readers
+    }
+    again = prepare(bundled, listed, ledger)
+    assert (again.in_flight, again.already) == (0, len(accepted))
+    execute(again, smtp(smtp_server), connections=connections)
+    assert counts(smtp_server) == {s.email: 1 for s in readers}
+
+
+def test_stopped_send_waits_for_its_last_reply_without_busy_looping(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """A stopped send with a rate, waiting on a slow server's last reply, leaves the CPU idle."""
+    slow = readers[1].email
+    smtp_server.recorder.slow[slow] = 3.0
+    stop, progress = stop_after(2)
+    plan = prepare(bundled, listed, ledger)
+    used: list[float] = []
+
+    def send() -> None:
+        started = time.thread_time()
+        options = {"connections": 2, "rate": 20, "stop": stop, "progress": progress}
+        execute(plan, smtp(smtp_server), sleep=time.sleep, **options)
+        used.append(time.thread_time() - started)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    sender.join(30)
+    assert not sender.is_alive(), "the send did not stop"
+
+    assert statuses(ledger)[slow] == "sent"
+    # Three seconds spent waiting for the slow reply; a loop polling all along would burn them.
+    (cpu,) = used
+    assert cpu < 1.0
+
+
+# -- a ledger another program keeps locked ---------------------------------------------------------
+
+
+def lock_after(count: int, path: Path) -> tuple[list[sqlite3.Connection], Callable[..., None]]:
+    """Return the shells it opens, and a callback that write-locks the ledger at outcome `count`."""
+    shells: list[sqlite3.Connection] = []
+    seen: list[delivery.Outcome] = []
+
+    def progress(outcome: delivery.Outcome) -> None:
+        seen.append(outcome)
+        if len(seen) == count:
+            shell = sqlite3.connect(path, isolation_level=None)
+            shell.execute("BEGIN IMMEDIATE")
+            shells.append(shell)
+
+    return shells, progress
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+def test_ledger_locked_mid_send_halts_with_nothing_sent_unrecorded(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    tmp_path: Path,
+    connections: int,
+) -> None:
+    """A ledger locked mid-send stops it; no copy went out without its row saying `sending`."""
+    path = tmp_path / "state.sqlite3"
+    ledger = Ledger(path, busy_timeout=1)
+    shells, progress = lock_after(3, path)
+    plan = prepare(bundled, listed, ledger)
+
+    with pytest.raises(delivery.Halted) as raised:
+        execute(plan, smtp(smtp_server), connections=connections, progress=progress)
+    (shell,) = shells
+    now = statuses(ledger)  # reading goes on while the shell holds its write lock
+    shell.execute("ROLLBACK")
+    shell.close()
+
+    halted = raised.value
+    sent = {address for address, status in now.items() if status == "sent"}
+    unrecorded = {address for address, status in now.items() if status == "sending"}
+    received = set(counts(smtp_server))
+    assert received == sent | unrecorded
+    assert set(counts(smtp_server).values()) == {1}
+    assert set(now.values()) <= {"sent", "sending", "pending"}
+    assert (halted.summary.sent, halted.left, halted.unrecorded) == (
+        len(sent),
+        len(readers) - len(sent),
+        len(unrecorded),
+    )
+    if connections == 1:  # at most the copy already under way when the lock came went out
+        assert (len(sent), len(unrecorded) <= 1) == (3, True)
+    assert isinstance(halted.cause, LedgerBusyError)
+    assert str(path) in str(halted)
+
+    again = prepare(bundled, listed, ledger)
+    assert again.in_flight == len(unrecorded)
+    execute(again, smtp(smtp_server), connections=connections)
+    for address, got in smtp_server.recorder.by_recipient().items():
+        assert len(got) == (2 if address in unrecorded else 1)
+        assert {r.message_id for r in got} == {expected_id(bundled, address)}
+    assert sorted(smtp_server.recorder.by_recipient()) == sorted(s.email for s in readers)
+    ledger.close()
+
+
+def test_ledger_locked_at_the_end_of_a_send_still_reports_it(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    tmp_path: Path,
+) -> None:
+    """Locked after the last copy, the send says everyone was dealt with and what to close."""
+    path = tmp_path / "state.sqlite3"
+    ledger = Ledger(path, busy_timeout=1)
+    shells, progress = lock_after(len(readers), path)
+
+    with pytest.raises(delivery.Halted) as raised:
+        delivery.send_month(
+            bundled,
+            listed,
+            NOVEMBER,
+            ledger,
+            smtp(smtp_server),
+            now=NOW,
+            clock=lambda: NOW,
+            holder="a test",
+            progress=progress,
+        )
+    for shell in shells:
+        shell.execute("ROLLBACK")
+        shell.close()
+
+    assert (raised.value.summary.sent, raised.value.left, raised.value.unrecorded) == (11, 0, 0)
+    assert str(raised.value) == (
+        f"The send ended, but the delivery ledger {path} stayed locked by another program for "
+        f"1 second, so its end is not recorded there: close whatever holds the database open at "
+        f"{path} (an sqlite3 shell, say)."
+    )
+    assert set(statuses(ledger).values()) == {"sent"}
+    assert counts(smtp_server) == {s.email: 1 for s in readers}
+    ledger.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.errors import DeliveryError
+from digest.errors import DeliveryError, LedgerBusyError
 from digest.ledger import (
     STATUSES,
     Frozen,
@@ -391,3 +391,39 @@ def test_several_marks_are_recorded_together_in_order(ledger: Ledger) -> None:
     assert view(ledger)[2] == ("c@example.org", "deferred", 2, 421, "closing")
     ledger.record(NOV, [])
     assert view(ledger)[2] == ("c@example.org", "deferred", 2, 421, "closing")
+
+
+def test_a_ledger_locked_elsewhere_is_waited_for_then_refused_by_name(tmp_path: Path) -> None:
+    """A write blocked by an sqlite3 shell says it waits, then names the file and what to do."""
+    path = tmp_path / "state.sqlite3"
+    told: list[tuple[Path, float]] = []
+    ledger = Ledger(path, busy_timeout=1, on_busy=lambda *said: told.append(said))
+    ledger.enrol(NOV, rows("a@example.org", "b@example.org"))
+    shell = sqlite3.connect(path, isolation_level=None)
+    shell.execute("BEGIN EXCLUSIVE")
+    try:
+        for write in (
+            lambda: ledger.record(NOV, [Mark("a@example.org", "sent", True, 250, "accepted")]),
+            lambda: ledger.record(
+                NOV, [Mark("a@example.org", "sending"), Mark("a@example.org", "sent")]
+            ),
+            lambda: ledger.freeze(DEC, "hash", "Subject", 3),
+        ):
+            with pytest.raises(LedgerBusyError) as raised:
+                write()
+            assert str(raised.value) == (
+                f"the delivery ledger {path} stayed locked by another program for 1 second: "
+                f"close whatever holds the database open at {path} (an sqlite3 shell, say), "
+                "then try again"
+            )
+        assert told == [(path, 1)] * 3
+        # Reading goes on; so does opening it again (`digest status` while the shell is open).
+        assert view(ledger)[0] == ("a@example.org", "pending", 0, None, None)
+        Ledger(path, busy_timeout=0.5).close()
+    finally:
+        shell.execute("ROLLBACK")
+        shell.close()
+    ledger.record(NOV, [Mark("a@example.org", "sent", True, 250, "accepted")])
+    assert view(ledger)[0] == ("a@example.org", "sent", 1, 250, "accepted")
+    assert ledger.frozen(DEC) is None
+    ledger.close()

@@ -504,6 +504,16 @@ def _validate_address(
     is_flag=True,
     help="Send to the valid rows of the subscriber list and skip the invalid ones, listing them.",
 )
+@click.option(
+    "--ledger-wait",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    envvar="DIGEST_LEDGER_WAIT",
+    show_envvar=True,
+    metavar="SECONDS",
+    help="How long to wait for a ledger another program has locked before stopping.",
+)
 def send(
     catalogue_path: Path,
     month: Month | None,
@@ -515,6 +525,7 @@ def send(
     rate: float | None,
     connections: int,
     skip_invalid: bool,
+    ledger_wait: float,
 ) -> None:
     """Send a month's digest to every subscriber, once.
 
@@ -584,7 +595,7 @@ def send(
             skipped = _plural(len(without), "subscriber")
             click.echo(f"Not sent: {skipped} whose categories have no items this month.")
         return
-    ledger = Ledger(state_path)
+    ledger = Ledger(state_path, busy_timeout=ledger_wait, on_busy=_ledger_busy)
     try:
         if resend and not yes:
             # Asked before anything is forgotten: declining leaves the ledger as it was.
@@ -642,6 +653,9 @@ def send(
                 "Interrupted. Run the same command again to send the rest; a message that was in "
                 "flight is sent again with the same Message-ID."
             ) from None
+        except delivery.Halted as halted:
+            _summarise(halted.summary, month, transport)
+            raise
         _report(result, month, ledger, transport, len(without))
         plan, summary = result.plan, result.summary
         if stop.is_set() and plan is not None and summary is not None and _left(plan, summary):
@@ -652,6 +666,16 @@ def send(
             )
     finally:
         ledger.close()
+
+
+def _ledger_busy(path: Path, seconds: float) -> None:
+    """Say why a send has paused: the ledger is locked by another program."""
+    click.echo(
+        f"The delivery ledger {path} is locked by another program (an sqlite3 shell with a "
+        f"transaction open, say); waiting up to {seconds:g} second{'' if seconds == 1 else 's'} "
+        "for it.",
+        err=True,
+    )
 
 
 def _left(plan: Send, summary: Summary) -> int:
@@ -708,8 +732,6 @@ def _report(
     result: MonthResult, month: Month, ledger: Ledger, transport: Transport, without: int
 ) -> None:
     """Print how a send ended; raise DigestError (exit 1) if anyone was not reached."""
-    from digest.transport import OutboxTransport
-
     if result.kind == "no readers":
         click.echo(
             f"No subscriber has items in {month.label}: nothing to send "
@@ -730,6 +752,18 @@ def _report(
     summary = result.summary
     if summary is None:  # declined at the question: click has already said "Aborted!"
         return
+    _summarise(summary, month, transport)
+    if not summary.ok:
+        raise DigestError(
+            "Not everyone has the digest: run the same command later to retry the deferred; "
+            "`digest status` lists the failed."
+        )
+
+
+def _summarise(summary: Summary, month: Month, transport: Transport) -> None:
+    """Print what a send did: each recipient not reached, then the one-line summary."""
+    from digest.transport import OutboxTransport
+
     for outcome in summary.outcomes:
         if outcome.status != "sent":
             code = f"{outcome.code} " if outcome.code else ""
@@ -742,11 +776,6 @@ def _report(
         click.echo(
             "DIGEST_SMTP_URL is not set, so nothing was emailed: each message was written to "
             f"{transport.directory}/ as an .eml file."
-        )
-    if not summary.ok:
-        raise DigestError(
-            "Not everyone has the digest: run the same command later to retry the deferred; "
-            "`digest status` lists the failed."
         )
 
 

@@ -5,7 +5,8 @@ every row not yet sent. A row is marked `sending` (committed) before its DATA go
 only once the server accepted it; rows left `sending` by a crash are sent again, with the same
 Message-ID, by the next run, which says so. 4xx replies and lost connections are retried with
 backoff and jitter, reconnecting, then left `deferred` for the next run; a 5xx marks that recipient
-`failed` and the rest go on.
+`failed` and the rest go on. A ledger another program keeps locked stops the run as a stop request
+does (`Halted`): nothing goes out that is not recorded `sending` first.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from digest import message, newsletter
 from digest.catalogue import Catalogue, Mailbox, Newsletter
-from digest.errors import DeliveryError
+from digest.errors import DeliveryError, LedgerBusyError
 from digest.ledger import (
     Delivery,
     Frozen,
@@ -91,6 +92,44 @@ class Summary:
     def ok(self) -> bool:
         """Return whether everyone has the digest (nothing failed or deferred)."""
         return self.failed == 0 and self.deferred == 0
+
+
+class Halted(DeliveryError):
+    """A send stopped part-way because the ledger stayed locked; `summary` is what it recorded.
+
+    `unrecorded`: messages the server took whose `sent` could not be written; they are still
+    `sending` in the ledger, so the next run sends them again with the same Message-ID.
+    """
+
+    def __init__(self, cause: LedgerBusyError, summary: Summary, left: int, unrecorded: int):
+        self.cause = cause
+        self.summary = summary
+        self.left = left
+        self.unrecorded = unrecorded
+        locked = (
+            f"the delivery ledger {cause.path} stayed locked by another program for "
+            f"{cause.how_long}"
+        )
+        fix = f"close whatever holds the database open at {cause.path} (an sqlite3 shell, say)"
+        if left:
+            text = (
+                f"Stopped: {_count(left, 'subscriber')} not sent yet, because {locked}. "
+                f"{fix.capitalize()}, then run the same command again to send the rest."
+            )
+        else:
+            text = f"The send ended, but {locked}, so its end is not recorded there: {fix}."
+        if unrecorded:
+            were = "was" if unrecorded == 1 else "were"
+            text += (
+                f" {_count(unrecorded, 'message')} the server accepted meanwhile {were} not "
+                "recorded, and will be sent again with the same Message-ID, so mail clients "
+                "show each once."
+            )
+        super().__init__(text)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def content_hash(rendered: newsletter.Rendered) -> str:
@@ -492,7 +531,9 @@ class _Worker:
     One loop drives every connection: it starts messages on free connections, waits for whichever
     server answers, and records what the answers mean. Each round's ledger writes share one
     commit: the `sending` of every message about to go (committed before its first byte is
-    written), with the `sent`, `failed` and `deferred` the replies just decided.
+    written), with the `sent`, `failed` and `deferred` the replies just decided. A commit the
+    ledger refuses for a lock held too long stops the run (`halted`): the messages it would have
+    let go stay unsent, and what the replies still due decide is held for one last try.
     """
 
     def __init__(
@@ -528,9 +569,15 @@ class _Worker:
         self.selector = selectors.DefaultSelector()
         self.skew = 0.0  # what `sleep` skipped: a test's sleep returns at once
         self.next_start = 0.0  # with a rate, the earliest moment for the next message
+        self.halted: LedgerBusyError | None = None  # the ledger stayed locked: stop
 
     def now(self) -> float:
         return time.monotonic() + self.skew
+
+    @property
+    def stopping(self) -> bool:
+        """Whether to begin nothing more: the caller asked, or the ledger cannot be written."""
+        return self.halted is not None or self.stop.is_set()
 
     def run(self, connections: int) -> Summary:
         queue = deque(_Task(row, row.status) for row in self.send.todo)
@@ -538,7 +585,7 @@ class _Worker:
         ready: list[Job] = []
         try:
             while True:
-                if not self.stop.is_set():
+                if not self.stopping:
                     for slot in slots:
                         self._start(slot, queue)
                 elif not any(job.stage == "content" for job in self.jobs):
@@ -551,7 +598,7 @@ class _Worker:
                 self._wait(slots, queue)
                 ready = self._decide(slots)
                 self._commit()
-                if self.stop.is_set():
+                if self.stopping:
                     self._unmark(ready)  # not one byte of these went out
                     continue
                 for job in ready:
@@ -566,6 +613,12 @@ class _Worker:
                 if slot.lane is not None:
                     slot.lane.close()
             self.selector.close()
+        if self.halted is not None:
+            self._commit(patience=0.0)  # one last try: the lock may have gone meanwhile
+            left = len(self.send.todo) - self.summary.sent
+            left -= self.summary.deferred + self.summary.failed
+            unrecorded = sum(1 for _, kind in self.outcomes if kind == "sent")
+            raise Halted(self.halted, self.summary, left, unrecorded)
         return self.summary
 
     # -- starting messages ------------------------------------------------------------------------
@@ -613,14 +666,21 @@ class _Worker:
     # -- waiting and deciding ---------------------------------------------------------------------
 
     def _wait(self, slots: list[_Slot], queue: deque[_Task]) -> None:
-        """Wait for a reply, or for the next paused slot, or for the rate's next slot."""
+        """Wait for a reply, or for the next paused slot, or for the rate's next slot.
+
+        Once stopped, only for a reply: nothing new begins, so a server waiting for a message gets
+        none (it is hung up on at the end), and a paused slot or the rate has nothing to wake for.
+        """
         lanes = [slot.lane for slot in slots if slot.lane is not None]
-        if any(job.stage == "ready" or job.stage == "done" for job in self.jobs):
+        starting = not self.stopping
+        if any(job.stage == "done" or (starting and job.stage == "ready") for job in self.jobs):
             return  # the outbox's, at once
         now = self.now()
-        wakes = [slot.until for slot in slots if slot.retry or (queue and slot.until > now)]
-        if self.interval and queue:
-            wakes.append(self.next_start)
+        wakes: list[float] = []
+        if starting:
+            wakes += [slot.until for slot in slots if slot.retry or (queue and slot.until > now)]
+            if self.interval and queue:
+                wakes.append(self.next_start)
         timeout = max(0.0, min(wakes) - now) if wakes else None
         if not any(lane.expecting for lane in lanes):
             if timeout:
@@ -646,7 +706,7 @@ class _Worker:
         for job in list(self.jobs):
             task = _task(job)
             if job.stage == "ready":
-                if not final and not self.stop.is_set():
+                if not final and not self.stopping:
                     self._mark(task, "sending", attempt=True)
                     ready.append(job)
                 continue
@@ -689,7 +749,7 @@ class _Worker:
         """
         if slot.lane is not None and not slot.lane.alive:
             self._drop(slot)
-        if task.tries < self.policy.attempts and not final and not self.stop.is_set():
+        if task.tries < self.policy.attempts and not final and not self.stopping:
             if attempt:
                 self._mark(task, task.status, attempt=True)
             slot.retry.append(task)
@@ -724,9 +784,19 @@ class _Worker:
         task.status = status
         self.marks.append(Mark(task.row.recipient, status, attempt, code, reply))
 
-    def _commit(self) -> None:
-        marks, self.marks = self.marks, []
-        self.send.ledger.record(self.key, marks)
+    def _commit(self, patience: float | None = None) -> None:
+        """Write the marks, then count and report their outcomes; a lock held too long halts.
+
+        Once halted, marks wait for the last try, which is given `patience` (seconds).
+        """
+        if self.halted is not None and patience is None:
+            return
+        try:
+            self.send.ledger.record(self.key, self.marks, patience=patience)
+        except LedgerBusyError as exc:
+            self.halted = self.halted or exc  # nothing was written: the marks are kept
+            return
+        self.marks = []
         outcomes, self.outcomes = self.outcomes, []
         for outcome, kind in outcomes:
             self._record(outcome, kind)
@@ -743,7 +813,11 @@ class _Worker:
     def _restore(self, task: _Task) -> None:
         if task.status == "sending" and task.before:
             task.status = task.before
-            self.marks.append(Mark(task.row.recipient, task.before))
+            unwritten = Mark(task.row.recipient, "sending", True)
+            if unwritten in self.marks:  # the ledger was locked: the row never said `sending`
+                self.marks.remove(unwritten)
+            else:
+                self.marks.append(Mark(task.row.recipient, task.before))
 
     def _again(self, task: _Task) -> bool:
         return task.row.status == "sending"
@@ -823,7 +897,11 @@ def send_month(
             return MonthResult("no items")
         run = ledger.start_run(key, transport.describe(), holder)
         summary = plan.execute(transport, clock=clock, **execute)
-        ledger.finish_run(run, summary.sent, summary.failed, summary.deferred, summary.already)
+        try:
+            ledger.finish_run(run, summary.sent, summary.failed, summary.deferred, summary.already)
+        except LedgerBusyError as exc:
+            left = len(plan.todo) - summary.sent - summary.deferred - summary.failed
+            raise Halted(exc, summary, left, 0) from exc
         return MonthResult("sent", plan, summary)
 
 

@@ -46,3 +46,21 @@ class DeliveryError(DigestError):
 
 class SendBusyError(DeliveryError):
     """Another send of the same month holds its lock."""
+
+
+class LedgerBusyError(DeliveryError):
+    """Another program kept the delivery ledger locked for longer than digest waits."""
+
+    def __init__(self, path: str, waited: float) -> None:
+        self.path = path
+        self.waited = waited
+        super().__init__(
+            f"the delivery ledger {path} stayed locked by another program for {self.how_long}: "
+            f"close whatever holds the database open at {path} (an sqlite3 shell, "
+            "say), then try again"
+        )
+
+    @property
+    def how_long(self) -> str:
+        """Return the wait given up after, for people: "30 seconds"."""
+        return f"{self.waited:g} second{'' if self.waited == 1 else 's'}"

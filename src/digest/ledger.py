@@ -7,6 +7,10 @@ it, so after a crash the rows still `sending` are exactly the messages whose fat
 The database runs in WAL mode with synchronous=NORMAL: a commit survives the death of the process
 (kill -9 included) without an fsync per message. A power cut can lose the last few commits; the
 recipients concerned are then sent again, with the same Message-ID.
+
+Another program holding the database locked (an sqlite3 shell with a transaction open, say) is
+waited for, `busy_timeout` seconds, with word to `on_busy` after the first; then LedgerBusyError.
+A write refused for a lock changed nothing, so it is safe to try again or to stop there.
 """
 
 from __future__ import annotations
@@ -17,14 +21,19 @@ import os
 import re
 import socket
 import sqlite3
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
-from digest.errors import DeliveryError, SendBusyError
+from digest.errors import DeliveryError, LedgerBusyError, SendBusyError
+
+T = TypeVar("T")
+# How long SQLite itself waits for a lock before the ledger hears of it, says so, and tries again.
+_SLICE = 0.5
 
 SCHEMA_VERSION = 1
 # What SendLock.acquire writes into the lock file: "pid 123 on host, holder, since ...".
@@ -188,14 +197,32 @@ def stamp(moment: datetime) -> str:
 
 
 class Ledger:
-    """The SQLite state file; one instance per process, safe to share between threads."""
+    """The SQLite state file; one instance per process, safe to share between threads.
 
-    def __init__(self, path: Path) -> None:
+    `busy_timeout`: how many seconds to wait for a database another program has locked;
+    `on_busy(path, busy_timeout)` is told once a wait has begun (a person may be able to end it).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: float = 30.0,
+        on_busy: Callable[[Path, float], None] | None = None,
+    ) -> None:
+        import threading
+
         self.path = path
+        self.busy_timeout = busy_timeout
+        self.on_busy = on_busy
+        self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
-                path, timeout=30, isolation_level=None, check_same_thread=False
+                path,
+                timeout=min(_SLICE, busy_timeout),
+                isolation_level=None,
+                check_same_thread=False,
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -205,21 +232,46 @@ class Ledger:
                 raise DeliveryError(
                     f"{path}: written by a newer digest (schema {version}); upgrade digest"
                 )
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version != SCHEMA_VERSION:  # a write: a ledger another program locks still opens
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:  # OSError: its directory cannot be made
             raise DeliveryError(f"{path}: cannot open the delivery ledger: {exc}") from exc
-        import threading
-
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Close the database."""
         self._db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _patiently(self, work: Callable[[], T], patience: float | None = None) -> T:
+        """Return what `work` returns, trying again while another program holds the lock.
+
+        The caller holds `_lock`. `patience` (seconds, default `busy_timeout`): 0 tries once.
+        """
+        patience = self.busy_timeout if patience is None else patience
+        started = time.monotonic()
+        told = False
+        while True:
+            try:
+                return work()
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+                if time.monotonic() - started >= patience:
+                    raise LedgerBusyError(str(self.path), patience) from exc
+                if not told and self.on_busy is not None:
+                    told = True
+                    self.on_busy(self.path, patience)
+
+    def _rows(self, sql: str, parameters: Iterable[Any] = ()) -> list[Any]:
+        """Return every row `sql` selects."""
+        values = tuple(parameters)
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            return self._patiently(lambda: self._db.execute(sql, values).fetchall())
+
+    @contextmanager
+    def _transaction(self, patience: float | None = None) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            # The write lock is taken here, at once, or not at all: nothing after it waits.
+            self._patiently(lambda: self._db.execute("BEGIN IMMEDIATE"), patience)
             try:
                 yield self._db
             except BaseException:
@@ -231,12 +283,10 @@ class Ledger:
 
     def frozen(self, month: str) -> Frozen | None:
         """Return the issue frozen for `month`, if sending began."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT content_hash, subject, items, frozen_at FROM issues WHERE month = ?",
-                (month,),
-            ).fetchone()
-        return Frozen(*row) if row else None
+        rows = self._rows(
+            "SELECT content_hash, subject, items, frozen_at FROM issues WHERE month = ?", (month,)
+        )
+        return Frozen(*rows[0]) if rows else None
 
     def freeze(self, month: str, content_hash: str, subject: str, items: int) -> Frozen:
         """Record the issue about to be sent; return what is frozen (the earlier one if any)."""
@@ -253,12 +303,11 @@ class Ledger:
 
     def render(self, month: str, selection: str) -> Render | None:
         """Return the frozen rendering of `selection`, if there is one."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT subject, html, text FROM renders WHERE month = ? AND selection = ?",
-                (month, selection),
-            ).fetchone()
-        return Render(*row) if row else None
+        rows = self._rows(
+            "SELECT subject, html, text FROM renders WHERE month = ? AND selection = ?",
+            (month, selection),
+        )
+        return Render(*rows[0]) if rows else None
 
     def keep_render(self, month: str, selection: str, render: Render) -> Render:
         """Freeze a rendering; return the one kept (an earlier one wins)."""
@@ -294,12 +343,11 @@ class Ledger:
     def deliveries(self, month: str, statuses: Iterable[str] = STATUSES) -> list[Delivery]:
         """Return the month's rows with the given statuses, in the order they were enrolled."""
         wanted = set(statuses)
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT month, recipient, address, name, selection, status, attempts, last_code, "
-                "last_reply, updated_at FROM deliveries WHERE month = ? ORDER BY rowid",
-                (month,),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT month, recipient, address, name, selection, status, attempts, last_code, "
+            "last_reply, updated_at FROM deliveries WHERE month = ? ORDER BY rowid",
+            (month,),
+        )
         return [Delivery(*row) for row in rows if row[5] in wanted]
 
     def mark_sending(self, month: str, recipient: str) -> None:
@@ -317,8 +365,11 @@ class Ledger:
         """Record a message's outcome: sent (only once the server accepted it), failed, deferred."""
         self._set(month, recipient, status, code=code, reply=reply)
 
-    def record(self, month: str, marks: Iterable[Mark]) -> None:
-        """Record several rows' new statuses in one transaction: one commit for them all."""
+    def record(self, month: str, marks: Iterable[Mark], *, patience: float | None = None) -> None:
+        """Record several rows' new statuses in one transaction: one commit for them all.
+
+        `patience`: seconds to wait for a lock held by another program (default `busy_timeout`).
+        """
         marks = list(marks)
         if not marks:
             return
@@ -331,10 +382,12 @@ class Ledger:
             for m in marks:
                 values += [m.recipient, m.status, 1 if m.attempt else 0, m.code, m.reply]
             values.append(month)
+            sql = _MARKS.format(rows=rows)
             with self._lock:
-                self._db.execute(_MARKS.format(rows=rows), values)
+                # Refused for a lock, the statement changed nothing: it is tried again whole.
+                self._patiently(lambda: self._db.execute(sql, values), patience)
         else:  # the same row twice: in order, in one transaction
-            with self._transaction() as db:
+            with self._transaction(patience) as db:
                 db.executemany(
                     _MARK,
                     [
@@ -377,12 +430,11 @@ class Ledger:
 
     def runs(self, month: str | None = None, limit: int = 20) -> list[Run]:
         """Return the newest sends (of `month`, or of every month), newest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, month, started_at, finished_at, transport, started_by, sent, failed, "
-                "deferred, already FROM runs WHERE ? IS NULL OR month = ? ORDER BY id DESC LIMIT ?",
-                (month, month, limit),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT id, month, started_at, finished_at, transport, started_by, sent, failed, "
+            "deferred, already FROM runs WHERE ? IS NULL OR month = ? ORDER BY id DESC LIMIT ?",
+            (month, month, limit),
+        )
         return [Run(*row) for row in rows]
 
     # -- suppressions (one-click unsubscribe) --------------------------------------------------
@@ -398,8 +450,7 @@ class Ledger:
 
     def suppressed(self) -> set[str]:
         """Return every suppressed address, lower-cased."""
-        with self._lock:
-            rows = self._db.execute("SELECT address FROM suppressions").fetchall()
+        rows = self._rows("SELECT address FROM suppressions")
         return {row[0] for row in rows}
 
     def record_logout(self, session: str, now: datetime, until: datetime) -> None:
@@ -410,10 +461,7 @@ class Ledger:
 
     def logouts(self, now: datetime) -> set[str]:
         """Return the console sessions logged out that would otherwise still be valid at `now`."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT session FROM logouts WHERE until >= ?", (stamp(now),)
-            ).fetchall()
+        rows = self._rows("SELECT session FROM logouts WHERE until >= ?", (stamp(now),))
         return {row[0] for row in rows}
 
     def record_decision(self, at: str, month: str, decision: str, detail: str = "") -> None:
@@ -426,22 +474,20 @@ class Ledger:
 
     def last_decision(self) -> tuple[str, str, str, str] | None:
         """Return the newest (at, month, decision, detail), if the scheduler ever decided."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT at, month, decision, detail FROM decisions ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-        return (row[0], row[1], row[2], row[3]) if row else None
+        rows = self._rows(
+            "SELECT at, month, decision, detail FROM decisions ORDER BY id DESC LIMIT 1"
+        )
+        return (rows[0][0], rows[0][1], rows[0][2], rows[0][3]) if rows else None
 
     def settled(self, month: str) -> str | None:
         """Return why `month` needs nothing more (all delivered or failed, or skipped), or None."""
-        with self._lock:
-            skipped = self._db.execute(
-                "SELECT decision FROM decisions WHERE month = ? AND decision LIKE 'skipped: no %' "
-                "ORDER BY id DESC LIMIT 1",
-                (month,),
-            ).fetchone()
+        skipped = self._rows(
+            "SELECT decision FROM decisions WHERE month = ? AND decision LIKE 'skipped: no %' "
+            "ORDER BY id DESC LIMIT 1",
+            (month,),
+        )
         if skipped:
-            return str(skipped[0])
+            return str(skipped[0][0])
         rows = self.deliveries(month)
         gone = self.suppressed()  # unsubscribed mid-month: nothing more is owed to them
         if rows and all(row.status in ("sent", "failed") or row.recipient in gone for row in rows):
@@ -450,14 +496,13 @@ class Ledger:
 
     def months(self) -> list[MonthStatus]:
         """Return every month with deliveries, newest first, with counts by status."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT month, status, COUNT(*), MIN(updated_at), MAX(updated_at) FROM deliveries "
-                # Someone who unsubscribed mid-month is no longer waiting for anything.
-                "WHERE status IN ('sent', 'failed') "
-                "OR recipient NOT IN (SELECT address FROM suppressions) "
-                "GROUP BY month, status ORDER BY month DESC"
-            ).fetchall()
+        rows = self._rows(
+            "SELECT month, status, COUNT(*), MIN(updated_at), MAX(updated_at) FROM deliveries "
+            # Someone who unsubscribed mid-month is no longer waiting for anything.
+            "WHERE status IN ('sent', 'failed') "
+            "OR recipient NOT IN (SELECT address FROM suppressions) "
+            "GROUP BY month, status ORDER BY month DESC"
+        )
         by_month: dict[str, MonthStatus] = {}
         for month, status, count, first, last in rows:
             entry = by_month.setdefault(
