@@ -14,9 +14,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from digest import catalogue, delivery, subscribers
-from digest.ledger import Ledger
 from digest.months import Month
+from digest.publish import catalogue
+from digest.send import delivery, subscribers
+from digest.send.ledger import Ledger
 
 
 def messages(path: Path, month: Month) -> float:

@@ -6,7 +6,7 @@ import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
-from digest import catalogue, site
+from digest.publish import catalogue, site
 
 HEADER = """\
 publication:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser
 
-from digest import catalogue, site
+from digest.publish import catalogue, site
 from helpers import NOW
 
 DATA = Path(__file__).parent / "data"

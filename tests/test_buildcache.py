@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from digest import buildcache
+from digest.publish import buildcache
 from helpers import HEADER, item, snapshot, yaml_catalogue
 
 Run = Callable[..., Result]

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest import catalogue, message
-from digest import newsletter as newsletter_module
 from digest.errors import CatalogueError
+from digest.mail import message
+from digest.mail import newsletter as newsletter_module
 from digest.months import Month
+from digest.publish import catalogue
 from helpers import HEADER, NOW, item, load_text, yaml_catalogue
 
 # The subject is on this line when newsletter() follows a one-item yaml_catalogue().

@@ -14,7 +14,7 @@ from pathlib import Path
 from click.testing import Result
 
 from conftest import finish, wait_for
-from digest import feeds
+from digest.publish import feeds
 from helpers import item, snapshot, yaml_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,9 +15,9 @@ import pytest
 from click.testing import Result
 
 from conftest import SmtpServer, finish, wait_for
-from digest import schedule
-from digest.ledger import Ledger
 from digest.months import Month
+from digest.send import schedule
+from digest.send.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 HONG_KONG = ZoneInfo("Asia/Hong_Kong")

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 
 from conftest import Received, SmtpServer, finish, wait_for
 from digest.cli import cli
-from digest.ledger import Ledger
+from digest.send.ledger import Ledger
 from helpers import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent

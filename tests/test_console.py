@@ -24,10 +24,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from conftest import SmtpServer, free_port
-from digest import console, unsubscribe
+from digest import console
 from digest.cli import cli
-from digest.ledger import Ledger, SendLock
 from digest.months import Month
+from digest.send import unsubscribe
+from digest.send.ledger import Ledger, SendLock
 from helpers import NOW
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -599,7 +600,7 @@ def test_second_send_while_one_runs_is_refused(
 
 def test_send_refused_while_the_cli_holds_the_lock(project: Path, smtp_staff: FlaskClient) -> None:
     """A send from the console waits for one from the command line instead of interleaving."""
-    from digest.ledger import SendLock
+    from digest.send.ledger import SendLock
 
     lock = SendLock(project / ".digest" / "state.sqlite3", MONTH)
     lock.acquire("digest send by someone")
@@ -615,7 +616,7 @@ def test_send_refused_while_the_cli_holds_the_lock(project: Path, smtp_staff: Fl
 _HOLD = """
 import sys, time
 from pathlib import Path
-from digest.ledger import SendLock
+from digest.send.ledger import SendLock
 SendLock(Path(sys.argv[1]), sys.argv[2]).acquire("digest send, by a tester")
 print("holding", flush=True)
 time.sleep(60)

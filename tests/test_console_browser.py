@@ -16,8 +16,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from conftest import SmtpServer, free_port
-from digest import catalogue, newsletter
+from digest.mail import newsletter
 from digest.months import Month
+from digest.publish import catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGEST = shutil.which("digest") or str(Path(sys.executable).parent / "digest")

@@ -26,11 +26,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Recorder, SmtpServer, free_port, greet
-from digest import catalogue, delivery, message, newsletter, subscribers
 from digest.errors import DeliveryError, LedgerBusyError
-from digest.ledger import Delivery, Ledger
+from digest.mail import message, newsletter
 from digest.months import Month
-from digest.transport import (
+from digest.publish import catalogue
+from digest.send import delivery, subscribers
+from digest.send.ledger import Delivery, Ledger
+from digest.send.transport import (
     Connection,
     Fatal,
     OutboxTransport,
@@ -1033,7 +1035,7 @@ def test_a_send_renders_each_selection_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The confirmation's preview and the send share their renders: premailer runs once each."""
-    from digest import newsletter
+    from digest.mail import newsletter
 
     rendered: list[frozenset[str] | None] = []
     original = newsletter.Renderer.render

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from digest import catalogue, feeds, site
+from digest.publish import catalogue, feeds, site
 from helpers import NOW, build_text, item, yaml_catalogue
 
 DATA = Path(__file__).parent / "data"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from digest import catalogue, newsletter, site
+from digest.mail import newsletter
 from digest.months import Month
+from digest.publish import catalogue, site
 from helpers import NOW
 
 HERE = Path(__file__).parent

@@ -11,7 +11,8 @@ import pytest
 from premailer import Premailer
 from premailer.cache import cache as premailer_cache
 
-from digest import catalogue, inliner, newsletter
+from digest.mail import inliner, newsletter
+from digest.publish import catalogue
 from helpers import NOW
 
 HERE = Path(__file__).parent

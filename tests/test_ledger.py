@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from digest.errors import DeliveryError, LedgerBusyError
-from digest.ledger import (
+from digest.send.ledger import (
     STATUSES,
     Frozen,
     Ledger,
@@ -270,7 +270,7 @@ def test_lock_as_context_manager_releases(tmp_path: Path) -> None:
 HOLD = """
 import sys, time
 from pathlib import Path
-from digest.ledger import SendLock
+from digest.send.ledger import SendLock
 SendLock(Path(sys.argv[1]), sys.argv[2]).acquire("digest send by cron")
 print("locked", flush=True)
 time.sleep(60)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest import markup
+from digest.publish import markup
 
 BASE = "https://news.example.edu/campus/"
 

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest import catalogue, message
-from digest.catalogue import Mailbox
 from digest.errors import RenderError
+from digest.mail import message
 from digest.months import Month
+from digest.publish import catalogue
+from digest.publish.catalogue import Mailbox
 
 ROOT = Path(__file__).resolve().parent.parent
 NOVEMBER = Month(2025, 11)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from digest import catalogue, newsletter
 from digest.errors import RenderError
+from digest.mail import newsletter
 from digest.months import Month
+from digest.publish import catalogue
 from helpers import NOW, item, load_text, yaml_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page
 
-from digest import catalogue, newsletter
+from digest.mail import newsletter
 from digest.months import Month
+from digest.publish import catalogue
 from helpers import NOW, item, load_text, yaml_catalogue
 
 DATA = Path(__file__).parent / "data"

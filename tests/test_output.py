@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from digest import output
 from digest.errors import BuildError
+from digest.publish import output
 
 OLD = 1_000_000_000  # an mtime far in the past, to see whether a file was touched
 

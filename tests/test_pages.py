@@ -6,7 +6,7 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
-from digest import catalogue, site
+from digest.publish import catalogue, site
 from helpers import NOW, build_text, item, yaml_catalogue
 
 DATA = Path(__file__).parent / "data"

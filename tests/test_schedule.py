@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from digest import schedule
 from digest.errors import DigestError
 from digest.months import Month
+from digest.send import schedule
 
 HONG_KONG = ZoneInfo("Asia/Hong_Kong")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest import subscribers
 from digest.errors import CatalogueError
-from digest.subscribers import Subscriber
+from digest.send import subscribers
+from digest.send.subscribers import Subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
 DECLARED = ["research", "people", "events"]

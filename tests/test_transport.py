@@ -25,9 +25,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import Recorder, SmtpServer, free_port, greet
-from digest import transport
 from digest.errors import DeliveryError
-from digest.transport import (
+from digest.send import transport
+from digest.send.transport import (
     Fatal,
     OutboxTransport,
     Permanent,
@@ -342,9 +342,10 @@ def test_a_whole_send_over_tls_on_several_connections(
     server_context: ssl.SSLContext, scheme: str, tmp_path: Path
 ) -> None:
     """The send loop reads TLS records as it reads plain replies: everyone gets their copy."""
-    from digest import catalogue, delivery, subscribers
-    from digest.ledger import Ledger
     from digest.months import Month
+    from digest.publish import catalogue
+    from digest.send import delivery, subscribers
+    from digest.send.ledger import Ledger
 
     bundled = catalogue.load(ROOT / "items.yaml")
     declared = [c.slug for c in bundled.publication.categories]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest.unsubscribe import Links
+from digest.send.unsubscribe import Links
 
 LINKS = Links("k" * 43, "https://digest.example.edu/")
 

@@ -17,13 +17,13 @@ from digest.errors import CatalogueError, DigestError, Problem, SendBusyError
 from digest.months import Month
 
 if TYPE_CHECKING:
-    from digest.catalogue import Catalogue
-    from digest.delivery import MonthResult, Send, Summary
-    from digest.ledger import Ledger
-    from digest.newsletter import Issue
-    from digest.schedule import Outcome as ScheduleOutcome
-    from digest.subscribers import SubscriberList
-    from digest.transport import Transport
+    from digest.mail.newsletter import Issue
+    from digest.publish.catalogue import Catalogue
+    from digest.send.delivery import MonthResult, Send, Summary
+    from digest.send.ledger import Ledger
+    from digest.send.schedule import Outcome as ScheduleOutcome
+    from digest.send.subscribers import SubscriberList
+    from digest.send.transport import Transport
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -132,7 +132,7 @@ def _now() -> datetime:
 def _load(path: Path, raw: bytes | None = None) -> Catalogue:
     import gc
 
-    from digest import catalogue
+    from digest.publish import catalogue
 
     loaded = catalogue.load(path) if raw is None else catalogue.parse(raw, path, str(path))
     # The catalogue lives as long as the command and holds no cycles: moved out of the cyclic
@@ -152,7 +152,7 @@ def check(catalogue_path: Path) -> None:
     Example:
         digest check -c items.yaml
     """
-    from digest import newsletter
+    from digest.mail import newsletter
 
     catalogue = _load(catalogue_path)
     now = _now()
@@ -198,11 +198,11 @@ def build(catalogue_path: Path, output_dir: Path, check_only: bool) -> None:
     Example:
         digest build -o feeds/
     """
-    from digest import buildcache
+    from digest.publish import buildcache
 
     where = f"{output_dir}/"
     if check_only:
-        from digest import output, site
+        from digest.publish import output, site
 
         catalogue = _load(catalogue_path)
         files = site.render(catalogue, _now())
@@ -241,7 +241,7 @@ def build(catalogue_path: Path, output_dir: Path, check_only: bool) -> None:
 
         removed: tuple[str, ...] = ()
         if staging.strays(output_dir, manifest.files):  # rare: what a killed build left
-            from digest import output
+            from digest.publish import output
 
             removed = output.tidy(output_dir, manifest.files)
         total = len(manifest.files)
@@ -250,7 +250,7 @@ def build(catalogue_path: Path, output_dir: Path, check_only: bool) -> None:
             f"from {_plural(manifest.published, 'published item')}{_removed(removed)}."
         )
         return
-    from digest import output, site  # not before: a build with nothing to do needs neither
+    from digest.publish import output, site  # not before: a build with nothing to do needs neither
 
     catalogue = _load(catalogue_path, raw)
     current = manifest.current(output_dir) if manifest is not None else set()
@@ -289,7 +289,8 @@ def render(catalogue_path: Path, month: Month | None, output_dir: Path) -> None:
     Example:
         digest render --month 2025-11 -o out/
     """
-    from digest import message, newsletter, output
+    from digest.mail import message, newsletter
+    from digest.publish import output
 
     catalogue = _load(catalogue_path)
     now = _now()
@@ -337,7 +338,7 @@ def render(catalogue_path: Path, month: Month | None, output_dir: Path) -> None:
 
 def _trigger(catalogue: Catalogue) -> None:
     """Check that newsletter.schedule is a cron line the scheduler can follow."""
-    from digest import schedule as scheduling
+    from digest.send import schedule as scheduling
 
     assert catalogue.newsletter is not None  # noqa: S101 -- callers check
     try:
@@ -348,7 +349,7 @@ def _trigger(catalogue: Catalogue) -> None:
 
 def _subscribers(catalogue: Catalogue, *, strict: bool = True) -> tuple[SubscriberList, Path]:
     """Load the subscriber list the catalogue names, relative to the catalogue."""
-    from digest import subscribers
+    from digest.send import subscribers
 
     return subscribers.of_catalogue(catalogue, strict=strict)
 
@@ -393,7 +394,7 @@ def _transport(month: Month, *, test: bool = False) -> Transport:
     """Return the transport DIGEST_SMTP_URL names, or the outbox when it is unset."""
     import os
 
-    from digest import transport
+    from digest.send import transport
 
     url, password = os.environ.get("DIGEST_SMTP_URL"), os.environ.get("DIGEST_SMTP_PASSWORD")
     return transport.choose(url, password, str(month), test=test)
@@ -403,7 +404,7 @@ def _one_click() -> Callable[[str], str] | None:
     """Return the one-click unsubscribe URL maker when DIGEST_PUBLIC_URL is set, else None."""
     import os
 
-    from digest import unsubscribe
+    from digest.send import unsubscribe
 
     public = os.environ.get("DIGEST_PUBLIC_URL", "").strip()
     if not public:
@@ -540,8 +541,9 @@ def send(
     Example:
         digest send --month 2025-11 --dry-run
     """
-    from digest import delivery, newsletter
-    from digest.ledger import Ledger
+    from digest.mail import newsletter
+    from digest.send import delivery
+    from digest.send.ledger import Ledger
 
     catalogue = _load(catalogue_path)
     delivery.settings_of(catalogue)
@@ -762,7 +764,7 @@ def _report(
 
 def _summarise(summary: Summary, month: Month, transport: Transport) -> None:
     """Print what a send did: each recipient not reached, then the one-line summary."""
-    from digest.transport import OutboxTransport
+    from digest.send.transport import OutboxTransport
 
     for outcome in summary.outcomes:
         if outcome.status != "sent":
@@ -782,7 +784,7 @@ def _summarise(summary: Summary, month: Month, transport: Transport) -> None:
 def _send_tests(
     catalogue: Catalogue, chosen: Issue, addresses: tuple[str, ...], transport: Transport
 ) -> None:
-    from digest import delivery
+    from digest.send import delivery
 
     failures = delivery.send_tests(catalogue, chosen, addresses, transport, _now(), _one_click())
     sent = len(addresses) - len(failures)
@@ -815,8 +817,8 @@ def schedule(catalogue_path: Path, state_path: Path, dry_run: bool) -> None:
     Example:
         digest schedule --dry-run
     """
-    from digest import delivery
-    from digest import schedule as scheduling
+    from digest.send import delivery
+    from digest.send import schedule as scheduling
 
     catalogue = _load(catalogue_path)
     settings = delivery.settings_of(catalogue)
@@ -831,7 +833,7 @@ def schedule(catalogue_path: Path, state_path: Path, dry_run: bool) -> None:
         return _scheduled_send(catalogue_path, state_path, month, stop)
 
     def settled(month: Month) -> str | None:
-        from digest.ledger import Ledger
+        from digest.send.ledger import Ledger
 
         ledger = Ledger(state_path)
         try:
@@ -846,9 +848,9 @@ def _scheduled_send(
     catalogue_path: Path, state_path: Path, month: Month, stop: threading.Event
 ) -> ScheduleOutcome:
     """Send `month` as `digest send --yes` would, and record the scheduler's decision."""
-    from digest import delivery
-    from digest import schedule as scheduling
-    from digest.ledger import Ledger
+    from digest.send import delivery
+    from digest.send import schedule as scheduling
+    from digest.send.ledger import Ledger
 
     try:
         catalogue = _load(catalogue_path)  # read afresh each run: the office edits it meanwhile
@@ -895,7 +897,7 @@ def _scheduled_send(
 
 
 def _decision(month: Month, result: MonthResult, stop: threading.Event) -> ScheduleOutcome:
-    from digest import schedule as scheduling
+    from digest.send import schedule as scheduling
 
     if result.kind in ("no items", "no readers", "already sent"):
         return scheduling.Outcome(month, f"skipped: {result.kind}")
@@ -914,9 +916,10 @@ def _decision(month: Month, result: MonthResult, stop: threading.Event) -> Sched
 
 def _preview_schedule(catalogue: Catalogue, expression: str, state_path: Path) -> None:
     """Print the next five runs of the schedule and what each would send."""
-    from digest import delivery, newsletter
-    from digest import schedule as scheduling
-    from digest.ledger import Ledger
+    from digest.mail import newsletter
+    from digest.send import delivery
+    from digest.send import schedule as scheduling
+    from digest.send.ledger import Ledger
 
     tz = catalogue.publication.tz
     listed, _ = _subscribers(catalogue)
@@ -988,7 +991,7 @@ def status(catalogue_path: Path, state_path: Path) -> None:
     Example:
         digest status --state .digest/state.sqlite3
     """
-    from digest.ledger import Ledger
+    from digest.send.ledger import Ledger
 
     if not state_path.exists():
         click.echo(f"Nothing sent yet ({state_path} does not exist).")
@@ -1158,7 +1161,7 @@ def _status_schedule(catalogue_path: Path, decision: tuple[str, str, str, str] |
         return
     if catalogue.newsletter is None:
         return
-    from digest import schedule as scheduling
+    from digest.send import schedule as scheduling
 
     tz = catalogue.publication.tz
     try:

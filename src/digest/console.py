@@ -51,12 +51,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import MapAdapter
 from werkzeug.wrappers import Response
 
-from digest import catalogue as catalogues
-from digest import delivery, newsletter, schedule, subscribers, transport, unsubscribe
-from digest.catalogue import Catalogue
 from digest.errors import CatalogueError, DigestError, Problem
-from digest.ledger import Ledger, SendLock
+from digest.mail import newsletter
 from digest.months import Month
+from digest.publish import catalogue as catalogues
+from digest.publish.catalogue import Catalogue
+from digest.send import delivery, schedule, subscribers, transport, unsubscribe
+from digest.send.ledger import Ledger, SendLock
 
 log = logging.getLogger("digest.console")
 

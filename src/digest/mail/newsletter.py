@@ -23,10 +23,10 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from digest import markup
-from digest.catalogue import Catalogue, Category, Item, subject_line
 from digest.errors import RenderError
 from digest.months import Month
+from digest.publish import markup
+from digest.publish.catalogue import Catalogue, Category, Item, subject_line
 
 # Gmail clips an HTML body larger than this, hiding the rest behind "[Message clipped]".
 GMAIL_CLIP_BYTES = 102 * 1024
@@ -44,11 +44,11 @@ TEMPLATE_DIRECTORY = "newsletter_templates"
 
 def default_templates() -> Path:
     """Return the templates `digest` ships: inside the package, or in the source tree."""
-    packaged = Path(__file__).parent / TEMPLATE_DIRECTORY
+    packaged = Path(__file__).resolve().parents[1] / TEMPLATE_DIRECTORY
     if packaged.is_dir():
         return packaged
     # An editable install runs from the source tree, where the templates sit at the top.
-    return Path(__file__).resolve().parents[2] / TEMPLATE_DIRECTORY
+    return Path(__file__).resolve().parents[3] / TEMPLATE_DIRECTORY
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +364,7 @@ class Renderer:
     def _inline(self, page: str) -> str:
         if self._inliner is None:
             # Imported here: only inlining pays for premailer (the archive pages never do).
-            from digest.inliner import inliner
+            from digest.mail.inliner import inliner
 
             # cssutils logs every property it does not know (mso-*, -webkit-*) as an error.
             logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)

@@ -10,9 +10,9 @@ from functools import lru_cache
 import jinja2
 from markupsafe import Markup
 
-from digest import markup
-from digest.catalogue import Catalogue, Item
-from digest.feeds import FORMATS, Feed, channels
+from digest.publish import markup
+from digest.publish.catalogue import Catalogue, Item
+from digest.publish.feeds import FORMATS, Feed, channels
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from digest import feeds, newsletter, pages
-from digest.buildcache import key
-from digest.catalogue import Catalogue, Item
+from digest.mail import newsletter
+from digest.publish import feeds, pages
+from digest.publish.buildcache import key
+from digest.publish.catalogue import Catalogue, Item
 
 
 @dataclass(frozen=True, slots=True)

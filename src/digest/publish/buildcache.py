@@ -69,7 +69,7 @@ def environment(catalogue_path: Path) -> str:
     """Return the hash of everything output depends on besides the catalogue and the clock."""
     digest = hashlib.sha256()
     digest.update(f"{FORMAT}\0{__version__}\0{sys.version}\0".encode())
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # digest/, not publish/: all its code
     roots = [
         package,
         package.parents[1] / TEMPLATE_DIRECTORY,

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from digest import markup
-from digest.catalogue import Catalogue, Item, Publication
+from digest.publish import markup
+from digest.publish.catalogue import Catalogue, Item, Publication
 
 # Entry and feed ids are tag URIs (RFC 4151) built from the site's host and a fixed date, never from
 # an item's own date, title or link: correcting any of those must not duplicate an entry in readers.

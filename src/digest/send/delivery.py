@@ -24,10 +24,11 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any
 
-from digest import message, newsletter
-from digest.catalogue import Catalogue, Mailbox, Newsletter
 from digest.errors import DeliveryError, LedgerBusyError
-from digest.ledger import (
+from digest.mail import message, newsletter
+from digest.months import Month
+from digest.publish.catalogue import Catalogue, Mailbox, Newsletter
+from digest.send.ledger import (
     Delivery,
     Frozen,
     Ledger,
@@ -38,9 +39,8 @@ from digest.ledger import (
     selection_key,
     stamp,
 )
-from digest.months import Month
-from digest.subscribers import Subscriber, SubscriberList
-from digest.transport import (
+from digest.send.subscribers import Subscriber, SubscriberList
+from digest.send.transport import (
     Connection,
     Fatal,
     Job,
@@ -199,7 +199,7 @@ def send_tests(
     unsubscribe: Callable[[str], str] | None = None,
 ) -> list[str]:
     """Send a [TEST] copy to each address over one connection; return what was not sent, why."""
-    from digest.transport import SendError
+    from digest.send.transport import SendError
 
     connection = transport.open()
     failures = []

@@ -14,9 +14,9 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from digest.catalogue import HEADER_BREAKERS, Mailbox, Publication
 from digest.errors import RenderError
 from digest.months import Month
+from digest.publish.catalogue import HEADER_BREAKERS, Mailbox, Publication
 
 PLACEHOLDER_RECIPIENT = Mailbox("Subscriber", "subscriber@example.org")
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from digest.catalogue import Catalogue
 from digest.errors import CatalogueError, Problem
+from digest.publish.catalogue import Catalogue
 
 if TYPE_CHECKING:
     from email_validator import ValidatedEmail

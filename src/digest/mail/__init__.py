@@ -1,0 +1,1 @@
+"""The digest as an email: rendered, styled, personalised."""

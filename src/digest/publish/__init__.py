@@ -1,0 +1,1 @@
+"""Catalogue in, feeds and pages out."""

@@ -1,0 +1,1 @@
+"""Who gets the digest, and getting it to them exactly once."""
