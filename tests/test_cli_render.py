@@ -94,7 +94,7 @@ def test_catalogue_without_newsletter_block(run: Run, write: Callable[..., Path]
     assert result.exit_code == 1
     assert result.stderr == (
         "items.yaml: there is no `newsletter` block; add one (from, subject, schedule, "
-        "unsubscribe) to render the digest, see README\n"
+        "unsubscribe) to render or send the digest (see the editors' guide)\n"
     )
 
 

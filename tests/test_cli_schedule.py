@@ -181,7 +181,7 @@ def test_month_without_items_is_skipped_once(
     assert smtp_server.recorder.messages == []
     status = run("status")
     assert re.search(
-        rf"^Last scheduler decision: {month} skipped: no items, at .+ UTC\.$",
+        rf"^Last scheduler decision: {month} skipped: no items, at .+ HKT \(\+08:00\)\.$",
         status.stdout,
         re.MULTILINE,
     ), status.stdout

@@ -39,7 +39,7 @@ READERS = [
     "garcia.maria@example.org",
 ]
 SUBJECT = "What's Happening — November 2025"
-STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC"
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d HKT \(\+08:00\)"
 INTERRUPTED = (
     "Interrupted. Run the same command again to send the rest; a message that was in flight is "
     "sent again with the same Message-ID.\n"
@@ -413,7 +413,7 @@ def test_resend_sends_everyone_the_same_message_again(
     result = run(*SEND, "--yes", "--resend")
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == header(smtp.url) + summary(smtp.url)
+    assert result.stdout == header(smtp.url, already=11) + summary(smtp.url)
     got = smtp.recorder.by_recipient()
     assert sorted(got) == sorted(READERS)
     assert {len(messages) for messages in got.values()} == {2}
@@ -430,6 +430,10 @@ def test_declined_resend_forgets_nothing(
 
     assert declined.exit_code == 1
     assert declined.stdout == (
+        "Subject:    What's Happening — November 2025\n"
+        "Items:      3 in 3 categories\n"
+        "Recipients: 11 to send, 11 already have it\n"
+        f"Transport:  smtp://127.0.0.1:{smtp.port}\n"
         "Send November 2025 again to all 11 subscribers, 11 of whom already have it? [y/N]: n\n"
     )
     assert_status(run("status"), sent=11)

@@ -51,6 +51,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import MapAdapter
 from werkzeug.wrappers import Response
 
+from digest.app.settings import Settings
 from digest.errors import CatalogueError, DigestError, Problem
 from digest.mail import newsletter
 from digest.months import Month
@@ -116,6 +117,36 @@ class Config:
     session_lifetime: timedelta = timedelta(hours=12)
     # How many reverse proxies in front append to X-Forwarded-For; 0 ignores the header.
     trusted_proxies: int = 0
+    outbox: Path = Path("outbox")
+
+    @classmethod
+    def of(cls, settings: Settings, feeds_dir: Path, clock: Callable[[], datetime]) -> Config:
+        """Return the console's configuration from the installation's settings, checked."""
+        if not settings.console_password:
+            raise DigestError(
+                "DIGEST_CONSOLE_PASSWORD is not set: the console sends email to the whole list "
+                "and refuses to start without a password; set DIGEST_CONSOLE_PASSWORD to a long "
+                "passphrase"
+            )
+        if settings.secret_key or settings.public_url:
+            secret = settings.secret("The console needs a secret key:")
+        else:
+            # Nothing signed with it outlives this process (no unsubscribe links go out without
+            # DIGEST_PUBLIC_URL), so a key made now is safe; only logins end with a restart.
+            secret = secrets.token_urlsafe(32)
+        return cls(
+            catalogue_path=settings.catalogue_path,
+            state_path=settings.state_path,
+            feeds_dir=feeds_dir,
+            password=settings.console_password,
+            secret_key=secret,
+            clock=clock,
+            public_url=settings.public_url,
+            smtp_url=settings.smtp_url,
+            smtp_password=settings.smtp_password,
+            trusted_proxies=settings.trusted_proxies,
+            outbox=settings.outbox,
+        )
 
     @property
     def https(self) -> bool:
@@ -124,7 +155,9 @@ class Config:
 
     def transport(self, month: Month, *, test: bool = False) -> transport.Transport:
         """Return where this console's messages go (the same choice as the CLI's)."""
-        return transport.choose(self.smtp_url, self.smtp_password, str(month), test=test)
+        return transport.choose(
+            self.smtp_url, self.smtp_password, str(month), test=test, outbox=self.outbox
+        )
 
     @property
     def links(self) -> unsubscribe.Links:

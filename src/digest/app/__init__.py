@@ -1,1 +1,1 @@
-"""What the front ends share: settings, the use cases, and their wording."""
+"""What the front ends share: the settings, the use cases, and how their results are worded."""

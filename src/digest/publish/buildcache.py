@@ -59,10 +59,10 @@ class Manifest:
         return len(self.current(directory)) == len(self.files)
 
 
-def location(directory: Path) -> Path:
-    """Return where the manifest of output `directory` is kept (beside the delivery ledger)."""
+def location(directory: Path, home: Path = Path()) -> Path:
+    """Return where the manifest of output `directory` is kept: `.digest/builds/` in `home`."""
     name = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
-    return Path(".digest") / "builds" / f"{name}.json"
+    return home / ".digest" / "builds" / f"{name}.json"
 
 
 def environment(catalogue_path: Path) -> str:

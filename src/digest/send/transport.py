@@ -511,13 +511,17 @@ def _classify(code: int | None, reply: bytes | str) -> SendError:
     return Temporary(code, text)
 
 
-def choose(url: str | None, password: str | None, month: str, *, test: bool = False) -> Transport:
-    """Return the SMTP transport `url` names (DIGEST_SMTP_URL), or the outbox when it is empty.
-
-    The CLI and the console both call this with the values the CLI read from the environment.
-    """
+def choose(
+    url: str | None,
+    password: str | None,
+    month: str,
+    *,
+    test: bool = False,
+    outbox: Path = Path("outbox"),
+) -> Transport:
+    """Return the SMTP transport `url` names (DIGEST_SMTP_URL), or `outbox` when it is empty."""
     if not (url or "").strip():
-        return OutboxTransport(Path("outbox"), month, test=test)
+        return OutboxTransport(outbox, month, test=test)
     return SmtpTransport(parse_url(str(url), password))
 
 

@@ -1,0 +1,735 @@
+"""The use cases, one function each, that the command line, the scheduler and the console call.
+
+Each takes the `Settings` and plain values ("now" included) and returns plain data; the front
+ends parse what people give them and present what comes back, and compose nothing themselves.
+Errors are `DigestError`s whose message is what a person should read.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from digest.app import wording
+from digest.app.settings import Settings
+from digest.errors import CatalogueError, DigestError, Problem, SendBusyError
+from digest.months import Month
+
+if TYPE_CHECKING:
+    from digest.mail.newsletter import Issue
+    from digest.publish.catalogue import Catalogue
+    from digest.send.delivery import Halted, MonthResult, Send
+    from digest.send.ledger import Ledger, MonthStatus, Run
+    from digest.send.schedule import Outcome as ScheduleOutcome
+    from digest.send.subscribers import Subscriber, SubscriberList
+    from digest.send.transport import Transport
+
+Warn = Callable[[str], None]
+
+
+def load(settings: Settings, raw: bytes | None = None, *, freeze: bool = False) -> Catalogue:
+    """Load and check the catalogue; `freeze` for a one-shot command's long-lived catalogue."""
+    from digest.publish import catalogue
+
+    path = settings.catalogue_path
+    loaded = catalogue.load(path) if raw is None else catalogue.parse(raw, path, str(path))
+    if freeze:
+        # The catalogue lives as long as the command and holds no cycles: moved out of the cyclic
+        # collector's sight, it is no longer traversed by every full collection while rendering.
+        # Never in the scheduler or the console, which load a catalogue again and again.
+        gc.freeze()
+    return loaded
+
+
+def newsletter_of(catalogue: Catalogue) -> Any:
+    """Return the catalogue's newsletter block, or say that sending needs one."""
+    if catalogue.newsletter is None:
+        raise DigestError(
+            f"{catalogue.path}: there is no `newsletter` block; add one (from, subject, schedule, "
+            "unsubscribe) to render or send the digest (see the editors' guide)"
+        )
+    return catalogue.newsletter
+
+
+# -- check ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What `digest check` found: the catalogue's counts and, with a newsletter, the list's."""
+
+    counts: dict[str, int]
+    list_name: Path | None = None
+    subscribers: int = 0
+    duplicates: tuple[Problem, ...] = ()
+
+
+def check(settings: Settings, now: datetime, warn: Warn) -> CheckReport:
+    """Validate the catalogue, its schedule, its templates and the subscriber list.
+
+    A repeated address is harmless (it is sent once) but worth knowing of: each is warned of.
+    """
+    from digest.mail import newsletter
+    from digest.send import subscribers
+
+    catalogue = load(settings, freeze=True)
+    if catalogue.newsletter is None:
+        return CheckReport(catalogue.counts(now))
+    trigger(catalogue)
+    newsletter.check(catalogue, now)
+    listed, where = subscribers.of_catalogue(catalogue, strict=False)
+    for problem in listed.duplicates:
+        warn(f"warning: {problem}")
+    if listed.invalid:
+        raise CatalogueError(listed.invalid)
+    return CheckReport(
+        catalogue.counts(now), where, len(listed.subscribers), tuple(listed.duplicates)
+    )
+
+
+def trigger(catalogue: Catalogue) -> None:
+    """Check that newsletter.schedule is a cron line the scheduler can follow."""
+    from digest.send import schedule as scheduling
+
+    try:
+        scheduling.trigger(newsletter_of(catalogue).schedule, catalogue.publication.tz)
+    except DigestError as exc:
+        raise DigestError(f"{catalogue.path}: {exc}") from exc
+
+
+# -- build ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BuildReport:
+    """What `digest build` did: files written and left alone, and leftovers removed."""
+
+    total: int
+    written: int
+    unchanged: int
+    published: int
+    removed: tuple[str, ...] = ()
+
+
+def build(settings: Settings, output_dir: Path, now: datetime) -> BuildReport:
+    """Write every feed, the feed page and the archive into `output_dir`, all or nothing."""
+    from digest.publish import buildcache
+
+    try:
+        raw = settings.catalogue_path.read_bytes()
+    except OSError:
+        raw = None  # the catalogue module reports it
+    # The build cache: nothing to do when every input is as the last build found it.
+    environment = buildcache.environment(settings.catalogue_path)
+    manifest_path = buildcache.location(output_dir, settings.home)
+    manifest = buildcache.read(manifest_path)
+    inputs = buildcache.inputs(raw or b"", environment)
+    if raw is not None and manifest is not None and manifest.fresh(output_dir, inputs, now):
+        from digest import files as staging
+
+        removed: tuple[str, ...] = ()
+        if staging.strays(output_dir, manifest.files):  # rare: what a killed build left
+            from digest.publish import output
+
+            removed = output.tidy(output_dir, manifest.files)
+        total = len(manifest.files)
+        return BuildReport(total, 0, total, manifest.published, removed)
+    from digest.publish import output, site  # not before: a build with nothing to do needs neither
+
+    catalogue = load(settings, raw, freeze=True)
+    current = manifest.current(output_dir) if manifest is not None else set()
+    reusable = {name: manifest.keys[name] for name in current if manifest and name in manifest.keys}
+    result = site.build(catalogue, now, environment, reusable)
+    report = output.write(output_dir, result.files)
+    published = catalogue.counts(now)["published"]
+    buildcache.record(
+        manifest_path, output_dir, inputs, catalogue.next_change(now), published, result.keys
+    )
+    unchanged = len(report.unchanged) + len(result.reused)
+    return BuildReport(len(result.keys), len(report.written), unchanged, published, report.removed)
+
+
+@dataclass(frozen=True, slots=True)
+class Staleness:
+    """What `digest build --check` found: files out of date, and leftovers of a killed build."""
+
+    files: int
+    stale: tuple[str, ...]
+    strays: tuple[str, ...]
+
+
+def build_check(settings: Settings, output_dir: Path, now: datetime) -> Staleness:
+    """Compare `output_dir` with what a build would write, writing nothing."""
+    from digest.publish import output, site
+
+    files = site.render(load(settings, freeze=True), now)
+    with output.locked(output_dir, shared=True):
+        stale = output.stale(output_dir, files)
+        strays = output.strays(output_dir, files)
+    return Staleness(len(files), tuple(stale), tuple(strays))
+
+
+# -- render --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RenderReport:
+    """The files `digest render` wrote, or none for a month without items."""
+
+    month: Month
+    items: int = 0
+    categories: int = 0
+    paths: tuple[Path, ...] = ()
+    html_size: int = 0
+    clipped: bool = False
+
+
+def render_month(
+    settings: Settings, month: Month | None, output_dir: Path, now: datetime
+) -> RenderReport:
+    """Write a month's digest as HTML, text and the .eml a placeholder subscriber receives."""
+    from digest.mail import message, newsletter
+    from digest.publish import output
+
+    catalogue = load(settings, freeze=True)
+    month = month or Month.previous(now, catalogue.publication.tz)
+    block = newsletter_of(catalogue)
+    chosen = newsletter.issue(catalogue, month, now)
+    if not chosen.items:
+        return RenderReport(month)
+    rendered = newsletter.Renderer(catalogue).render(chosen)
+    page, text = rendered.personalise(None, block.unsubscribe)
+    envelope = message.Envelope(
+        sender=block.sender,
+        reply_to=block.reply_to,
+        recipient=message.PLACEHOLDER_RECIPIENT,
+        subject=rendered.subject,
+        unsubscribe=block.unsubscribe,
+    )
+    email = message.build(catalogue.publication, month, envelope, page, text, now)
+    html_bytes = page.encode("utf-8")
+    names = [f"digest-{month}.{kind}" for kind in ("html", "txt", "eml")]
+    contents = [html_bytes, text.encode("utf-8"), bytes(email)]
+    output.write(output_dir, dict(zip(names, contents, strict=True)))
+    return RenderReport(
+        month,
+        rendered.item_count,
+        len(chosen.sections),
+        tuple(output_dir / name for name in names),
+        len(html_bytes),
+        len(html_bytes) > newsletter.GMAIL_CLIP_BYTES,
+    )
+
+
+# -- the subscriber list, as a send reads it ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Recipients:
+    """The list a send goes to, and the rows it was told to leave out."""
+
+    listed: SubscriberList
+    where: Path
+    skipped: tuple[Problem, ...] = ()
+    skipped_lines: tuple[int, ...] = ()
+
+
+def recipients(catalogue: Catalogue, *, skip_invalid: bool, warn: Warn, fix: str) -> Recipients:
+    """Load the list a send goes to: each duplicate row warned of, invalid rows refused.
+
+    With `skip_invalid` the invalid rows are left out (the front end says so); otherwise every
+    one is reported with its line, followed by how many there are and `fix`.
+    """
+    from digest.send import subscribers
+
+    listed, where = subscribers.of_catalogue(catalogue, strict=False)
+    for problem in listed.duplicates:
+        warn(f"warning: {problem}")
+    if listed.invalid and not skip_invalid:
+        count = len(listed.invalid)
+        rows = "an invalid row" if count == 1 else f"{count} invalid rows"
+        them = "it" if count == 1 else "them"
+        refusal = f"{rows}, so nothing was sent: correct {them}, or {fix}"
+        raise CatalogueError([*listed.invalid, Problem(str(where), None, "", refusal)])
+    return Recipients(listed, where, tuple(listed.invalid), tuple(listed.invalid_lines))
+
+
+# -- planning and sending a month ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What a send of a month would do, before anything is written: for dry runs and pages."""
+
+    month: Month
+    issue: Issue
+    subject: str
+    readers: tuple[Subscriber, ...]
+    without: int
+    transport: str
+    outbox: bool
+    recipients: Recipients | None = None
+
+
+def preview(
+    settings: Settings,
+    month: Month | None,
+    now: datetime,
+    *,
+    skip_invalid: bool = False,
+    warn: Warn = lambda line: None,
+    fix: str = "",
+) -> Preview:
+    """Return what sending `month` would do: the subject, the readers, the transport."""
+    from digest.mail import newsletter
+    from digest.send import delivery
+
+    catalogue = load(settings)
+    newsletter_of(catalogue)
+    found = recipients(catalogue, skip_invalid=skip_invalid, warn=warn, fix=fix)
+    month = month or Month.previous(now, catalogue.publication.tz)
+    chosen = newsletter.issue(catalogue, month, now)
+    transport = settings_transport(settings, month)
+    if not chosen.items:
+        return Preview(month, chosen, "", (), 0, transport.describe(), settings.uses_outbox, found)
+    listed = found.listed
+    if settings.state_path.exists():
+        with _ledger(settings) as ledger:
+            listed = delivery.without_suppressed(listed, ledger.suppressed())
+    readers, without = delivery.audience(chosen, listed)
+    subject = newsletter.Renderer(catalogue).render(chosen).subject
+    return Preview(
+        month,
+        chosen,
+        subject,
+        tuple(readers),
+        len(without),
+        transport.describe(),
+        settings.uses_outbox,
+        found,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Briefing:
+    """What a person confirms before a send: the digest, who gets it, and through what."""
+
+    month: Month
+    subject: str
+    items: int
+    categories: int
+    to_send: int
+    already: int
+    in_flight: int
+    changed: bool
+    frozen_at: str
+    transport: str
+    outbox: bool
+    tz: tzinfo
+    recipients: Recipients
+
+
+@dataclass(slots=True)
+class SendOptions:
+    """How one send runs, beyond the settings: what a front end lets a person choose."""
+
+    holder: str
+    resend: bool = False
+    skip_invalid: bool = False
+    confirm: Callable[[Briefing], bool] | None = None
+    progress: Callable[[Any], None] | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    warn: Warn = lambda line: None
+    fix: str = ""
+    on_busy: Callable[[Path, float], None] | None = None
+    execute: dict[str, Any] = field(default_factory=dict)  # connections, rate, policy
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """How a send ended, with what the front ends word it from."""
+
+    month: Month
+    result: MonthResult
+    transport: str
+    outbox: Path | None
+    recipients: Recipients | None = None
+    without: int = 0
+    already_sent: int = 0
+    already_failed: int = 0
+    last_sent_at: str | None = None
+    halted: Halted | None = None
+    tz: tzinfo = UTC
+
+
+def send_month(
+    settings: Settings,
+    month: Month | None,
+    now: datetime,
+    clock: Callable[[], datetime],
+    options: SendOptions,
+) -> Sent:
+    """Send `month` to the list exactly once: what `digest send`, the scheduler and the console run.
+
+    Raises `SendBusyError` when another send of the month is running. A ledger that stays locked
+    ends the send part-way: the result carries `halted`, with the summary so far.
+    """
+    from digest.mail import newsletter
+    from digest.send import delivery
+    from digest.send.ledger import Ledger
+
+    catalogue = load(settings)
+    newsletter_of(catalogue)
+    tz = catalogue.publication.tz
+    month = month or Month.previous(now, tz)
+    transport = settings_transport(settings, month)
+    outbox = settings.outbox if settings.uses_outbox else None
+    found = recipients(
+        catalogue, skip_invalid=options.skip_invalid, warn=options.warn, fix=options.fix
+    )
+    chosen = newsletter.issue(catalogue, month, now)
+    if not chosen.items:
+        return Sent(month, delivery.MonthResult("no items"), transport.describe(), outbox, found)
+
+    def confirm(plan: Send) -> bool:
+        if options.confirm is None:
+            return True
+        # A resend goes to everyone again: "already" then counts who has a copy so far.
+        have = len(ledger.deliveries(str(month), ("sent",))) if options.resend else plan.already
+        briefing = Briefing(
+            month, plan.subject, plan.items, len(chosen.sections), len(plan.todo), have,
+            plan.in_flight, plan.changed, plan.frozen_at, transport.describe(),
+            settings.uses_outbox, tz, found,
+        )  # fmt: skip
+        return options.confirm(briefing)
+
+    execute = dict(options.execute, stop=options.stop, unsubscribe=settings.one_click())
+    if options.progress is not None:
+        execute["progress"] = options.progress
+    _, without = delivery.audience(chosen, found.listed)
+    ledger = Ledger(settings.state_path, busy_timeout=settings.ledger_wait, on_busy=options.on_busy)
+    try:
+        try:
+            result = delivery.send_month(
+                catalogue,
+                found.listed,
+                month,
+                ledger,
+                transport,
+                now=now,
+                clock=clock,
+                holder=options.holder,
+                confirm=confirm,
+                resend=options.resend,
+                **execute,
+            )
+        except delivery.Halted as halted:
+            result = delivery.MonthResult("sent", None, halted.summary)
+            return Sent(
+                month, result, transport.describe(), outbox, found, len(without), halted=halted,
+                tz=tz,
+            )  # fmt: skip
+        if result.kind != "already sent":
+            return Sent(month, result, transport.describe(), outbox, found, len(without), tz=tz)
+        done = ledger.deliveries(str(month), ("sent", "failed"))
+        failed = sum(1 for row in done if row.status == "failed")
+        last = max(row.updated_at for row in done)
+        return Sent(
+            month, result, transport.describe(), outbox, found, len(without), len(done) - failed,
+            failed, last, tz=tz,
+        )  # fmt: skip
+    finally:
+        ledger.close()
+
+
+def left(result: MonthResult) -> int:
+    """Return how many of a plan's recipients a stopped run did not get to."""
+    plan, summary = result.plan, result.summary
+    if plan is None or summary is None:
+        return 0
+    return len(plan.todo) - summary.sent - summary.deferred - summary.failed
+
+
+def settings_transport(settings: Settings, month: Month, *, test: bool = False) -> Transport:
+    """Return where `month`'s messages go: the SMTP server, or outbox/ beside the catalogue."""
+    from digest.send import transport
+
+    return transport.choose(
+        settings.smtp_url, settings.smtp_password, str(month), test=test, outbox=settings.outbox
+    )
+
+
+# -- test copies ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TestCopies:
+    """Where test copies of a month went, and the addresses they could not reach."""
+
+    month: Month
+    sent: tuple[str, ...]
+    failures: tuple[str, ...]
+    transport: str
+    items: int
+
+
+def send_tests(
+    settings: Settings, month: Month | None, addresses: tuple[str, ...], now: datetime
+) -> TestCopies:
+    """Send a [TEST] copy of `month` to each address, outside the ledger."""
+    from digest.mail import newsletter
+    from digest.send import delivery
+
+    catalogue = load(settings)
+    newsletter_of(catalogue)
+    month = month or Month.previous(now, catalogue.publication.tz)
+    chosen = newsletter.issue(catalogue, month, now)
+    via = settings_transport(settings, month, test=True)
+    if not chosen.items:
+        return TestCopies(month, (), (), via.describe(), 0)
+    failures = delivery.send_tests(catalogue, chosen, addresses, via, now, settings.one_click())
+    failed = {failure.split(":", 1)[0] for failure in failures}
+    sent = tuple(a for a in addresses if a not in failed)
+    return TestCopies(month, sent, tuple(failures), via.describe(), len(chosen.items))
+
+
+def address(text: str) -> str:
+    """Return `text` as a normalized email address, or raise ValueError saying what is wrong.
+
+    The one check of an address typed by a person (test copies, the console's forms); the
+    subscriber list applies the same library to its rows.
+    """
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return str(validate_email(text, check_deliverability=False).normalized)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{text!r} is not an email address: {exc}") from exc
+
+
+def addresses(values: list[str]) -> tuple[str, ...]:
+    """Return each address checked, one per person (addresses compare case-insensitively)."""
+    checked: dict[str, str] = {}
+    for value in values:
+        found = address(value)
+        checked.setdefault(found.lower(), found)
+    return tuple(checked.values())
+
+
+# -- the scheduler -------------------------------------------------------------------------------
+
+
+def scheduled_send(
+    settings: Settings,
+    month: Month,
+    stop: threading.Event,
+    clock: Callable[[], datetime],
+    warn: Warn,
+) -> ScheduleOutcome:
+    """Send `month` as `digest send --yes` would, and record the scheduler's decision."""
+    from digest.send import schedule as scheduling
+
+    # As `digest send --yes` without --skip-invalid: an invalid row stops the run, which is
+    # retried later, reading the list again; nobody is sent the digest of a partial list unless
+    # a person chose it.
+    options = SendOptions(
+        holder="digest schedule",
+        stop=stop,
+        warn=lambda line: warn(f"{month}: {line}"),
+        fix="send to the valid rows with `digest send --skip-invalid` (the scheduler tries again "
+        "on its own, reading the list afresh)",
+    )
+    try:
+        sent = send_month(settings, month, clock(), clock, options)
+    except SendBusyError as exc:
+        # A staff member's `digest send` got there first: the retry finds the month done.
+        outcome = scheduling.Outcome(month, "skipped: another send is running", str(exc), True)
+    except DigestError as exc:
+        outcome = scheduling.Outcome(month, "failed", str(exc).replace("\n", "; "), retry=True)
+    else:
+        outcome = decision(month, sent.result, stop)
+    try:
+        with _ledger(settings) as ledger:
+            ledger.record_decision(
+                clock().isoformat(timespec="seconds"), str(month), outcome.decision, outcome.detail
+            )
+    except DigestError as exc:  # a ledger locked elsewhere: the decision is logged all the same
+        warn(f"{month}: the decision could not be recorded: {exc}")
+    return outcome
+
+
+def decision(month: Month, result: MonthResult, stop: threading.Event) -> ScheduleOutcome:
+    """Return what the scheduler logs and records for a send's result."""
+    from digest.send import schedule as scheduling
+
+    if result.kind in ("no items", "no readers", "already sent"):
+        return scheduling.Outcome(month, f"skipped: {result.kind}")
+    summary = result.summary
+    assert summary is not None  # noqa: S101 -- "sent" carries a summary
+    detail = (
+        f"{summary.sent} sent, {summary.already} already had it, {summary.deferred} deferred, "
+        f"{summary.failed} failed"
+    )
+    remaining = left(result)
+    if stop.is_set() and remaining > 0:
+        return scheduling.Outcome(
+            month, "stopped", f"{detail}, {remaining} left for the next start"
+        )
+    return scheduling.Outcome(month, "sent", detail, retry=summary.deferred > 0)
+
+
+def settled(settings: Settings, month: Month) -> str | None:
+    """Return why `month` needs nothing more, as the ledger says, or None."""
+    with _ledger(settings) as ledger:
+        return ledger.settled(str(month))
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRun:
+    """One coming run of the schedule and what it would send, as the catalogue stands."""
+
+    moment: datetime | None  # None: the missed run caught up on start
+    month: Month
+    what: str
+
+
+def schedule_preview(settings: Settings, now: datetime, runs: int = 5) -> list[PlannedRun]:
+    """Return the catch-up run (if one is due) and the next `runs` runs, each with what it sends."""
+    from digest.mail import newsletter
+    from digest.send import delivery, subscribers
+    from digest.send import schedule as scheduling
+
+    catalogue = load(settings)
+    expression = newsletter_of(catalogue).schedule
+    trigger(catalogue)
+    tz = catalogue.publication.tz
+    listed, _ = subscribers.of_catalogue(catalogue)
+    ledger = _open_existing(settings)
+    try:
+
+        def why(month: Month) -> str | None:
+            return None if ledger is None else ledger.settled(str(month))
+
+        def what(month: Month, moment: datetime, so_far: str = " so far") -> str:
+            reason = why(month)
+            if reason is not None:
+                return f"nothing: {reason}"
+            chosen = newsletter.issue(catalogue, month, moment)
+            if not chosen.items:
+                return f"no items{so_far}: skip"
+            readers, _ = delivery.audience(chosen, listed)
+            return (
+                f"{wording.plural(len(chosen.items), 'item')} to "
+                f"{wording.plural(len(readers), 'subscriber')}, as the catalogue stands today"
+            )
+
+        planned = []
+        missed = scheduling.catch_up(expression, tz, now, lambda m: why(m) is not None)
+        if missed is not None:
+            planned.append(PlannedRun(None, missed, what(missed, now, "")))
+        for moment in scheduling.next_runs(expression, tz, now, runs):
+            month = scheduling.month_of_run(moment, tz)
+            planned.append(PlannedRun(moment, month, what(month, moment)))
+        return planned
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+# -- status --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What `digest status` shows: the months sent, who was not reached, the scheduler."""
+
+    exists: bool
+    months: tuple[MonthStatus, ...] = ()
+    not_delivered: tuple[str, ...] = ()
+    suppressed: int = 0
+    runs: tuple[Run, ...] = ()
+    last_decision: tuple[str, str, str, str] | None = None
+    next_run: tuple[datetime, Month] | None = None
+    next_run_problem: str | None = None
+    tz: Any = None
+
+
+def status(settings: Settings, now: datetime) -> Status:
+    """Return the ledger's months, the recipients not reached, and the schedule's next run."""
+    next_run, problem, tz = _next_run(settings, now)
+    ledger = _open_existing(settings)
+    if ledger is None:
+        return Status(False, next_run=next_run, next_run_problem=problem, tz=tz)
+    try:
+        months = tuple(ledger.months())
+        problems = []
+        for entry in months:
+            for row in ledger.deliveries(entry.month, ("failed", "deferred")):
+                code = f"{row.last_code} " if row.last_code else ""
+                problems.append(
+                    f"{entry.month} {row.status}: {row.address}: {code}{row.last_reply or ''}"
+                )
+        return Status(
+            True,
+            months,
+            tuple(problems),
+            len(ledger.suppressed()),
+            tuple(ledger.runs(limit=10)),
+            ledger.last_decision(),
+            next_run,
+            problem,
+            tz,
+        )
+    finally:
+        ledger.close()
+
+
+def _next_run(
+    settings: Settings, now: datetime
+) -> tuple[tuple[datetime, Month] | None, str | None, Any]:
+    from digest.send import schedule as scheduling
+
+    try:
+        catalogue = load(settings)
+    except DigestError:
+        return None, f"unknown ({settings.catalogue_path} does not load; `digest check`)", None
+    tz = catalogue.publication.tz
+    if catalogue.newsletter is None:
+        return None, None, tz
+    try:
+        upcoming = scheduling.next_runs(catalogue.newsletter.schedule, tz, now, 1)
+    except DigestError as exc:
+        return None, f"none ({exc})", tz
+    if not upcoming:
+        return None, None, tz
+    return (upcoming[0], scheduling.month_of_run(upcoming[0], tz)), None, tz
+
+
+# -- the ledger, opened for a use case -------------------------------------------------------------
+
+
+class _ledger:
+    """Open the settings' ledger for a `with` block, and close it after."""
+
+    def __init__(self, settings: Settings) -> None:
+        from digest.send.ledger import Ledger
+
+        self.ledger = Ledger(settings.state_path)
+
+    def __enter__(self) -> Ledger:
+        return self.ledger
+
+    def __exit__(self, *exc: object) -> None:
+        self.ledger.close()
+
+
+def _open_existing(settings: Settings) -> Ledger | None:
+    """Open the ledger if it exists: looking never creates one."""
+    from digest.send.ledger import Ledger
+
+    return Ledger(settings.state_path) if settings.state_path.exists() else None

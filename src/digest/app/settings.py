@@ -1,0 +1,151 @@
+"""Everything `digest` takes from its environment, read once and checked once.
+
+Front ends (the command line, the scheduler, the console) build one `Settings` at start from the
+`DIGEST_*` variables and their own options; every other module gets what it needs from it, never
+from `os.environ`. Default paths are relative to the catalogue's folder, not to wherever the
+command happens to run, so `digest send -c /srv/digest/items.yaml` from a home directory finds
+the same ledger and outbox as the scheduler started in /srv/digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from digest.errors import DigestError
+
+# The variables read, with what each is for: `digest --help` and the IT guide list the same.
+VARIABLES = {
+    "DIGEST_SMTP_URL": "where mail goes: smtp://user@host:587, smtps://...; unset: outbox/",
+    "DIGEST_SMTP_PASSWORD": "the SMTP password, when it is not in the URL",
+    "DIGEST_STATE": "the state database (default .digest/state.sqlite3 beside the catalogue)",
+    "DIGEST_PUBLIC_URL": "the https:// address where `digest serve` is reached from outside",
+    "DIGEST_SECRET_KEY": "signs console sessions and unsubscribe links (32+ characters)",
+    "DIGEST_CONSOLE_PASSWORD": "the staff console's password",
+    "DIGEST_TRUSTED_PROXIES": "how many reverse proxies stand before `digest serve` (default 0)",
+    "DIGEST_LEDGER_WAIT": "seconds a send waits for a locked ledger (`digest send --ledger-wait`)",
+}
+
+SECRET_KEY_LENGTH = 32
+CONSOLE_PASSWORD_LENGTH = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The installation: the catalogue, where state and output go, and how mail leaves."""
+
+    catalogue_path: Path
+    state_path: Path
+    outbox: Path
+    smtp_url: str | None = field(default=None, repr=False)
+    smtp_password: str | None = field(default=None, repr=False)
+    public_url: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    console_password: str | None = field(default=None, repr=False)
+    trusted_proxies: int = 0
+    ledger_wait: float = 30.0  # `digest send --ledger-wait` (DIGEST_LEDGER_WAIT, read by click)
+
+    @property
+    def home(self) -> Path:
+        """Return the catalogue's folder, which default paths are relative to."""
+        return self.catalogue_path.parent
+
+    @property
+    def uses_outbox(self) -> bool:
+        """Return whether messages go to outbox/ (a rehearsal) rather than an SMTP server."""
+        return not self.smtp_url
+
+    def default(self, name: str) -> Path:
+        """Return a default output folder (feeds/, out/) beside the catalogue."""
+        return self.home / name
+
+    def secret(self, why: str) -> str:
+        """Return DIGEST_SECRET_KEY, or say `why` it is needed and how to make one."""
+        key = self.secret_key or ""
+        if len(key) < SECRET_KEY_LENGTH:
+            state = "not set" if not key else f"shorter than {SECRET_KEY_LENGTH} characters"
+            raise DigestError(
+                f"{why} DIGEST_SECRET_KEY is {state}: it signs the console's sessions and every "
+                "one-click unsubscribe link in sent email, so it must be long and stay the same "
+                "across restarts (the same for `digest serve`, `send` and `schedule`); make one "
+                "with\n  python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return key
+
+    def one_click(self) -> Callable[[str], str] | None:
+        """Return the one-click unsubscribe URL maker when DIGEST_PUBLIC_URL is set, else None."""
+        if self.public_url is None:
+            return None
+        from digest.send import unsubscribe
+
+        return unsubscribe.Links(self.secret("DIGEST_PUBLIC_URL is set, and"), self.public_url).url
+
+
+def load(
+    catalogue_path: Path,
+    environ: Mapping[str, str],
+    *,
+    state_path: Path | None = None,
+) -> Settings:
+    """Return the settings of the catalogue at `catalogue_path` under `environ`, checked.
+
+    `state_path` is the command line's `--state`, which wins over DIGEST_STATE.
+    """
+    home = catalogue_path.parent
+    state = state_path or _path(environ.get("DIGEST_STATE")) or home / ".digest" / "state.sqlite3"
+    return Settings(
+        catalogue_path=catalogue_path,
+        state_path=state,
+        outbox=home / "outbox",
+        smtp_url=_text(environ.get("DIGEST_SMTP_URL")),
+        smtp_password=environ.get("DIGEST_SMTP_PASSWORD") or None,
+        public_url=_public_url(environ.get("DIGEST_PUBLIC_URL")),
+        secret_key=environ.get("DIGEST_SECRET_KEY") or None,
+        console_password=environ.get("DIGEST_CONSOLE_PASSWORD") or None,
+        trusted_proxies=_count(environ.get("DIGEST_TRUSTED_PROXIES"), "DIGEST_TRUSTED_PROXIES"),
+    )
+
+
+def _text(value: str | None) -> str | None:
+    return (value or "").strip() or None
+
+
+def _path(value: str | None) -> Path | None:
+    text = _text(value)
+    return Path(text) if text else None
+
+
+def _public_url(value: str | None) -> str | None:
+    public = _text(value)
+    if public is None:
+        return None
+    parts = urlsplit(public)
+    if (
+        parts.scheme != "https"
+        or not parts.netloc
+        or parts.query
+        or parts.fragment
+        or "?" in public
+    ):
+        raise DigestError(
+            f"DIGEST_PUBLIC_URL {public!r} must be the https:// address where `digest serve` is "
+            "reached from outside, like https://digest.example.edu/ (RFC 8058 requires https)"
+        )
+    return public
+
+
+MAX_TRUSTED_PROXIES = 5
+
+
+def _count(value: str | None, name: str) -> int:
+    text = _text(value) or "0"
+    if not text.isascii() or not text.isdigit() or int(text) > MAX_TRUSTED_PROXIES:
+        raise DigestError(
+            f"{name} {text!r} is not a number of proxies: set it to how many reverse proxies "
+            "stand between the staff and `digest serve` and append to X-Forwarded-For (1 for one "
+            f"nginx or Caddy in front, at most {MAX_TRUSTED_PROXIES}), or 0 (the default) to "
+            "ignore X-Forwarded-For"
+        )
+    return int(text)

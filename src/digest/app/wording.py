@@ -1,0 +1,57 @@
+"""How `digest` says things to people: counts, times and results, the same in every front end.
+
+The terminal, the scheduler's log and the console's pages all word a send's result, a time or a
+count through these functions, so a staff member reads the same sentence wherever they look.
+Times are shown in the publication's time zone, the one its schedule is written in.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+from typing import Any
+
+
+def plural(count: int, noun: str) -> str:
+    """Return `count noun`, the noun's last word in the plural unless the count is one."""
+    if count == 1:
+        return f"1 {noun}"
+    head, _, last = noun.rpartition(" ")
+    if last.endswith("y") and last[-2:-1] not in ("a", "e", "o", "u"):
+        last = last[:-1] + "ies"
+    elif last.endswith(("s", "x", "sh", "ch")):
+        last += "es"
+    else:
+        last += "s"
+    return f"{count} {head} {last}" if head else f"{count} {last}"
+
+
+def moment(at: datetime | str, tz: tzinfo) -> str:
+    """Return a time as people in the publication's zone read it: 2025-12-01 09:00 HKT (+08:00).
+
+    Ledger stamps (UTC, ISO 8601 text) and aware datetimes are both converted to `tz`.
+    """
+    when = datetime.fromisoformat(at) if isinstance(at, str) else at
+    local = when.astimezone(tz)
+    offset = local.isoformat(timespec="minutes")[-6:]
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({offset})"
+
+
+def kilobytes(size: int) -> str:
+    """Return a size in KB with one decimal, as the Gmail clipping warning counts it."""
+    return f"{size / 1024:.1f} KB"
+
+
+def lines(numbers: list[int]) -> str:
+    """Return line numbers as people read them: line 7, lines 7 and 9, lines 3, 7 and 9."""
+    shown = [str(number) for number in numbers]
+    if len(shown) == 1:
+        return f"line {shown[0]}"
+    return f"lines {', '.join(shown[:-1])} and {shown[-1]}"
+
+
+def result_line(month: str, summary: Any, transport: str) -> str:
+    """Return the one line that says how a send ended, for the terminal, the log and the page."""
+    return (
+        f"{month}: sent {summary.sent}, already sent {summary.already}, deferred "
+        f"{summary.deferred}, failed {summary.failed} (via {transport})."
+    )
