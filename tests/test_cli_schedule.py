@@ -268,3 +268,30 @@ def test_an_invalid_row_stops_the_run_as_it_stops_send_yes(
         "tries again on its own, reading the list afresh))\n" in text
     ), text
     assert smtp_server.recorder.messages == []
+
+
+def test_refuses_to_start_without_a_mail_server(
+    run: Callable[..., Result], monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpServer
+) -> None:
+    """A scheduler with no DIGEST_SMTP_URL would mail nobody: it says so instead of starting."""
+    monkeypatch.delenv("DIGEST_SMTP_URL")
+    result = run("schedule")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "DIGEST_SMTP_URL is not set, so the scheduler would only write each month to outbox/ "
+        "and nobody would receive the digest; set DIGEST_SMTP_URL to the mail server (see the IT "
+        "guide), or start it with --outbox for a rehearsal\n"
+    )
+    assert smtp_server.recorder.messages == []
+
+
+def test_outbox_rehearsal_starts_when_asked(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, project: Month
+) -> None:
+    """`digest schedule --outbox` runs, writing the caught-up month to outbox/."""
+    monkeypatch.delenv("DIGEST_SMTP_URL")
+    log = tmp_path / "rehearsal.log"
+    proc = spawn("schedule", "--outbox", log=log)
+    wait_for(logged(log, f"{project}: sent (11 sent"), proc, "the rehearsal")
+    assert stop(proc) == 0
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == READERS

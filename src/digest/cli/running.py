@@ -33,7 +33,13 @@ import logging
 @click.option(
     "-n", "--dry-run", is_flag=True, help="Print the next five runs and what each would send."
 )
-def schedule(catalogue_path: Path, state_path: Path | None, dry_run: bool) -> None:
+@click.option(
+    "--outbox",
+    "rehearse",
+    is_flag=True,
+    help="Run without DIGEST_SMTP_URL, writing each month to outbox/ (a rehearsal).",
+)
+def schedule(catalogue_path: Path, state_path: Path | None, dry_run: bool, rehearse: bool) -> None:
     """Send each month's digest on the schedule in newsletter.schedule, in the foreground.
 
     Each run sends the previous month through the same path as `digest send --yes` (same lock,
@@ -62,6 +68,12 @@ def schedule(catalogue_path: Path, state_path: Path | None, dry_run: bool) -> No
             else:
                 click.echo(f"{wording.moment(run.moment, tz)}  {run.month.label}: {run.what}")
         return
+    if settings.uses_outbox and not rehearse:
+        raise DigestError(
+            "DIGEST_SMTP_URL is not set, so the scheduler would only write each month to "
+            f"{settings.outbox}/ and nobody would receive the digest; set DIGEST_SMTP_URL to the "
+            "mail server (see the IT guide), or start it with --outbox for a rehearsal"
+        )
     _log_to_stderr(tz)
     warn = logging.getLogger("digest.schedule").warning
 
