@@ -498,22 +498,10 @@ def send_tests(
     return TestCopies(month, sent, tuple(failures), via.describe(), len(chosen.items))
 
 
-def address(text: str) -> str:
-    """Return `text` as a normalized email address, or raise ValueError saying what is wrong.
-
-    The one check of an address typed by a person (test copies, the console's forms); the
-    subscriber list applies the same library to its rows.
-    """
-    from email_validator import EmailNotValidError, validate_email
-
-    try:
-        return str(validate_email(text, check_deliverability=False).normalized)
-    except EmailNotValidError as exc:
-        raise ValueError(f"{text!r} is not an email address: {exc}") from exc
-
-
 def addresses(values: list[str]) -> tuple[str, ...]:
     """Return each address checked, one per person (addresses compare case-insensitively)."""
+    from digest.send.subscribers import address
+
     checked: dict[str, str] = {}
     for value in values:
         found = address(value)

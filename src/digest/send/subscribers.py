@@ -9,22 +9,18 @@ wrong header, a stray quote, bytes that are not UTF-8) stops everything.
 from __future__ import annotations
 
 import csv
-import dis
-import functools
-import inspect
 import io
 import re
-import types
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from digest.errors import CatalogueError, Problem
 from digest.publish.catalogue import Catalogue
 
 if TYPE_CHECKING:
-    from email_validator import ValidatedEmail
+    pass
 
 # A name goes into the To header: no control characters, no line breaks of any kind.
 _BAD_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -190,8 +186,23 @@ class _Bad(Exception):
         self.message = message
 
 
+def address(text: str) -> str:
+    """Return `text` as the address `digest` sends to, or raise ValueError saying what is wrong.
+
+    The one check of an address, for the list's rows, test copies and the console's forms.
+    SMTPUTF8 is not supported: message.build refuses a non-ASCII local part, and a domain goes
+    out in its ASCII (IDNA) form, which every server and header can carry. No DNS look-ups.
+    """
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        checked = validate_email(text, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{text!r} is not an email address: {exc}") from exc
+    return str(checked.ascii_email or checked.normalized)
+
+
 def _row(row: list[str], columns: list[str], declared: Collection[str], line: int) -> Subscriber:
-    validate_email, not_an_address = _validator()
     if len(row) > len(columns):
         raise _Bad(
             "",
@@ -199,14 +210,10 @@ def _row(row: list[str], columns: list[str], declared: Collection[str], line: in
             "put a name that contains a comma in double quotes",
         )
     cells = dict(zip(columns, (cell.strip() for cell in row), strict=False))
-    address = cells.get("email", "")
     try:
-        # SMTPUTF8 is not supported: message.build refuses a non-ASCII local part, and a domain
-        # goes out in its ASCII (IDNA) form, which every server and header can carry.
-        checked = validate_email(address, check_deliverability=False, allow_smtputf8=False)
-        email = checked.ascii_email or checked.normalized
-    except not_an_address as exc:
-        raise _Bad("email", f"{address!r} is not an email address: {exc}") from exc
+        email = address(cells.get("email", ""))
+    except ValueError as exc:
+        raise _Bad("email", str(exc)) from exc
     person = cells.get("name") or None
     bad = _BAD_NAME.search(person or "")
     if bad:
@@ -219,64 +226,3 @@ def _row(row: list[str], columns: list[str], declared: Collection[str], line: in
         known = ", ".join(sorted(declared))
         raise _Bad("categories", f"{names} not declared in the catalogue; declared: {known}")
     return Subscriber(email, person, frozenset(chosen) or None, line)
-
-
-# What `email_validator.validate_email` calls to check a domain, and that function's parameters.
-_DOMAIN_CHECK = "validate_email_domain_name"
-_DOMAIN_PARAMETERS = ["domain", "test_environment", "globally_deliverable"]
-
-
-@functools.cache
-def _validator() -> tuple[Callable[..., ValidatedEmail], type[Exception]]:
-    """Return email_validator's `validate_email`, its domain checks remembered, and its error."""
-    from email_validator import EmailNotValidError, validate_email
-
-    return _remembering_domains(validate_email) or validate_email, EmailNotValidError
-
-
-def _remembering_domains(
-    public: Callable[..., ValidatedEmail],
-) -> Callable[..., ValidatedEmail] | None:
-    """Return `public` with its domain checks remembered per domain, or None if it is not as known.
-
-    Three quarters of `validate_email` is checking the domain, character by character and through
-    IDNA, and a list has a handful of domains among thousands of addresses. The function returned
-    is `validate_email`'s own code, run over a copy of its module's names in which the domain
-    check is one that remembers what it returned for the same arguments (and the same list of
-    special-use names, the only other thing it reads). Errors are not remembered: a bad domain is
-    checked again, and raises the same error. So every address gets the verdict, normalized form
-    and error message `validate_email` gives it, which a property test holds them to. An
-    email_validator whose `validate_email` no longer calls the check as described, or that writes
-    its module's names, gets None here, and the plain function is used.
-    """
-    if not inspect.isfunction(public):
-        return None
-    names = public.__globals__
-    check = names.get(_DOMAIN_CHECK)
-    code = public.__code__
-    if (
-        not inspect.isfunction(check)
-        or list(inspect.signature(check).parameters) != _DOMAIN_PARAMETERS
-        or _DOMAIN_CHECK not in code.co_names
-        or any(i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL") for i in dis.get_instructions(code))
-    ):
-        return None
-    import email_validator
-
-    @functools.lru_cache(maxsize=4096)
-    def remembered(special: tuple[str, ...], *args: Any, **options: Any) -> dict[str, Any]:
-        return cast(dict[str, Any], check(*args, **options))
-
-    def checked(*args: Any, **options: Any) -> dict[str, Any]:
-        special = tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES)
-        try:
-            found = remembered(special, *args, **options)
-        except TypeError:  # an argument that cannot be a key; or the check's own TypeError again
-            return cast(dict[str, Any], check(*args, **options))
-        return dict(found)  # the caller's own copy: the remembered one stays as it was
-
-    scope = dict(names)
-    scope[_DOMAIN_CHECK] = checked
-    copy = types.FunctionType(code, scope, public.__name__, public.__defaults__, public.__closure__)
-    copy.__kwdefaults__ = public.__kwdefaults__
-    return cast(Callable[..., "ValidatedEmail"], copy)
