@@ -1152,47 +1152,9 @@ class _Checker:
             before = len(self.problems)
             got = self.mapping(entry, line, path, fields)
             if "image" in got:
-                pic = self.mapping(
-                    got["image"],
-                    _key_line(entry, "image"),
-                    f"{path}.image",
-                    {"url": (True, _url), "alt": (True, _text)},
-                )
-                got["image"] = Image(pic["url"], pic["alt"]) if len(pic) == 2 else None
+                got["image"] = self.image(entry, got["image"], path)
             ok = len(self.problems) == before
-            if "id" in got:
-                if got["id"] in seen:
-                    self.error(
-                        _key_line(entry, "id"),
-                        f"{path}.id",
-                        f"'{got['id']}' is already used by the item at line {seen[got['id']]}; "
-                        "ids must be unique",
-                    )
-                    ok = False
-                else:
-                    seen[got["id"]] = line
-            category, section = got.get("category"), got.get("section")
-            if categories is not None and category is not None and category not in categories:
-                self.error(
-                    _key_line(entry, "category"),
-                    f"{path}.category",
-                    _undeclared(got["category"], "category", categories),
-                )
-                ok = False
-            if sections is not None and section is not None and section not in sections:
-                self.error(
-                    _key_line(entry, "section"),
-                    f"{path}.section",
-                    _undeclared(got["section"], "section", sections),
-                )
-                ok = False
-            if "date" in got and got.get("updated") is not None and got["updated"] < got["date"]:
-                self.error(
-                    _key_line(entry, "updated"),
-                    f"{path}.updated",
-                    "is before the item's date; `updated` records a later correction",
-                )
-                ok = False
+            ok = self.item_fits(entry, got, path, line, seen, categories, sections) and ok
             if not ok or len(got) < required:
                 return None
             return Item(
@@ -1212,6 +1174,53 @@ class _Checker:
             )
 
         return self.sequence(value, line, "items", each)
+
+    def image(self, entry: Any, value: Any, path: str) -> Image | None:
+        """Check an item's image: a URL and its alt text, both required."""
+        pic = self.mapping(
+            value,
+            _key_line(entry, "image"),
+            f"{path}.image",
+            {"url": (True, _url), "alt": (True, _text)},
+        )
+        return Image(pic["url"], pic["alt"]) if len(pic) == 2 else None
+
+    def item_fits(
+        self,
+        entry: Any,
+        got: dict[str, Any],
+        path: str,
+        line: int,
+        seen: dict[str, int],
+        categories: set[str] | None,
+        sections: set[str] | None,
+    ) -> bool:
+        """Check what one item's fields must agree on with the rest; return whether they do."""
+        ok = True
+        if "id" in got:
+            if got["id"] in seen:
+                self.error(
+                    _key_line(entry, "id"),
+                    f"{path}.id",
+                    f"'{got['id']}' is already used by the item at line {seen[got['id']]}; "
+                    "ids must be unique",
+                )
+                ok = False
+            else:
+                seen[got["id"]] = line
+        for key, declared in (("category", categories), ("section", sections)):
+            slug = got.get(key)
+            if declared is not None and slug is not None and slug not in declared:
+                self.error(_key_line(entry, key), f"{path}.{key}", _undeclared(slug, key, declared))
+                ok = False
+        if "date" in got and got.get("updated") is not None and got["updated"] < got["date"]:
+            self.error(
+                _key_line(entry, "updated"),
+                f"{path}.updated",
+                "is before the item's date; `updated` records a later correction",
+            )
+            ok = False
+        return ok
 
 
 def _undeclared(slug: str, kind: str, declared: set[str]) -> str:
