@@ -240,9 +240,10 @@ def test_temporary_refusal_is_retried_once(
     assert len(counts(smtp_server)) == 11
     lee = row_of(ledger, "lee.kawai@example.org")
     assert (lee.status, lee.attempts, lee.last_code, lee.last_reply) == ("sent", 2, 250, "accepted")
-    # One pause before the retry, within the policy's first step (jitter: half to all of it).
+    # One pause before the retry, at most the policy's first step: what is left of it when the
+    # loop waits (the time since the refusal has already passed; on a busy machine, most of it).
     assert len(pauses) == 1
-    assert 0.005 <= pauses[0] <= 0.01
+    assert 0 < pauses[0] <= 0.01
 
 
 def test_permanent_refusal_fails_that_reader_only(

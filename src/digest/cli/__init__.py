@@ -1,8 +1,9 @@
 """The `digest` command line: the only package that prints, prompts or exits.
 
 Each command reads its options and the environment into `Settings`, makes one call to the
-service layer (`digest.app.services`) and words what comes back (`digest.app.wording`). This
-module holds the group and the options the commands share; the commands live beside it:
+service layer (`digest.app.publishing`, `digest.app.sending`) and words what comes back
+(`digest.app.wording`). This module holds the group and the options the commands share; the
+commands live beside it:
 `publishing` (check, build, render), `sending` (send), `running` (schedule, status, serve).
 """
 

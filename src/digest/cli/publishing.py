@@ -36,7 +36,7 @@ def check(catalogue_path: Path) -> None:
     Example:
         digest check -c items.yaml
     """
-    from digest.app import services
+    from digest.app import publishing as services
 
     report = services.check(_settings(catalogue_path), root._now(), _warn)
     counts = report.counts
@@ -73,7 +73,7 @@ def build(catalogue_path: Path, output_dir: Path | None, check_only: bool) -> No
     Example:
         digest build -o feeds/
     """
-    from digest.app import services
+    from digest.app import publishing as services
 
     settings = _settings(catalogue_path)
     output_dir = output_dir or settings.default("feeds")
@@ -125,7 +125,7 @@ def render(catalogue_path: Path, month: Month | None, output_dir: Path | None) -
     Example:
         digest render --month 2025-11 -o out/
     """
-    from digest.app import services
+    from digest.app import publishing as services
     from digest.mail.newsletter import GMAIL_CLIP_BYTES
 
     settings = _settings(catalogue_path)

@@ -22,7 +22,7 @@ from digest.errors import DigestError
 from digest.months import Month
 
 if TYPE_CHECKING:
-    from digest.app.services import Status
+    from digest.app.sending import Status
 
 import logging
 
@@ -51,13 +51,14 @@ def schedule(catalogue_path: Path, state_path: Path | None, dry_run: bool, rehea
     Example:
         digest schedule --dry-run
     """
-    from digest.app import services
+    from digest.app import publishing
+    from digest.app import sending as services
     from digest.send import schedule as scheduling
 
     settings = _settings(catalogue_path, state_path)
-    catalogue = services.load(settings)
-    expression = services.newsletter_of(catalogue).schedule
-    services.trigger(catalogue)
+    catalogue = publishing.load(settings)
+    expression = publishing.newsletter_of(catalogue).schedule
+    publishing.trigger(catalogue)
     tz = catalogue.publication.tz
     if dry_run:
         now = root._now()
@@ -118,7 +119,7 @@ def status(catalogue_path: Path, state_path: Path | None) -> None:
     Example:
         digest status --state .digest/state.sqlite3
     """
-    from digest.app import services
+    from digest.app import sending as services
 
     settings = _settings(catalogue_path, state_path)
     found = services.status(settings, root._now())

@@ -25,7 +25,7 @@ from digest.errors import DigestError
 from digest.months import Month
 
 if TYPE_CHECKING:
-    from digest.app.services import Briefing, Sent
+    from digest.app.sending import Briefing, Sent
     from digest.app.settings import Settings
     from digest.send.delivery import Summary
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 def _validate_addresses(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> tuple[str, ...]:
-    from digest.app import services
+    from digest.app import sending as services
 
     try:
         return services.addresses(list(values))
@@ -134,7 +134,7 @@ _SKIP_FIX = "run the same command with --skip-invalid to send to the valid rows 
 def _send_tests(
     settings: Settings, month: Month | None, addresses: tuple[str, ...], dry_run: bool
 ) -> None:
-    from digest.app import services
+    from digest.app import sending as services
 
     if dry_run:
         preview = services.preview(settings, month, root._now(), skip_invalid=True)
@@ -159,7 +159,7 @@ def _send_tests(
 
 
 def _dry_run(settings: Settings, month: Month | None, skip_invalid: bool) -> None:
-    from digest.app import services
+    from digest.app import sending as services
 
     preview = services.preview(
         settings, month, root._now(), skip_invalid=skip_invalid, warn=_warn, fix=_SKIP_FIX
@@ -210,7 +210,7 @@ def _send(
     skip_invalid: bool,
     execute: dict[str, Any],
 ) -> None:
-    from digest.app import services
+    from digest.app import sending as services
 
     stop = threading.Event()
     with ExitStack() as graceful:
@@ -284,7 +284,7 @@ def _each(steps: list[Callable[[Any], None]], outcome: Any) -> None:
 
 def _report(sent: Sent, stop: threading.Event) -> None:
     """Print how a send ended; raise DigestError (exit 1) if anyone was not reached."""
-    from digest.app import services
+    from digest.app import sending as services
 
     result, label = sent.result, sent.month.label
     if result.kind == "no items":
