@@ -100,6 +100,28 @@ CREATE TABLE IF NOT EXISTS logouts (
 );
 """
 
+# The relay's daily limit (issue 14), kept apart from the tables above so that it merges with any
+# migration as one unit: two new tables, so `CREATE ... IF NOT EXISTS` on opening is the whole
+# upgrade, no schema version is needed, and an older digest opening the file ignores them.
+# `accepted` logs every message a server accepted, with the moment (UTC, to the microsecond, so
+# that the strings sort as the moments do). It is a log of its own, not a column of `deliveries`,
+# because a --resend forgets the month's rows, and the relay still counts what it took. It has no
+# index: it is read once a send and pruned to a few days, and an index would double the cost of
+# each round's write. `holds`: a month whose last run stopped at the limit, how many it left
+# waiting, and until when.
+_LIMITS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accepted (
+    at TEXT NOT NULL,
+    month TEXT NOT NULL,
+    recipient TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS holds (
+    month TEXT PRIMARY KEY,
+    held INTEGER NOT NULL,
+    until TEXT NOT NULL
+);
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Frozen:
@@ -186,6 +208,8 @@ _MARKS = (
     "updated_at = ? FROM (VALUES {rows}) AS m WHERE month = ? AND recipient = m.column1"
 )
 
+_ACCEPTED = "INSERT INTO accepted (at, month, recipient) VALUES (?, ?, ?)"
+
 
 def _now() -> str:
     return stamp(datetime.now(UTC))
@@ -194,6 +218,11 @@ def _now() -> str:
 def stamp(moment: datetime) -> str:
     """Return how the ledger writes a moment: UTC, to the second, ISO 8601."""
     return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _instant(moment: datetime) -> str:
+    """Return how `accepted` writes a moment: UTC, to the microsecond, always the same width."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 class Ledger:
@@ -227,6 +256,7 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._db.executescript(_LIMITS_SCHEMA)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise DeliveryError(
@@ -325,7 +355,8 @@ class Ledger:
     def forget(self, month: str) -> None:
         """Drop everything recorded for `month`, for a deliberate resend."""
         with self._transaction() as db:
-            for table in ("issues", "renders", "deliveries"):
+            # Not `accepted`: the relay counts what it took, whatever the ledger forgets.
+            for table in ("issues", "renders", "deliveries", "holds"):
                 db.execute(f"DELETE FROM {table} WHERE month = ?", (month,))  # noqa: S608
 
     # -- deliveries ----------------------------------------------------------------------------
@@ -365,27 +396,43 @@ class Ledger:
         """Record a message's outcome: sent (only once the server accepted it), failed, deferred."""
         self._set(month, recipient, status, code=code, reply=reply)
 
-    def record(self, month: str, marks: Iterable[Mark], *, patience: float | None = None) -> None:
+    def record(
+        self,
+        month: str,
+        marks: Iterable[Mark],
+        *,
+        patience: float | None = None,
+        at: datetime | None = None,
+    ) -> None:
         """Record several rows' new statuses in one transaction: one commit for them all.
 
         `patience`: seconds to wait for a lock held by another program (default `busy_timeout`).
+        `at`: when the server accepted the messages marked `sent` (default now), for the daily
+        limit's count.
         """
         marks = list(marks)
         if not marks:
             return
         now = _now()
+        moment = _instant(at or datetime.now(UTC))
+        accepted = [(moment, month, m.recipient) for m in marks if m.status == "sent"]
         if len({m.recipient for m in marks}) == len(marks):
-            # One statement needs no BEGIN and COMMIT around it: in autocommit mode SQLite commits
-            # it on its own, as durably, with a third of the calls (a send runs this every round).
             rows = ", ".join(["(?, ?, ?, ?, ?)"] * len(marks))
             values: list[object] = [now]
             for m in marks:
                 values += [m.recipient, m.status, 1 if m.attempt else 0, m.code, m.reply]
             values.append(month)
             sql = _MARKS.format(rows=rows)
-            with self._lock:
-                # Refused for a lock, the statement changed nothing: it is tried again whole.
-                self._patiently(lambda: self._db.execute(sql, values), patience)
+            if not accepted:
+                # One statement needs no BEGIN and COMMIT around it: in autocommit mode SQLite
+                # commits it on its own, as durably, with a third of the calls.
+                with self._lock:
+                    # Refused for a lock, the statement changed nothing: it is tried again whole.
+                    self._patiently(lambda: self._db.execute(sql, values), patience)
+                return
+            with self._transaction(patience) as db:
+                db.execute(sql, values)
+                db.executemany(_ACCEPTED, accepted)
         else:  # the same row twice: in order, in one transaction
             with self._transaction(patience) as db:
                 db.executemany(
@@ -395,6 +442,7 @@ class Ledger:
                         for m in marks
                     ],
                 )
+                db.executemany(_ACCEPTED, accepted)
 
     def _set(
         self,
@@ -407,6 +455,44 @@ class Ledger:
         reply: str | None = None,
     ) -> None:
         self.record(month, [Mark(recipient, status, attempt, code, reply)])
+
+    # -- the daily limit -----------------------------------------------------------------------
+
+    def accepted_since(self, since: datetime) -> int:
+        """Return how many messages servers accepted after `since`, of every month."""
+        rows = self._rows("SELECT COUNT(*) FROM accepted WHERE at > ?", (_instant(since),))
+        return int(rows[0][0])
+
+    def accepted_at(self, since: datetime, position: int) -> datetime | None:
+        """Return when the `position`-th message accepted after `since` was (1: the oldest)."""
+        rows = self._rows(
+            "SELECT at FROM accepted WHERE at > ? ORDER BY at LIMIT 1 OFFSET ?",
+            (_instant(since), position - 1),
+        )
+        return datetime.fromisoformat(rows[0][0]) if rows else None
+
+    def forget_accepted(self, before: datetime) -> None:
+        """Drop the log of messages accepted before `before`: no window reaches back so far."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM accepted WHERE at < ?", (_instant(before),))
+
+    def hold(self, month: str, held: int, until: datetime | None) -> None:
+        """Record that `held` of `month`'s recipients wait for the daily limit until `until`.
+
+        Nothing held (0, or no `until`) clears the month's hold.
+        """
+        with self._transaction() as db:
+            if held and until is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO holds VALUES (?, ?, ?)", (month, held, stamp(until))
+                )
+            else:
+                db.execute("DELETE FROM holds WHERE month = ?", (month,))
+
+    def holds(self) -> dict[str, tuple[int, str]]:
+        """Return, by month, how many recipients the daily limit holds and until when (UTC)."""
+        rows = self._rows("SELECT month, held, until FROM holds ORDER BY month DESC")
+        return {month: (held, until) for month, held, until in rows}
 
     # -- runs and status -----------------------------------------------------------------------
 
