@@ -495,10 +495,25 @@ def _validate_address(
     "--rate",
     type=click.FloatRange(min=0.01),
     default=None,
-    help="Send at most this many messages a second.",
+    show_default=False,
+    help="Send at most this many messages a second, for this run.  "
+    "[default: newsletter.delivery.rate, else no limit]",
 )
 @click.option(
-    "--connections", type=click.IntRange(1, 8), default=1, help="SMTP connections to use at once."
+    "--connections",
+    type=click.IntRange(1, 8),
+    default=None,
+    show_default=False,
+    help="SMTP connections to use at once, for this run.  "
+    "[default: newsletter.delivery.connections, else 1]",
+)
+@click.option(
+    "--daily-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    show_default=False,
+    help="Send to at most this many recipients in any 24 hours, for this run; the rest wait.  "
+    "[default: newsletter.delivery.daily_limit, else no limit]",
 )
 @click.option(
     "--skip-invalid",
@@ -524,7 +539,8 @@ def send(
     test_addresses: tuple[str, ...],
     resend: bool,
     rate: float | None,
-    connections: int,
+    connections: int | None,
+    daily_limit: int | None,
     skip_invalid: bool,
     ledger_wait: float,
 ) -> None:
@@ -622,6 +638,11 @@ def send(
                     f"The catalogue changed since sending began on {_when(plan.frozen_at)}; the "
                     "rest get the version frozen then, so that everyone reads the same digest."
                 )
+            if plan.room is not None and plan.room < len(plan.todo):
+                click.echo(
+                    f"Daily limit: {plan.room} can go now; the other "
+                    f"{len(plan.todo) - plan.room} wait until the last 24 hours leave room."
+                )
             if not yes and not resend:
                 click.confirm(
                     f"Send {month.label} to {_plural(len(plan.todo), 'subscriber')}?", abort=True
@@ -646,6 +667,7 @@ def send(
                     resend=resend,
                     connections=connections,
                     rate=rate,
+                    daily_limit=daily_limit,
                     stop=stop,
                     unsubscribe=one_click,
                     **progress,
@@ -755,6 +777,13 @@ def _report(
     if summary is None:  # declined at the question: click has already said "Aborted!"
         return
     _summarise(summary, month, transport)
+    if summary.held and summary.held_until is not None:
+        limit = result.limits.daily_limit if result.limits else None
+        click.echo(
+            f"{_plural(summary.held, 'subscriber')} held by the daily limit ({limit} recipients "
+            f"in any 24 hours): they can go from {_local(summary.held_until)}; run the same "
+            "command then, or let `digest schedule` send them."
+        )
     if not summary.ok:
         raise DigestError(
             "Not everyone has the digest: run the same command later to retry the deferred; "
@@ -911,6 +940,12 @@ def _decision(month: Month, result: MonthResult, stop: threading.Event) -> Sched
         left = _left(result.plan, summary)
         if left > 0:
             return scheduling.Outcome(month, "stopped", f"{detail}, {left} left for the next start")
+    if summary.held and summary.held_until is not None:
+        detail += f", {summary.held} held by the daily limit"
+        decision = "held" if result.kind == "held" else "sent"
+        return scheduling.Outcome(
+            month, decision, detail, summary.deferred > 0, held_until=summary.held_until
+        )
     return scheduling.Outcome(month, "sent", detail, retry=summary.deferred > 0)
 
 
@@ -1146,6 +1181,13 @@ def _status_months(ledger: Ledger) -> None:
         click.echo("Not delivered:")
         for problem in problems:
             click.echo(problem)
+    unsent = {e.month for e in months if e.counts["pending"] + e.counts["deferred"]}
+    for held_month, (held, until) in ledger.holds().items():
+        if held_month in unsent:
+            click.echo(
+                f"Held by the daily limit: {held_month}: {_plural(held, 'subscriber')}, "
+                f"until {_when(until)}."
+            )
 
 
 def _status_schedule(catalogue_path: Path, decision: tuple[str, str, str, str] | None) -> None:
