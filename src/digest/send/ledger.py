@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -101,20 +101,27 @@ CREATE TABLE IF NOT EXISTS logouts (
 """
 
 # The relay's daily limit (issue 14), kept apart from the tables above so that it merges with any
-# migration as one unit: two new tables, so `CREATE ... IF NOT EXISTS` on opening is the whole
-# upgrade, no schema version is needed, and an older digest opening the file ignores them.
-# `accepted` logs every message a server accepted, with the moment (UTC, to the microsecond, so
-# that the strings sort as the moments do). It is a log of its own, not a column of `deliveries`,
-# because a --resend forgets the month's rows, and the relay still counts what it took. It has no
-# index: it is read once a send and pruned to a few days, and an index would double the cost of
-# each round's write. `holds`: a month whose last run stopped at the limit, how many it left
-# waiting, and until when.
+# migration as one unit: new tables and a trigger, so `CREATE ... IF NOT EXISTS` on every opening
+# is the whole upgrade (run it after any migration that rebuilds `deliveries`, which drops the
+# trigger), no schema version is needed, and an older digest opening the file ignores them.
+# `accepted` logs every message a server accepted and when (the row's `updated_at` as it became
+# `sent`). It is a log of its own, not a column of `deliveries`, because a --resend forgets the
+# month's rows and the relay still counts what it took. The trigger writes it within the UPDATE
+# that marks the rows sent: atomic with it, and at no cost to a send's rounds, which an INSERT of
+# their own in a transaction would slow by about 3 %. No index: it is read once a send and pruned
+# to a few days. `holds`: a month whose last run stopped at the limit, how many it left waiting,
+# and until when.
 _LIMITS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS accepted (
     at TEXT NOT NULL,
     month TEXT NOT NULL,
     recipient TEXT NOT NULL
 );
+CREATE TRIGGER IF NOT EXISTS accepted_log AFTER UPDATE OF status ON deliveries
+WHEN NEW.status = 'sent' AND OLD.status IS NOT 'sent'
+BEGIN
+    INSERT INTO accepted (at, month, recipient) VALUES (NEW.updated_at, NEW.month, NEW.recipient);
+END;
 CREATE TABLE IF NOT EXISTS holds (
     month TEXT PRIMARY KEY,
     held INTEGER NOT NULL,
@@ -208,8 +215,6 @@ _MARKS = (
     "updated_at = ? FROM (VALUES {rows}) AS m WHERE month = ? AND recipient = m.column1"
 )
 
-_ACCEPTED = "INSERT INTO accepted (at, month, recipient) VALUES (?, ?, ?)"
-
 
 def _now() -> str:
     return stamp(datetime.now(UTC))
@@ -220,9 +225,16 @@ def stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
-def _instant(moment: datetime) -> str:
-    """Return how `accepted` writes a moment: UTC, to the microsecond, always the same width."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+_ALMOST_A_SECOND = timedelta(microseconds=999_999)
+
+
+def _stamp_up(moment: datetime) -> str:
+    """Return `stamp(moment)` rounded up to the second: never before the moment itself.
+
+    A message's place in the daily limit's window ends 24 hours after this: rounded down, it
+    would end a fraction of a second before the relay's does.
+    """
+    return stamp(moment + _ALMOST_A_SECOND)  # stamp() drops the fraction: this rounds up
 
 
 class Ledger:
@@ -407,32 +419,25 @@ class Ledger:
         """Record several rows' new statuses in one transaction: one commit for them all.
 
         `patience`: seconds to wait for a lock held by another program (default `busy_timeout`).
-        `at`: when the server accepted the messages marked `sent` (default now), for the daily
-        limit's count.
+        `at`: the moment to record (default now); a row marked `sent` counts against the daily
+        limit from then.
         """
         marks = list(marks)
         if not marks:
             return
-        now = _now()
-        moment = _instant(at or datetime.now(UTC))
-        accepted = [(moment, month, m.recipient) for m in marks if m.status == "sent"]
+        now = _stamp_up(at or datetime.now(UTC))
         if len({m.recipient for m in marks}) == len(marks):
+            # One statement needs no BEGIN and COMMIT around it: in autocommit mode SQLite commits
+            # it on its own, as durably, with a third of the calls (a send runs this every round).
             rows = ", ".join(["(?, ?, ?, ?, ?)"] * len(marks))
             values: list[object] = [now]
             for m in marks:
                 values += [m.recipient, m.status, 1 if m.attempt else 0, m.code, m.reply]
             values.append(month)
             sql = _MARKS.format(rows=rows)
-            if not accepted:
-                # One statement needs no BEGIN and COMMIT around it: in autocommit mode SQLite
-                # commits it on its own, as durably, with a third of the calls.
-                with self._lock:
-                    # Refused for a lock, the statement changed nothing: it is tried again whole.
-                    self._patiently(lambda: self._db.execute(sql, values), patience)
-                return
-            with self._transaction(patience) as db:
-                db.execute(sql, values)
-                db.executemany(_ACCEPTED, accepted)
+            with self._lock:
+                # Refused for a lock, the statement changed nothing: it is tried again whole.
+                self._patiently(lambda: self._db.execute(sql, values), patience)
         else:  # the same row twice: in order, in one transaction
             with self._transaction(patience) as db:
                 db.executemany(
@@ -442,7 +447,6 @@ class Ledger:
                         for m in marks
                     ],
                 )
-                db.executemany(_ACCEPTED, accepted)
 
     def _set(
         self,
@@ -460,21 +464,21 @@ class Ledger:
 
     def accepted_since(self, since: datetime) -> int:
         """Return how many messages servers accepted after `since`, of every month."""
-        rows = self._rows("SELECT COUNT(*) FROM accepted WHERE at > ?", (_instant(since),))
+        rows = self._rows("SELECT COUNT(*) FROM accepted WHERE at > ?", (stamp(since),))
         return int(rows[0][0])
 
     def accepted_at(self, since: datetime, position: int) -> datetime | None:
         """Return when the `position`-th message accepted after `since` was (1: the oldest)."""
         rows = self._rows(
             "SELECT at FROM accepted WHERE at > ? ORDER BY at LIMIT 1 OFFSET ?",
-            (_instant(since), position - 1),
+            (stamp(since), position - 1),
         )
         return datetime.fromisoformat(rows[0][0]) if rows else None
 
     def forget_accepted(self, before: datetime) -> None:
         """Drop the log of messages accepted before `before`: no window reaches back so far."""
         with self._transaction() as db:
-            db.execute("DELETE FROM accepted WHERE at < ?", (_instant(before),))
+            db.execute("DELETE FROM accepted WHERE at < ?", (stamp(before),))
 
     def hold(self, month: str, held: int, until: datetime | None) -> None:
         """Record that `held` of `month`'s recipients wait for the daily limit until `until`.
