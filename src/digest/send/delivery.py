@@ -104,7 +104,7 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        """Return whether everyone has the digest (nothing failed or deferred)."""
+        """Return whether nothing failed or was deferred; held recipients wait by design."""
         return self.failed == 0 and self.deferred == 0
 
 
