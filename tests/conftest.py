@@ -130,6 +130,8 @@ class Recorder:
     - `delay`: seconds to wait before answering DATA;
     - `slow[address] = 1.0`: seconds to wait before answering DATA for that address instead;
     - `pipelining`: whether EHLO offers PIPELINING (RFC 2920), as most servers do.
+
+    `peak_sessions`: the most connections open at once (from EHLO to QUIT).
     """
 
     messages: list[Received] = field(default_factory=list)
@@ -141,14 +143,22 @@ class Recorder:
     slow: dict[str, float] = field(default_factory=dict)
     pipelining: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
+    sessions: set[int] = field(default_factory=set)
+    peak_sessions: int = 0
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        self.sessions.add(id(session))
+        self.peak_sessions = max(self.peak_sessions, len(self.sessions))
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        self.sessions.discard(id(session))
+        return "221 Bye"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any

@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -295,3 +295,43 @@ def test_outbox_rehearsal_starts_when_asked(
     wait_for(logged(log, f"{project}: sent (11 sent"), proc, "the rehearsal")
     assert stop(proc) == 0
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == READERS
+
+
+def test_daily_limit_caps_a_scheduled_run_which_resumes_when_it_frees(
+    spawn: Spawn,
+    run: Callable[..., Result],
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    project: Month,
+) -> None:
+    """`daily_limit` in items.yaml caps the scheduler's send as it caps `digest send`; the log
+    says how many wait, and when the scheduler sends them, 24 hours after the first went."""
+    path = tmp_path / "items.yaml"
+    line = "  subscribers: subscribers.csv\n"
+    text = path.read_text(encoding="utf-8").replace(line, f"{line}  delivery: {{daily_limit: 5}}\n")
+    path.write_text(text, encoding="utf-8")
+    before = datetime.now(UTC)
+    log = tmp_path / "schedule.log"
+    proc = spawn("schedule", log=log)
+    wait_for(logged(log, "the daily limit holds at"), proc, "the held run")
+    after = datetime.now(UTC)
+    assert stop(proc) == 0
+
+    text = log.read_text(encoding="utf-8")
+    assert (
+        f"{project}: sent (5 sent, 0 already had it, 0 deferred, 0 failed, 6 held by the daily "
+        "limit)\n" in text
+    ), text
+    found = re.search(
+        rf"{project}: sending the recipients the daily limit holds at (\S+\+08:00)\n", text
+    )
+    assert found is not None, text
+    resumes = datetime.fromisoformat(found[1])
+    assert before + timedelta(hours=24) < resumes <= after + timedelta(hours=24, minutes=1)
+    assert len(smtp_server.recorder.messages) == 5
+    assert sorted(statuses(tmp_path, project).values()) == ["pending"] * 6 + ["sent"] * 5
+    shown = f"{resumes:%Y-%m-%d %H:%M} HKT (+08:00)"
+    assert (
+        f"Held by the daily limit: {project}: 6 subscribers, until {shown}.\n"
+        in run("status").stdout
+    )

@@ -9,8 +9,10 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner, Result
@@ -999,3 +1001,121 @@ def test_a_wait_that_is_not_a_number_is_refused_before_anything_is_sent(
     )
     assert smtp.recorder.messages == []
     assert not (tmp_path / STATE).exists()
+
+
+# -- the relay's limits (newsletter.delivery) -----------------------------------------------------
+
+
+def set_delivery(tmp_path: Path, block: str) -> None:
+    """Give items.yaml's newsletter a `delivery:` block, as an editor would."""
+    path = tmp_path / "items.yaml"
+    text = path.read_text(encoding="utf-8")
+    line = "  subscribers: subscribers.csv\n"
+    assert line in text
+    path.write_text(text.replace(line, f"{line}  delivery: {block}\n"), encoding="utf-8")
+
+
+HELD = re.compile(
+    r"(\d+) subscribers held by the daily limit \((\d+) recipients in any 24 hours\): they can go "
+    r"from (\d{4}-\d\d-\d\d \d\d:\d\d) HKT \(\+08:00\); run the same command then, or let "
+    r"`digest schedule` send them\.\n"
+)
+HONG_KONG = ZoneInfo("Asia/Hong_Kong")
+
+
+def held(output: str) -> tuple[int, int, datetime]:
+    """Return what a send says it held: how many, the daily limit, and until when."""
+    match = HELD.search(output)
+    assert match is not None, output
+    until = datetime.strptime(match[3], "%Y-%m-%d %H:%M").replace(tzinfo=HONG_KONG)
+    return int(match[1]), int(match[2]), until
+
+
+def test_daily_limit_sends_thirty_holds_twenty_and_says_until_when(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """With `daily_limit: 30` and 50 subscribers, 30 get the digest, and staff learn when the
+    other 20 can go; running it again within the day sends nobody anything and says the same."""
+    set_delivery(tmp_path, "{daily_limit: 30}")
+    readers = write_readers(tmp_path, 50)
+    before = datetime.now(UTC)
+
+    first = run(*SEND, "--yes")
+
+    after = datetime.now(UTC)
+    assert first.exit_code == 0, first.output
+    assert len(smtp.recorder.messages) == 30
+    assert sorted(smtp.recorder.by_recipient()) == readers[:30]
+    assert statuses(tmp_path) == {a: "sent" if n < 30 else "pending" for n, a in enumerate(readers)}
+    lines = first.stdout.splitlines(keepends=True)
+    assert "".join(lines[:5]) == header(smtp.url, todo=50) + (
+        "Daily limit: 30 can go now; the other 20 wait until the last 24 hours leave room.\n"
+    )
+    assert lines[5] == summary(smtp.url, sent=30)
+    assert HELD.fullmatch(lines[6])
+    assert len(lines) == 7
+    count, limit, until = held(lines[6])
+    assert (count, limit) == (20, 30)
+    # 24 hours after the first of the 30 went, rounded up to the minute.
+    assert before + timedelta(hours=24) - timedelta(minutes=1) < until
+    assert until <= after + timedelta(hours=24, minutes=1)
+
+    second = run(*SEND, "--yes")
+
+    assert second.exit_code == 0, second.output
+    assert len(smtp.recorder.messages) == 30
+    assert second.stdout == summary(smtp.url, sent=0, already=30) + lines[6]
+    assert list(statuses(tmp_path).values()).count("pending") == 20
+
+    status = run("status")
+    assert_status(status, sent=30, pending=20)
+    when = f"{until:%Y-%m-%d %H:%M} HKT (+08:00)"
+    assert f"Held by the daily limit: 2025-11: 20 subscribers, until {when}.\n" in status.stdout
+
+
+def test_daily_limit_flag_overrides_the_catalogue_for_one_run(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """`--daily-limit` replaces items.yaml's for one run, and a --resend counts against it."""
+    set_delivery(tmp_path, "{daily_limit: 5}")
+
+    first = run(*SEND, "--yes", "--daily-limit", "15")
+
+    assert first.exit_code == 0, first.output
+    assert len(smtp.recorder.messages) == 11
+    assert "held" not in first.stdout
+    resend = run(*SEND, "--yes", "--resend", "--daily-limit", "15")
+    assert resend.exit_code == 0, resend.output
+    # The relay took 11 in the last 24 hours, whatever the ledger forgot for the resend.
+    assert len(smtp.recorder.messages) == 15
+    assert summary(smtp.url, sent=4) in resend.stdout
+    assert held(resend.stdout)[:2] == (7, 15)
+    again = run(*SEND, "--yes")  # items.yaml's 5: already more than that in the last 24 hours
+    assert again.exit_code == 0, again.output
+    assert held(again.stdout)[:2] == (7, 5)
+    assert len(smtp.recorder.messages) == 15
+
+
+def test_connections_come_from_the_catalogue_unless_the_flag_says(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """`connections: 3` in items.yaml opens three at once; `--connections 1` keeps to one."""
+    set_delivery(tmp_path, "{connections: 3}")
+
+    assert run(*SEND, "--yes").exit_code == 0
+
+    assert smtp.recorder.peak_sessions == 3
+    smtp.recorder.peak_sessions = 0
+    assert run(*SEND, "--yes", "--resend", "--connections", "1").exit_code == 0
+    assert smtp.recorder.peak_sessions == 1
+    assert len(smtp.recorder.messages) == 22
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_daily_limit_flag_must_be_a_positive_number(run: Callable[..., Result], value: str) -> None:
+    """A mistyped --daily-limit is a usage error that sends nothing, not a send without limit."""
+    result = run(*SEND, "--yes", "--daily-limit", value)
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--daily-limit'" in result.stderr
+    assert not (Path(STATE)).exists()

@@ -713,6 +713,28 @@ def test_deferred_recipients_show_with_the_reply_and_are_retried(
     assert "Retry deferred" not in after
 
 
+def test_console_send_keeps_to_the_daily_limit_in_the_catalogue(
+    project: Path, smtp_app: Flask, smtp_staff: FlaskClient, smtp_server: SmtpServer
+) -> None:
+    """A send from the console honours items.yaml's daily limit and says how many wait, and
+    until when, in the office's time zone."""
+    path = project / "items.yaml"
+    line = "  subscribers: subscribers.csv\n"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace(line, f"{line}  delivery: {{daily_limit: 4}}\n"), encoding="utf-8")
+
+    assert start_send(smtp_staff) == 303
+    console.wait_for_jobs(smtp_app)
+
+    assert len(smtp_server.recorder.messages) == 4
+    progress = smtp_staff.get(f"/months/{MONTH}/progress").get_data(as_text=True)
+    assert (
+        "November 2025: sent 4, already sent 0, deferred 0, failed 0 (via "
+        f"{smtp_server.url}). 7 held by the relay&#39;s daily limit: they can go from "
+        "2026-01-02 08:00 HKT (+08:00); send again then."
+    ) in progress
+
+
 # -- one-click unsubscribe ---------------------------------------------------------------------
 
 

@@ -13,11 +13,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import lxml.html
 import pytest
@@ -31,7 +33,7 @@ from digest.mail import message, newsletter
 from digest.months import Month
 from digest.publish import catalogue
 from digest.send import delivery, subscribers
-from digest.send.ledger import Delivery, Ledger
+from digest.send.ledger import Delivery, Ledger, Mark
 from digest.send.transport import (
     Connection,
     Fatal,
@@ -1429,3 +1431,166 @@ def test_ledger_locked_at_the_end_of_a_send_still_reports_it(
     assert set(statuses(ledger).values()) == {"sent"}
     assert counts(smtp_server) == {s.email: 1 for s in readers}
     ledger.close()
+
+
+# -- the relay's limits (newsletter.delivery) -----------------------------------------------------
+
+DAY = timedelta(hours=24)
+HONG_KONG = ZoneInfo("Asia/Hong_Kong")
+
+
+def with_delivery(tmp_path: Path, block: str) -> catalogue.Catalogue:
+    """Return the bundled catalogue with a `newsletter.delivery` block, as an editor writes it."""
+    text = (ROOT / "items.yaml").read_text(encoding="utf-8")
+    line = "  subscribers: subscribers.csv\n"
+    path = tmp_path / "items.yaml"
+    path.write_text(text.replace(line, f"{line}  delivery: {block}\n"), encoding="utf-8")
+    return catalogue.load(path)
+
+
+def send_month(
+    cat: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    ledger: Ledger,
+    transport: Transport,
+    **options: Any,
+) -> delivery.MonthResult:
+    """Send November as the scheduler and the console do: no limits given, only the catalogue's."""
+    options.setdefault("policy", FAST)
+    options.setdefault("sleep", lambda seconds: None)
+    return delivery.send_month(
+        cat,
+        listed,
+        NOVEMBER,
+        ledger,
+        transport,
+        now=NOW,
+        clock=lambda: NOW,
+        holder="a test",
+        **options,
+    )
+
+
+def test_rate_in_the_catalogue_paces_a_send_nobody_gave_a_rate(
+    tmp_path: Path, listed: subscribers.SubscriberList, ledger: Ledger
+) -> None:
+    """`rate: "1/minute"` in items.yaml spaces a scheduled or console send a minute apart, as
+    `--rate` does; a rate given for the run replaces it."""
+    cat = with_delivery(tmp_path, '{rate: "1/minute"}')
+    pauses: list[float] = []
+
+    result = send_month(
+        cat, listed, ledger, OutboxTransport(tmp_path / "outbox", KEY), sleep=pauses.append
+    )
+
+    assert result.summary is not None
+    assert result.summary.sent == 11
+    assert len(pauses) == 10
+    assert all(59 < pause <= 60 for pause in pauses), pauses
+    pauses.clear()
+    again = send_month(
+        cat,
+        listed,
+        ledger,
+        OutboxTransport(tmp_path / "outbox", KEY),
+        sleep=pauses.append,
+        resend=True,
+        rate=0.02,
+    )
+    assert again.summary is not None
+    assert again.summary.sent == 11
+    assert len(pauses) == 10
+    assert all(49 < pause <= 50 for pause in pauses), pauses
+
+
+def test_connections_in_the_catalogue_are_opened_at_once(
+    smtp_server: SmtpServer, tmp_path: Path, listed: subscribers.SubscriberList, ledger: Ledger
+) -> None:
+    """`connections: 3` in items.yaml has a scheduled or console send use three connections at
+    once; one given for the run replaces it."""
+    cat = with_delivery(tmp_path, "{connections: 3}")
+
+    result = send_month(cat, listed, ledger, smtp(smtp_server))
+
+    assert result.summary is not None
+    assert result.summary.sent == 11
+    assert smtp_server.recorder.peak_sessions == 3
+    assert set(counts(smtp_server).values()) == {1}
+    smtp_server.recorder.peak_sessions = 0
+    send_month(cat, listed, ledger, smtp(smtp_server), resend=True, connections=1)
+    assert smtp_server.recorder.peak_sessions == 1
+    assert set(counts(smtp_server).values()) == {2}
+
+
+def test_daily_limit_counts_messages_in_flight_on_every_connection(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """Over four connections a daily limit of 7 lets exactly 7 go, never one per connection more;
+    the other 4 wait, pending, until 24 hours after, and go then, once."""
+    summary = execute(
+        prepare(bundled, listed, ledger), smtp(smtp_server), connections=4, daily_limit=7
+    )
+
+    assert (summary.sent, summary.held, summary.deferred, summary.failed) == (7, 4, 0, 0)
+    assert summary.held_until == (NOW + DAY).astimezone(HONG_KONG)
+    assert summary.ok
+    assert len(smtp_server.recorder.messages) == 7
+    assert sorted(statuses(ledger).values()) == ["pending"] * 4 + ["sent"] * 7
+
+    again = execute(
+        prepare(bundled, listed, ledger), smtp(smtp_server), connections=4, daily_limit=7
+    )
+    assert (again.sent, again.held, again.held_until) == (0, 4, summary.held_until)
+    assert len(smtp_server.recorder.messages) == 7
+
+    later = prepare(bundled, listed, ledger).execute(
+        smtp(smtp_server), clock=lambda: NOW + DAY, connections=4, daily_limit=7, policy=FAST
+    )
+    assert (later.sent, later.held, later.held_until) == (4, 0, None)
+    assert counts(smtp_server) == {s.email: 1 for s in readers}
+
+
+def test_daily_limit_counts_every_month_in_a_rolling_24_hours(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    ledger: Ledger,
+) -> None:
+    """What October's send took an hour ago counts against November's; each recipient frees a
+    place 24 hours after it was accepted, not at midnight."""
+    october = [f"october{n}@example.org" for n in range(5)]
+    ledger.enrol("2025-10", [(a, a, None, "*") for a in october])
+    ledger.record("2025-10", [Mark(a, "sent") for a in october], at=NOW - timedelta(hours=1))
+
+    summary = execute(prepare(bundled, listed, ledger), smtp(smtp_server), daily_limit=8)
+
+    assert (summary.sent, summary.held) == (3, 8)
+    # All 8 fit once November's 3 have aged out too.
+    assert summary.held_until == (NOW + DAY).astimezone(HONG_KONG)
+    # October's 5 free their places an hour earlier: 5 go then, and 3 wait for November's.
+    at = NOW + DAY - timedelta(hours=1)
+    later = prepare(bundled, listed, ledger).execute(
+        smtp(smtp_server), clock=lambda: at, daily_limit=8, policy=FAST
+    )
+    assert (later.sent, later.held, later.held_until) == (5, 3, summary.held_until)
+    assert len(smtp_server.recorder.messages) == 8
+
+
+def test_a_refused_recipient_does_not_use_up_the_daily_limit(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """The limit counts recipients the relay accepted: a 550 leaves its place to the next one."""
+    smtp_server.recorder.refuse[readers[1].email] = "550 5.1.1 no such user"
+
+    summary = execute(prepare(bundled, listed, ledger), smtp(smtp_server), daily_limit=5)
+
+    assert (summary.sent, summary.failed, summary.held) == (5, 1, 5)
+    assert len(smtp_server.recorder.messages) == 5

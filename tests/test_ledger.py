@@ -427,3 +427,57 @@ def test_a_ledger_locked_elsewhere_is_waited_for_then_refused_by_name(tmp_path: 
     assert view(ledger)[0] == ("a@example.org", "sent", 1, 250, "accepted")
     assert ledger.frozen(DEC) is None
     ledger.close()
+
+
+# -- the daily limit's count -----------------------------------------------------------------------
+
+NOON = datetime(2025, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def test_accepted_messages_are_counted_across_months_and_a_resend(ledger: Ledger) -> None:
+    """The daily limit sees everything the relay took in the window, of every month, even after
+    a --resend made the ledger forget a month's rows; what failed is not counted."""
+    ledger.enrol(NOV, rows("a@example.org", "b@example.org", "c@example.org"))
+    ledger.enrol(DEC, rows("a@example.org"))
+    ledger.record(
+        NOV,
+        [Mark("a@example.org", "sending", True), Mark("a@example.org", "sent")],
+        at=NOON - timedelta(hours=2),
+    )
+    ledger.record(
+        NOV, [Mark("b@example.org", "sent"), Mark("c@example.org", "failed", True, 550)], at=NOON
+    )
+    ledger.record(DEC, [Mark("a@example.org", "sent")], at=NOON + timedelta(seconds=1))
+
+    assert ledger.accepted_since(NOON - timedelta(hours=3)) == 3
+    ledger.forget(NOV)
+    assert ledger.accepted_since(NOON - timedelta(hours=3)) == 3
+    # The window is open at its start: a message accepted exactly then has left it.
+    assert ledger.accepted_since(NOON - timedelta(hours=2)) == 2
+    assert ledger.accepted_since(NOON + timedelta(seconds=1)) == 0
+    assert ledger.accepted_at(NOON - timedelta(hours=3), 1) == NOON - timedelta(hours=2)
+    assert ledger.accepted_at(NOON - timedelta(hours=3), 3) == NOON + timedelta(seconds=1)
+    assert ledger.accepted_at(NOON - timedelta(hours=3), 4) is None
+    # Older than any window: dropped, the rest kept.
+    ledger.forget_accepted(NOON)
+    assert ledger.accepted_since(NOON - timedelta(days=30)) == 2
+
+
+def test_a_hold_is_kept_per_month_until_cleared_or_forgotten(tmp_path: Path) -> None:
+    """`digest status` can say which month waits for the daily limit, after a restart too."""
+    path = tmp_path / "state.sqlite3"
+    ledger = Ledger(path)
+    ledger.hold(NOV, 20, NOON)
+    ledger.hold(DEC, 4, NOON + timedelta(minutes=1))
+    ledger.close()
+    ledger = Ledger(path)
+    try:
+        assert ledger.holds() == {
+            DEC: (4, "2025-12-01T12:01:00+00:00"),
+            NOV: (20, "2025-12-01T12:00:00+00:00"),
+        }
+        ledger.hold(DEC, 0, None)
+        ledger.forget(NOV)
+        assert ledger.holds() == {}
+    finally:
+        ledger.close()

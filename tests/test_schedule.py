@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import re
+import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from apscheduler.events import EVENT_SCHEDULER_STARTED
 
+from conftest import SmtpServer
 from digest.errors import DigestError
 from digest.months import Month
-from digest.send import schedule
+from digest.publish import catalogue
+from digest.send import delivery, schedule, subscribers
+from digest.send.ledger import Ledger
+from digest.send.transport import SmtpTransport, parse_url
+
+ROOT = Path(__file__).resolve().parent.parent
 
 HONG_KONG = ZoneInfo("Asia/Hong_Kong")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -129,4 +139,87 @@ def test_deferred_recipients_are_retried_a_bounded_number_of_times(
         "2026-11: retrying the deferred at 2026-12-01T13:00:00+08:00",
         "2026-11: retrying the deferred at 2026-12-01T21:00:00+08:00",
         "2026-11: gave up retrying after 4 tries; see `digest status`",
+    ]
+
+
+def test_recipients_the_daily_limit_held_are_sent_once_when_the_window_frees(
+    smtp_server: SmtpServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With `daily_limit: 30` and 50 subscribers, the scheduler sends 30 at the run and the other
+    20 once, 24 hours later, without anyone starting it; not one of them before."""
+    text = (ROOT / "items.yaml").read_text(encoding="utf-8")
+    text = re.sub(r"date: 2025-11-(\d\d)", r"date: 2026-11-\1", text)
+    line = "  subscribers: subscribers.csv\n"
+    (tmp_path / "items.yaml").write_text(
+        text.replace(line, f"{line}  delivery: {{daily_limit: 30}}\n"), encoding="utf-8"
+    )
+    readers = [f"reader{n:02}@example.org" for n in range(50)]
+    (tmp_path / "subscribers.csv").write_text(
+        "email,name\n" + "".join(f"{a},\n" for a in readers), encoding="utf-8"
+    )
+    cat = catalogue.load(tmp_path / "items.yaml")
+    listed, _ = subscribers.of_catalogue(cat)
+    transport = SmtpTransport(parse_url(smtp_server.url))
+    moment = [hk(2026, 12, 1, 9, 0)]  # the clock: what the scheduler and the send both read
+
+    def send(month: Month, stop: threading.Event) -> schedule.Outcome:
+        ledger = Ledger(tmp_path / "state.sqlite3")
+        try:
+            result = delivery.send_month(
+                cat,
+                listed,
+                month,
+                ledger,
+                transport,
+                now=moment[0],
+                clock=lambda: moment[0],
+                holder="a test",
+                stop=stop,
+            )
+        finally:
+            ledger.close()
+        held = result.summary.held_until if result.summary else None
+        return schedule.Outcome(month, result.kind, held_until=held)
+
+    runner = schedule.Scheduler(MONTHLY, HONG_KONG, send, lambda m: None, lambda: moment[0])
+    # Started paused, in a thread: jobs are stored as when it runs, and none fires on its own.
+    began = threading.Event()
+    runner.scheduler.add_listener(lambda event: began.set(), EVENT_SCHEDULER_STARTED)
+    started = threading.Thread(target=runner.scheduler.start, kwargs={"paused": True})
+    started.start()
+    try:
+        assert began.wait(10)
+        with caplog.at_level("INFO", logger="digest.schedule"):
+            runner._fire()  # 1 December, 09:00: the cron run for November
+            assert len(smtp_server.recorder.messages) == 30
+            (job,) = runner.scheduler.get_jobs()
+            assert job.id == "held-2026-11"
+            assert job.next_run_time == hk(2026, 12, 2, 9, 0)
+
+            # A run a minute early (a restart's catch-up, say) sends none and keeps the one job.
+            moment[0] = hk(2026, 12, 2, 8, 59)
+            runner._run_month(Month(2026, 11))
+            assert len(smtp_server.recorder.messages) == 30
+            assert [j.next_run_time for j in runner.scheduler.get_jobs()] == [job.next_run_time]
+
+            # The job's time comes: APScheduler drops a date job as it starts it, then runs it.
+            moment[0] = job.next_run_time
+            runner.scheduler.remove_job(job.id)
+            job.func(*job.args)
+            assert runner.scheduler.get_jobs() == []
+            runner._run_month(Month(2026, 11))  # and once more: nothing is left to send
+    finally:
+        runner.scheduler.shutdown(wait=False)
+        started.join(10)
+
+    by_recipient = smtp_server.recorder.by_recipient()
+    assert sorted(by_recipient) == readers
+    assert all(len(got) == 1 for got in by_recipient.values())
+    assert [m for m in caplog.messages if m.startswith("2026-11: ")] == [
+        "2026-11: sent",
+        "2026-11: sending the recipients the daily limit holds at 2026-12-02T09:00:00+08:00",
+        "2026-11: held",
+        "2026-11: sending the recipients the daily limit holds at 2026-12-02T09:00:00+08:00",
+        "2026-11: sent",
+        "2026-11: already sent",
     ]

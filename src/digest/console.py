@@ -326,6 +326,11 @@ class Console:
                 f"{label}: sent {summary.sent}, already sent {summary.already}, deferred "
                 f"{summary.deferred}, failed {summary.failed} (via {job.transport})."
             )
+            if summary.held and summary.held_until is not None:
+                job.message += (
+                    f" {summary.held} held by the relay's daily limit: they can go from "
+                    f"{_local_time(summary.held_until)}; send again then."
+                )
         job.state = "done"
 
     def shutdown(self, timeout: float = 60.0) -> list[Month]:

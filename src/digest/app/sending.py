@@ -135,6 +135,7 @@ class Briefing:
     outbox: bool
     tz: tzinfo
     recipients: Recipients
+    room: int | None = None  # how many the daily limit lets go now, when it is set
 
 
 @dataclass(slots=True)
@@ -150,7 +151,8 @@ class SendOptions:
     warn: Warn = lambda line: None
     fix: str = ""
     on_busy: Callable[[Path, float], None] | None = None
-    execute: dict[str, Any] = field(default_factory=dict)  # connections, rate, policy
+    # connections, rate, daily_limit (None: the catalogue's newsletter.delivery), policy
+    execute: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +209,7 @@ def send_month(
         briefing = Briefing(
             month, plan.subject, plan.items, len(chosen.sections), len(plan.todo), have,
             plan.in_flight, plan.changed, plan.frozen_at, transport.describe(),
-            settings.uses_outbox, tz, found,
+            settings.uses_outbox, tz, found, plan.room,
         )  # fmt: skip
         return options.confirm(briefing)
 
@@ -366,6 +368,12 @@ def decision(month: Month, result: MonthResult, stop: threading.Event) -> Schedu
         f"{summary.sent} sent, {summary.already} already had it, {summary.deferred} deferred, "
         f"{summary.failed} failed"
     )
+    if summary.held and summary.held_until is not None:
+        detail += f", {summary.held} held by the daily limit"
+        kind = "held" if result.kind == "held" else "sent"
+        return scheduling.Outcome(
+            month, kind, detail, summary.deferred > 0, held_until=summary.held_until
+        )
     remaining = left(result)
     if stop.is_set() and remaining > 0:
         return scheduling.Outcome(
@@ -448,6 +456,7 @@ class Status:
     next_run: tuple[datetime, Month] | None = None
     next_run_problem: str | None = None
     tz: Any = None
+    held: tuple[tuple[str, int, str], ...] = ()  # (month, how many, until) the daily limit holds
 
 
 def status(settings: Settings, now: datetime) -> Status:
@@ -465,6 +474,12 @@ def status(settings: Settings, now: datetime) -> Status:
                 problems.append(
                     f"{entry.month} {row.status}: {row.address}: {code}{row.last_reply or ''}"
                 )
+        unsent = {e.month for e in months if e.counts["pending"] + e.counts["deferred"]}
+        held = tuple(
+            (month, count, until)
+            for month, (count, until) in ledger.holds().items()
+            if month in unsent
+        )
         return Status(
             True,
             months,
@@ -475,6 +490,7 @@ def status(settings: Settings, now: datetime) -> Status:
             next_run,
             problem,
             tz,
+            held,
         )
     finally:
         ledger.close()

@@ -164,6 +164,11 @@ def _status_months(found: Status) -> None:
         click.echo("Not delivered:")
         for problem in found.not_delivered:
             click.echo(f"  {problem}")
+    for month, held, until in found.held:
+        click.echo(
+            f"Held by the daily limit: {month}: {plural(held, 'subscriber')}, "
+            f"until {_when(until, found.tz)}."
+        )
 
 
 def _when(stamp: str, tz: tzinfo | None) -> str:

@@ -69,10 +69,25 @@ def _validate_addresses(
     "--rate",
     type=click.FloatRange(min=0.01),
     default=None,
-    help="Send at most N messages a second.",
+    show_default=False,
+    help="Send at most this many messages a second, for this run.  "
+    "[default: newsletter.delivery.rate, else no limit]",
 )
 @click.option(
-    "--connections", type=click.IntRange(1, 8), default=1, help="SMTP connections to use at once."
+    "--connections",
+    type=click.IntRange(1, 8),
+    default=None,
+    show_default=False,
+    help="SMTP connections to use at once, for this run.  "
+    "[default: newsletter.delivery.connections, else 1]",
+)
+@click.option(
+    "--daily-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    show_default=False,
+    help="Send to at most this many recipients in any 24 hours, for this run; the rest wait.  "
+    "[default: newsletter.delivery.daily_limit, else no limit]",
 )
 @click.option(
     "--skip-invalid",
@@ -98,7 +113,8 @@ def send(
     test_addresses: tuple[str, ...],
     resend: bool,
     rate: float | None,
-    connections: int,
+    connections: int | None,
+    daily_limit: int | None,
     skip_invalid: bool,
     ledger_wait: float,
 ) -> None:
@@ -124,7 +140,12 @@ def send(
         _dry_run(settings, month, skip_invalid)
     else:
         _send(
-            settings, month, yes, resend, skip_invalid, {"connections": connections, "rate": rate}
+            settings,
+            month,
+            yes,
+            resend,
+            skip_invalid,
+            {"connections": connections, "rate": rate, "daily_limit": daily_limit},
         )
 
 
@@ -239,6 +260,11 @@ def _send(
                     f"{wording.moment(briefing.frozen_at, briefing.tz)}; the rest get the "
                     "version frozen then, so that everyone reads the same digest."
                 )
+            if briefing.room is not None and briefing.room < briefing.to_send:
+                click.echo(
+                    f"Daily limit: {briefing.room} can go now; the other "
+                    f"{briefing.to_send - briefing.room} wait until the last 24 hours leave room."
+                )
             label, count = briefing.month.label, plural(briefing.to_send, "subscriber")
             if resend and not yes:
                 click.confirm(
@@ -308,6 +334,13 @@ def _report(sent: Sent, stop: threading.Event) -> None:
     if summary is None:  # declined at the question: click has already said "Aborted!"
         return
     _summarise(summary, sent)
+    if summary.held and summary.held_until is not None:
+        limit = result.limits.daily_limit if result.limits else None
+        click.echo(
+            f"{plural(summary.held, 'subscriber')} held by the daily limit ({limit} recipients "
+            f"in any 24 hours): they can go from {wording.moment(summary.held_until, sent.tz)}; "
+            "run the same command then, or let `digest schedule` send them."
+        )
     if sent.halted is not None:
         raise sent.halted
     left = services.left(result)

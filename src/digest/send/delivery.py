@@ -7,6 +7,11 @@ Message-ID, by the next run, which says so. 4xx replies and lost connections are
 backoff and jitter, reconnecting, then left `deferred` for the next run; a 5xx marks that recipient
 `failed` and the rest go on. A ledger another program keeps locked stops the run as a stop request
 does (`Halted`): nothing goes out that is not recorded `sending` first.
+
+The relay's limits (`newsletter.delivery` in the catalogue: connections, rate, daily limit) apply to
+every send, whoever starts it; a run may override them. A daily limit stops the run cleanly once
+that many recipients were accepted in the last 24 hours, counted across months from the ledger:
+the rest stay pending, `held` until the window has room again.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any
@@ -27,7 +32,7 @@ from typing import Any
 from digest.errors import DeliveryError, LedgerBusyError
 from digest.mail import message, newsletter
 from digest.months import Month
-from digest.publish.catalogue import Catalogue, Mailbox, Newsletter
+from digest.publish.catalogue import Catalogue, Limits, Mailbox, Newsletter
 from digest.send.ledger import (
     Delivery,
     Frozen,
@@ -50,6 +55,11 @@ from digest.send.transport import (
     Temporary,
     Transport,
 )
+
+# The daily limit's window: it rolls, so a recipient counts for 24 hours from when it was accepted.
+DAY = timedelta(hours=24)
+# The log of accepted messages is kept this long: longer than any window looks back.
+_KEEP_ACCEPTED = 2 * DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +96,15 @@ class Summary:
     deferred: int = 0
     failed: int = 0
     resent: int = 0
+    # Left pending because the daily limit was reached; they can go from `held_until` (in the
+    # publication's time zone), when the rolling 24 hours leave room for them.
+    held: int = 0
+    held_until: datetime | None = None
     outcomes: list[Outcome] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Return whether everyone has the digest (nothing failed or deferred)."""
+        """Return whether nothing failed or was deferred; held recipients wait by design."""
         return self.failed == 0 and self.deferred == 0
 
 
@@ -146,6 +160,46 @@ def settings_of(catalogue: Catalogue) -> Newsletter:
             "schedule, unsubscribe) to send the digest, see README"
         )
     return catalogue.newsletter
+
+
+def limits_of(
+    catalogue: Catalogue,
+    *,
+    connections: int | None = None,
+    rate: float | None = None,
+    daily_limit: int | None = None,
+) -> Limits:
+    """Return the relay's limits for one run: the catalogue's, each overridden when given."""
+    base = settings_of(catalogue).limits
+    return Limits(
+        connections=base.connections if connections is None else connections,
+        rate=base.rate if rate is None else rate,
+        daily_limit=base.daily_limit if daily_limit is None else daily_limit,
+    )
+
+
+def room(ledger: Ledger, daily_limit: int | None, now: datetime) -> int | None:
+    """Return how many more recipients the daily limit lets go at `now`; None: no limit."""
+    if daily_limit is None:
+        return None
+    return max(0, daily_limit - ledger.accepted_since(now - DAY))
+
+
+def free_at(ledger: Ledger, daily_limit: int, now: datetime, wanted: int) -> datetime:
+    """Return when the rolling 24 hours leave room for `wanted` more recipients (or the limit).
+
+    That is 24 hours after the last of the accepted messages that must age out first (when they
+    went out in one burst, the oldest), rounded up to the minute, the precision people read.
+    """
+    since = now - DAY
+    position = ledger.accepted_since(since) - daily_limit + min(wanted, daily_limit)
+    oldest = ledger.accepted_at(since, position) if position > 0 else None
+    if oldest is None:
+        return now
+    moment = oldest + DAY
+    if moment.second or moment.microsecond:
+        moment = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return moment
 
 
 def audience(
@@ -233,6 +287,9 @@ class Send:
     # What this prepare rendered, by selection ("*" the whole issue): a second prepare of the same
     # issue (the real one after the preview) reuses it rather than inlining every selection again.
     made: dict[str, newsletter.Rendered] = field(default_factory=dict)
+    # How many recipients the daily limit lets go now (None: no limit); `send_month` sets it on
+    # the plan it shows for confirmation.
+    room: int | None = None
 
     @property
     def in_flight(self) -> int:
@@ -247,6 +304,7 @@ class Send:
         policy: RetryPolicy | None = None,
         connections: int = 1,
         rate: float | None = None,
+        daily_limit: int | None = None,
         progress: Callable[[Outcome], None] | None = None,
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -257,6 +315,8 @@ class Send:
 
         `unsubscribe(address)`, when given, is the recipient's one-click unsubscribe URL: it goes
         into List-Unsubscribe beside the catalogue's address, and replaces it in the body.
+        `daily_limit`: at most that many recipients accepted in any 24 hours, this run's and
+        those the ledger counts; the rest are left pending and counted as `held`.
         """
         worker = _Worker(
             self,
@@ -264,13 +324,18 @@ class Send:
             clock=clock,
             policy=policy or RetryPolicy(),
             rate=rate,
+            budget=room(self.ledger, daily_limit, clock()),
             progress=progress,
             stop=stop or threading.Event(),
             sleep=sleep,
             rng=rng or random.Random(),  # noqa: S311 -- jitter, not secrets
             unsubscribe=unsubscribe,
         )
-        return worker.run(max(1, connections))
+        summary = worker.run(max(1, connections))
+        if summary.held and daily_limit is not None:
+            until = free_at(self.ledger, daily_limit, clock(), summary.held)
+            summary.held_until = until.astimezone(self.catalogue.publication.tz)
+        return summary
 
 
 def compose(
@@ -544,6 +609,7 @@ class _Worker:
         clock: Callable[[], datetime],
         policy: RetryPolicy,
         rate: float | None,
+        budget: int | None,
         progress: Callable[[Outcome], None] | None,
         stop: threading.Event,
         sleep: Callable[[float], None],
@@ -555,6 +621,7 @@ class _Worker:
         self.clock = clock
         self.policy = policy
         self.interval = 1 / rate if rate else 0.0
+        self.budget = budget  # how many may be accepted in this run (the daily limit's room)
         self.progress = progress
         self.stop = stop
         self.sleep = sleep
@@ -579,6 +646,14 @@ class _Worker:
         """Whether to begin nothing more: the caller asked, or the ledger cannot be written."""
         return self.halted is not None or self.stop.is_set()
 
+    @property
+    def exhausted(self) -> bool:
+        """Whether the daily limit lets nothing more begin: accepted and in flight fill it."""
+        if self.budget is None:
+            return False
+        accepted = self.summary.sent + sum(1 for _, kind in self.outcomes if kind == "sent")
+        return accepted + len(self.jobs) >= self.budget
+
     def run(self, connections: int) -> Summary:
         queue = deque(_Task(row, row.status) for row in self.send.todo)
         slots = [_Slot() for _ in range(max(1, min(connections, len(queue))))]
@@ -595,6 +670,8 @@ class _Worker:
                         slot.lane.flush()
                 if not self.jobs and not queue and not any(slot.retry for slot in slots):
                     break
+                if not self.jobs and self.exhausted:
+                    break  # the daily limit is reached: the rest are held
                 self._wait(slots, queue)
                 ready = self._decide(slots)
                 self._commit()
@@ -613,6 +690,8 @@ class _Worker:
                 if slot.lane is not None:
                     slot.lane.close()
             self.selector.close()
+        if self.exhausted and not self.stop.is_set():
+            self.summary.held = len(queue) + sum(len(slot.retry) for slot in slots)
         if self.halted is not None:
             self._commit(patience=0.0)  # one last try: the lock may have gone meanwhile
             left = len(self.send.todo) - self.summary.sent
@@ -626,7 +705,7 @@ class _Worker:
     def _start(self, slot: _Slot, queue: deque[_Task]) -> None:
         """Begin the slot's next message, if it is free for one."""
         now = self.now()
-        if slot.until > now or not (slot.retry or queue):
+        if slot.until > now or not (slot.retry or queue) or self.exhausted:
             return
         if slot.lane is not None and not slot.lane.free:
             if slot.lane.alive:
@@ -677,7 +756,7 @@ class _Worker:
             return  # the outbox's, at once
         now = self.now()
         wakes: list[float] = []
-        if starting:
+        if starting and not self.exhausted:  # exhausted: only replies can change anything
             wakes += [slot.until for slot in slots if slot.retry or (queue and slot.until > now)]
             if self.interval and queue:
                 wakes.append(self.next_start)
@@ -792,7 +871,7 @@ class _Worker:
         if self.halted is not None and patience is None:
             return
         try:
-            self.send.ledger.record(self.key, self.marks, patience=patience)
+            self.send.ledger.record(self.key, self.marks, patience=patience, at=self.clock())
         except LedgerBusyError as exc:
             self.halted = self.halted or exc  # nothing was written: the marks are kept
             return
@@ -851,9 +930,12 @@ def _task(job: Job) -> _Task:
 class MonthResult:
     """How one `send_month` call ended."""
 
-    kind: str  # "no items", "no readers", "already sent", "declined", "sent"
+    # "no items", "no readers", "already sent", "declined", "sent", or "held": the daily limit
+    # left no room, so nothing was sent and `summary.held` wait until `summary.held_until`.
+    kind: str
     plan: Send | None = None
     summary: Summary | None = None
+    limits: Limits | None = None  # what the run honoured: the catalogue's, or the overrides
 
 
 def send_month(
@@ -868,16 +950,21 @@ def send_month(
     holder: str,
     confirm: Callable[[Send], bool] | None = None,
     resend: bool = False,
+    connections: int | None = None,
+    rate: float | None = None,
+    daily_limit: int | None = None,
     **execute: Any,
 ) -> MonthResult:
     """Send `month` under the month's lock: what `digest send` and the scheduler both run.
 
-    `confirm`, when given, sees the plan before anything is written and may decline (or raise, as
-    Ctrl-C does). Other keyword arguments go to `Send.execute` (connections, rate, progress, stop,
-    policy, sleep).
+    The relay's limits are the catalogue's (`newsletter.delivery`); `connections`, `rate` and
+    `daily_limit`, when given, override them for this run. `confirm`, when given, sees the plan
+    before anything is written and may decline (or raise, as Ctrl-C does). Other keyword
+    arguments go to `Send.execute` (progress, stop, policy, sleep, unsubscribe).
     """
     if not newsletter.issue(catalogue, month, now).items:
         return MonthResult("no items")
+    limits = limits_of(catalogue, connections=connections, rate=rate, daily_limit=daily_limit)
     key = str(month)
     with SendLock(ledger.path, key) as lock:
         lock.acquire(holder)
@@ -885,24 +972,45 @@ def send_month(
         # leaves no frozen issue behind, and a declined --resend forgets nobody.
         preview = prepare(catalogue, subscribers, month, ledger, now, resend=resend, write=False)
         if preview is None:  # pragma: no cover - the issue was checked above
-            return MonthResult("no items")
+            return MonthResult("no items", limits=limits)
         if not preview.todo and not preview.already and not _any_failed(ledger, key, resend):
-            return MonthResult("no readers", preview)
+            return MonthResult("no readers", preview, limits=limits)
         if not preview.todo:
-            return MonthResult("already sent", preview)
+            return MonthResult("already sent", preview, limits=limits)
+        preview.room = room(ledger, limits.daily_limit, clock())
+        if preview.room == 0 and limits.daily_limit is not None:
+            # Nobody could be sent anything: say so before asking anyone to confirm a send.
+            held = len(preview.todo)
+            until = free_at(ledger, limits.daily_limit, clock(), held)
+            ledger.hold(key, held, until)
+            summary = Summary(
+                already=preview.already,
+                held=held,
+                held_until=until.astimezone(catalogue.publication.tz),
+            )
+            return MonthResult("held", preview, summary, limits)
         if confirm is not None and not confirm(preview):
-            return MonthResult("declined", preview)
+            return MonthResult("declined", preview, limits=limits)
         plan = prepare(catalogue, subscribers, month, ledger, now, resend=resend, preview=preview)
         if plan is None:  # pragma: no cover - the issue was checked above
-            return MonthResult("no items")
+            return MonthResult("no items", limits=limits)
         run = ledger.start_run(key, transport.describe(), holder)
-        summary = plan.execute(transport, clock=clock, **execute)
+        summary = plan.execute(
+            transport,
+            clock=clock,
+            connections=limits.connections,
+            rate=limits.rate,
+            daily_limit=limits.daily_limit,
+            **execute,
+        )
         try:
             ledger.finish_run(run, summary.sent, summary.failed, summary.deferred, summary.already)
+            ledger.hold(key, summary.held, summary.held_until)
+            ledger.forget_accepted(clock() - _KEEP_ACCEPTED)
         except LedgerBusyError as exc:
             left = len(plan.todo) - summary.sent - summary.deferred - summary.failed
             raise Halted(exc, summary, left, 0) from exc
-        return MonthResult("sent", plan, summary)
+        return MonthResult("sent", plan, summary, limits)
 
 
 def _any_failed(ledger: Ledger, key: str, resend: bool) -> bool:

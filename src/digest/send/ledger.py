@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -96,6 +96,35 @@ CREATE TABLE IF NOT EXISTS suppressions (
 );
 CREATE TABLE IF NOT EXISTS logouts (
     session TEXT PRIMARY KEY,
+    until TEXT NOT NULL
+);
+"""
+
+# The relay's daily limit (issue 14), kept apart from the tables above so that it merges with any
+# migration as one unit: new tables and a trigger, so `CREATE ... IF NOT EXISTS` on every opening
+# is the whole upgrade (run it after any migration that rebuilds `deliveries`, which drops the
+# trigger), no schema version is needed, and an older digest opening the file ignores them.
+# `accepted` logs every message a server accepted and when (the row's `updated_at` as it became
+# `sent`). It is a log of its own, not a column of `deliveries`, because a --resend forgets the
+# month's rows and the relay still counts what it took. The trigger writes it within the UPDATE
+# that marks the rows sent: atomic with it, and at no cost to a send's rounds, which an INSERT of
+# their own in a transaction would slow by about 3 %. No index: it is read once a send and pruned
+# to a few days. `holds`: a month whose last run stopped at the limit, how many it left waiting,
+# and until when.
+_LIMITS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accepted (
+    at TEXT NOT NULL,
+    month TEXT NOT NULL,
+    recipient TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS accepted_log AFTER UPDATE OF status ON deliveries
+WHEN NEW.status = 'sent' AND OLD.status IS NOT 'sent'
+BEGIN
+    INSERT INTO accepted (at, month, recipient) VALUES (NEW.updated_at, NEW.month, NEW.recipient);
+END;
+CREATE TABLE IF NOT EXISTS holds (
+    month TEXT PRIMARY KEY,
+    held INTEGER NOT NULL,
     until TEXT NOT NULL
 );
 """
@@ -196,6 +225,18 @@ def stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
+_ALMOST_A_SECOND = timedelta(microseconds=999_999)
+
+
+def _stamp_up(moment: datetime) -> str:
+    """Return `stamp(moment)` rounded up to the second: never before the moment itself.
+
+    A message's place in the daily limit's window ends 24 hours after this: rounded down, it
+    would end a fraction of a second before the relay's does.
+    """
+    return stamp(moment + _ALMOST_A_SECOND)  # stamp() drops the fraction: this rounds up
+
+
 class Ledger:
     """The SQLite state file; one instance per process, safe to share between threads.
 
@@ -227,6 +268,7 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._db.executescript(_LIMITS_SCHEMA)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise DeliveryError(
@@ -325,7 +367,8 @@ class Ledger:
     def forget(self, month: str) -> None:
         """Drop everything recorded for `month`, for a deliberate resend."""
         with self._transaction() as db:
-            for table in ("issues", "renders", "deliveries"):
+            # Not `accepted`: the relay counts what it took, whatever the ledger forgets.
+            for table in ("issues", "renders", "deliveries", "holds"):
                 db.execute(f"DELETE FROM {table} WHERE month = ?", (month,))  # noqa: S608
 
     # -- deliveries ----------------------------------------------------------------------------
@@ -365,15 +408,24 @@ class Ledger:
         """Record a message's outcome: sent (only once the server accepted it), failed, deferred."""
         self._set(month, recipient, status, code=code, reply=reply)
 
-    def record(self, month: str, marks: Iterable[Mark], *, patience: float | None = None) -> None:
+    def record(
+        self,
+        month: str,
+        marks: Iterable[Mark],
+        *,
+        patience: float | None = None,
+        at: datetime | None = None,
+    ) -> None:
         """Record several rows' new statuses in one transaction: one commit for them all.
 
         `patience`: seconds to wait for a lock held by another program (default `busy_timeout`).
+        `at`: the moment to record (default now); a row marked `sent` counts against the daily
+        limit from then.
         """
         marks = list(marks)
         if not marks:
             return
-        now = _now()
+        now = _stamp_up(at or datetime.now(UTC))
         if len({m.recipient for m in marks}) == len(marks):
             # One statement needs no BEGIN and COMMIT around it: in autocommit mode SQLite commits
             # it on its own, as durably, with a third of the calls (a send runs this every round).
@@ -407,6 +459,44 @@ class Ledger:
         reply: str | None = None,
     ) -> None:
         self.record(month, [Mark(recipient, status, attempt, code, reply)])
+
+    # -- the daily limit -----------------------------------------------------------------------
+
+    def accepted_since(self, since: datetime) -> int:
+        """Return how many messages servers accepted after `since`, of every month."""
+        rows = self._rows("SELECT COUNT(*) FROM accepted WHERE at > ?", (stamp(since),))
+        return int(rows[0][0])
+
+    def accepted_at(self, since: datetime, position: int) -> datetime | None:
+        """Return when the `position`-th message accepted after `since` was (1: the oldest)."""
+        rows = self._rows(
+            "SELECT at FROM accepted WHERE at > ? ORDER BY at LIMIT 1 OFFSET ?",
+            (stamp(since), position - 1),
+        )
+        return datetime.fromisoformat(rows[0][0]) if rows else None
+
+    def forget_accepted(self, before: datetime) -> None:
+        """Drop the log of messages accepted before `before`: no window reaches back so far."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM accepted WHERE at < ?", (stamp(before),))
+
+    def hold(self, month: str, held: int, until: datetime | None) -> None:
+        """Record that `held` of `month`'s recipients wait for the daily limit until `until`.
+
+        Nothing held (0, or no `until`) clears the month's hold.
+        """
+        with self._transaction() as db:
+            if held and until is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO holds VALUES (?, ?, ?)", (month, held, stamp(until))
+                )
+            else:
+                db.execute("DELETE FROM holds WHERE month = ?", (month,))
+
+    def holds(self) -> dict[str, tuple[int, str]]:
+        """Return, by month, how many recipients the daily limit holds and until when (UTC)."""
+        rows = self._rows("SELECT month, held, until FROM holds ORDER BY month DESC")
+        return {month: (held, until) for month, held, until in rows}
 
     # -- runs and status -----------------------------------------------------------------------
 

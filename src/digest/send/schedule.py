@@ -4,6 +4,9 @@ The ledger decides what is sent, not the scheduler's memory: every firing (and t
 start-up) goes through `delivery.send_month`, which takes the month's lock and sends only what the
 ledger says is missing. A second firing for a month already sent, whether from a restart, a DST
 overlap or a manual send, therefore sends nothing.
+
+A run that the relay's daily limit cut short leaves the rest pending; the scheduler runs the month
+again once, at the moment the run said the rolling 24 hours leave room for them.
 """
 
 from __future__ import annotations
@@ -111,6 +114,7 @@ class Outcome:
     decision: str  # "sent", "skipped: no items", "skipped: already sent", "failed", ...
     detail: str = ""
     retry: bool = False
+    held_until: datetime | None = None  # the daily limit holds the rest until then
 
 
 class Scheduler:
@@ -209,6 +213,22 @@ class Scheduler:
                 log.info("%s: gave up retrying after %d tries; see `digest status`", month, tries)
         else:
             self.retries.pop(month, None)
+        if outcome.held_until is not None and not self.stop.is_set():
+            self._resume(month, outcome.held_until)
+
+    def _resume(self, month: Month, when: datetime) -> None:
+        """Run `month` again at `when`, once: the rest the daily limit held go then."""
+        shown = when.astimezone(self.tz).isoformat(timespec="seconds")
+        log.info("%s: sending the recipients the daily limit holds at %s", month, shown)
+        self.scheduler.add_job(
+            self._run_month,
+            "date",
+            run_date=when,
+            args=(month,),
+            id=f"held-{month}",
+            replace_existing=True,  # one resumption a month, however many runs were held
+            misfire_grace_time=None,
+        )
 
     def _on_error(self, event: JobExecutionEvent) -> None:
         # A failed run is logged and the scheduler goes on to the next one.
