@@ -404,11 +404,28 @@ def test_refused_recipient_fails_alone(run: Callable[..., Result], smtp: SmtpSer
     assert len(smtp.recorder.messages) == 10
 
 
-def test_resend_sends_everyone_the_same_message_again(
-    run: Callable[..., Result], smtp: SmtpServer
+def copies_kept(tmp_path: Path) -> dict[str, list[tuple[int, str]]]:
+    """Return the ledger's earlier copies of November: (copy, Message-ID) by address."""
+    with Ledger(tmp_path / STATE) as ledger:
+        kept: dict[str, list[tuple[int, str]]] = {}
+        for earlier in ledger.copies("2025-11"):
+            kept.setdefault(earlier.address, []).append((earlier.copy, earlier.message_id))
+        return kept
+
+
+def current_copies(tmp_path: Path) -> dict[str, tuple[str, int]]:
+    """Return each November row's (status, copy) by address."""
+    with Ledger(tmp_path / STATE) as ledger:
+        return {row.address: (row.status, row.copy) for row in ledger.deliveries("2025-11")}
+
+
+def test_resend_sends_everyone_a_new_copy_with_a_new_message_id(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
 ) -> None:
-    """--resend must reach everyone, as the same message (so clients that have it show it once)."""
+    """A corrected copy sent with --resend must show in every mail client: a Message-ID the
+    client already holds would be dropped as a duplicate. The ledger keeps both ids."""
     assert run(*SEND, "--yes").exit_code == 0
+    first = {r.rcpt_tos[0]: r.message_id for r in smtp.recorder.messages}
 
     result = run(*SEND, "--yes", "--resend")
 
@@ -417,7 +434,16 @@ def test_resend_sends_everyone_the_same_message_again(
     got = smtp.recorder.by_recipient()
     assert sorted(got) == sorted(READERS)
     assert {len(messages) for messages in got.values()} == {2}
-    assert all(len(message_ids(messages)) == 1 for messages in got.values())
+    assert all(len(message_ids(messages)) == 2 for messages in got.values())
+    assert copies_kept(tmp_path) == {address: [(0, first[address])] for address in READERS}
+    assert current_copies(tmp_path) == dict.fromkeys(READERS, ("sent", 1))
+    second = {address: messages[1].message_id for address, messages in got.items()}
+    assert all(second[a] == first[a].replace("@", ".r1@") for a in READERS)
+
+    run(*SEND, "--yes", "--resend")
+
+    assert {len(message_ids(messages)) for messages in smtp.recorder.by_recipient().values()} == {3}
+    assert {len(kept) for kept in copies_kept(tmp_path).values()} == {2}
 
 
 def test_declined_resend_forgets_nothing(
@@ -506,6 +532,49 @@ def test_killed_send_then_rerun_sends_each_once(
     record_property("received_at_kill", len(received))
     record_property("in_flight", in_flight)
     record_property("duplicates", twice)
+
+
+@pytest.mark.parametrize("kill_at", [1, 6])
+@pytest.mark.parametrize("rerun", [("--resend",), ()], ids=["same-command", "plain-send"])
+def test_killed_resend_then_rerun_gives_each_one_new_copy(
+    run: Callable[..., Result],
+    smtp: SmtpServer,
+    spawn: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+    kill_at: int,
+    rerun: tuple[str, ...],
+) -> None:
+    """A --resend killed with -9 and run again must not send anyone a third, visible copy: the
+    message in flight goes again with its own Message-ID, which clients show once."""
+    assert run(*SEND, "--yes").exit_code == 0
+    recorder = smtp.recorder
+    first = {r.rcpt_tos[0]: r.message_id for r in recorder.messages}
+    recorder.delay = 0.05
+    proc = spawn(*SEND, "--yes", "--resend")
+    wait_for(lambda: len(recorder.messages) >= len(READERS) + kill_at, proc, "the resend")
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+    recorder.delay = 0
+
+    again = run(*SEND, "--yes", *rerun)
+
+    assert again.exit_code == 0, again.output
+    if rerun:
+        assert "Going on with the resend begun on " in again.stdout
+    got = recorder.by_recipient()
+    assert sorted(got) == sorted(READERS)
+    twice = []
+    for address, messages in got.items():
+        ids = [m.message_id for m in messages]
+        assert ids[0] == first[address]
+        assert len(set(ids[1:])) == 1, ids  # every new copy of one reader carries one id
+        assert first[address] not in ids[1:], ids
+        assert len(ids) in (2, 3)
+        if len(ids) == 3:
+            twice.append(address)
+    assert len(twice) <= 1, twice  # at most the message in flight at the kill
+    assert current_copies(tmp_path) == dict.fromkeys(READERS, ("sent", 1))
+    assert copies_kept(tmp_path) == {address: [(0, first[address])] for address in READERS}
 
 
 def test_ctrl_c_finishes_the_message_in_flight(

@@ -617,6 +617,11 @@ def send(
                     f"stopped; {pronoun} sent again with the same Message-ID, so mail clients "
                     "show each once."
                 )
+            if plan.resuming:
+                click.echo(
+                    f"Going on with the resend begun on {_when(plan.frozen_at)}: whoever has its "
+                    "copy is not sent another."
+                )
             if plan.changed:
                 click.echo(
                     f"The catalogue changed since sending began on {_when(plan.frozen_at)}; the "
@@ -850,7 +855,7 @@ def _scheduled_send(
     """Send `month` as `digest send --yes` would, and record the scheduler's decision."""
     from digest.send import delivery
     from digest.send import schedule as scheduling
-    from digest.send.ledger import Ledger
+    from digest.send.ledger import Decision, Ledger
 
     try:
         catalogue = _load(catalogue_path)  # read afresh each run: the office edits it meanwhile
@@ -889,7 +894,10 @@ def _scheduled_send(
         else:
             outcome = _decision(month, result, stop)
         ledger.record_decision(
-            _now().isoformat(timespec="seconds"), str(month), outcome.decision, outcome.detail
+            _now().isoformat(timespec="seconds"),
+            str(month),
+            Decision(outcome.decision),
+            outcome.detail,
         )
         return outcome
     finally:
