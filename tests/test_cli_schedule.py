@@ -163,6 +163,39 @@ def test_scheduler_first_then_manual_send_is_refused(
     assert len(smtp_server.recorder.messages) == READERS
 
 
+def test_outbox_run_is_a_rehearsal_and_the_next_start_emails_the_month(
+    spawn: Spawn,
+    run: Callable[..., Result],
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    project: Month,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scheduler first run without DIGEST_SMTP_URL must not keep the faculty from the digest
+    once it is set: writing outbox/ settles nothing."""
+    monkeypatch.delenv("DIGEST_SMTP_URL")
+    log = tmp_path / "first.log"
+    proc = spawn("schedule", log=log)
+    wait_for(logged(log, f"{project}: rehearsed ({READERS} written to outbox/"), proc, "outbox")
+    assert stop(proc) == 0
+    assert len(list((tmp_path / "outbox").iterdir())) == READERS
+    assert statuses(tmp_path, project) == {}
+    status = run("status")
+    assert re.search(
+        rf"^Last scheduler decision: {project} rehearsed \({READERS} written to outbox/, none "
+        r"emailed\), at .+ UTC\.$",
+        status.stdout,
+        re.MULTILINE,
+    ), status.stdout
+
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+    log = tmp_path / "second.log"
+    again = spawn("schedule", log=log)
+    wait_for(logged(log, f"{project}: sent ({READERS} sent"), again, "the emailed send")
+    assert stop(again) == 0
+    assert_each_reader_got_one(smtp_server)
+
+
 def test_month_without_items_is_skipped_once(
     spawn: Spawn, run: Callable[..., Result], smtp_server: SmtpServer, tmp_path: Path
 ) -> None:

@@ -18,7 +18,6 @@ from click.testing import CliRunner, Result
 from conftest import Received, SmtpServer, finish, wait_for
 from digest.cli import cli
 from digest.send.ledger import Ledger
-from helpers import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(".digest/state.sqlite3")
@@ -152,30 +151,98 @@ def assert_crash_safe(by_recipient: dict[str, list[Received]], readers: list[str
 # -- the outbox ------------------------------------------------------------------------------------
 
 
-def test_outbox_send_then_nothing_more(run: Callable[..., Result], tmp_path: Path) -> None:
-    """Without DIGEST_SMTP_URL staff would not know where their digest went, or get it twice."""
+OUTBOX_NOTE = (
+    "DIGEST_SMTP_URL is not set, so nothing was emailed: each message was written to outbox/ as an "
+    ".eml file. A rehearsal: nobody is recorded as sent, so a send with DIGEST_SMTP_URL set "
+    "reaches everyone.\n"
+)
+OLD_TITLE = "HKUST Commences Preparations for New Medical School"
+NEW_TITLE = "HKUST Begins Work on a New Medical School"
+
+
+def retitle(tmp_path: Path) -> None:
+    """Fix a title in the catalogue, as the office does after a look at the outbox."""
+    path = tmp_path / "items.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert text.count(OLD_TITLE) == 1
+    path.write_text(text.replace(OLD_TITLE, NEW_TITLE), encoding="utf-8")
+
+
+def test_outbox_is_a_rehearsal_and_the_real_send_reaches_everyone(
+    run: Callable[..., Result],
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A look at outbox/ first must not stop the faculty getting the digest, corrected, by email."""
     first = run(*SEND, "--yes")
     assert first.exit_code == 0, first.output
-    assert first.stdout == (
-        header("outbox/")
-        + summary("outbox/")
-        + "DIGEST_SMTP_URL is not set, so nothing was emailed: each message was written to "
-        "outbox/ as an .eml file.\n"
-    )
+    assert first.stdout == header("outbox/") + summary("outbox/") + OUTBOX_NOTE
     assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == sorted(
         f"digest-2025-11-{address}.eml" for address in READERS
     )
-    before = snapshot(tmp_path / "outbox")
+    assert statuses(tmp_path) == {}
+    retitle(tmp_path)
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+
+    real = run(*SEND, "--yes")
+
+    assert real.exit_code == 0, real.output
+    assert real.stdout == header(smtp_server.url) + summary(smtp_server.url)
+    got = smtp_server.recorder.by_recipient()
+    assert sorted(got) == sorted(READERS)
+    assert all(len(messages) == 1 for messages in got.values())
+    with_items = [r for r in smtp_server.recorder.messages if "Medical School" in text_of(r)]
+    assert with_items
+    assert all(NEW_TITLE in text_of(r) for r in with_items)
+    assert set(statuses(tmp_path).values()) == {"sent"}
+
+
+def test_outbox_run_again_rewrites_every_file_and_records_nothing(
+    run: Callable[..., Result], tmp_path: Path
+) -> None:
+    """A second look at outbox/ must show the catalogue as it is now, and still email nobody."""
+    assert run(*SEND, "--yes").exit_code == 0
+    retitle(tmp_path)
 
     again = run(*SEND, "--yes")
 
     assert again.exit_code == 0, again.output
+    assert again.stdout == header("outbox/") + summary("outbox/") + OUTBOX_NOTE
+    files = sorted((tmp_path / "outbox").iterdir())
+    assert [p.name for p in files] == sorted(f"digest-2025-11-{a}.eml" for a in READERS)
+    texts = [p.read_text(encoding="utf-8") for p in files]
+    assert not any(OLD_TITLE in text for text in texts)
+    assert any(NEW_TITLE in text for text in texts)
+    assert statuses(tmp_path) == {}
+
+
+def test_status_tells_a_rehearsal_from_a_send(
+    run: Callable[..., Result],
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Staff reading `digest status` after an outbox run must not believe the digest went out."""
+    assert run(*SEND, "--yes").exit_code == 0
+
+    rehearsed = run("status")
+
+    assert rehearsed.exit_code == 0
     assert re.fullmatch(
-        f"November 2025 was already sent to 11 subscribers, the last at {STAMP}. "
-        "Nothing to send; --resend sends it again.\n",
-        again.stdout,
+        "Nothing sent yet.\n"
+        f"2025-11: 11 messages written to outbox/ at {STAMP} \\(a rehearsal: nothing was "
+        "emailed\\).\n",
+        ledger_part(rehearsed),
+    ), rehearsed.stdout
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+    assert run(*SEND, "--yes").exit_code == 0
+
+    sent = run("status")
+
+    assert_status(sent, sent=11)
+    assert re.search(
+        f"^2025-11: 11 messages written to outbox/ at {STAMP} \\(a rehearsal", sent.stdout, re.M
     )
-    assert snapshot(tmp_path / "outbox") == before
 
 
 def test_outbox_test_copy_keeps_the_real_message(

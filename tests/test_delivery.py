@@ -31,7 +31,7 @@ from digest.mail import message, newsletter
 from digest.months import Month
 from digest.publish import catalogue
 from digest.send import delivery, subscribers
-from digest.send.ledger import Delivery, Ledger, Mark, Status
+from digest.send.ledger import Delivery, Ledger, Mark, RunKind, Status
 from digest.send.transport import (
     Connection,
     Fatal,
@@ -492,6 +492,85 @@ def test_outbox_writes_one_file_per_reader(
     again = execute(prepare(bundled, listed, ledger), transport)
     assert (again.sent, again.already) == (0, 11)
     assert snapshot(outbox) == before
+
+
+def send_month(
+    cat: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    ledger: Ledger,
+    transport: Transport,
+    **options: Any,
+) -> delivery.MonthResult:
+    """Send November as `digest send --yes` does, with the fast policy and no real waiting."""
+    options.setdefault("policy", FAST)
+    options.setdefault("sleep", lambda seconds: None)
+    return delivery.send_month(
+        cat, listed, NOVEMBER, ledger, transport, now=NOW, clock=lambda: NOW, holder="a test",
+        **options,
+    )  # fmt: skip
+
+
+def test_outbox_send_is_a_rehearsal_recorded_apart(
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """Writing the month to outbox/ must leave the ledger owing every reader their email, twice
+    over, while saying that a rehearsal took place; the real send then reaches everyone."""
+    outbox = OutboxTransport(tmp_path / "outbox", KEY)
+    for attempt in range(2):
+        result = send_month(bundled, listed, ledger, outbox)
+        assert (result.kind, result.rehearsal) == ("sent", True)
+        assert result.summary is not None
+        assert (result.summary.sent, result.summary.already) == (11, 0)
+        assert sorted(p.name for p in outbox.directory.iterdir()) == sorted(
+            f"digest-2025-11-{s.email}.eml" for s in readers
+        )
+        assert (ledger.deliveries(KEY), ledger.frozen(KEY), ledger.settled(KEY)) == ([], None, None)
+        assert ledger.months() == []
+        runs = ledger.runs(KEY)
+        assert len(runs) == attempt + 1
+        assert (runs[0].kind, runs[0].transport, runs[0].sent, runs[0].rehearsal) == (
+            RunKind.REHEARSAL,
+            f"{outbox.directory}/",
+            11,
+            True,
+        )
+        assert runs[0].finished_at is not None
+
+    result = send_month(bundled, listed, ledger, smtp(smtp_server))
+
+    assert (result.kind, result.rehearsal) == ("sent", False)
+    assert counts(smtp_server) == {s.email: 1 for s in readers}
+    assert set(statuses(ledger).values()) == {"sent"}
+    assert [run.kind for run in ledger.runs(KEY)] == [RunKind.SEND, *[RunKind.REHEARSAL] * 2]
+    assert ledger.settled(KEY) == "already sent"
+
+
+def test_rehearsal_leaves_out_who_unsubscribed_and_ignores_what_was_sent(
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """The outbox shows every message the list would get now, never one to someone who left."""
+    gone = readers[3].email
+    ledger.suppress(gone, "one-click")
+    assert send_month(bundled, listed, ledger, smtp(smtp_server)).kind == "sent"
+    before = ledger.deliveries(KEY)
+    outbox = OutboxTransport(tmp_path / "outbox", KEY)
+
+    result = send_month(bundled, listed, ledger, outbox)
+
+    assert result.rehearsal
+    written = sorted(p.name for p in outbox.directory.iterdir())
+    assert written == sorted(f"digest-2025-11-{s.email}.eml" for s in readers if s.email != gone)
+    assert ledger.deliveries(KEY) == before
 
 
 def test_interrupted_resend_run_again_goes_on_with_its_copies(

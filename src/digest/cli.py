@@ -782,7 +782,8 @@ def _summarise(summary: Summary, month: Month, transport: Transport) -> None:
     if isinstance(transport, OutboxTransport):
         click.echo(
             "DIGEST_SMTP_URL is not set, so nothing was emailed: each message was written to "
-            f"{transport.directory}/ as an .eml file."
+            f"{transport.directory}/ as an .eml file. A rehearsal: nobody is recorded as sent, "
+            "so a send with DIGEST_SMTP_URL set reaches everyone."
         )
 
 
@@ -915,6 +916,12 @@ def _decision(month: Month, result: MonthResult, stop: threading.Event) -> Sched
         f"{summary.sent} sent, {summary.already} already had it, {summary.deferred} deferred, "
         f"{summary.failed} failed"
     )
+    if result.rehearsal:
+        # Nothing was emailed: the month stays due, and the next start (with DIGEST_SMTP_URL
+        # set) sends it.
+        return scheduling.Outcome(
+            month, "rehearsed", f"{summary.sent} written to outbox/, none emailed"
+        )
     if stop.is_set() and result.plan is not None:
         left = _left(result.plan, summary)
         if left > 0:
@@ -1008,6 +1015,7 @@ def status(catalogue_path: Path, state_path: Path) -> None:
     ledger = Ledger(state_path)
     try:
         _status_months(ledger)
+        _status_rehearsals(ledger)
         suppressed = len(ledger.suppressed())
         if suppressed:
             click.echo(
@@ -1154,6 +1162,18 @@ def _status_months(ledger: Ledger) -> None:
         click.echo("Not delivered:")
         for problem in problems:
             click.echo(problem)
+
+
+def _status_rehearsals(ledger: Ledger) -> None:
+    """Print each month's latest rehearsal among the recent runs: what went to outbox/ only."""
+    shown = set()
+    for run in ledger.runs():
+        if run.rehearsal and run.month not in shown:
+            shown.add(run.month)
+            click.echo(
+                f"{run.month}: {_plural(run.sent, 'message')} written to {run.transport} at "
+                f"{_when(run.started_at)} (a rehearsal: nothing was emailed)."
+            )
 
 
 def _status_schedule(catalogue_path: Path, decision: tuple[str, str, str, str] | None) -> None:

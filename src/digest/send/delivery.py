@@ -17,7 +17,8 @@ import selectors
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -906,6 +907,8 @@ class MonthResult:
     kind: str  # "no items", "no readers", "already sent", "declined", "sent"
     plan: Send | None = None
     summary: Summary | None = None
+    # Written to the outbox: nobody was emailed, and the ledger records nobody as sent.
+    rehearsal: bool = False
 
 
 def send_month(
@@ -927,25 +930,32 @@ def send_month(
     `confirm`, when given, sees the plan before anything is written and may decline (or raise, as
     Ctrl-C does). Other keyword arguments go to `Send.execute` (connections, rate, progress, stop,
     policy, sleep).
+
+    A rehearsal transport (the outbox) is sent through the same path against a throwaway ledger:
+    every reader's message is written, whatever was sent before, and `ledger` records the run as a
+    rehearsal and nothing else, so no later real send skips anyone for it.
     """
+    rehearsal = transport.rehearsal
     if not newsletter.issue(catalogue, month, now).items:
-        return MonthResult("no items")
+        return MonthResult("no items", rehearsal=rehearsal)
     key = str(month)
-    kind = RunKind.RESEND if resend else RunKind.SEND
-    with SendLock(ledger.path, key) as lock:
+    kind = RunKind.REHEARSAL if rehearsal else RunKind.RESEND if resend else RunKind.SEND
+    with SendLock(ledger.path, key) as lock, _deliveries(ledger, rehearsal) as state:
         lock.acquire(holder)
+        if rehearsal:  # as the real send would be: without those who unsubscribed
+            subscribers = without_suppressed(subscribers, ledger.suppressed())
         # Nothing is written until the plan is confirmed: a declined send (to fix a typo, say)
         # leaves no frozen issue behind, and a declined --resend replaces no copy.
-        preview = prepare(catalogue, subscribers, month, ledger, now, resend=resend, write=False)
+        preview = prepare(catalogue, subscribers, month, state, now, resend=resend, write=False)
         if preview is None:  # pragma: no cover - the issue was checked above
             return MonthResult("no items")
-        if not preview.todo and not preview.already and not _any_failed(ledger, key, resend):
-            return MonthResult("no readers", preview)
+        if not preview.todo and not preview.already and not _any_failed(state, key, resend):
+            return MonthResult("no readers", preview, rehearsal=rehearsal)
         if not preview.todo:
-            return MonthResult("already sent", preview)
+            return MonthResult("already sent", preview, rehearsal=rehearsal)
         if confirm is not None and not confirm(preview):
-            return MonthResult("declined", preview)
-        plan = prepare(catalogue, subscribers, month, ledger, now, resend=resend, preview=preview)
+            return MonthResult("declined", preview, rehearsal=rehearsal)
+        plan = prepare(catalogue, subscribers, month, state, now, resend=resend, preview=preview)
         if plan is None:  # pragma: no cover - the issue was checked above
             return MonthResult("no items")
         run = ledger.start_run(key, transport.describe(), holder, kind)
@@ -955,7 +965,17 @@ def send_month(
         except LedgerBusyError as exc:
             left = len(plan.todo) - summary.sent - summary.deferred - summary.failed
             raise Halted(exc, summary, left, 0) from exc
-        return MonthResult("sent", plan, summary)
+        return MonthResult("sent", plan, summary, rehearsal)
+
+
+@contextmanager
+def _deliveries(ledger: Ledger, rehearsal: bool) -> Iterator[Ledger]:
+    """Yield where a send records its deliveries: `ledger`, or a throwaway one for a rehearsal."""
+    if not rehearsal:
+        yield ledger
+        return
+    with Ledger.scratch() as scratch:
+        yield scratch
 
 
 def _any_failed(ledger: Ledger, key: str, resend: bool) -> bool:
