@@ -171,8 +171,7 @@ def test_outbox_run_is_a_rehearsal_and_the_next_start_emails_the_month(
     project: Month,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A scheduler first run without DIGEST_SMTP_URL must not keep the faculty from the digest
-    once it is set: writing outbox/ settles nothing."""
+    """A scheduler first run without DIGEST_SMTP_URL must still email the month once it is set."""
     monkeypatch.delenv("DIGEST_SMTP_URL")
     log = tmp_path / "first.log"
     proc = spawn("schedule", log=log)

@@ -489,8 +489,7 @@ def current_copies(tmp_path: Path) -> dict[str, tuple[str, int]]:
 def test_resend_sends_everyone_a_new_copy_with_a_new_message_id(
     run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
 ) -> None:
-    """A corrected copy sent with --resend must show in every mail client: a Message-ID the
-    client already holds would be dropped as a duplicate. The ledger keeps both ids."""
+    """A corrected --resend copy must show in every mail client (a held Message-ID is dropped)."""
     assert run(*SEND, "--yes").exit_code == 0
     first = {r.rcpt_tos[0]: r.message_id for r in smtp.recorder.messages}
 
@@ -611,8 +610,7 @@ def test_killed_resend_then_rerun_gives_each_one_new_copy(
     kill_at: int,
     rerun: tuple[str, ...],
 ) -> None:
-    """A --resend killed with -9 and run again must not send anyone a third, visible copy: the
-    message in flight goes again with its own Message-ID, which clients show once."""
+    """A --resend killed with -9 and run again must not mail anyone a third, visible copy."""
     assert run(*SEND, "--yes").exit_code == 0
     recorder = smtp.recorder
     first = {r.rcpt_tos[0]: r.message_id for r in recorder.messages}

@@ -518,8 +518,7 @@ def test_outbox_send_is_a_rehearsal_recorded_apart(
     readers: list[subscribers.Subscriber],
     ledger: Ledger,
 ) -> None:
-    """Writing the month to outbox/ must leave the ledger owing every reader their email, twice
-    over, while saying that a rehearsal took place; the real send then reaches everyone."""
+    """Writing outbox/ (twice) must leave every reader owed the email, and say it rehearsed."""
     outbox = OutboxTransport(tmp_path / "outbox", KEY)
     for attempt in range(2):
         result = send_month(bundled, listed, ledger, outbox)
@@ -580,8 +579,7 @@ def test_interrupted_resend_run_again_goes_on_with_its_copies(
     readers: list[subscribers.Subscriber],
     ledger: Ledger,
 ) -> None:
-    """A resend killed part-way and run again sends each reader one new copy, the one in flight
-    again with the same Message-ID, not a third copy to those who had the second."""
+    """An interrupted resend run again must send nobody a third copy; in flight keeps its id."""
     execute(prepare(bundled, listed, ledger), smtp(smtp_server))
     preview = delivery.prepare(bundled, listed, NOVEMBER, ledger, NOW, resend=True, write=False)
     assert preview is not None

@@ -141,8 +141,7 @@ def copies(ledger: Ledger, month: str = NOV) -> list[tuple[str, int, str, str, i
 
 
 def test_start_over_begins_a_new_copy_of_one_month_and_keeps_the_old(ledger: Ledger) -> None:
-    """A resend must give each reader a new copy, remember the old one's Message-ID, touch no
-    other month, and give a reader never tried no copy number they did not get."""
+    """A resend must start a new copy of one month only and remember the old copy's Message-ID."""
     for month in (NOV, DEC):
         ledger.freeze(month, "hash", "Subject", 1)
         ledger.keep_render(month, "*", Render("S", "<p>x</p>", "x"))
@@ -635,8 +634,7 @@ def user_version(path: Path) -> int:
 
 
 def test_version_1_ledger_is_upgraded_with_its_rows_kept(tmp_path: Path) -> None:
-    """After an upgrade of digest, what the old ledger recorded must all still be there, in the
-    new form: sent stays sent, decisions keep their meaning, no resend is invented."""
+    """After upgrading digest, all the old ledger recorded must still be there, meaning the same."""
     path = tmp_path / "state.sqlite3"
     version_1(path)
 
@@ -689,8 +687,7 @@ def test_version_1_ledger_is_upgraded_with_its_rows_kept(tmp_path: Path) -> None
 
 
 def test_upgrade_unrecords_a_month_only_ever_written_to_the_outbox(tmp_path: Path) -> None:
-    """Version 1 recorded outbox files as sent: a month never emailed must not stay "sent",
-    or its real send would reach nobody."""
+    """A month version 1 only wrote to outbox/ must not stay "sent": its real send reaches all."""
     path = tmp_path / "state.sqlite3"
     version_1(path)
 

@@ -103,8 +103,7 @@ def test_message_id_is_stable_per_month_and_recipient(publication: catalogue.Pub
 def test_each_copy_has_its_own_message_id_and_the_first_keeps_the_old_one(
     publication: catalogue.Publication,
 ) -> None:
-    """A resent copy needs a Message-ID of its own, or clients holding the first never show it;
-    the first copy's id must stay what earlier versions sent, so their ledgers remain right."""
+    """A resent copy needs its own Message-ID; the first copy keeps the id earlier digests sent."""
     first = message.message_id(publication, NOVEMBER, "chan@example.org")
     # As digest wrote it before copies were counted.
     assert first == "<digest.2025-11.302fb215f26e63e524f6fe3c@provost.example.edu>"
