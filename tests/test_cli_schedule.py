@@ -163,6 +163,38 @@ def test_scheduler_first_then_manual_send_is_refused(
     assert len(smtp_server.recorder.messages) == READERS
 
 
+def test_outbox_run_is_a_rehearsal_and_the_next_start_emails_the_month(
+    spawn: Spawn,
+    run: Callable[..., Result],
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    project: Month,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scheduler first run without DIGEST_SMTP_URL must still email the month once it is set."""
+    monkeypatch.delenv("DIGEST_SMTP_URL")
+    log = tmp_path / "first.log"
+    proc = spawn("schedule", "--outbox", log=log)
+    wait_for(logged(log, f"{project}: rehearsed ({READERS} written to outbox/"), proc, "outbox")
+    assert stop(proc) == 0
+    assert len(list((tmp_path / "outbox").iterdir())) == READERS
+    assert statuses(tmp_path, project) == {}
+    status = run("status")
+    assert re.search(
+        rf"^Last scheduler decision: {project} rehearsed \({READERS} written to outbox/, none "
+        r"emailed\), at .+ HKT \(\+08:00\)\.$",
+        status.stdout,
+        re.MULTILINE,
+    ), status.stdout
+
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+    log = tmp_path / "second.log"
+    again = spawn("schedule", log=log)
+    wait_for(logged(log, f"{project}: sent ({READERS} sent"), again, "the emailed send")
+    assert stop(again) == 0
+    assert_each_reader_got_one(smtp_server)
+
+
 def test_month_without_items_is_skipped_once(
     spawn: Spawn, run: Callable[..., Result], smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
@@ -292,7 +324,7 @@ def test_outbox_rehearsal_starts_when_asked(
     monkeypatch.delenv("DIGEST_SMTP_URL")
     log = tmp_path / "rehearsal.log"
     proc = spawn("schedule", "--outbox", log=log)
-    wait_for(logged(log, f"{project}: sent (11 sent"), proc, "the rehearsal")
+    wait_for(logged(log, f"{project}: rehearsed (11 written to outbox/"), proc, "the rehearsal")
     assert stop(proc) == 0
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == READERS
 

@@ -20,7 +20,6 @@ from click.testing import CliRunner, Result
 from conftest import Received, SmtpServer, finish, wait_for
 from digest.cli import cli
 from digest.send.ledger import Ledger
-from helpers import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(".digest/state.sqlite3")
@@ -154,30 +153,98 @@ def assert_crash_safe(by_recipient: dict[str, list[Received]], readers: list[str
 # -- the outbox ------------------------------------------------------------------------------------
 
 
-def test_outbox_send_then_nothing_more(run: Callable[..., Result], tmp_path: Path) -> None:
-    """Without DIGEST_SMTP_URL staff would not know where their digest went, or get it twice."""
+OUTBOX_NOTE = (
+    "DIGEST_SMTP_URL is not set, so nothing was emailed: each message was written to outbox/ as an "
+    ".eml file. A rehearsal: nobody is recorded as sent, so a send with DIGEST_SMTP_URL set "
+    "reaches everyone.\n"
+)
+OLD_TITLE = "HKUST Commences Preparations for New Medical School"
+NEW_TITLE = "HKUST Begins Work on a New Medical School"
+
+
+def retitle(tmp_path: Path) -> None:
+    """Fix a title in the catalogue, as the office does after a look at the outbox."""
+    path = tmp_path / "items.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert text.count(OLD_TITLE) == 1
+    path.write_text(text.replace(OLD_TITLE, NEW_TITLE), encoding="utf-8")
+
+
+def test_outbox_is_a_rehearsal_and_the_real_send_reaches_everyone(
+    run: Callable[..., Result],
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A look at outbox/ first must not stop the faculty getting the digest, corrected, by email."""
     first = run(*SEND, "--yes")
     assert first.exit_code == 0, first.output
-    assert first.stdout == (
-        header("outbox/")
-        + summary("outbox/")
-        + "DIGEST_SMTP_URL is not set, so nothing was emailed: each message was written to "
-        "outbox/ as an .eml file.\n"
-    )
+    assert first.stdout == header("outbox/") + summary("outbox/") + OUTBOX_NOTE
     assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == sorted(
         f"digest-2025-11-{address}.eml" for address in READERS
     )
-    before = snapshot(tmp_path / "outbox")
+    assert statuses(tmp_path) == {}
+    retitle(tmp_path)
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+
+    real = run(*SEND, "--yes")
+
+    assert real.exit_code == 0, real.output
+    assert real.stdout == header(smtp_server.url) + summary(smtp_server.url)
+    got = smtp_server.recorder.by_recipient()
+    assert sorted(got) == sorted(READERS)
+    assert all(len(messages) == 1 for messages in got.values())
+    with_items = [r for r in smtp_server.recorder.messages if "Medical School" in text_of(r)]
+    assert with_items
+    assert all(NEW_TITLE in text_of(r) for r in with_items)
+    assert set(statuses(tmp_path).values()) == {"sent"}
+
+
+def test_outbox_run_again_rewrites_every_file_and_records_nothing(
+    run: Callable[..., Result], tmp_path: Path
+) -> None:
+    """A second look at outbox/ must show the catalogue as it is now, and still email nobody."""
+    assert run(*SEND, "--yes").exit_code == 0
+    retitle(tmp_path)
 
     again = run(*SEND, "--yes")
 
     assert again.exit_code == 0, again.output
+    assert again.stdout == header("outbox/") + summary("outbox/") + OUTBOX_NOTE
+    files = sorted((tmp_path / "outbox").iterdir())
+    assert [p.name for p in files] == sorted(f"digest-2025-11-{a}.eml" for a in READERS)
+    texts = [p.read_text(encoding="utf-8") for p in files]
+    assert not any(OLD_TITLE in text for text in texts)
+    assert any(NEW_TITLE in text for text in texts)
+    assert statuses(tmp_path) == {}
+
+
+def test_status_tells_a_rehearsal_from_a_send(
+    run: Callable[..., Result],
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Staff reading `digest status` after an outbox run must not believe the digest went out."""
+    assert run(*SEND, "--yes").exit_code == 0
+
+    rehearsed = run("status")
+
+    assert rehearsed.exit_code == 0
     assert re.fullmatch(
-        f"November 2025 was already sent to 11 subscribers, the last at {STAMP}. "
-        "Nothing to send; --resend sends it again.\n",
-        again.stdout,
+        "Nothing sent yet.\n"
+        f"2025-11: 11 messages written to outbox/ at {STAMP} \\(a rehearsal: nothing was "
+        "emailed\\).\n",
+        ledger_part(rehearsed),
+    ), rehearsed.stdout
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+    assert run(*SEND, "--yes").exit_code == 0
+
+    sent = run("status")
+
+    assert_status(sent, sent=11)
+    assert re.search(
+        f"^2025-11: 11 messages written to outbox/ at {STAMP} \\(a rehearsal", sent.stdout, re.M
     )
-    assert snapshot(tmp_path / "outbox") == before
 
 
 def test_outbox_test_copy_keeps_the_real_message(
@@ -406,11 +473,27 @@ def test_refused_recipient_fails_alone(run: Callable[..., Result], smtp: SmtpSer
     assert len(smtp.recorder.messages) == 10
 
 
-def test_resend_sends_everyone_the_same_message_again(
-    run: Callable[..., Result], smtp: SmtpServer
+def copies_kept(tmp_path: Path) -> dict[str, list[tuple[int, str]]]:
+    """Return the ledger's earlier copies of November: (copy, Message-ID) by address."""
+    with Ledger(tmp_path / STATE) as ledger:
+        kept: dict[str, list[tuple[int, str]]] = {}
+        for earlier in ledger.copies("2025-11"):
+            kept.setdefault(earlier.address, []).append((earlier.copy, earlier.message_id))
+        return kept
+
+
+def current_copies(tmp_path: Path) -> dict[str, tuple[str, int]]:
+    """Return each November row's (status, copy) by address."""
+    with Ledger(tmp_path / STATE) as ledger:
+        return {row.address: (row.status, row.copy) for row in ledger.deliveries("2025-11")}
+
+
+def test_resend_sends_everyone_a_new_copy_with_a_new_message_id(
+    run: Callable[..., Result], smtp: SmtpServer, tmp_path: Path
 ) -> None:
-    """--resend must reach everyone, as the same message (so clients that have it show it once)."""
+    """A corrected --resend copy must show in every mail client (a held Message-ID is dropped)."""
     assert run(*SEND, "--yes").exit_code == 0
+    first = {r.rcpt_tos[0]: r.message_id for r in smtp.recorder.messages}
 
     result = run(*SEND, "--yes", "--resend")
 
@@ -419,7 +502,16 @@ def test_resend_sends_everyone_the_same_message_again(
     got = smtp.recorder.by_recipient()
     assert sorted(got) == sorted(READERS)
     assert {len(messages) for messages in got.values()} == {2}
-    assert all(len(message_ids(messages)) == 1 for messages in got.values())
+    assert all(len(message_ids(messages)) == 2 for messages in got.values())
+    assert copies_kept(tmp_path) == {address: [(0, first[address])] for address in READERS}
+    assert current_copies(tmp_path) == dict.fromkeys(READERS, ("sent", 1))
+    second = {address: messages[1].message_id for address, messages in got.items()}
+    assert all(second[a] == first[a].replace("@", ".r1@") for a in READERS)
+
+    run(*SEND, "--yes", "--resend")
+
+    assert {len(message_ids(messages)) for messages in smtp.recorder.by_recipient().values()} == {3}
+    assert {len(kept) for kept in copies_kept(tmp_path).values()} == {2}
 
 
 def test_declined_resend_forgets_nothing(
@@ -512,6 +604,48 @@ def test_killed_send_then_rerun_sends_each_once(
     record_property("received_at_kill", len(received))
     record_property("in_flight", in_flight)
     record_property("duplicates", twice)
+
+
+@pytest.mark.parametrize("kill_at", [1, 6])
+@pytest.mark.parametrize("rerun", [("--resend",), ()], ids=["same-command", "plain-send"])
+def test_killed_resend_then_rerun_gives_each_one_new_copy(
+    run: Callable[..., Result],
+    smtp: SmtpServer,
+    spawn: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+    kill_at: int,
+    rerun: tuple[str, ...],
+) -> None:
+    """A --resend killed with -9 and run again must not mail anyone a third, visible copy."""
+    assert run(*SEND, "--yes").exit_code == 0
+    recorder = smtp.recorder
+    first = {r.rcpt_tos[0]: r.message_id for r in recorder.messages}
+    recorder.delay = 0.05
+    proc = spawn(*SEND, "--yes", "--resend")
+    wait_for(lambda: len(recorder.messages) >= len(READERS) + kill_at, proc, "the resend")
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+    recorder.delay = 0
+
+    again = run(*SEND, "--yes", *rerun)
+
+    assert again.exit_code == 0, again.output
+    if rerun:
+        assert "Going on with the resend begun on " in again.stdout
+    got = recorder.by_recipient()
+    assert sorted(got) == sorted(READERS)
+    twice = []
+    for address, messages in got.items():
+        ids = [m.message_id for m in messages]
+        assert ids[0] == first[address]
+        assert len(set(ids[1:])) == 1, ids  # every new copy of one reader carries one id
+        assert first[address] not in ids[1:], ids
+        assert len(ids) in (2, 3)
+        if len(ids) == 3:
+            twice.append(address)
+    assert len(twice) <= 1, twice  # at most the message in flight at the kill
+    assert current_copies(tmp_path) == dict.fromkeys(READERS, ("sent", 1))
+    assert copies_kept(tmp_path) == {address: [(0, first[address])] for address in READERS}
 
 
 def test_ctrl_c_finishes_the_message_in_flight(

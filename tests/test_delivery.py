@@ -33,7 +33,7 @@ from digest.mail import message, newsletter
 from digest.months import Month
 from digest.publish import catalogue
 from digest.send import delivery, subscribers
-from digest.send.ledger import Delivery, Ledger, Mark
+from digest.send.ledger import Delivery, Ledger, Mark, RunKind, Status
 from digest.send.transport import (
     Connection,
     Fatal,
@@ -389,7 +389,7 @@ def test_crashed_run_resends_in_flight_messages_with_same_id(
     # As if the process died before recording these two as sent.
     in_flight = [readers[0].email, readers[1].email]
     for address in in_flight:
-        ledger.mark_sending(KEY, address)
+        ledger.record(KEY, [Mark(address, Status.SENDING, attempt=True)])
 
     plan = prepare(bundled, listed, ledger)
     assert (plan.in_flight, len(plan.todo), plan.already) == (2, 11, 0)
@@ -457,7 +457,8 @@ def test_fatal_error_keeps_an_in_flight_message_in_flight(
 ) -> None:
     """A message that may have gone out before a crash is still flagged after a failed retry."""
     prepare(bundled, listed, ledger)
-    ledger.mark_sending(KEY, readers[0].email)  # the killed run's message in flight
+    # The killed run's message in flight.
+    ledger.record(KEY, [Mark(readers[0].email, Status.SENDING, attempt=True)])
 
     with pytest.raises(Fatal):
         execute(prepare(bundled, listed, ledger), _RefusingTransport())
@@ -494,6 +495,161 @@ def test_outbox_writes_one_file_per_reader(
     again = execute(prepare(bundled, listed, ledger), transport)
     assert (again.sent, again.already) == (0, 11)
     assert snapshot(outbox) == before
+
+
+def send_month(
+    cat: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    ledger: Ledger,
+    transport: Transport,
+    **options: Any,
+) -> delivery.MonthResult:
+    """Send November as `digest send --yes` does, with the fast policy and no real waiting."""
+    options.setdefault("policy", FAST)
+    options.setdefault("sleep", lambda seconds: None)
+    return delivery.send_month(
+        cat, listed, NOVEMBER, ledger, transport, now=NOW, clock=lambda: NOW, holder="a test",
+        **options,
+    )  # fmt: skip
+
+
+def test_outbox_send_is_a_rehearsal_recorded_apart(
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """Writing outbox/ (twice) must leave every reader owed the email, and say it rehearsed."""
+    outbox = OutboxTransport(tmp_path / "outbox", KEY)
+    for attempt in range(2):
+        result = send_month(bundled, listed, ledger, outbox)
+        assert (result.kind, result.rehearsal) == ("sent", True)
+        assert result.summary is not None
+        assert (result.summary.sent, result.summary.already) == (11, 0)
+        assert sorted(p.name for p in outbox.directory.iterdir()) == sorted(
+            f"digest-2025-11-{s.email}.eml" for s in readers
+        )
+        assert (ledger.deliveries(KEY), ledger.frozen(KEY), ledger.settled(KEY)) == ([], None, None)
+        assert ledger.months() == []
+        runs = ledger.runs(KEY)
+        assert len(runs) == attempt + 1
+        assert (runs[0].kind, runs[0].transport, runs[0].sent, runs[0].rehearsal) == (
+            RunKind.REHEARSAL,
+            f"{outbox.directory}/",
+            11,
+            True,
+        )
+        assert runs[0].finished_at is not None
+
+    result = send_month(bundled, listed, ledger, smtp(smtp_server))
+
+    assert (result.kind, result.rehearsal) == ("sent", False)
+    assert counts(smtp_server) == {s.email: 1 for s in readers}
+    assert set(statuses(ledger).values()) == {"sent"}
+    assert [run.kind for run in ledger.runs(KEY)] == [RunKind.SEND, *[RunKind.REHEARSAL] * 2]
+    assert ledger.settled(KEY) == "already sent"
+
+
+def test_rehearsal_leaves_out_who_unsubscribed_and_ignores_what_was_sent(
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """The outbox shows every message the list would get now, never one to someone who left."""
+    gone = readers[3].email
+    ledger.suppress(gone, "one-click")
+    assert send_month(bundled, listed, ledger, smtp(smtp_server)).kind == "sent"
+    before = ledger.deliveries(KEY)
+    outbox = OutboxTransport(tmp_path / "outbox", KEY)
+
+    result = send_month(bundled, listed, ledger, outbox)
+
+    assert result.rehearsal
+    written = sorted(p.name for p in outbox.directory.iterdir())
+    assert written == sorted(f"digest-2025-11-{s.email}.eml" for s in readers if s.email != gone)
+    assert ledger.deliveries(KEY) == before
+
+
+def test_interrupted_resend_run_again_goes_on_with_its_copies(
+    smtp_server: SmtpServer,
+    bundled: catalogue.Catalogue,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """An interrupted resend run again must send nobody a third copy; in flight keeps its id."""
+    execute(prepare(bundled, listed, ledger), smtp(smtp_server))
+    preview = delivery.prepare(bundled, listed, NOVEMBER, ledger, NOW, resend=True, write=False)
+    assert preview is not None
+    stop, progress = stop_after(3)
+    resend = prepare(bundled, listed, ledger, resend=True)
+    assert not resend.resuming
+    assert [row.copy for row in preview.todo] == [row.copy for row in resend.todo] == [1] * 11
+    execute(resend, smtp(smtp_server), stop=stop, progress=progress)
+    # As if killed between the server's OK for the third and the ledger's commit.
+    in_flight = readers[2].email
+    assert statuses(ledger)[in_flight] == "sent"
+    have = sum(1 for status in statuses(ledger).values() if status == "sent") - 1
+    ledger.record(KEY, [Mark(in_flight, Status.SENDING, attempt=True)])
+
+    again = prepare(bundled, listed, ledger, resend=True)
+
+    assert (again.resuming, len(again.todo), again.already, again.in_flight) == (
+        True,
+        11 - have,
+        have,
+        1,
+    )
+    summary = execute(again, smtp(smtp_server))
+    assert (summary.sent, summary.resent) == (11 - have, 1)
+    got = smtp_server.recorder.by_recipient()
+    for reader in readers:
+        ids = [r.message_id for r in got[reader.email]]
+        first = expected_id(bundled, reader.email)
+        second = message.message_id(bundled.publication, NOVEMBER, reader.email, 1)
+        assert ids == ([first, second, second] if reader.email == in_flight else [first, second])
+    assert {row.copy for row in ledger.deliveries(KEY)} == {1}
+    assert {(c.copy, c.message_id) for c in ledger.copies(KEY)} == {
+        (0, expected_id(bundled, s.email)) for s in readers
+    }
+
+
+def test_resend_of_a_new_version_begins_new_copies_even_over_an_unfinished_resend(
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    listed: subscribers.SubscriberList,
+    readers: list[subscribers.Subscriber],
+    ledger: Ledger,
+) -> None:
+    """A second correction sent with --resend reaches everyone, whatever the first one got to."""
+    path = edited_copy(tmp_path)
+    first = catalogue.load(path)
+    execute(prepare(first, listed, ledger), smtp(smtp_server))
+    stop, progress = stop_after(2)
+    execute(prepare(first, listed, ledger, resend=True), smtp(smtp_server), stop=stop,
+            progress=progress)  # fmt: skip
+    path.write_text(path.read_text(encoding="utf-8").replace(ORIGINAL_TITLE, NEW_TITLE), "utf-8")
+    corrected = catalogue.load(path)
+    reached = {row.address for row in ledger.deliveries(KEY) if row.attempts}
+    assert 2 <= len(reached) < len(readers)
+
+    plan = prepare(corrected, listed, ledger, resend=True)
+
+    assert (plan.resuming, len(plan.todo), plan.already) == (False, 11, 0)
+    execute(plan, smtp(smtp_server))
+    newest = {r.rcpt_tos[0]: r for r in smtp_server.recorder.messages}
+    for reader in readers:
+        copy = 2 if reader.email in reached else 1  # never tried: copy 1 reached nobody
+        assert newest[reader.email].message_id == message.message_id(
+            corrected.publication, NOVEMBER, reader.email, copy
+        )
+    assert ledger.frozen(KEY) is not None
+    assert ledger.frozen(KEY).resends == 2
 
 
 # -- a catalogue edited mid-send -----------------------------------------------------------------
@@ -1448,40 +1604,16 @@ def with_delivery(tmp_path: Path, block: str) -> catalogue.Catalogue:
     return catalogue.load(path)
 
 
-def send_month(
-    cat: catalogue.Catalogue,
-    listed: subscribers.SubscriberList,
-    ledger: Ledger,
-    transport: Transport,
-    **options: Any,
-) -> delivery.MonthResult:
-    """Send November as the scheduler and the console do: no limits given, only the catalogue's."""
-    options.setdefault("policy", FAST)
-    options.setdefault("sleep", lambda seconds: None)
-    return delivery.send_month(
-        cat,
-        listed,
-        NOVEMBER,
-        ledger,
-        transport,
-        now=NOW,
-        clock=lambda: NOW,
-        holder="a test",
-        **options,
-    )
-
-
 def test_rate_in_the_catalogue_paces_a_send_nobody_gave_a_rate(
-    tmp_path: Path, listed: subscribers.SubscriberList, ledger: Ledger
+    tmp_path: Path, listed: subscribers.SubscriberList, ledger: Ledger, smtp_server: SmtpServer
 ) -> None:
     """`rate: "1/minute"` in items.yaml spaces a scheduled or console send a minute apart, as
-    `--rate` does; a rate given for the run replaces it."""
+    `--rate` does; a rate given for the run replaces it. (A rehearsal to outbox/ goes to no relay,
+    and is not paced.)"""
     cat = with_delivery(tmp_path, '{rate: "1/minute"}')
     pauses: list[float] = []
 
-    result = send_month(
-        cat, listed, ledger, OutboxTransport(tmp_path / "outbox", KEY), sleep=pauses.append
-    )
+    result = send_month(cat, listed, ledger, smtp(smtp_server), sleep=pauses.append)
 
     assert result.summary is not None
     assert result.summary.sent == 11
@@ -1492,7 +1624,7 @@ def test_rate_in_the_catalogue_paces_a_send_nobody_gave_a_rate(
         cat,
         listed,
         ledger,
-        OutboxTransport(tmp_path / "outbox", KEY),
+        smtp(smtp_server),
         sleep=pauses.append,
         resend=True,
         rate=0.02,

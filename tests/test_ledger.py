@@ -14,12 +14,15 @@ import pytest
 
 from digest.errors import DeliveryError, LedgerBusyError
 from digest.send.ledger import (
-    STATUSES,
+    Decided,
+    Decision,
     Frozen,
     Ledger,
     Mark,
     Render,
+    RunKind,
     SendLock,
+    Status,
     parse_selection,
     selection_key,
 )
@@ -55,19 +58,19 @@ def test_statuses_move_as_documented(ledger: Ledger) -> None:
         ("c@example.org", "pending", 0, None, None),
     ]
 
-    ledger.mark_sending(NOV, "a@example.org")
+    ledger.record(NOV, [Mark("a@example.org", Status.SENDING, attempt=True)])
     assert view(ledger)[0] == ("a@example.org", "sending", 1, None, None)
-    ledger.mark(NOV, "a@example.org", "sent", 250, "accepted")
+    ledger.record(NOV, [Mark("a@example.org", Status.SENT, code=250, reply="accepted")])
 
-    ledger.mark_sending(NOV, "b@example.org")
-    ledger.mark(NOV, "b@example.org", "deferred", 451, "4.3.0 try later")
-    ledger.mark_sending(NOV, "b@example.org")
+    ledger.record(NOV, [Mark("b@example.org", Status.SENDING, attempt=True)])
+    ledger.record(NOV, [Mark("b@example.org", Status.DEFERRED, code=451, reply="4.3.0 try later")])
+    ledger.record(NOV, [Mark("b@example.org", Status.SENDING, attempt=True)])
     # While a retry is in flight the last reply is kept.
     assert view(ledger)[1] == ("b@example.org", "sending", 2, 451, "4.3.0 try later")
-    ledger.mark(NOV, "b@example.org", "sent", 250, "accepted")
+    ledger.record(NOV, [Mark("b@example.org", Status.SENT, code=250, reply="accepted")])
 
-    ledger.mark_sending(NOV, "c@example.org")
-    ledger.mark(NOV, "c@example.org", "failed", 550, "5.1.1 no such user")
+    ledger.record(NOV, [Mark("c@example.org", Status.SENDING, attempt=True)])
+    ledger.record(NOV, [Mark("c@example.org", Status.FAILED, code=550, reply="5.1.1 no such user")])
 
     assert view(ledger) == [
         ("a@example.org", "sent", 1, 250, "accepted"),
@@ -87,15 +90,15 @@ def test_unknown_status_is_refused(ledger: Ledger) -> None:
     """A typo in a status can never be written: the database checks it."""
     ledger.enrol(NOV, rows("a@example.org"))
     with pytest.raises(sqlite3.IntegrityError):
-        ledger.mark(NOV, "a@example.org", "delivered")
+        ledger.record(NOV, [Mark("a@example.org", "delivered")])
     assert view(ledger) == [("a@example.org", "pending", 0, None, None)]
 
 
 def test_enrol_keeps_existing_rows(ledger: Ledger) -> None:
     """Enrolling again never resets someone already sent; newcomers join the end as pending."""
     ledger.enrol(NOV, rows("a@example.org", "b@example.org"))
-    ledger.mark_sending(NOV, "a@example.org")
-    ledger.mark(NOV, "a@example.org", "sent", 250, "accepted")
+    ledger.record(NOV, [Mark("a@example.org", Status.SENDING, attempt=True)])
+    ledger.record(NOV, [Mark("a@example.org", Status.SENT, code=250, reply="accepted")])
 
     ledger.enrol(NOV, [("a@example.org", "a@example.org", "Renamed", "*"), *rows("c@example.org")])
 
@@ -109,7 +112,7 @@ def test_enrol_keeps_existing_rows(ledger: Ledger) -> None:
 def test_months_are_kept_apart(ledger: Ledger) -> None:
     """November's deliveries say nothing about December's."""
     ledger.enrol(NOV, rows("a@example.org"))
-    ledger.mark(NOV, "a@example.org", "sent", 250, "accepted")
+    ledger.record(NOV, [Mark("a@example.org", Status.SENT, code=250, reply="accepted")])
     ledger.enrol(DEC, rows("a@example.org"))
     assert view(ledger, DEC) == [("a@example.org", "pending", 0, None, None)]
 
@@ -129,22 +132,84 @@ def test_freeze_and_renders_keep_the_first_version(ledger: Ledger) -> None:
     assert ledger.render(NOV, '["research"]') is None
 
 
-def test_forget_resets_a_month_only(ledger: Ledger) -> None:
-    """A deliberate resend starts the month over, and leaves other months alone."""
+def fake_id(address: str, copy: int) -> str:
+    return f"<{copy}.{address}>"
+
+
+def copies(ledger: Ledger, month: str = NOV) -> list[tuple[str, int, str, str, int]]:
+    return [(c.recipient, c.copy, c.message_id, c.status, c.attempts) for c in ledger.copies(month)]
+
+
+def test_start_over_begins_a_new_copy_of_one_month_and_keeps_the_old(ledger: Ledger) -> None:
+    """A resend must start a new copy of one month only and remember the old copy's Message-ID."""
     for month in (NOV, DEC):
         ledger.freeze(month, "hash", "Subject", 1)
         ledger.keep_render(month, "*", Render("S", "<p>x</p>", "x"))
-        ledger.enrol(month, rows("a@example.org"))
-        ledger.mark(month, "a@example.org", "sent", 250, "accepted")
+        ledger.enrol(month, rows("a@example.org", "b@example.org", "c@example.org"))
+        ledger.record(month, [Mark("a@example.org", Status.SENDING, attempt=True)])
+        ledger.record(month, [Mark("a@example.org", Status.SENT, code=250, reply="accepted")])
+        ledger.record(month, [Mark("b@example.org", Status.DEFERRED, True, 451, "later")])
 
-    ledger.forget(NOV)
+    again = ledger.start_over(NOV, "hash-2", "Subject 2", 2, fake_id)
 
-    assert (ledger.frozen(NOV), ledger.render(NOV, "*"), ledger.deliveries(NOV)) == (None, None, [])
-    assert isinstance(ledger.frozen(DEC), Frozen)
+    assert (again.content_hash, again.subject, again.items, again.resends) == (
+        "hash-2",
+        "Subject 2",
+        2,
+        1,
+    )
+    assert ledger.frozen(NOV) == again
+    assert (ledger.render(NOV, "*"), ledger.deliveries(NOV)) == (None, [])
+    assert copies(ledger) == [
+        ("a@example.org", 0, "<0.a@example.org>", "sent", 1),
+        ("b@example.org", 0, "<0.b@example.org>", "deferred", 1),
+    ]
+    ledger.enrol(NOV, rows("a@example.org", "b@example.org", "c@example.org", "d@example.org"))
+    assert [(r.recipient, r.status, r.copy) for r in ledger.deliveries(NOV)] == [
+        ("a@example.org", "pending", 1),
+        ("b@example.org", "pending", 1),
+        ("c@example.org", "pending", 0),  # never tried: copy 0 reached nobody
+        ("d@example.org", "pending", 0),
+    ]
+    # December is as it was.
+    assert ledger.frozen(DEC) == Frozen("hash", "Subject", 1, ledger.frozen(DEC).frozen_at, 0)
     assert ledger.render(DEC, "*") is not None
-    assert view(ledger, DEC) == [("a@example.org", "sent", 0, 250, "accepted")]
+    assert view(ledger, DEC)[0] == ("a@example.org", "sent", 1, 250, "accepted")
+    assert copies(ledger, DEC) == []
+
+    ledger.record(NOV, [Mark("a@example.org", Status.SENDING, attempt=True)])
+    ledger.start_over(NOV, "hash-2", "Subject 2", 2, fake_id)
     ledger.enrol(NOV, rows("a@example.org"))
-    assert view(ledger) == [("a@example.org", "pending", 0, None, None)]
+    assert [c[:3] for c in copies(ledger)] == [
+        ("a@example.org", 0, "<0.a@example.org>"),
+        ("a@example.org", 1, "<1.a@example.org>"),  # in flight when replaced: it may have arrived
+        ("b@example.org", 0, "<0.b@example.org>"),
+    ]
+    assert ledger.deliveries(NOV)[0].copy == 2
+    assert ledger.frozen(NOV).resends == 2
+
+
+def test_start_over_of_a_month_never_sent_freezes_it(ledger: Ledger) -> None:
+    """--resend of a month nobody has yet sends everyone their first copy."""
+    frozen = ledger.start_over(NOV, "hash", "Subject", 3, fake_id)
+    assert ledger.frozen(NOV) == frozen
+    assert frozen.resends == 1
+    ledger.enrol(NOV, rows("a@example.org"))
+    assert (ledger.deliveries(NOV)[0].copy, ledger.copies(NOV)) == (0, [])
+
+
+def test_every_status_and_decision_can_be_written_and_read_back(ledger: Ledger) -> None:
+    """The database's checks and the code's states agree: no state the code uses is refused."""
+    ledger.enrol(NOV, rows("a@example.org"))
+    for status in Status:
+        ledger.record(NOV, [Mark("a@example.org", status)])
+        assert ledger.deliveries(NOV)[0].status is status
+    for decision in Decision:
+        ledger.record_decision("2025-12-01T01:00:00+00:00", NOV, decision, "why")
+        assert ledger.last_decision() == Decided("2025-12-01T01:00:00+00:00", NOV, decision, "why")
+    for kind in RunKind:
+        ledger.start_run(NOV, "smtp://127.0.0.1:25", "a test", kind)
+        assert ledger.runs(limit=1)[0].kind is kind
 
 
 def test_rows_survive_reopening(tmp_path: Path) -> None:
@@ -152,7 +217,7 @@ def test_rows_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
     first = Ledger(path)
     first.enrol(NOV, rows("a@example.org"))
-    first.mark_sending(NOV, "a@example.org")
+    first.record(NOV, [Mark("a@example.org", Status.SENDING, attempt=True)])
     first.close()
     second = Ledger(path)
     try:
@@ -164,16 +229,16 @@ def test_rows_survive_reopening(tmp_path: Path) -> None:
 def test_months_counts_by_status(ledger: Ledger) -> None:
     """`digest status` shows each month, newest first, with how many are in each state."""
     ledger.enrol(NOV, rows("a@example.org", "b@example.org", "c@example.org", "d@example.org"))
-    ledger.mark(NOV, "a@example.org", "sent", 250, "accepted")
-    ledger.mark(NOV, "b@example.org", "sent", 250, "accepted")
-    ledger.mark(NOV, "c@example.org", "failed", 550, "no such user")
+    ledger.record(NOV, [Mark("a@example.org", Status.SENT, code=250, reply="accepted")])
+    ledger.record(NOV, [Mark("b@example.org", Status.SENT, code=250, reply="accepted")])
+    ledger.record(NOV, [Mark("c@example.org", Status.FAILED, code=550, reply="no such user")])
     ledger.enrol(DEC, rows("a@example.org"))
     ledger.enrol("2025-10", rows("a@example.org"))
-    ledger.mark("2025-10", "a@example.org", "deferred", 451, "later")
+    ledger.record("2025-10", [Mark("a@example.org", Status.DEFERRED, code=451, reply="later")])
 
     months = ledger.months()
 
-    zero = dict.fromkeys(STATUSES, 0)
+    zero = dict.fromkeys(Status, 0)
     assert [(m.month, m.counts) for m in months] == [
         (DEC, {**zero, "pending": 1}),
         (NOV, {**zero, "pending": 1, "sent": 2, "failed": 1}),
@@ -336,7 +401,7 @@ def test_runs_are_listed_newest_first(ledger: Ledger) -> None:
 def test_month_is_settled_once_everyone_still_subscribed_has_it(ledger: Ledger) -> None:
     """Someone who unsubscribed mid-month does not keep the month open or count as waiting."""
     ledger.enrol(NOV, rows("a@example.org", "b@example.org"))
-    ledger.mark(NOV, "a@example.org", "sent", 250, "accepted")
+    ledger.record(NOV, [Mark("a@example.org", Status.SENT, code=250, reply="accepted")])
     assert ledger.settled(NOV) is None
     assert ledger.months()[0].counts["pending"] == 1
 
@@ -450,7 +515,7 @@ def test_accepted_messages_are_counted_across_months_and_a_resend(ledger: Ledger
     ledger.record(DEC, [Mark("a@example.org", "sent")], at=NOON + timedelta(seconds=1))
 
     assert ledger.accepted_since(NOON - timedelta(hours=3)) == 3
-    ledger.forget(NOV)
+    ledger.start_over(NOV, "new", "Subject", 3, lambda address, copy: f"<{copy}.{address}>")
     assert ledger.accepted_since(NOON - timedelta(hours=3)) == 3
     # The window is open at its start: a message accepted exactly then has left it.
     assert ledger.accepted_since(NOON - timedelta(hours=2)) == 2
@@ -463,7 +528,7 @@ def test_accepted_messages_are_counted_across_months_and_a_resend(ledger: Ledger
     assert ledger.accepted_since(NOON - timedelta(days=30)) == 2
 
 
-def test_a_hold_is_kept_per_month_until_cleared_or_forgotten(tmp_path: Path) -> None:
+def test_a_hold_is_kept_per_month_until_cleared_or_started_over(tmp_path: Path) -> None:
     """`digest status` can say which month waits for the daily limit, after a restart too."""
     path = tmp_path / "state.sqlite3"
     ledger = Ledger(path)
@@ -477,7 +542,302 @@ def test_a_hold_is_kept_per_month_until_cleared_or_forgotten(tmp_path: Path) -> 
             NOV: (20, "2025-12-01T12:00:00+00:00"),
         }
         ledger.hold(DEC, 0, None)
-        ledger.forget(NOV)
+        ledger.start_over(NOV, "new", "Subject", 3, lambda address, copy: f"<{copy}.{address}>")
         assert ledger.holds() == {}
     finally:
         ledger.close()
+
+
+# -- upgrading a version-1 ledger ------------------------------------------------------------------
+
+# The schema as version 1 wrote it (digest up to the ledger's schema 2), copied here unchanged: the
+# upgrade must read files that exist, whatever the code says today.
+SCHEMA_1 = """
+CREATE TABLE IF NOT EXISTS issues (
+    month TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    items INTEGER NOT NULL,
+    frozen_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS renders (
+    month TEXT NOT NULL,
+    selection TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    html TEXT NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (month, selection)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    month TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    address TEXT NOT NULL,
+    name TEXT,
+    selection TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'deferred')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_code INTEGER,
+    last_reply TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (month, recipient)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    month TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    month TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    transport TEXT NOT NULL,
+    started_by TEXT NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    deferred INTEGER NOT NULL DEFAULT 0,
+    already INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS suppressions (
+    address TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    source TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS logouts (
+    session TEXT PRIMARY KEY,
+    until TEXT NOT NULL
+);
+"""
+OCT = "2025-10"
+AT = "2025-12-01T01:00:00+00:00"
+# What version 1's scheduler recorded, in every form it had, and one a person typed in by hand.
+V1_DECISIONS = [
+    (NOV, "sent", "2 sent, 0 already had it, 0 deferred, 1 failed"),
+    (NOV, "stopped", "1 sent, 2 left for the next start"),
+    (NOV, "failed", "subscribers.csv: line 3: bad address"),
+    (DEC, "skipped: no items", ""),
+    (DEC, "skipped: no readers", ""),
+    (NOV, "skipped: already sent", ""),
+    (NOV, "skipped: another send is running", "another send of 2025-11 is running"),
+    (OCT, "sent", "2 sent, 0 already had it, 0 deferred, 0 failed"),
+    (NOV, "paused by hand", "see ticket 12"),
+]
+
+
+def version_1(path: Path) -> None:
+    """Write a version-1 ledger as digest then left it: November emailed (after a look at the
+    outbox), October only ever written to outbox/, and the scheduler's decisions."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(SCHEMA_1)
+    db.execute("PRAGMA user_version=1")
+    with db:
+        for month in (NOV, OCT):
+            db.execute("INSERT INTO issues VALUES (?, 'hash', 'Subject', 3, ?)", (month, AT))
+            db.execute("INSERT INTO renders VALUES (?, '*', 'Subject', '<p>x</p>', 'x')", (month,))
+        db.executemany(
+            "INSERT INTO deliveries VALUES (?, ?, ?, ?, '*', ?, ?, ?, ?, ?)",
+            [
+                (NOV, "a@example.org", "a@example.org", "A", "sent", 1, 250, "accepted", AT),
+                (NOV, "b@example.org", "B@example.org", None, "failed", 1, 550, "no such", AT),
+                (NOV, "c@example.org", "c@example.org", "C", "sending", 2, 451, "later", AT),
+                (OCT, "a@example.org", "a@example.org", "A", "sent", 1, 250, "accepted", AT),
+                (OCT, "b@example.org", "B@example.org", None, "sent", 1, 250, "accepted", AT),
+            ],
+        )
+        db.executemany(
+            "INSERT INTO decisions (at, month, decision, detail) VALUES (?, ?, ?, ?)",
+            [(AT, month, decision, detail) for month, decision, detail in V1_DECISIONS],
+        )
+        db.executemany(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (1, NOV, AT, AT, "outbox/", "digest send by ada", 3, 0, 0, 0),
+                (2, NOV, AT, AT, "smtp://127.0.0.1:2525", "digest send by ada", 0, 0, 0, 0),
+                (3, OCT, AT, AT, "outbox/", "digest schedule", 2, 0, 0, 0),
+                (4, NOV, AT, None, "smtps://news@127.0.0.1:465", "digest schedule", 0, 0, 0, 0),
+            ],
+        )
+        db.execute("INSERT INTO suppressions VALUES ('gone@example.org', ?, 'one-click')", (AT,))
+        db.execute("INSERT INTO logouts VALUES ('session-1', '2099-01-01T00:00:00+00:00')")
+    db.close()
+
+
+def columns(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Return every table's columns (name, type, not null, default, key), by table."""
+    db = sqlite3.connect(path)
+    try:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {
+            table: [row[1:] for row in db.execute(f"PRAGMA table_info({table})")]
+            for table in sorted(tables)
+        }
+    finally:
+        db.close()
+
+
+def user_version(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_version_1_ledger_is_upgraded_with_its_rows_kept(tmp_path: Path) -> None:
+    """After upgrading digest, all the old ledger recorded must still be there, meaning the same."""
+    path = tmp_path / "state.sqlite3"
+    version_1(path)
+
+    with Ledger(path) as ledger:
+        assert [
+            (r.recipient, r.address, r.name, r.status, r.attempts, r.last_code, r.copy)
+            for r in ledger.deliveries(NOV)
+        ] == [
+            ("a@example.org", "a@example.org", "A", "sent", 1, 250, 0),
+            ("b@example.org", "B@example.org", None, "failed", 1, 550, 0),
+            ("c@example.org", "c@example.org", "C", "sending", 2, 451, 0),
+        ]
+        assert ledger.frozen(NOV) == Frozen("hash", "Subject", 3, AT, 0)
+        assert ledger.render(NOV, "*") == Render("Subject", "<p>x</p>", "x")
+        assert ledger.copies(NOV) == []
+        assert ledger.suppressed() == {"gone@example.org"}
+        assert ledger.logouts(datetime(2025, 12, 1, tzinfo=UTC)) == {"session-1"}
+        assert [(run.id, run.kind) for run in ledger.runs()] == [
+            (4, RunKind.SEND),
+            (3, RunKind.REHEARSAL),
+            (2, RunKind.SEND),
+            (1, RunKind.REHEARSAL),
+        ]
+        assert ledger.last_decision() == Decided(
+            AT, NOV, Decision.FAILED, "paused by hand (see ticket 12)"
+        )
+        assert ledger.settled(DEC) == "skipped: no readers"
+        assert ledger.settled(NOV) is None  # c@ is still in flight
+        ledger.record(NOV, [Mark("c@example.org", Status.SENT)])
+        assert ledger.settled(NOV) == "already sent"
+        ledger.enrol(NOV, rows("d@example.org"))  # the upgraded tables take new rows
+        assert ledger.deliveries(NOV)[-1].copy == 0
+    assert user_version(path) == 2
+    db = sqlite3.connect(path)
+    try:
+        decided = db.execute("SELECT month, kind, detail FROM decisions ORDER BY id").fetchall()
+    finally:
+        db.close()
+    assert decided == [
+        (NOV, "sent", "2 sent, 0 already had it, 0 deferred, 1 failed"),
+        (NOV, "stopped", "1 sent, 2 left for the next start"),
+        (NOV, "failed", "subscribers.csv: line 3: bad address"),
+        (DEC, "no_items", ""),
+        (DEC, "no_readers", ""),
+        (NOV, "already_sent", ""),
+        (NOV, "busy", "another send of 2025-11 is running"),
+        (OCT, "rehearsed", "2 sent, 0 already had it, 0 deferred, 0 failed"),
+        (NOV, "failed", "paused by hand (see ticket 12)"),
+    ]
+
+
+def test_upgrade_unrecords_a_month_only_ever_written_to_the_outbox(tmp_path: Path) -> None:
+    """A month version 1 only wrote to outbox/ must not stay "sent": its real send reaches all."""
+    path = tmp_path / "state.sqlite3"
+    version_1(path)
+
+    with Ledger(path) as ledger:
+        assert (ledger.deliveries(OCT), ledger.frozen(OCT), ledger.render(OCT, "*")) == (
+            [],
+            None,
+            None,
+        )
+        assert ledger.settled(OCT) is None
+        assert [run.rehearsal for run in ledger.runs(OCT)] == [True]
+        assert [m.month for m in ledger.months()] == [NOV]
+
+
+def test_upgraded_ledger_has_the_tables_of_a_new_one(tmp_path: Path) -> None:
+    """An upgraded ledger and a new one must be the same database, column for column."""
+    old, new = tmp_path / "old.sqlite3", tmp_path / "new.sqlite3"
+    version_1(old)
+    Ledger(old).close()
+    Ledger(new).close()
+    assert columns(old) == columns(new)
+    assert "copies" in columns(new)
+    assert user_version(new) == 2
+
+
+def test_upgrade_that_fails_changes_nothing(tmp_path: Path) -> None:
+    """A ledger that cannot be upgraded is refused by name and left exactly as it was."""
+    path = tmp_path / "state.sqlite3"
+    version_1(path)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE copies (note TEXT)")  # in the way of the upgrade's own table
+    db.commit()
+    db.close()
+    before = columns(path)
+
+    with pytest.raises(DeliveryError) as raised:
+        Ledger(path)
+
+    assert str(raised.value) == (
+        f"{path}: cannot upgrade the delivery ledger from schema 1 to 2 (table copies already "
+        "exists); nothing in it was changed. Remove what is in the way or move the file aside "
+        "to start a new ledger"
+    )
+    assert columns(path) == before
+    assert user_version(path) == 1
+
+
+def test_upgrade_of_a_locked_ledger_waits_then_changes_nothing(tmp_path: Path) -> None:
+    """An upgrade blocked by an sqlite3 shell stops with the usual notice and leaves the file."""
+    path = tmp_path / "state.sqlite3"
+    version_1(path)
+    before = columns(path)
+    shell = sqlite3.connect(path, isolation_level=None)
+    shell.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(LedgerBusyError):
+            Ledger(path, busy_timeout=0.5)
+    finally:
+        shell.execute("ROLLBACK")
+        shell.close()
+    assert (columns(path), user_version(path)) == (before, 1)
+    with Ledger(path) as ledger:
+        assert len(ledger.deliveries(NOV)) == 3
+
+
+def test_ledger_tables_without_a_version_are_upgraded(tmp_path: Path) -> None:
+    """A version-1 ledger whose version number was never written still opens, rows and all."""
+    path = tmp_path / "state.sqlite3"
+    version_1(path)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=0")
+    db.close()
+    with Ledger(path) as ledger:
+        assert len(ledger.deliveries(NOV)) == 3
+    assert user_version(path) == 2
+
+
+def test_database_of_another_program_is_refused(tmp_path: Path) -> None:
+    """--state pointing at some other program's SQLite file must not have tables added to it."""
+    path = tmp_path / "inventory.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE parts (name TEXT)")
+    db.commit()
+    db.close()
+    with pytest.raises(DeliveryError) as raised:
+        Ledger(path)
+    assert str(raised.value) == (
+        f"{path}: is not a delivery ledger (it holds other tables: parts); give --state (or "
+        "DIGEST_STATE) the ledger's path, or a new file's"
+    )
+    assert list(columns(path)) == ["parts"]
+
+
+def test_ledger_is_a_context_manager(tmp_path: Path) -> None:
+    """`with Ledger(path)` closes the database however the block ends."""
+    with pytest.raises(RuntimeError), Ledger(tmp_path / "state.sqlite3") as ledger:
+        raise RuntimeError("boom")
+    with pytest.raises(sqlite3.ProgrammingError):
+        ledger.suppressed()

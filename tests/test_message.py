@@ -100,6 +100,23 @@ def test_message_id_is_stable_per_month_and_recipient(publication: catalogue.Pub
     assert parsed(publication)["Message-ID"] == first
 
 
+def test_each_copy_has_its_own_message_id_and_the_first_keeps_the_old_one(
+    publication: catalogue.Publication,
+) -> None:
+    """A resent copy needs its own Message-ID; the first copy keeps the id earlier digests sent."""
+    first = message.message_id(publication, NOVEMBER, "chan@example.org")
+    # As digest wrote it before copies were counted.
+    assert first == "<digest.2025-11.302fb215f26e63e524f6fe3c@provost.example.edu>"
+    assert message.message_id(publication, NOVEMBER, "chan@example.org", 0) == first
+    second = message.message_id(publication, NOVEMBER, " Chan@example.org", 1)
+    assert second == "<digest.2025-11.302fb215f26e63e524f6fe3c.r1@provost.example.edu>"
+    assert message.message_id(publication, NOVEMBER, "chan@example.org", 2) not in (first, second)
+    built = message.build(publication, NOVEMBER, envelope(), "<p>Hi</p>", "Hi\n", SENT, copy=1)
+    assert built["Message-ID"] == message.message_id(
+        publication, NOVEMBER, envelope().recipient.address, 1
+    )
+
+
 @pytest.mark.parametrize("breaker", ["\n", "\r", "\r\n", "\x00", "\u2028", "\u2029", "\x85"])
 @pytest.mark.parametrize("field", ["subject", "name", "unsubscribe", "reply_to"])
 def test_line_breaks_never_reach_a_header(

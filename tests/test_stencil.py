@@ -45,6 +45,7 @@ def both(
     one_click: str | None,
     date: datetime,
     subject: str = "What's Happening — November 2025",
+    copy: int = 0,
 ) -> tuple[bytes | None, bytes | None]:
     """Return (the stencil's bytes, build's bytes) for one recipient; None where each declines."""
     stencil = message.Stencil(
@@ -56,11 +57,11 @@ def both(
         (GREETING, LINK),
     )
     html_values, text_values = personal(recipient.name, one_click or UNSUBSCRIBE)
-    filled = stencil.fill(recipient, one_click, date, html_values, text_values)
+    filled = stencil.fill(recipient, one_click, date, html_values, text_values, copy)
     page, text = substitute(html_template, html_values), substitute(text_template, text_values)
     try:
         built = message.build(
-            PUBLICATION, MONTH, envelope(recipient, subject, one_click), page, text, date
+            PUBLICATION, MONTH, envelope(recipient, subject, one_click), page, text, date, copy=copy
         ).as_bytes()
     except RenderError:
         built = None
@@ -103,6 +104,18 @@ def test_stencil_writes_what_build_writes(recipient: Mailbox, one_click: str | N
     filled, built = both(HTML, TEXT, recipient, one_click, SENT)
     assert filled is not None
     assert filled == built
+
+
+@pytest.mark.parametrize("copy", [1, 3])
+def test_stencil_writes_a_resent_copy_as_build_does(copy: int) -> None:
+    """A resent copy made from the stencil carries the new copy's Message-ID, as build's does."""
+    recipient = Mailbox("Chan Tai-man", "chan@example.org")
+    filled, built = both(HTML, TEXT, recipient, None, SENT, copy=copy)
+    assert filled is not None
+    assert filled == built
+    assert f".r{copy}@".encode() in filled
+    first, _ = both(HTML, TEXT, recipient, None, SENT)
+    assert first != filled
 
 
 def test_stencil_message_reads_back_personalised() -> None:

@@ -136,6 +136,7 @@ class Briefing:
     tz: tzinfo
     recipients: Recipients
     room: int | None = None  # how many the daily limit lets go now, when it is set
+    resuming: bool = False  # going on with a resend that did not reach everyone
 
 
 @dataclass(slots=True)
@@ -209,7 +210,7 @@ def send_month(
         briefing = Briefing(
             month, plan.subject, plan.items, len(chosen.sections), len(plan.todo), have,
             plan.in_flight, plan.changed, plan.frozen_at, transport.describe(),
-            settings.uses_outbox, tz, found, plan.room,
+            settings.uses_outbox, tz, found, plan.room, plan.resuming,
         )  # fmt: skip
         return options.confirm(briefing)
 
@@ -326,6 +327,7 @@ def scheduled_send(
 ) -> ScheduleOutcome:
     """Send `month` as `digest send --yes` would, and record the scheduler's decision."""
     from digest.send import schedule as scheduling
+    from digest.send.ledger import Decision
 
     # As `digest send --yes` without --skip-invalid: an invalid row stops the run, which is
     # retried later, reading the list again; nobody is sent the digest of a partial list unless
@@ -349,7 +351,10 @@ def scheduled_send(
     try:
         with _ledger(settings) as ledger:
             ledger.record_decision(
-                clock().isoformat(timespec="seconds"), str(month), outcome.decision, outcome.detail
+                clock().isoformat(timespec="seconds"),
+                str(month),
+                Decision(outcome.decision),
+                outcome.detail,
             )
     except DigestError as exc:  # a ledger locked elsewhere: the decision is logged all the same
         warn(f"{month}: the decision could not be recorded: {exc}")
@@ -368,6 +373,12 @@ def decision(month: Month, result: MonthResult, stop: threading.Event) -> Schedu
         f"{summary.sent} sent, {summary.already} already had it, {summary.deferred} deferred, "
         f"{summary.failed} failed"
     )
+    if result.rehearsal:
+        # Nothing was emailed: the month stays due, and the next start (with DIGEST_SMTP_URL
+        # set) sends it.
+        return scheduling.Outcome(
+            month, "rehearsed", f"{summary.sent} written to outbox/, none emailed"
+        )
     if summary.held and summary.held_until is not None:
         detail += f", {summary.held} held by the daily limit"
         kind = "held" if result.kind == "held" else "sent"
@@ -457,6 +468,7 @@ class Status:
     next_run_problem: str | None = None
     tz: Any = None
     held: tuple[tuple[str, int, str], ...] = ()  # (month, how many, until) the daily limit holds
+    rehearsals: tuple[Run, ...] = ()  # each month's latest run that only wrote to outbox/
 
 
 def status(settings: Settings, now: datetime) -> Status:
@@ -480,6 +492,10 @@ def status(settings: Settings, now: datetime) -> Status:
             for month, (count, until) in ledger.holds().items()
             if month in unsent
         )
+        latest: dict[str, Run] = {}
+        for run in ledger.runs():
+            if run.rehearsal:
+                latest.setdefault(run.month, run)
         return Status(
             True,
             months,
@@ -491,6 +507,7 @@ def status(settings: Settings, now: datetime) -> Status:
             problem,
             tz,
             held,
+            tuple(latest.values()),
         )
     finally:
         ledger.close()

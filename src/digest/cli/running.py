@@ -127,6 +127,11 @@ def status(catalogue_path: Path, state_path: Path | None) -> None:
         click.echo(f"Nothing sent yet ({settings.state_path} does not exist).")
     else:
         _status_months(found)
+    for run in found.rehearsals:
+        click.echo(
+            f"{run.month}: {plural(run.sent, 'message')} written to {run.transport} at "
+            f"{_when(run.started_at, found.tz)} (a rehearsal: nothing was emailed)."
+        )
     if found.suppressed:
         click.echo(
             f"Unsubscribed with one click: {plural(found.suppressed, 'address')} "

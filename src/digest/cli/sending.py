@@ -254,6 +254,12 @@ def _send(
                     f"stopped; {pronoun} sent again with the same Message-ID, so mail clients "
                     "show each once."
                 )
+            if briefing.resuming:
+                click.echo(
+                    "Going on with the resend begun on "
+                    f"{wording.moment(briefing.frozen_at, briefing.tz)}: whoever has its copy is "
+                    "not sent another."
+                )
             if briefing.changed:
                 click.echo(
                     "The catalogue changed since sending began on "
@@ -366,7 +372,8 @@ def _summarise(summary: Summary, sent: Sent) -> None:
     if sent.outbox is not None:
         click.echo(
             "DIGEST_SMTP_URL is not set, so nothing was emailed: each message was written to "
-            f"{sent.outbox}/ as an .eml file."
+            f"{sent.outbox}/ as an .eml file. A rehearsal: nobody is recorded as sent, so a send "
+            "with DIGEST_SMTP_URL set reaches everyone."
         )
 
 

@@ -62,10 +62,15 @@ def address(mailbox: Mailbox, what: str) -> Address:
         raise RenderError(f"the {what} address {addr!r} is not valid: {exc}") from exc
 
 
-def message_id(publication: Publication, month: Month, recipient: str) -> str:
-    """Return the Message-ID of `month`'s digest to `recipient`: the same on every attempt."""
+def message_id(publication: Publication, month: Month, recipient: str, copy: int = 0) -> str:
+    """Return the Message-ID of `month`'s digest to `recipient`: the same on every attempt.
+
+    `copy` counts deliberate resends: each is a new message, which mail clients that hold the
+    first would otherwise drop as a duplicate. Copy 0 has no mark, as before copies were counted.
+    """
     digest = hashlib.sha256(f"{month}\0{recipient.strip().lower()}".encode()).hexdigest()[:24]
-    return f"<digest.{month}.{digest}@{publication.host}>"
+    mark = f".r{copy}" if copy else ""
+    return f"<digest.{month}.{digest}{mark}@{publication.host}>"
 
 
 def list_id(publication: Publication) -> str:
@@ -83,8 +88,13 @@ def build(
     html: str,
     text: str,
     date: datetime,
+    *,
+    copy: int = 0,
 ) -> EmailMessage:
-    """Return the message: text and HTML alternatives, From/To/Subject/Date and list headers."""
+    """Return the message: text and HTML alternatives, From/To/Subject/Date and list headers.
+
+    `copy`: which copy of the month's digest this is for the recipient (see `message_id`).
+    """
     message = EmailMessage(policy=_POLICY)
     message["From"] = address(envelope.sender, "sender")
     message["To"] = address(envelope.recipient, "recipient")
@@ -92,7 +102,7 @@ def build(
         message["Reply-To"] = header_safe(envelope.reply_to, "the reply-to address")
     message["Subject"] = header_safe(envelope.subject, "the subject")
     message["Date"] = format_datetime(date)
-    message["Message-ID"] = message_id(publication, month, envelope.recipient.address)
+    message["Message-ID"] = message_id(publication, month, envelope.recipient.address, copy)
     message["List-Id"] = header_safe(list_id(publication), "the list id")
     unsubscribe = header_safe(envelope.unsubscribe, "the unsubscribe address")
     targets = [unsubscribe]
@@ -227,13 +237,13 @@ class Stencil:
         self.pieces.append(skeleton[at:])
 
     def _headers(
-        self, recipient: Mailbox, one_click: str | None, date: datetime
+        self, recipient: Mailbox, one_click: str | None, date: datetime, copy: int = 0
     ) -> dict[str, bytes] | None:
         if date.tzinfo is None or not recipient.address.isascii():
             return None  # `build` writes the zone as -0000; send_message handles SMTPUTF8
         to = _to_value(recipient)
         to_line = f"To: {to}\r\n".encode("ascii") if to else b""
-        mid = message_id(self.publication, self.month, recipient.address)
+        mid = message_id(self.publication, self.month, recipient.address, copy)
         # A send stamps many messages within the same second, which is all the header shows of
         # the moment; the key has the offset too, as equal moments in two zones compare equal.
         when = (math.floor(date.timestamp()), date.utcoffset())
@@ -270,12 +280,13 @@ class Stencil:
         date: datetime,
         html_values: Mapping[str, str],
         text_values: Mapping[str, str],
+        copy: int = 0,
     ) -> bytes | None:
         """Return the recipient's message as `build` would serialize it, or None (see above)."""
         if not self.pieces:
             return None
         try:
-            values = self._headers(recipient, one_click, date)
+            values = self._headers(recipient, one_click, date, copy)
         except RenderError:
             return None  # `build` says what is wrong
         personal = (*html_values.values(), *text_values.values())

@@ -22,7 +22,8 @@ import selectors
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -39,7 +40,9 @@ from digest.send.ledger import (
     Ledger,
     Mark,
     Render,
+    RunKind,
     SendLock,
+    Status,
     parse_selection,
     selection_key,
     stamp,
@@ -81,7 +84,7 @@ class Outcome:
     """What happened to one recipient in this run."""
 
     address: str
-    status: str  # sent, failed, deferred
+    status: Status  # sent, failed, deferred
     code: int | None = None
     reply: str | None = None
     again: bool = False  # sent before a crash, perhaps: resent with the same Message-ID
@@ -290,11 +293,13 @@ class Send:
     # How many recipients the daily limit lets go now (None: no limit); `send_month` sets it on
     # the plan it shows for confirmation.
     room: int | None = None
+    # Going on with a resend of this issue that did not reach everyone, not beginning another.
+    resuming: bool = False
 
     @property
     def in_flight(self) -> int:
         """Return how many messages a crashed run may or may not have delivered."""
-        return sum(1 for row in self.todo if row.status == "sending")
+        return sum(1 for row in self.todo if row.status == Status.SENDING)
 
     def execute(
         self,
@@ -362,6 +367,7 @@ def compose(
         html,
         text,
         date,
+        copy=row.copy,
     )
 
 
@@ -402,7 +408,7 @@ class Composer:
         )
         recipient = Mailbox(row.name, row.address)
         stencil = self._stencil(row.selection, one_click is not None)
-        filled = stencil.fill(recipient, one_click, date, html_values, text_values)
+        filled = stencil.fill(recipient, one_click, date, html_values, text_values, row.copy)
         return filled if filled is not None else compose(self.plan, row, date, self.unsubscribe)
 
     def _stencil(self, selection: str, one_click: bool) -> message.Stencil:
@@ -442,8 +448,12 @@ def prepare(
 ) -> Send | None:
     """Freeze the month's issue and enrol its readers; None when the month has no items.
 
+    With `resend`, everyone is sent a new copy, with a new Message-ID (the ledger keeps the earlier
+    ones); but a resend of this same issue that did not reach everyone is gone on with instead, so
+    that running an interrupted resend again sends nobody a third copy (`Send.resuming`).
+
     With `write=False` nothing is written: the plan is what a real prepare would give, for a
-    person to confirm before anything is frozen, enrolled or (with `resend`) forgotten. `preview`,
+    person to confirm before anything is frozen, enrolled or (with `resend`) replaced. `preview`,
     such a plan made a moment before from the same catalogue at the same `now`, lends its renders.
     """
     issue = newsletter.issue(catalogue, month, now)
@@ -452,9 +462,8 @@ def prepare(
     settings_of(catalogue)
     # Whoever unsubscribed is neither enrolled nor sent the rest of a half-sent month.
     subscribers = without_suppressed(subscribers, ledger.suppressed())
+    listed = {s.key for s in subscribers.subscribers}
     key = str(month)
-    if resend and write:
-        ledger.forget(key)
     renderer = newsletter.Renderer(catalogue)
     made = dict(preview.made) if preview is not None else {}
 
@@ -465,8 +474,21 @@ def prepare(
 
     full = rendered(selection_key(None))  # the whole issue, as everyone with no choice gets it
     fingerprint = content_hash(full)
-    earlier = None if resend else ledger.frozen(key)
-    if write:
+    earlier = ledger.frozen(key)
+    recorded = {r.recipient: r for r in ledger.deliveries(key)}
+    resuming = resend and _resend_unfinished(earlier, fingerprint, recorded.values(), listed)
+    again = resend and not resuming  # a new copy for everyone
+    copies = _next_copies(ledger, key, recorded.values(), again)  # for rows not enrolled yet
+    if again and write:
+
+        def message_id(address: str, copy: int) -> str:
+            return message.message_id(catalogue.publication, month, address, copy)
+
+        frozen = ledger.start_over(key, fingerprint, full.subject, len(issue.items), message_id)
+    elif again:
+        resends = (earlier.resends if earlier else 0) + 1
+        frozen = Frozen(fingerprint, full.subject, len(issue.items), stamp(now), resends)
+    elif write:
         frozen = ledger.freeze(key, fingerprint, full.subject, len(issue.items))
     else:
         frozen = earlier or Frozen(fingerprint, full.subject, len(issue.items), stamp(now))
@@ -475,20 +497,21 @@ def prepare(
     enrolment = [(s.key, s.email, s.name, selection_key(s.categories)) for s in readers]
     if write:
         ledger.enrol(key, enrolment)
-    recorded = {} if resend and not write else {r.recipient: r for r in ledger.deliveries(key)}
+        recorded = {r.recipient: r for r in ledger.deliveries(key)}
+    elif again:
+        recorded = {}
     # Everyone already enrolled who is still subscribed keeps their place, even if an edit since
     # the freeze left their categories without items: they get the frozen version.
-    listed = {s.key for s in subscribers.subscribers}
     rows = [row for row in recorded.values() if row.recipient in listed]
     rows += [
-        Delivery(key, r, a, n, sel, "pending", 0, None, None, stamp(now))
+        Delivery(key, r, a, n, sel, Status.PENDING, 0, None, None, stamp(now), copies.get(r, 0))
         for r, a, n, sel in enrolment
         if r not in recorded
     ]
-    todo = [r for r in rows if r.status in ("pending", "sending", "deferred")]
+    todo = [r for r in rows if r.status in _TODO]
     renders: dict[str, Render] = {}
     for selection in sorted({row.selection for row in todo}):
-        kept = None if resend and not write else ledger.render(key, selection)
+        kept = None if again and not write else ledger.render(key, selection)
         if kept is None:
             if changed:
                 raise DeliveryError(
@@ -509,13 +532,42 @@ def prepare(
         subject=frozen.subject,
         items=frozen.items,
         todo=todo,
-        already=sum(1 for r in rows if r.status == "sent"),
+        already=sum(1 for r in rows if r.status == Status.SENT),
         without_items=len(without),
         changed=changed,
         frozen_at=frozen.frozen_at,
         renders=renders,
         made=made,
+        resuming=resuming,
     )
+
+
+# The rows a run sends: never tried, perhaps delivered before a crash, or refused for now.
+_TODO = (Status.PENDING, Status.SENDING, Status.DEFERRED)
+
+
+def _resend_unfinished(
+    earlier: Frozen | None, fingerprint: str, rows: Iterable[Delivery], listed: set[str]
+) -> bool:
+    """Return whether a resend of this very issue began and someone listed still waits for it."""
+    if earlier is None or not earlier.resends or earlier.content_hash != fingerprint:
+        return False
+    mine = [row for row in rows if row.recipient in listed]
+    # None enrolled yet: the resend stopped between its new issue and its readers.
+    return not mine or any(row.status in _TODO for row in mine)
+
+
+def _next_copies(ledger: Ledger, key: str, rows: Iterable[Delivery], again: bool) -> dict[str, int]:
+    """Return the copy each reader not yet enrolled would get now: as `Ledger.enrol` numbers them,
+    after `Ledger.start_over` when `again`. Only a plan that writes nothing needs this."""
+    copies: dict[str, int] = {}
+    for kept in ledger.copies(key):
+        copies[kept.recipient] = max(copies.get(kept.recipient, 0), kept.copy + 1)
+    if again:
+        for row in rows:
+            tried = row.attempts > 0 or row.status in (Status.SENDING, Status.SENT)
+            copies[row.recipient] = row.copy + 1 if tried else row.copy
+    return copies
 
 
 def _stamp_for_people(at: str) -> str:
@@ -570,11 +622,11 @@ class _Task:
     """One row's delivery in this run."""
 
     row: Delivery
-    status: str  # what the ledger says of the row now
+    status: Status  # what the ledger says of the row now
     tries: int = 0  # in this run, connection attempts included
     reached: bool = False  # a connection to the server opened for it in this run
     marked: bool = False  # this try's `sending` is committed
-    before: str = ""  # the status that mark replaced
+    before: Status | None = None  # the status that mark replaced
     slot: _Slot | None = None  # where it was last begun
 
 
@@ -786,7 +838,7 @@ class _Worker:
             task = _task(job)
             if job.stage == "ready":
                 if not final and not self.stopping:
-                    self._mark(task, "sending", attempt=True)
+                    self._mark(task, Status.SENDING, attempt=True)
                     ready.append(job)
                 continue
             if job.stage != "done":
@@ -794,12 +846,13 @@ class _Worker:
             self.jobs.remove(job)
             error = job.error
             if error is None:
-                self._mark(task, "sent", code=250, reply="accepted", attempt=not task.marked)
-                self._outcome(Outcome(task.row.address, "sent", again=self._again(task)), "sent")
+                self._mark(task, Status.SENT, 250, "accepted", attempt=not task.marked)
+                again = self._again(task)
+                self._outcome(Outcome(task.row.address, Status.SENT, again=again), "sent")
             elif isinstance(error, Permanent):
-                self._mark(task, "failed", error.code, error.reply, attempt=not task.marked)
+                self._mark(task, Status.FAILED, error.code, error.reply, attempt=not task.marked)
                 outcome = Outcome(
-                    task.row.address, "failed", error.code, error.reply, self._again(task)
+                    task.row.address, Status.FAILED, error.code, error.reply, self._again(task)
                 )
                 self._outcome(outcome, "failed")
             elif isinstance(error, Temporary):
@@ -834,9 +887,9 @@ class _Worker:
             slot.retry.append(task)
             slot.until = max(slot.until, self.now() + self.policy.delay(task.tries, self.rng))
             return
-        self._mark(task, "deferred", error.code, error.reply, attempt=attempt)
+        self._mark(task, Status.DEFERRED, error.code, error.reply, attempt=attempt)
         self._outcome(
-            Outcome(task.row.address, "deferred", error.code, error.reply, self._again(task)),
+            Outcome(task.row.address, Status.DEFERRED, error.code, error.reply, self._again(task)),
             "deferred",
         )
         if not task.reached and not final:
@@ -851,13 +904,13 @@ class _Worker:
     def _mark(
         self,
         task: _Task,
-        status: str,
+        status: Status,
         code: int | None = None,
         reply: str | None = None,
         *,
         attempt: bool = False,
     ) -> None:
-        if status == "sending":
+        if status == Status.SENDING:
             task.marked = True
             task.before = task.status
         task.status = status
@@ -890,16 +943,16 @@ class _Worker:
         self._commit()
 
     def _restore(self, task: _Task) -> None:
-        if task.status == "sending" and task.before:
+        if task.status == Status.SENDING and task.before:
             task.status = task.before
-            unwritten = Mark(task.row.recipient, "sending", True)
+            unwritten = Mark(task.row.recipient, Status.SENDING, True)
             if unwritten in self.marks:  # the ledger was locked: the row never said `sending`
                 self.marks.remove(unwritten)
             else:
                 self.marks.append(Mark(task.row.recipient, task.before))
 
     def _again(self, task: _Task) -> bool:
-        return task.row.status == "sending"
+        return task.row.status == Status.SENDING
 
     def _outcome(self, outcome: Outcome, kind: str) -> None:
         self.outcomes.append((outcome, kind))
@@ -936,6 +989,8 @@ class MonthResult:
     plan: Send | None = None
     summary: Summary | None = None
     limits: Limits | None = None  # what the run honoured: the catalogue's, or the overrides
+    # Written to the outbox: nobody was emailed, and the ledger records nobody as sent.
+    rehearsal: bool = False
 
 
 def send_month(
@@ -961,22 +1016,33 @@ def send_month(
     `daily_limit`, when given, override them for this run. `confirm`, when given, sees the plan
     before anything is written and may decline (or raise, as Ctrl-C does). Other keyword
     arguments go to `Send.execute` (progress, stop, policy, sleep, unsubscribe).
+
+    A rehearsal transport (the outbox) is sent through the same path against a throwaway ledger:
+    every reader's message is written, whatever was sent before, and `ledger` records the run as a
+    rehearsal and nothing else, so no later real send skips anyone for it. Nothing goes to the
+    relay, so its rate and daily limit do not apply.
     """
+    rehearsal = transport.rehearsal
     if not newsletter.issue(catalogue, month, now).items:
-        return MonthResult("no items")
+        return MonthResult("no items", rehearsal=rehearsal)
     limits = limits_of(catalogue, connections=connections, rate=rate, daily_limit=daily_limit)
+    if rehearsal:
+        limits = Limits(connections=limits.connections)
     key = str(month)
-    with SendLock(ledger.path, key) as lock:
+    kind = RunKind.REHEARSAL if rehearsal else RunKind.RESEND if resend else RunKind.SEND
+    with SendLock(ledger.path, key) as lock, _deliveries(ledger, rehearsal) as state:
         lock.acquire(holder)
+        if rehearsal:  # as the real send would be: without those who unsubscribed
+            subscribers = without_suppressed(subscribers, ledger.suppressed())
         # Nothing is written until the plan is confirmed: a declined send (to fix a typo, say)
-        # leaves no frozen issue behind, and a declined --resend forgets nobody.
-        preview = prepare(catalogue, subscribers, month, ledger, now, resend=resend, write=False)
+        # leaves no frozen issue behind, and a declined --resend replaces no copy.
+        preview = prepare(catalogue, subscribers, month, state, now, resend=resend, write=False)
         if preview is None:  # pragma: no cover - the issue was checked above
-            return MonthResult("no items", limits=limits)
-        if not preview.todo and not preview.already and not _any_failed(ledger, key, resend):
-            return MonthResult("no readers", preview, limits=limits)
+            return MonthResult("no items", limits=limits, rehearsal=rehearsal)
+        if not preview.todo and not preview.already and not _any_failed(state, key, resend):
+            return MonthResult("no readers", preview, limits=limits, rehearsal=rehearsal)
         if not preview.todo:
-            return MonthResult("already sent", preview, limits=limits)
+            return MonthResult("already sent", preview, limits=limits, rehearsal=rehearsal)
         preview.room = room(ledger, limits.daily_limit, clock())
         if preview.room == 0 and limits.daily_limit is not None:
             # Nobody could be sent anything: say so before asking anyone to confirm a send.
@@ -990,11 +1056,11 @@ def send_month(
             )
             return MonthResult("held", preview, summary, limits)
         if confirm is not None and not confirm(preview):
-            return MonthResult("declined", preview, limits=limits)
-        plan = prepare(catalogue, subscribers, month, ledger, now, resend=resend, preview=preview)
+            return MonthResult("declined", preview, limits=limits, rehearsal=rehearsal)
+        plan = prepare(catalogue, subscribers, month, state, now, resend=resend, preview=preview)
         if plan is None:  # pragma: no cover - the issue was checked above
-            return MonthResult("no items", limits=limits)
-        run = ledger.start_run(key, transport.describe(), holder)
+            return MonthResult("no items", limits=limits, rehearsal=rehearsal)
+        run = ledger.start_run(key, transport.describe(), holder, kind)
         summary = plan.execute(
             transport,
             clock=clock,
@@ -1005,13 +1071,24 @@ def send_month(
         )
         try:
             ledger.finish_run(run, summary.sent, summary.failed, summary.deferred, summary.already)
-            ledger.hold(key, summary.held, summary.held_until)
-            ledger.forget_accepted(clock() - _KEEP_ACCEPTED)
+            if not rehearsal:
+                ledger.hold(key, summary.held, summary.held_until)
+                ledger.forget_accepted(clock() - _KEEP_ACCEPTED)
         except LedgerBusyError as exc:
             left = len(plan.todo) - summary.sent - summary.deferred - summary.failed
             raise Halted(exc, summary, left, 0) from exc
-        return MonthResult("sent", plan, summary, limits)
+        return MonthResult("sent", plan, summary, limits, rehearsal)
+
+
+@contextmanager
+def _deliveries(ledger: Ledger, rehearsal: bool) -> Iterator[Ledger]:
+    """Yield where a send records its deliveries: `ledger`, or a throwaway one for a rehearsal."""
+    if not rehearsal:
+        yield ledger
+        return
+    with Ledger.scratch() as scratch:
+        yield scratch
 
 
 def _any_failed(ledger: Ledger, key: str, resend: bool) -> bool:
-    return not resend and bool(ledger.deliveries(key, ("failed",)))
+    return not resend and bool(ledger.deliveries(key, (Status.FAILED,)))

@@ -4,6 +4,13 @@ Every (month, recipient) has one row that moves pending -> sending -> sent | fai
 `sending` is committed before the message's DATA goes out and `sent` only after the server accepted
 it, so after a crash the rows still `sending` are exactly the messages whose fate is unknown.
 
+A row is one copy of the month's digest for that recipient: copy 0 first, and one more for each
+deliberate resend (`start_over`), which keeps the copies before it in `copies`, Message-ID and all.
+Every attempt at one copy carries the same Message-ID; a new copy carries a new one.
+
+Only what an SMTP server accepted is recorded here. A rehearsal (the outbox) runs against a
+throwaway ledger in memory (`Ledger.scratch`) and leaves nothing here but its `runs` row.
+
 The database runs in WAL mode with synchronous=NORMAL: a commit survives the death of the process
 (kill -9 included) without an fsync per message. A power cut can lose the last few commits; the
 recipients concerned are then sent again, with the same Message-ID.
@@ -21,11 +28,13 @@ import os
 import re
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -35,28 +44,74 @@ T = TypeVar("T")
 # How long SQLite itself waits for a lock before the ledger hears of it, says so, and tries again.
 _SLICE = 0.5
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # What SendLock.acquire writes into the lock file: "pid 123 on host, holder, since ...".
 _HOLDER = re.compile(r"pid (\d+) on ([^,]+),")
-STATUSES = ("pending", "sending", "sent", "failed", "deferred")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS issues (
+
+class Status(StrEnum):
+    """Where one copy for one recipient stands; the value is what the database holds."""
+
+    PENDING = "pending"
+    SENDING = "sending"  # committed before DATA goes out: after a crash, perhaps delivered
+    SENT = "sent"  # the server accepted it
+    FAILED = "failed"  # refused for good (5xx)
+    DEFERRED = "deferred"  # refused for now (4xx, no connection): the next run tries again
+
+
+class RunKind(StrEnum):
+    """What a send was: a first send (or the rest of one), a deliberate resend, or a rehearsal."""
+
+    SEND = "send"
+    RESEND = "resend"
+    REHEARSAL = "rehearsal"  # written to outbox/: nothing emailed, nobody recorded as sent
+
+
+class Decision(StrEnum):
+    """What the scheduler decided for a month; the value is how the log says it.
+
+    The database holds the member's name in lower case (`kind`), and `detail` apart.
+    """
+
+    SENT = "sent"
+    HELD = "held"  # nothing could go: the relay's daily limit had no room left
+    REHEARSED = "rehearsed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    NO_ITEMS = "skipped: no items"
+    NO_READERS = "skipped: no readers"
+    ALREADY_SENT = "skipped: already sent"
+    BUSY = "skipped: another send is running"
+
+    @property
+    def kind(self) -> str:
+        """Return the name the ledger stores."""
+        return self.name.lower()
+
+
+# Decisions after which a month needs nothing more, whatever the deliveries say.
+_SETTLING = (Decision.NO_ITEMS, Decision.NO_READERS)
+
+# The tables as version 1 made them, the starting point of every upgrade. Each statement is IF NOT
+# EXISTS: a version-1 file made before a table was added to version 1 does not have it. Never edit
+# these: they describe files that exist.
+_SCHEMA_1 = (
+    """CREATE TABLE IF NOT EXISTS issues (
     month TEXT PRIMARY KEY,
     content_hash TEXT NOT NULL,
     subject TEXT NOT NULL,
     items INTEGER NOT NULL,
     frozen_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS renders (
+)""",
+    """CREATE TABLE IF NOT EXISTS renders (
     month TEXT NOT NULL,
     selection TEXT NOT NULL,
     subject TEXT NOT NULL,
     html TEXT NOT NULL,
     text TEXT NOT NULL,
     PRIMARY KEY (month, selection)
-);
-CREATE TABLE IF NOT EXISTS deliveries (
+)""",
+    """CREATE TABLE IF NOT EXISTS deliveries (
     month TEXT NOT NULL,
     recipient TEXT NOT NULL,
     address TEXT NOT NULL,
@@ -69,15 +124,15 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_reply TEXT,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (month, recipient)
-);
-CREATE TABLE IF NOT EXISTS decisions (
+)""",
+    """CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
     month TEXT NOT NULL,
     decision TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS runs (
+)""",
+    """CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     month TEXT NOT NULL,
     started_at TEXT NOT NULL,
@@ -88,56 +143,172 @@ CREATE TABLE IF NOT EXISTS runs (
     failed INTEGER NOT NULL DEFAULT 0,
     deferred INTEGER NOT NULL DEFAULT 0,
     already INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS suppressions (
+)""",
+    """CREATE TABLE IF NOT EXISTS suppressions (
     address TEXT PRIMARY KEY,
     at TEXT NOT NULL,
     source TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS logouts (
+)""",
+    """CREATE TABLE IF NOT EXISTS logouts (
     session TEXT PRIMARY KEY,
     until TEXT NOT NULL
-);
-"""
+)""",
+)
+_TABLES_1 = {"issues", "renders", "deliveries", "decisions", "runs", "suppressions", "logouts"}
 
-# The relay's daily limit (issue 14), kept apart from the tables above so that it merges with any
-# migration as one unit: new tables and a trigger, so `CREATE ... IF NOT EXISTS` on every opening
-# is the whole upgrade (run it after any migration that rebuilds `deliveries`, which drops the
-# trigger), no schema version is needed, and an older digest opening the file ignores them.
+_COPIES = """CREATE TABLE copies (
+    month TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    copy INTEGER NOT NULL,
+    address TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'deferred')),
+    attempts INTEGER NOT NULL,
+    last_code INTEGER,
+    last_reply TEXT,
+    updated_at TEXT NOT NULL,
+    replaced_at TEXT NOT NULL,
+    PRIMARY KEY (month, recipient, copy)
+)"""
+
+_DECISIONS_2 = """CREATE TABLE {name} (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    month TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('sent', 'held', 'rehearsed', 'stopped', 'failed',
+        'no_items', 'no_readers', 'already_sent', 'busy')),
+    detail TEXT NOT NULL DEFAULT ''
+)"""
+
+# The months whose every run wrote to outbox/: nobody was emailed them.
+_ONLY_REHEARSED = "SELECT month FROM runs GROUP BY month HAVING MIN(kind = 'rehearsal') = 1"
+
+# From version 1 to 2, in one transaction: copies of a resend (each with its own Message-ID) and
+# the earlier ones kept; runs say whether they were rehearsals; decisions as a kind and a detail.
+# Version 1 recorded every message written to outbox/ as sent: a month only ever written there is
+# un-recorded, so its first real send reaches everyone (its runs stay, marked as rehearsals).
+_UPGRADE_1_TO_2 = (
+    "ALTER TABLE issues ADD COLUMN resends INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE deliveries ADD COLUMN copy INTEGER NOT NULL DEFAULT 0 CHECK (copy >= 0)",
+    "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'send' "
+    "CHECK (kind IN ('send', 'resend', 'rehearsal'))",
+    # Version 1 sent through SMTP (smtp://, smtps://) or wrote to a folder ("outbox/").
+    "UPDATE runs SET kind = 'rehearsal' "
+    "WHERE transport NOT LIKE 'smtp://%' AND transport NOT LIKE 'smtps://%'",
+    f"DELETE FROM deliveries WHERE month IN ({_ONLY_REHEARSED})",  # noqa: S608 -- constants
+    f"DELETE FROM renders WHERE month IN ({_ONLY_REHEARSED})",  # noqa: S608
+    f"DELETE FROM issues WHERE month IN ({_ONLY_REHEARSED})",  # noqa: S608
+    _COPIES,
+    _DECISIONS_2.format(name="decisions_2"),
+    # Version 1 wrote exactly these texts; any other (edited by hand) is kept whole in `detail`.
+    """INSERT INTO decisions_2 (id, at, month, kind, detail)
+    SELECT id, at, month,
+        CASE decision
+            WHEN 'sent' THEN 'sent'
+            WHEN 'stopped' THEN 'stopped'
+            WHEN 'failed' THEN 'failed'
+            WHEN 'skipped: no items' THEN 'no_items'
+            WHEN 'skipped: no readers' THEN 'no_readers'
+            WHEN 'skipped: already sent' THEN 'already_sent'
+            WHEN 'skipped: another send is running' THEN 'busy'
+            ELSE 'failed'
+        END,
+        CASE WHEN decision IN ('sent', 'stopped', 'failed', 'skipped: no items',
+                'skipped: no readers', 'skipped: already sent', 'skipped: another send is running')
+            THEN detail
+            ELSE decision || CASE WHEN detail = '' THEN '' ELSE ' (' || detail || ')' END
+        END
+    FROM decisions""",
+    "DROP TABLE decisions",
+    "ALTER TABLE decisions_2 RENAME TO decisions",
+    f"UPDATE decisions SET kind = 'rehearsed' WHERE kind IN ('sent', 'stopped') "  # noqa: S608
+    f"AND month IN ({_ONLY_REHEARSED})",
+)
+
+# A new file: what version 1 plus the upgrade make, column for column.
+_SCHEMA_2 = (
+    """CREATE TABLE issues (
+    month TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    items INTEGER NOT NULL,
+    frozen_at TEXT NOT NULL,
+    resends INTEGER NOT NULL DEFAULT 0
+)""",
+    _SCHEMA_1[1].replace(" IF NOT EXISTS", ""),
+    """CREATE TABLE deliveries (
+    month TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    address TEXT NOT NULL,
+    name TEXT,
+    selection TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'deferred')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_code INTEGER,
+    last_reply TEXT,
+    updated_at TEXT NOT NULL,
+    copy INTEGER NOT NULL DEFAULT 0 CHECK (copy >= 0),
+    PRIMARY KEY (month, recipient)
+)""",
+    _DECISIONS_2.format(name="decisions"),
+    """CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    month TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    transport TEXT NOT NULL,
+    started_by TEXT NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    deferred INTEGER NOT NULL DEFAULT 0,
+    already INTEGER NOT NULL DEFAULT 0,
+    kind TEXT NOT NULL DEFAULT 'send' CHECK (kind IN ('send', 'resend', 'rehearsal'))
+)""",
+    _SCHEMA_1[5].replace(" IF NOT EXISTS", ""),
+    _SCHEMA_1[6].replace(" IF NOT EXISTS", ""),
+    _COPIES,
+)
+
+# The relay's daily limit: part of schema 2, created last, once `deliveries` has its final shape
+# (a migration that rebuilds `deliveries` drops the trigger, and must create it again).
 # `accepted` logs every message a server accepted and when (the row's `updated_at` as it became
-# `sent`). It is a log of its own, not a column of `deliveries`, because a --resend forgets the
-# month's rows and the relay still counts what it took. The trigger writes it within the UPDATE
+# `sent`). It is a log of its own, not a column of `deliveries`, because a --resend clears the
+# month's rows (`start_over`) and the relay still counts what it took. The trigger writes it
+# within the UPDATE
 # that marks the rows sent: atomic with it, and at no cost to a send's rounds, which an INSERT of
 # their own in a transaction would slow by about 3 %. No index: it is read once a send and pruned
 # to a few days. `holds`: a month whose last run stopped at the limit, how many it left waiting,
 # and until when.
-_LIMITS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS accepted (
+_LIMITS_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS accepted (
     at TEXT NOT NULL,
     month TEXT NOT NULL,
     recipient TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS accepted_log AFTER UPDATE OF status ON deliveries
+)""",
+    """CREATE TRIGGER IF NOT EXISTS accepted_log AFTER UPDATE OF status ON deliveries
 WHEN NEW.status = 'sent' AND OLD.status IS NOT 'sent'
 BEGIN
     INSERT INTO accepted (at, month, recipient) VALUES (NEW.updated_at, NEW.month, NEW.recipient);
-END;
-CREATE TABLE IF NOT EXISTS holds (
+END""",
+    """CREATE TABLE IF NOT EXISTS holds (
     month TEXT PRIMARY KEY,
     held INTEGER NOT NULL,
     until TEXT NOT NULL
-);
-"""
+)""",
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Frozen:
-    """The issue of a month as it was when sending began."""
+    """The issue of a month as it was when sending (or the latest resend) began."""
 
     content_hash: str
     subject: str
     items: int
     frozen_at: str
+    resends: int = 0  # how many times --resend began a new copy for everyone
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,18 +322,36 @@ class Render:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One row of the ledger."""
+    """One row of the ledger: the current copy of the month's digest for one recipient."""
 
     month: str
     recipient: str
     address: str
     name: str | None
     selection: str
-    status: str
+    status: Status
     attempts: int
     last_code: int | None
     last_reply: str | None
     updated_at: str
+    copy: int = 0  # 0 for the first copy; each resend adds one, and a new Message-ID
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """An earlier copy of a month's digest for one recipient, replaced by a resend."""
+
+    month: str
+    recipient: str
+    copy: int
+    address: str
+    message_id: str
+    status: Status  # where it stood when it was replaced
+    attempts: int
+    last_code: int | None
+    last_reply: str | None
+    updated_at: str
+    replaced_at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +359,7 @@ class MonthStatus:
     """How far one month's digest has got."""
 
     month: str
-    counts: dict[str, int]
+    counts: dict[str, int]  # by Status
     first: str
     last: str
 
@@ -185,17 +374,32 @@ class Run:
     finished_at: str | None
     transport: str
     started_by: str
-    sent: int
+    sent: int  # for a rehearsal: written to the outbox
     failed: int
     deferred: int
     already: int
+    kind: RunKind = RunKind.SEND
+
+    @property
+    def rehearsal(self) -> bool:
+        """Return whether the run only wrote files: nothing emailed, nothing recorded as sent."""
+        return self.kind is RunKind.REHEARSAL
+
+
+class Decided(NamedTuple):
+    """One decision of the scheduler, as `last_decision` returns it."""
+
+    at: str
+    month: str
+    decision: Decision
+    detail: str
 
 
 class Mark(NamedTuple):
     """A row's new status, for `Ledger.record`; `attempt` counts one more attempt."""
 
     recipient: str
-    status: str
+    status: Status
     attempt: bool = False
     code: int | None = None  # None keeps the last one
     reply: str | None = None
@@ -214,6 +418,12 @@ _MARKS = (
     "last_code = COALESCE(m.column4, last_code), last_reply = COALESCE(m.column5, last_reply), "
     "updated_at = ? FROM (VALUES {rows}) AS m WHERE month = ? AND recipient = m.column1"
 )
+
+_DELIVERY = (
+    "SELECT month, recipient, address, name, selection, status, attempts, last_code, last_reply, "
+    "updated_at, copy FROM deliveries"
+)
+_ISSUE = "SELECT content_hash, subject, items, frozen_at, resends FROM issues WHERE month = ?"
 
 
 def _now() -> str:
@@ -237,11 +447,20 @@ def _stamp_up(moment: datetime) -> str:
     return stamp(moment + _ALMOST_A_SECOND)  # stamp() drops the fraction: this rounds up
 
 
+def _delivery(row: tuple[Any, ...]) -> Delivery:
+    month, recipient, address, name, selection, status, attempts, code, reply, at, copy = row
+    return Delivery(
+        month, recipient, address, name, selection, Status(status), attempts, code, reply, at, copy
+    )
+
+
 class Ledger:
     """The SQLite state file; one instance per process, safe to share between threads.
 
+    Use it as a context manager (`with Ledger(path) as ledger:`), or call `close`.
     `busy_timeout`: how many seconds to wait for a database another program has locked;
     `on_busy(path, busy_timeout)` is told once a wait has begun (a person may be able to end it).
+    An older ledger is upgraded as it is opened, in one transaction; a newer one is refused.
     """
 
     def __init__(
@@ -251,8 +470,6 @@ class Ledger:
         busy_timeout: float = 30.0,
         on_busy: Callable[[Path, float], None] | None = None,
     ) -> None:
-        import threading
-
         self.path = path
         self.busy_timeout = busy_timeout
         self.on_busy = on_busy
@@ -265,23 +482,83 @@ class Ledger:
                 isolation_level=None,
                 check_same_thread=False,
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._db.executescript(_LIMITS_SCHEMA)
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise DeliveryError(
-                    f"{path}: written by a newer digest (schema {version}); upgrade digest"
-                )
-            if version != SCHEMA_VERSION:  # a write: a ledger another program locks still opens
-                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:  # OSError: its directory cannot be made
             raise DeliveryError(f"{path}: cannot open the delivery ledger: {exc}") from exc
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @classmethod
+    def scratch(cls) -> Ledger:
+        """Return a throwaway ledger in memory: a rehearsal's, which no later send ever reads."""
+        return cls(Path(":memory:"))
+
+    def _open(self) -> None:
+        """Check the version; bring an older ledger (or a new, empty file) up to this one."""
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            version = self._version()
+        except sqlite3.Error as exc:
+            raise DeliveryError(f"{self.path}: cannot open the delivery ledger: {exc}") from exc
+        self._refuse_newer(version)
+        if version == SCHEMA_VERSION:
+            return  # nothing to write: a ledger another program keeps locked still opens
+        try:
+            with self._transaction() as db:
+                # Again, under the write lock: another process may have upgraded it meanwhile.
+                version = self._version()
+                self._refuse_newer(version)
+                if version < SCHEMA_VERSION:
+                    self._upgrade(db, version)
+        except sqlite3.Error as exc:
+            raise DeliveryError(
+                f"{self.path}: cannot upgrade the delivery ledger from schema {version} to "
+                f"{SCHEMA_VERSION} ({exc}); nothing in it was changed. Remove what is in the way "
+                "or move the file aside to start a new ledger"
+            ) from exc
+
+    def _version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise DeliveryError(
+                f"{self.path}: written by a newer digest (schema {version}); upgrade digest"
+            )
+
+    def _upgrade(self, db: sqlite3.Connection, version: int) -> None:
+        """Bring the ledger from `version` to SCHEMA_VERSION, inside the caller's transaction."""
+        tables = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if version == 0 and not tables:
+            steps: tuple[str, ...] = _SCHEMA_2 + _LIMITS_SCHEMA  # a new file
+        else:
+            if version == 0 and not tables <= _TABLES_1:
+                others = ", ".join(sorted(tables - _TABLES_1))
+                raise DeliveryError(
+                    f"{self.path}: is not a delivery ledger (it holds other tables: {others}); "
+                    "give --state (or DIGEST_STATE) the ledger's path, or a new file's"
+                )
+            # Version 0 with ledger tables: version 1 made them, then could not write its number.
+            # The daily limit's log and holds come last: after `deliveries` has its final shape.
+            steps = _SCHEMA_1 + _UPGRADE_1_TO_2 + _LIMITS_SCHEMA
+        for statement in steps:
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _patiently(self, work: Callable[[], T], patience: float | None = None) -> T:
         """Return what `work` returns, trying again while another program holds the lock.
@@ -325,22 +602,18 @@ class Ledger:
 
     def frozen(self, month: str) -> Frozen | None:
         """Return the issue frozen for `month`, if sending began."""
-        rows = self._rows(
-            "SELECT content_hash, subject, items, frozen_at FROM issues WHERE month = ?", (month,)
-        )
+        rows = self._rows(_ISSUE, (month,))
         return Frozen(*rows[0]) if rows else None
 
     def freeze(self, month: str, content_hash: str, subject: str, items: int) -> Frozen:
         """Record the issue about to be sent; return what is frozen (the earlier one if any)."""
         with self._transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO issues VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO issues (month, content_hash, subject, items, frozen_at) "
+                "VALUES (?, ?, ?, ?, ?)",
                 (month, content_hash, subject, items, _now()),
             )
-            row = db.execute(
-                "SELECT content_hash, subject, items, frozen_at FROM issues WHERE month = ?",
-                (month,),
-            ).fetchone()
+            row = db.execute(_ISSUE, (month,)).fetchone()
         return Frozen(*row)
 
     def render(self, month: str, selection: str) -> Render | None:
@@ -355,7 +628,8 @@ class Ledger:
         """Freeze a rendering; return the one kept (an earlier one wins)."""
         with self._transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO renders VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO renders (month, selection, subject, html, text) "
+                "VALUES (?, ?, ?, ?, ?)",
                 (month, selection, render.subject, render.html, render.text),
             )
             row = db.execute(
@@ -364,49 +638,85 @@ class Ledger:
             ).fetchone()
         return Render(*row)
 
-    def forget(self, month: str) -> None:
-        """Drop everything recorded for `month`, for a deliberate resend."""
+    def start_over(
+        self,
+        month: str,
+        content_hash: str,
+        subject: str,
+        items: int,
+        message_id: Callable[[str, int], str],
+    ) -> Frozen:
+        """Begin a deliberate resend of `month`: a new copy for everyone; return the new issue.
+
+        In one transaction: every copy that may have reached a server (tried, or sent) is kept in
+        `copies` with its Message-ID, `message_id(address, copy)`; the month's rows and renders
+        go, to be enrolled and rendered afresh (each reader's next copy is one more than their
+        last kept one), and the issue is frozen anew. A row never tried keeps its copy number.
+        """
+        now = _now()
         with self._transaction() as db:
-            # Not `accepted`: the relay counts what it took, whatever the ledger forgets.
-            for table in ("issues", "renders", "deliveries", "holds"):
-                db.execute(f"DELETE FROM {table} WHERE month = ?", (month,))  # noqa: S608
+            tried = db.execute(
+                "SELECT recipient, copy, address, status, attempts, last_code, last_reply, "
+                "updated_at FROM deliveries WHERE month = ? AND (attempts > 0 OR status IN (?, ?))",
+                (month, Status.SENDING, Status.SENT),
+            ).fetchall()
+            db.executemany(
+                "INSERT INTO copies (month, recipient, copy, address, message_id, status, "
+                "attempts, last_code, last_reply, updated_at, replaced_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (month, recipient, copy, address, message_id(address, copy), *rest, now)
+                    for recipient, copy, address, *rest in tried
+                ],
+            )
+            db.execute("DELETE FROM deliveries WHERE month = ?", (month,))
+            db.execute("DELETE FROM renders WHERE month = ?", (month,))
+            # Not `accepted`: the relay counts what it took, whatever the ledger starts over.
+            db.execute("DELETE FROM holds WHERE month = ?", (month,))
+            db.execute(
+                "INSERT INTO issues (month, content_hash, subject, items, frozen_at, resends) "
+                "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (month) DO UPDATE SET "
+                "content_hash = excluded.content_hash, subject = excluded.subject, "
+                "items = excluded.items, frozen_at = excluded.frozen_at, resends = resends + 1",
+                (month, content_hash, subject, items, now),
+            )
+            row = db.execute(_ISSUE, (month,)).fetchone()
+        return Frozen(*row)
+
+    def copies(self, month: str) -> list[Copy]:
+        """Return the earlier copies of `month`, replaced by resends: by recipient, oldest first."""
+        rows = self._rows(
+            "SELECT month, recipient, copy, address, message_id, status, attempts, last_code, "
+            "last_reply, updated_at, replaced_at FROM copies WHERE month = ? "
+            "ORDER BY recipient, copy",
+            (month,),
+        )
+        return [
+            Copy(month, recipient, copy, address, message_id, Status(status), *rest)
+            for month, recipient, copy, address, message_id, status, *rest in rows
+        ]
 
     # -- deliveries ----------------------------------------------------------------------------
 
     def enrol(self, month: str, rows: Iterable[tuple[str, str, str | None, str]]) -> None:
-        """Add (recipient, address, name, selection) rows as pending, keeping existing ones."""
+        """Add (recipient, address, name, selection) rows as pending, keeping existing ones.
+
+        A recipient with earlier copies of the month (replaced by a resend) gets the next copy.
+        """
         now = _now()
         with self._transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO deliveries (month, recipient, address, name, selection, "
-                "status, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                ((month, r, a, n, s, now) for r, a, n, s in rows),
+                "status, updated_at, copy) VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT "
+                "COALESCE(MAX(copy) + 1, 0) FROM copies WHERE month = ? AND recipient = ?))",
+                ((month, r, a, n, s, Status.PENDING, now, month, r) for r, a, n, s in rows),
             )
 
-    def deliveries(self, month: str, statuses: Iterable[str] = STATUSES) -> list[Delivery]:
+    def deliveries(self, month: str, statuses: Iterable[str] = tuple(Status)) -> list[Delivery]:
         """Return the month's rows with the given statuses, in the order they were enrolled."""
         wanted = set(statuses)
-        rows = self._rows(
-            "SELECT month, recipient, address, name, selection, status, attempts, last_code, "
-            "last_reply, updated_at FROM deliveries WHERE month = ? ORDER BY rowid",
-            (month,),
-        )
-        return [Delivery(*row) for row in rows if row[5] in wanted]
-
-    def mark_sending(self, month: str, recipient: str) -> None:
-        """Record that DATA is about to go out: committed before the message is sent."""
-        self._set(month, recipient, "sending", attempt=True)
-
-    def mark(
-        self,
-        month: str,
-        recipient: str,
-        status: str,
-        code: int | None = None,
-        reply: str | None = None,
-    ) -> None:
-        """Record a message's outcome: sent (only once the server accepted it), failed, deferred."""
-        self._set(month, recipient, status, code=code, reply=reply)
+        rows = self._rows(f"{_DELIVERY} WHERE month = ? ORDER BY rowid", (month,))
+        return [_delivery(row) for row in rows if row[5] in wanted]
 
     def record(
         self,
@@ -448,18 +758,6 @@ class Ledger:
                     ],
                 )
 
-    def _set(
-        self,
-        month: str,
-        recipient: str,
-        status: str,
-        *,
-        attempt: bool = False,
-        code: int | None = None,
-        reply: str | None = None,
-    ) -> None:
-        self.record(month, [Mark(recipient, status, attempt, code, reply)])
-
     # -- the daily limit -----------------------------------------------------------------------
 
     def accepted_since(self, since: datetime) -> int:
@@ -500,12 +798,15 @@ class Ledger:
 
     # -- runs and status -----------------------------------------------------------------------
 
-    def start_run(self, month: str, transport: str, started_by: str) -> int:
+    def start_run(
+        self, month: str, transport: str, started_by: str, kind: RunKind = RunKind.SEND
+    ) -> int:
         """Record the start of a send; return its id."""
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT INTO runs (month, started_at, transport, started_by) VALUES (?, ?, ?, ?)",
-                (month, _now(), transport, started_by),
+                "INSERT INTO runs (month, started_at, transport, started_by, kind) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (month, _now(), transport, started_by, kind),
             )
             return int(cursor.lastrowid or 0)
 
@@ -519,13 +820,17 @@ class Ledger:
             )
 
     def runs(self, month: str | None = None, limit: int = 20) -> list[Run]:
-        """Return the newest sends (of `month`, or of every month), newest first."""
+        """Return the newest sends and rehearsals (of `month`, or of every month), newest first."""
         rows = self._rows(
             "SELECT id, month, started_at, finished_at, transport, started_by, sent, failed, "
-            "deferred, already FROM runs WHERE ? IS NULL OR month = ? ORDER BY id DESC LIMIT ?",
+            "deferred, already, kind FROM runs WHERE ? IS NULL OR month = ? "
+            "ORDER BY id DESC LIMIT ?",
             (month, month, limit),
         )
-        return [Run(*row) for row in rows]
+        return [
+            Run(number, month, start, end, via, by, sent, failed, deferred, already, RunKind(kind))
+            for number, month, start, end, via, by, sent, failed, deferred, already, kind in rows
+        ]
 
     # -- suppressions (one-click unsubscribe) --------------------------------------------------
 
@@ -533,7 +838,7 @@ class Ledger:
         """Record that `address` must get no more digests; return False if it already was."""
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO suppressions (address, at, source) VALUES (?, ?, ?)",
                 (address.strip().lower(), _now(), source),
             )
             return cursor.rowcount == 1
@@ -547,40 +852,50 @@ class Ledger:
         """Record that the console session `session` ended: refused until `until`, its expiry."""
         with self._transaction() as db:
             db.execute("DELETE FROM logouts WHERE until < ?", (stamp(now),))  # expired anyway
-            db.execute("INSERT OR REPLACE INTO logouts VALUES (?, ?)", (session, stamp(until)))
+            db.execute(
+                "INSERT OR REPLACE INTO logouts (session, until) VALUES (?, ?)",
+                (session, stamp(until)),
+            )
 
     def logouts(self, now: datetime) -> set[str]:
         """Return the console sessions logged out that would otherwise still be valid at `now`."""
         rows = self._rows("SELECT session FROM logouts WHERE until >= ?", (stamp(now),))
         return {row[0] for row in rows}
 
-    def record_decision(self, at: str, month: str, decision: str, detail: str = "") -> None:
+    # -- the scheduler -------------------------------------------------------------------------
+
+    def record_decision(self, at: str, month: str, decision: Decision, detail: str = "") -> None:
         """Record what the scheduler decided for a month, for `digest status` and restarts."""
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO decisions (at, month, decision, detail) VALUES (?, ?, ?, ?)",
-                (at, month, decision, detail),
+                "INSERT INTO decisions (at, month, kind, detail) VALUES (?, ?, ?, ?)",
+                (at, month, decision.kind, detail),
             )
 
-    def last_decision(self) -> tuple[str, str, str, str] | None:
-        """Return the newest (at, month, decision, detail), if the scheduler ever decided."""
-        rows = self._rows(
-            "SELECT at, month, decision, detail FROM decisions ORDER BY id DESC LIMIT 1"
-        )
-        return (rows[0][0], rows[0][1], rows[0][2], rows[0][3]) if rows else None
+    def last_decision(self) -> Decided | None:
+        """Return the scheduler's newest decision, if it ever decided."""
+        rows = self._rows("SELECT at, month, kind, detail FROM decisions ORDER BY id DESC LIMIT 1")
+        if not rows:
+            return None
+        at, month, kind, detail = rows[0]
+        return Decided(at, month, Decision[kind.upper()], detail)
 
     def settled(self, month: str) -> str | None:
-        """Return why `month` needs nothing more (all delivered or failed, or skipped), or None."""
+        """Return why `month` needs nothing more (all delivered or failed, or skipped), or None.
+
+        Only what a server accepted or refused counts: a rehearsal leaves nothing here.
+        """
         skipped = self._rows(
-            "SELECT decision FROM decisions WHERE month = ? AND decision LIKE 'skipped: no %' "
+            "SELECT kind FROM decisions WHERE month = ? AND kind IN (?, ?) "
             "ORDER BY id DESC LIMIT 1",
-            (month,),
+            (month, *(decision.kind for decision in _SETTLING)),
         )
         if skipped:
-            return str(skipped[0][0])
+            return str(Decision[skipped[0][0].upper()])
         rows = self.deliveries(month)
         gone = self.suppressed()  # unsubscribed mid-month: nothing more is owed to them
-        if rows and all(row.status in ("sent", "failed") or row.recipient in gone for row in rows):
+        done = (Status.SENT, Status.FAILED)
+        if rows and all(row.status in done or row.recipient in gone for row in rows):
             return "already sent"
         return None
 
@@ -596,9 +911,9 @@ class Ledger:
         by_month: dict[str, MonthStatus] = {}
         for month, status, count, first, last in rows:
             entry = by_month.setdefault(
-                month, MonthStatus(month, dict.fromkeys(STATUSES, 0), first, last)
+                month, MonthStatus(month, dict.fromkeys(Status, 0), first, last)
             )
-            entry.counts[status] = count
+            entry.counts[Status(status)] = count
             by_month[month] = MonthStatus(
                 month, entry.counts, min(entry.first, first), max(entry.last, last)
             )

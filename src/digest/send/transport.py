@@ -66,7 +66,13 @@ class Connection(Protocol):
 
 
 class Transport(Protocol):
-    """Opens connections; describes itself without secrets."""
+    """Opens connections; describes itself without secrets.
+
+    `rehearsal`: whether what it carries reaches nobody (the outbox): a send through it is never
+    recorded as delivered.
+    """
+
+    rehearsal: bool
 
     def open(self) -> Connection:
         """Return a new connection."""
@@ -150,6 +156,8 @@ def _url_password(raw: str | None) -> str | None:
 
 class SmtpTransport:
     """Sends over SMTP, verifying the server's certificate whenever TLS is used."""
+
+    rehearsal = False
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
@@ -542,7 +550,11 @@ class OutboxTransport:
     replaces it. ADDRESS is the address in lower case, as the subscriber list compares addresses;
     one with characters a file name should not hold (or longer than 100) shows them as `_`, cut
     to 100, and ends in `~` and 16 hex digits of its hash, so that no two addresses share a file.
+
+    A rehearsal: the files are for a person to open, and the ledger records nobody as sent.
     """
+
+    rehearsal = True
 
     def __init__(self, directory: Path, month: str, *, test: bool = False) -> None:
         self.directory = directory
