@@ -1,0 +1,277 @@
+"""The console's state: its settings, the sends it started, and the wrong passwords it counts.
+
+`Config` is what cli.py read from the command line and the environment; `Console` holds what
+the running application remembers between requests; a `Job` is one send running in a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from digest.console import present
+from digest.errors import DigestError
+from digest.months import Month
+from digest.publish import catalogue as catalogues
+from digest.send import delivery, subscribers, transport, unsubscribe
+from digest.send.ledger import Ledger, SendLock
+
+log = logging.getLogger("digest.console")
+
+# After this many wrong passwords within LOCKOUT from one client (a browser that has logged in
+# before, or else an address), that client waits until the oldest is LOCKOUT old.
+MAX_FAILURES = 10
+LOCKOUT = timedelta(minutes=10)
+# After this many wrong passwords within LOCKOUT from browsers that never logged in, however many
+# addresses they come from, only browsers that have logged in before may try (see `Console`).
+MAX_ACCOUNT_FAILURES = 50
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the console needs, read from the command line and environment by cli.py."""
+
+    catalogue_path: Path
+    state_path: Path
+    feeds_dir: Path
+    password: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    clock: Callable[[], datetime]
+    public_url: str | None = None
+    smtp_url: str | None = field(default=None, repr=False)
+    smtp_password: str | None = field(default=None, repr=False)
+    session_lifetime: timedelta = timedelta(hours=12)
+    # How many reverse proxies in front append to X-Forwarded-For; 0 ignores the header.
+    trusted_proxies: int = 0
+
+    @property
+    def https(self) -> bool:
+        """Return whether staff reach the console over https (its cookies are then `Secure`)."""
+        return self.public_url is not None and urlsplit(self.public_url).scheme == "https"
+
+    def transport(self, month: Month, *, test: bool = False) -> transport.Transport:
+        """Return where this console's messages go (the same choice as the CLI's)."""
+        return transport.choose(self.smtp_url, self.smtp_password, str(month), test=test)
+
+    @property
+    def links(self) -> unsubscribe.Links:
+        """Return the unsubscribe token maker of this installation."""
+        return unsubscribe.Links(self.secret_key, self.public_url)
+
+    def one_click(self) -> Callable[[str], str] | None:
+        """Return the one-click URL maker for emails, when the console is reachable publicly."""
+        return self.links.url if self.public_url else None
+
+
+@dataclass
+class Job:
+    """A send of one month started from the console, running in a background thread."""
+
+    month: Month
+    started_by: str
+    transport: str
+    started_at: datetime
+    state: str = "starting"  # starting, sending, done, failed
+    total: int = 0
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    already: int = 0
+    message: str = ""
+    problems: list[str] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        """Return whether the send has not finished yet."""
+        return self.state in ("starting", "sending")
+
+    @property
+    def done(self) -> int:
+        """Return how many recipients this run has dealt with so far."""
+        return self.sent + self.failed + self.deferred
+
+    def record(self, outcome: delivery.Outcome) -> None:
+        """Count one recipient's outcome (called from the sending thread)."""
+        setattr(self, outcome.status, getattr(self, outcome.status) + 1)
+        if outcome.status != "sent":
+            code = f"{outcome.code} " if outcome.code else ""
+            self.problems.append(f"{outcome.status}: {outcome.address}: {code}{outcome.reply}")
+
+
+class Console:
+    """The console's state: its configuration, the sends it started and recent wrong passwords.
+
+    Wrong passwords are counted per client: a browser that logged in before (it carries a signed
+    known-browser cookie) is counted by itself, any other by its address. MAX_FAILURES within
+    LOCKOUT lock that client alone. There is one account, the shared password (the name is free
+    text, so it is no account: counting per name would let an attacker lock out "Ada" by name and
+    guess freely under other names). For it, wrong passwords from strangers (browsers that never
+    logged in) are counted together: at MAX_ACCOUNT_FAILURES within LOCKOUT, strangers are refused
+    without their password being checked, whatever their address, until the count falls back.
+    Browsers that have logged in before still log in, so an attacker with many addresses gets at
+    most MAX_ACCOUNT_FAILURES guesses per LOCKOUT and still cannot lock the staff out; behind a
+    proxy whose address every client shares, the staff's browsers keep working too.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.jobs: dict[Month, Job] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.failures: dict[str, list[datetime]] = {}
+        self.stranger_failures: list[datetime] = []
+        # Held while a login is checked and counted, so that parallel guesses all count.
+        self.guesses = threading.Lock()
+        self.retry_policy: delivery.RetryPolicy | None = None  # None: delivery's default
+        # Sessions logged out before they expired: a copy of the cookie opens nothing. Kept in the
+        # ledger too, so that a restart with the same key does not bring them back.
+        ledger = open_ledger(config.state_path)
+        try:
+            self.logged_out = ledger.logouts(config.clock()) if ledger else set()
+        finally:
+            if ledger is not None:
+                ledger.close()
+
+    def log_out(self, session_id: str) -> None:
+        """End `session_id` for good, here and in the ledger."""
+        self.logged_out.add(session_id)
+        ledger = Ledger(self.config.state_path)
+        try:
+            now = self.config.clock()
+            ledger.record_logout(session_id, now, now + self.config.session_lifetime)
+        finally:
+            ledger.close()
+
+    def start(self, month: Month, started_by: str) -> Job:
+        """Start sending `month` in the background; raise DigestError if it cannot start now."""
+        with self.lock:
+            running = self.jobs.get(month)
+            if running is not None and running.running:
+                raise DigestError(
+                    f"A send of {month.label} is already running, started by "
+                    f"{running.started_by} at {present.local_time(running.started_at)}; "
+                    "wait for it to finish."
+                )
+            # A send from the CLI or the scheduler holds the same lock: say so now, not later.
+            probe = SendLock(self.config.state_path, str(month))
+            probe.acquire(f"digest serve, checked by {started_by}")
+            probe.release()
+            chosen = self.config.transport(month)
+            job = Job(month, started_by, chosen.describe(), self.config.clock())
+            job.thread = threading.Thread(
+                target=self._run, args=(job, chosen), name=f"send-{month}", daemon=True
+            )
+            self.jobs[month] = job
+            job.thread.start()
+            return job
+
+    def _run(self, job: Job, chosen: transport.Transport) -> None:
+        config = self.config
+        ledger: Ledger | None = None
+        try:
+            catalogue = catalogues.load(config.catalogue_path)
+            listed, _ = subscribers.of_catalogue(catalogue)
+            ledger = Ledger(config.state_path)
+
+            def confirm(plan: delivery.Send) -> bool:
+                job.total = len(plan.todo)
+                job.already = plan.already
+                job.state = "sending"
+                return True  # the person confirmed on the page before this thread started
+
+            result = delivery.send_month(
+                catalogue,
+                listed,
+                job.month,
+                ledger,
+                chosen,
+                now=config.clock(),
+                clock=config.clock,
+                holder=f"digest serve, started by {job.started_by}",
+                confirm=confirm,
+                progress=job.record,
+                stop=self.stop,
+                policy=self.retry_policy,
+                unsubscribe=config.one_click(),
+            )
+        except DigestError as exc:
+            job.message = str(exc)
+            job.state = "failed"
+            return
+        except Exception as exc:  # a bug: the page must say so rather than spin for ever
+            log.exception("the send of %s failed", job.month)
+            job.message = f"The send stopped on an unexpected error: {exc!r}"
+            job.state = "failed"
+            return
+        finally:
+            if ledger is not None:
+                ledger.close()
+        label = job.month.label
+        if result.kind == "already sent":
+            job.message = f"{label} was already sent to everyone: nothing to send."
+        elif result.kind == "no readers":
+            job.message = f"No subscriber has items in {label}: nothing to send."
+        elif result.kind == "no items":
+            job.message = f"No items in {label}: nothing to send."
+        elif result.summary is not None:
+            summary = result.summary
+            job.message = (
+                f"{label}: sent {summary.sent}, already sent {summary.already}, deferred "
+                f"{summary.deferred}, failed {summary.failed} (via {job.transport})."
+            )
+        job.state = "done"
+
+    def shutdown(self, timeout: float = 60.0) -> list[Month]:
+        """Stop running sends after their message in flight, wait for them; return their months."""
+        running = [job for job in self.jobs.values() if job.running]
+        self.stop.set()
+        for job in running:
+            if job.thread is not None:
+                job.thread.join(timeout)
+        return [job.month for job in running]
+
+    def locked_out(self, client: str, now: datetime) -> bool:
+        """Return whether `client` has guessed wrong too often lately."""
+        recent = [t for t in self.failures.pop(client, []) if now - t < LOCKOUT]
+        if recent:
+            self.failures[client] = recent
+        return len(recent) >= MAX_FAILURES
+
+    def strangers_refused(self, now: datetime) -> bool:
+        """Return whether browsers that never logged in have guessed wrong too often lately."""
+        self.stranger_failures = [t for t in self.stranger_failures if now - t < LOCKOUT]
+        return len(self.stranger_failures) >= MAX_ACCOUNT_FAILURES
+
+    def count_failure(self, client: str, now: datetime, *, known: bool) -> None:
+        """Count a wrong password from `client` (`known`: a browser that has logged in before)."""
+        self.failures.setdefault(client, []).append(now)
+        if not known:
+            self.stranger_failures.append(now)
+            if len(self.stranger_failures) == MAX_ACCOUNT_FAILURES:
+                log.warning(
+                    "%d wrong passwords from browsers that never logged in within %d minutes: "
+                    "until they age out, only browsers that have logged in before may try",
+                    MAX_ACCOUNT_FAILURES,
+                    LOCKOUT.seconds // 60,
+                )
+        if len(self.failures[client]) == MAX_FAILURES:
+            log.warning(
+                "%d wrong passwords within %d minutes from %s: refused until they age out",
+                MAX_FAILURES,
+                LOCKOUT.seconds // 60,
+                client,
+            )
+        if len(self.failures) > 1000:  # many addresses: forget those whose failures aged out
+            for other in list(self.failures):
+                self.locked_out(other, now)
+
+
+def open_ledger(path: Path) -> Ledger | None:
+    """Open the ledger if it exists: looking at the console never creates one."""
+    return Ledger(path) if path.exists() else None
