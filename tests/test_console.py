@@ -1040,6 +1040,38 @@ def test_a_stray_lock_file_does_not_break_the_dashboard(project: Path, staff: Fl
     assert "outside this console" not in page.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("password", ["pw", "eleven char", "  short pw    ", "            "])
+def test_serve_refuses_a_short_password(
+    project: Path, monkeypatch: pytest.MonkeyPatch, password: str
+) -> None:
+    """A password that can be guessed in an afternoon never guards the whole mailing list."""
+    monkeypatch.setenv("DIGEST_CONSOLE_PASSWORD", password)
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # a serve that got this far would end
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--host", "127.0.0.1", "--port", str(port)])
+    assert result.exit_code == 1
+    shown = len(password.strip())
+    assert result.stderr == (
+        f"DIGEST_CONSOLE_PASSWORD is too short ({shown} characters, not counting spaces around "
+        "it): the console sends email to the whole list, so its password must have at least 12; "
+        "set DIGEST_CONSOLE_PASSWORD to a long passphrase, such as four random words\n"
+    )
+    assert not Path(".digest").exists()
+
+
+def test_serve_accepts_a_twelve_character_password(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve characters are enough: the console goes on to start (here, on a port in use)."""
+    monkeypatch.setenv("DIGEST_CONSOLE_PASSWORD", "twelve chars")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--host", "127.0.0.1", "--port", str(port)])
+    assert result.exit_code == 1
+    assert f"Port {port} is in use by another program." in result.stderr
+    assert "DIGEST_CONSOLE_PASSWORD" not in result.stderr
+
+
 def test_console_code_reads_in_pieces() -> None:
     """A developer finds each console page's code in a module and function short enough to read."""
     import ast

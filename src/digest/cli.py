@@ -1027,12 +1027,12 @@ def status(catalogue_path: Path, state_path: Path) -> None:
 def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_dir: Path) -> None:
     """Run the staff console: preview, test and send the digest from a browser.
 
-    Needs DIGEST_CONSOLE_PASSWORD (the staff password). DIGEST_SECRET_KEY signs sessions and
-    unsubscribe links; without it, sessions last until the console stops. With DIGEST_PUBLIC_URL
-    set (and then DIGEST_SECRET_KEY too), sends carry one-click unsubscribe links to it, and the
-    console's cookies are sent over https only when it is https. Behind a reverse proxy, set
-    DIGEST_TRUSTED_PROXIES to how many proxies append to X-Forwarded-For (default 0: ignored).
-    Sends go through DIGEST_SMTP_URL as `digest send` does. Never runs the scheduler.
+    Needs DIGEST_CONSOLE_PASSWORD (the staff password, at least 12 characters). DIGEST_SECRET_KEY
+    signs sessions and unsubscribe links; without it, sessions last until the console stops. With
+    DIGEST_PUBLIC_URL set (and then DIGEST_SECRET_KEY too), sends carry one-click unsubscribe links
+    to it, and the console's cookies are sent over https only when it is https. Behind a reverse
+    proxy, set DIGEST_TRUSTED_PROXIES to how many proxies append to X-Forwarded-For (default 0:
+    ignored). Sends go through DIGEST_SMTP_URL as `digest send` does. Never runs the scheduler.
 
     \b
     Example:
@@ -1040,12 +1040,9 @@ def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_di
     """
     import os
 
-    password = os.environ.get("DIGEST_CONSOLE_PASSWORD", "")
-    if not password:
-        raise DigestError(
-            "DIGEST_CONSOLE_PASSWORD is not set: the console sends email to the whole list and "
-            "refuses to start without a password; set DIGEST_CONSOLE_PASSWORD to a long passphrase"
-        )
+    from digest import console
+
+    password = console.check_password(os.environ.get("DIGEST_CONSOLE_PASSWORD", ""))
     temporary = (
         not os.environ.get("DIGEST_SECRET_KEY")
         and not os.environ.get("DIGEST_PUBLIC_URL", "").strip()
@@ -1061,8 +1058,6 @@ def serve(catalogue_path: Path, state_path: Path, host: str, port: int, feeds_di
     one_click = _one_click()  # checks DIGEST_PUBLIC_URL
     proxies = _trusted_proxies()
     from werkzeug.serving import make_server
-
-    from digest import console
 
     config = console.Config(
         catalogue_path=catalogue_path,

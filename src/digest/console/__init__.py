@@ -27,7 +27,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
 from digest.console import auth, dashboard, months, public
-from digest.console.auth import KNOWN_BROWSER_COOKIE, KNOWN_BROWSER_LIFETIME
+from digest.console.auth import (
+    KNOWN_BROWSER_COOKIE,
+    KNOWN_BROWSER_LIFETIME,
+    MIN_PASSWORD_LENGTH,
+    check_password,
+)
 from digest.console.state import (
     LOCKOUT,
     MAX_ACCOUNT_FAILURES,
@@ -45,9 +50,11 @@ __all__ = [
     "LOCKOUT",
     "MAX_ACCOUNT_FAILURES",
     "MAX_FAILURES",
+    "MIN_PASSWORD_LENGTH",
     "Config",
     "Console",
     "Job",
+    "check_password",
     "console_of",
     "create_app",
     "delivery",

@@ -1,4 +1,4 @@
-"""Logging in and out: the password, the login guard, lockouts and CSRF tokens.
+"""Logging in and out: the password and its length, the login guard, lockouts and CSRF tokens.
 
 One shared password, compared as SHA-256 digests with `hmac.compare_digest`; sessions live in
 signed cookies; every form carries a CSRF token. After logging in, staff go back only to a console
@@ -22,13 +22,38 @@ from werkzeug.routing import MapAdapter
 from werkzeug.wrappers import Response
 
 from digest.console.web import console
+from digest.errors import DigestError
 from digest.send import unsubscribe
 
 PUBLIC_ENDPOINTS = {"login", "static", "unsubscribe_page", "unsubscribe_post"}
+# The console sends email to the whole list: a password short enough to guess in an afternoon
+# (even at MAX_ACCOUNT_FAILURES guesses per LOCKOUT) must not guard it.
+MIN_PASSWORD_LENGTH = 12
 # The cookie that marks a browser which has logged in: it opens nothing, it only lets the browser
 # try the password while strangers are refused, and counts its wrong passwords apart.
 KNOWN_BROWSER_COOKIE = "digest_known_browser"
 KNOWN_BROWSER_LIFETIME = timedelta(days=180)
+
+
+def check_password(password: str) -> str:
+    """Return the console password if it may guard the list; raise DigestError saying why not.
+
+    Spaces around it do not count towards its length: a password of spaces is no password.
+    """
+    if not password:
+        raise DigestError(
+            "DIGEST_CONSOLE_PASSWORD is not set: the console sends email to the whole list and "
+            "refuses to start without a password; set DIGEST_CONSOLE_PASSWORD to a long passphrase"
+        )
+    length = len(password.strip())
+    if length < MIN_PASSWORD_LENGTH:
+        raise DigestError(
+            f"DIGEST_CONSOLE_PASSWORD is too short ({length} characters, not counting spaces "
+            "around it): the console sends email to the whole list, so its password must have at "
+            f"least {MIN_PASSWORD_LENGTH}; set DIGEST_CONSOLE_PASSWORD to a long passphrase, such "
+            "as four random words"
+        )
+    return password
 
 
 def register(app: Flask) -> None:
