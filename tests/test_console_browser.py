@@ -224,3 +224,44 @@ def test_history_shows_refused_recipients_and_their_replies(
     expect(row).to_contain_text("550 5.1.1 <lee.kawai>: no such user")
     shot(page, artifacts, "12-history-failed")
     page.close()
+
+
+# -- what staff read: outcomes, titles, times, warnings, the header (issue 14) ------------------
+
+
+def log_in(page: Page, url: str, name: str = "Ada") -> None:
+    """Log in through the form at `url` (a console page behind the login)."""
+    page.goto(url)
+    page.get_by_label("Your name").fill(name)
+    page.get_by_label("Console password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
+LONG_NAME = "Dr. Maximiliana Wolfeschlegelsteinhausenbergerdorff-Oyelaran, Registrar's Office"
+
+
+@pytest.mark.parametrize(("width", "label"), [(1200, "desktop"), (390, "phone")])
+def test_a_long_name_stays_clear_of_log_out(
+    browser: Browser, served: str, artifacts: Path, width: int, label: str
+) -> None:
+    """However long the name staff logged in with, it never runs into the "Log out" button."""
+    page = browser.new_page(viewport={"width": width, "height": 700})
+    log_in(page, f"{served}/", name=LONG_NAME)
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    name = page.locator("header .who").bounding_box()
+    button = page.get_by_role("button", name="Log out").bounding_box()
+    assert name is not None
+    assert button is not None
+    horizontal = max(
+        button["x"] - (name["x"] + name["width"]), name["x"] - (button["x"] + button["width"])
+    )
+    vertical = max(
+        button["y"] - (name["y"] + name["height"]), name["y"] - (button["y"] + button["height"])
+    )
+    assert max(horizontal, vertical) >= 8, (name, button)  # apart, with room between
+    assert button["x"] + button["width"] <= width  # and the button on screen
+    wide = "[...document.querySelectorAll('header *')].map(e => e.getBoundingClientRect().right)"
+    assert max(page.evaluate(wide)) <= width  # nothing in the header off screen
+    assert page.evaluate("document.documentElement.scrollWidth") <= width  # nor in the tables
+    page.locator("header").screenshot(path=artifacts / f"console-17-header-{label}.png")
+    page.close()
