@@ -17,11 +17,14 @@ from email.message import EmailMessage
 from pathlib import Path
 from subprocess import Popen
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
+from zoneinfo import ZoneInfo
 
+import lxml.html
 import pytest
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from conftest import SmtpServer, free_port
 from digest import console
@@ -1038,6 +1041,73 @@ def test_a_stray_lock_file_does_not_break_the_dashboard(project: Path, staff: Fl
     page = staff.get("/")
     assert page.status_code == 200
     assert "outside this console" not in page.get_data(as_text=True)
+
+
+# -- what staff read: outcomes, titles, times, warnings (issue 14) ------------------------------
+
+
+def page_of(response: TestResponse) -> lxml.html.HtmlElement:
+    return lxml.html.fromstring(response.get_data(as_text=True))
+
+
+def text_of(element: lxml.html.HtmlElement) -> str:
+    return " ".join(element.text_content().split())
+
+
+def month_row(page: lxml.html.HtmlElement, table_id: str, label: str) -> lxml.html.HtmlElement:
+    [row] = [tr for tr in page.get_element_by_id(table_id).iter("tr") if label in text_of(tr)]
+    return row
+
+
+HKT_TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d HKT \(\+08:00\)"
+
+
+def hong_kong(stamp: str) -> str:
+    """Return a ledger stamp (UTC, ISO 8601) as the console should show it in Hong Kong."""
+    moment = datetime.fromisoformat(stamp).astimezone(ZoneInfo("Asia/Hong_Kong"))
+    return f"{moment:%Y-%m-%d %H:%M} HKT (+08:00)"
+
+
+def test_every_time_shows_in_the_publications_zone(app: Flask, staff: FlaskClient) -> None:
+    """Staff in Hong Kong read every time in Hong Kong time, labelled, never a bare UTC time."""
+    assert start_send(staff) == 303
+    console.wait_for_jobs(app)
+    ledger = Ledger(Path(".digest/state.sqlite3"))
+    [run] = ledger.runs(MONTH)
+    ledger.close()
+    assert run.finished_at is not None
+    dashboard_page = page_of(staff.get("/"))
+    history_page = page_of(staff.get(f"/months/{MONTH}/history"))
+    dashboard, history = text_of(dashboard_page), text_of(history_page)
+    progress = text_of(page_of(staff.get(f"/months/{MONTH}/progress")))
+    for text in (dashboard, history, progress):
+        assert "UTC" not in text
+        assert re.search(HKT_TIME, text)
+    # The console's clock says 2026-01-01 00:00 UTC: 08:00 in Hong Kong.
+    assert "at 2026-01-01 08:00 HKT (+08:00), via outbox/" in progress
+    assert "Next scheduled run: 2026-01-01 09:00 HKT (+08:00)" in dashboard
+    cells = [text_of(td) for td in month_row(dashboard_page, "runs", MONTH).iter("td")]
+    assert cells[:2] == [MONTH, hong_kong(run.started_at)]
+    cells = [text_of(td) for td in history_page.get_element_by_id("runs").iter("td")]
+    assert cells[:2] == [hong_kong(run.started_at), hong_kong(run.finished_at)]
+
+
+def test_times_keep_their_zone_while_the_catalogue_is_broken(
+    project: Path, app: Flask, staff: FlaskClient
+) -> None:
+    """An editor's typo does not switch the history's times to another zone; a restart says UTC."""
+    assert start_send(staff) == 303
+    console.wait_for_jobs(app)
+    assert re.search(HKT_TIME, text_of(page_of(staff.get(f"/months/{MONTH}/history"))))
+    source = (project / "items.yaml").read_text(encoding="utf-8")
+    (project / "items.yaml").write_text(source.replace("date: 2025-11-19", "date: x", 1))
+    history = text_of(page_of(staff.get(f"/months/{MONTH}/history")))
+    assert re.search(HKT_TIME, history)
+    assert "UTC" not in history
+    restarted = console.create_app(make_config(project)).test_client()
+    assert log_in(restarted) == 303
+    history = text_of(page_of(restarted.get(f"/months/{MONTH}/history")))
+    assert re.search(r"\d\d:\d\d UTC \(\+00:00\)", history)  # labelled, never a bare time
 
 
 @pytest.mark.parametrize("password", ["pw", "eleven char", "  short pw    ", "            "])

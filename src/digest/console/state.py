@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -129,6 +129,7 @@ class Console:
         # Held while a login is checked and counted, so that parallel guesses all count.
         self.guesses = threading.Lock()
         self.retry_policy: delivery.RetryPolicy | None = None  # None: delivery's default
+        self._zone: tuple[tuple[int, int], tzinfo] | None = None
         # Sessions logged out before they expired: a copy of the cookie opens nothing. Kept in the
         # ledger too, so that a restart with the same key does not bring them back.
         ledger = open_ledger(config.state_path)
@@ -155,7 +156,8 @@ class Console:
             if running is not None and running.running:
                 raise DigestError(
                     f"A send of {month.label} is already running, started by "
-                    f"{running.started_by} at {present.local_time(running.started_at)}; "
+                    f"{running.started_by} at "
+                    f"{present.local_time(running.started_at, self.zone())}; "
                     "wait for it to finish."
                 )
             # A send from the CLI or the scheduler holds the same lock: say so now, not later.
@@ -226,6 +228,25 @@ class Console:
                 f"{summary.deferred}, failed {summary.failed} (via {job.transport})."
             )
         job.state = "done"
+
+    def zone(self) -> tzinfo:
+        """Return the publication's time zone, in which every page shows its times.
+
+        Read again only when the catalogue file changes; while it does not load, the zone it last
+        had (UTC if it never loaded), so that times do not change zone under a typo.
+        """
+        try:
+            found = self.config.catalogue_path.stat()
+        except OSError:
+            return self._zone[1] if self._zone else UTC
+        key = (found.st_mtime_ns, found.st_size)
+        if self._zone is None or self._zone[0] != key:
+            try:
+                tz = catalogues.load(self.config.catalogue_path).publication.tz
+            except DigestError:
+                tz = self._zone[1] if self._zone else UTC
+            self._zone = (key, tz)
+        return self._zone[1]
 
     def shutdown(self, timeout: float = 60.0) -> list[Month]:
         """Stop running sends after their message in flight, wait for them; return their months."""

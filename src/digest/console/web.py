@@ -59,4 +59,4 @@ def require_catalogue(path: Path) -> Catalogue:
 
 def local(moment: datetime | str) -> str:
     """Return a time (a ledger stamp or a datetime) in the publication's zone, for people."""
-    return present.local_time(moment)
+    return present.local_time(moment, console().zone())
