@@ -1059,6 +1059,30 @@ def month_row(page: lxml.html.HtmlElement, table_id: str, label: str) -> lxml.ht
     return row
 
 
+def test_error_pages_say_what_happened_in_plain_words(project: Path, staff: FlaskClient) -> None:
+    """Staff who hit an error read what went wrong, not an HTTP status such as "409 Conflict"."""
+    source = (project / "items.yaml").read_text(encoding="utf-8")
+    (project / "items.yaml").write_text(source.replace("date: 2025-11-19", "date: x", 1))
+    cases = [
+        (f"/months/{MONTH}", 409, "The catalogue has errors"),
+        (f"/months/{MONTH}/send", 409, "The catalogue has errors"),
+        ("/months/2025-13", 404, "Page not found"),
+        ("/no/such/page", 404, "Page not found"),
+    ]
+    for path, status, title in cases:
+        response = staff.get(path)
+        assert response.status_code == status, path
+        page = page_of(response)
+        assert text_of(page.find(".//h1")) == title, path
+        assert text_of(page.find(".//title")) == f"{title} · Digest console", path
+        assert str(status) not in text_of(page.find(".//h1")), path
+    (project / "items.yaml").write_text(source)
+    expired = staff.post(f"/months/{MONTH}/send", data={"csrf_token": "old"})
+    assert expired.status_code == 403
+    assert text_of(page_of(expired).find(".//h1")) == "This form has expired"
+    assert "reload the page and retry" in expired.get_data(as_text=True)
+
+
 HKT_TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d HKT \(\+08:00\)"
 
 

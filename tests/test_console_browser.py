@@ -237,6 +237,22 @@ def log_in(page: Page, url: str, name: str = "Ada") -> None:
     page.get_by_role("button", name="Log in").click()
 
 
+def test_an_error_page_says_what_happened(
+    browser: Browser, served: str, tmp_path: Path, artifacts: Path
+) -> None:
+    """Staff who open a month while the catalogue is broken read "The catalogue has errors"."""
+    source = (tmp_path / "items.yaml").read_text(encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1200, "height": 700})
+    log_in(page, f"{served}/")
+    (tmp_path / "items.yaml").write_text(source.replace("date: 2025-11-19", "date: x", 1))
+    page.goto(f"{served}/months/2025-11")
+    expect(page).to_have_title("The catalogue has errors · Digest console")
+    expect(page.get_by_role("heading", level=1)).to_have_text("The catalogue has errors")
+    expect(page.get_by_text("Conflict")).to_have_count(0)
+    shot(page, artifacts, "15-error-catalogue")
+    page.close()
+
+
 LONG_NAME = "Dr. Maximiliana Wolfeschlegelsteinhausenbergerdorff-Oyelaran, Registrar's Office"
 
 

@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from digest.console import auth, dashboard, months, public
+from digest.console import auth, dashboard, months, present, public
 from digest.console.auth import (
     KNOWN_BROWSER_COOKIE,
     KNOWN_BROWSER_LIFETIME,
@@ -138,8 +138,8 @@ def headers(response: Response) -> Response:
 
 
 def error_page(exc: HTTPException) -> tuple[str, int]:
-    """Return the console's error page, under the status it comes with."""
-    return render_template("error.html", error=exc), exc.code or 500
+    """Return an error page titled with what happened, under the status it comes with."""
+    return render_template("error.html", error=exc, title=present.title_of(exc)), exc.code or 500
 
 
 def wait_for_jobs(app: Flask, timeout: float = 30.0) -> None:

@@ -15,12 +15,13 @@ import unicodedata
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, current_app, redirect, render_template, request, session, url_for
+from flask import Flask, current_app, redirect, render_template, request, session, url_for
 from itsdangerous import BadData, URLSafeSerializer
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 from werkzeug.wrappers import Response
 
+from digest.console import present
 from digest.console.web import console
 from digest.errors import DigestError
 from digest.send import unsubscribe
@@ -84,7 +85,11 @@ def check_csrf() -> None:
     given = request.form.get("csrf_token", "")
     wanted = session.get("csrf", "")
     if not given or not wanted or not hmac.compare_digest(given, wanted):
-        abort(403, "The form's security token is missing or old: reload the page and retry.")
+        raise present.Refusal(
+            403,
+            "This form has expired",
+            "The form's security token is missing or old: reload the page and retry.",
+        )
 
 
 def csrf_token() -> str:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
+from flask import Flask, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
+from digest.console import present
 from digest.console.state import open_ledger
 from digest.console.web import console, month_of, require_catalogue, who
 from digest.errors import DigestError
@@ -67,7 +68,11 @@ def preview(month: str) -> Response:
     loaded = require_catalogue(config.catalogue_path)
     chosen = newsletter.issue(loaded, chosen_month, config.clock())
     if not chosen.items or loaded.newsletter is None:
-        abort(404, f"There is no digest for {chosen_month.label}.")
+        raise present.Refusal(
+            404,
+            f"No digest for {chosen_month.label}",
+            f"There is no digest for {chosen_month.label}.",
+        )
     rendered = newsletter.Renderer(loaded).render(chosen)
     page, _ = rendered.personalise(None, loaded.newsletter.unsubscribe)
     g.kind = "preview"

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, abort, g, render_template, send_from_directory
+from flask import Flask, g, render_template, send_from_directory
 from werkzeug.wrappers import Response
 
+from digest.console import present
 from digest.console.web import console
 from digest.send.ledger import Ledger
 
@@ -34,7 +35,7 @@ def feeds(name: str = "index.html") -> Response:
     g.kind = "feeds"
     mimetype = next((kind for suffix, kind in FEED_TYPES.items() if name.endswith(suffix)), None)
     if mimetype is None:
-        abort(404)
+        raise present.Refusal(404, present.TITLES[404], f"There is no feed or page {name!r}.")
     directory = console().config.feeds_dir.resolve()
     response = send_from_directory(
         directory, name, mimetype=mimetype, conditional=True, etag=True, max_age=0

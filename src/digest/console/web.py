@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from flask import Flask, abort, current_app, request, session
+from flask import Flask, current_app, request, session
 
 from digest.console import present
 from digest.console.state import Console
@@ -37,7 +37,9 @@ def month_of(text: str) -> Month:
     try:
         return Month.parse(text)
     except ValueError:
-        abort(404)
+        raise present.Refusal(
+            404, present.TITLES[404], f"{text!r} is not a month: months are written YYYY-MM."
+        ) from None
 
 
 def load(path: Path) -> tuple[Catalogue | None, list[Problem]]:
@@ -53,7 +55,11 @@ def require_catalogue(path: Path) -> Catalogue:
     loaded, problems = load(path)
     if loaded is None:
         first = str(problems[0]) if problems else f"{path} does not load"
-        abort(409, f"The catalogue has errors; fix them first (see the dashboard): {first}")
+        raise present.Refusal(
+            409,
+            "The catalogue has errors",
+            f"Fix them first (the dashboard lists every one): {first}",
+        )
     return loaded
 
 
