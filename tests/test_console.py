@@ -1054,9 +1054,73 @@ def text_of(element: lxml.html.HtmlElement) -> str:
     return " ".join(element.text_content().split())
 
 
+def verdicts(page: lxml.html.HtmlElement) -> list[tuple[str, str]]:
+    """Return every send's outcome on a page: its state (the colour) and its words."""
+    found = []
+    for element in page.find_class("verdict"):
+        states = set(element.classes) - {"verdict"}
+        found.append((" ".join(sorted(states)), text_of(element)))
+    return found
+
+
 def month_row(page: lxml.html.HtmlElement, table_id: str, label: str) -> lxml.html.HtmlElement:
     [row] = [tr for tr in page.get_element_by_id(table_id).iter("tr") if label in text_of(tr)]
     return row
+
+
+def test_progress_page_says_the_send_has_ended(app: Flask, staff: FlaskClient) -> None:
+    """Once a send is over, its page stops saying "Sending" and says how it ended."""
+    assert start_send(staff) == 303
+    console.wait_for_jobs(app)
+    page = page_of(staff.get(f"/months/{MONTH}/progress"))
+    heading = text_of(page.find(".//h1"))
+    title = text_of(page.find(".//title"))
+    assert "Sending" not in heading
+    assert "Sending" not in title
+    assert heading == "November 2025: all sent"
+    assert title.startswith("November 2025: all sent")
+    assert page.find(".//meta[@http-equiv='refresh']") is None
+
+
+def test_a_send_with_failures_never_looks_like_success(
+    smtp_app: Flask, smtp_staff: FlaskClient, smtp_server: SmtpServer
+) -> None:
+    """A send that left readers without the digest says so in red on every page, never green."""
+    smtp_server.recorder.refuse["lee.kawai@example.org"] = "550 5.1.1 no such user"
+    smtp_server.recorder.refuse["chan.taiman@example.org"] = "451 4.3.0 later"
+    app_console = console.console_of(smtp_app)
+    app_console.retry_policy = console.delivery.RetryPolicy(attempts=1, base_delay=0)
+    assert start_send(smtp_staff) == 303
+    console.wait_for_jobs(smtp_app)
+    progress = page_of(smtp_staff.get(f"/months/{MONTH}/progress"))
+    state = progress.get_element_by_id("state")
+    assert "ok" not in state.classes
+    assert "bad" in state.classes
+    assert text_of(state).startswith("Some not delivered ")
+    assert "deferred 1, failed 1" in text_of(state)
+    assert text_of(progress.find(".//h1")) == "November 2025: some not delivered"
+    assert verdicts(progress) == [("bad", "Some not delivered")]
+    dashboard = page_of(smtp_staff.get("/"))
+    for table in ("months", "runs"):
+        row = month_row(dashboard, table, "November 2025" if table == "months" else MONTH)
+        assert verdicts(row) == [("bad", "Some not delivered")], table
+    history = page_of(smtp_staff.get(f"/months/{MONTH}/history"))
+    assert verdicts(history) == [("bad", "Some not delivered")] * 2  # the month, its one send
+
+
+def test_a_send_that_reached_everyone_says_all_sent_everywhere(
+    app: Flask, staff: FlaskClient
+) -> None:
+    """Staff read the same words for a complete send on every page, so a partial one stands out."""
+    assert start_send(staff) == 303
+    console.wait_for_jobs(app)
+    assert verdicts(page_of(staff.get(f"/months/{MONTH}/progress"))) == [("ok", "All sent")]
+    dashboard = page_of(staff.get("/"))
+    assert verdicts(month_row(dashboard, "months", "November 2025")) == [("ok", "All sent")]
+    assert verdicts(month_row(dashboard, "runs", MONTH)) == [("ok", "All sent")]
+    assert verdicts(month_row(dashboard, "months", "October 2025")) == [("none", "Not sent")]
+    history = page_of(staff.get(f"/months/{MONTH}/history"))
+    assert verdicts(history) == [("ok", "All sent")] * 2
 
 
 def test_error_pages_say_what_happened_in_plain_words(project: Path, staff: FlaskClient) -> None:

@@ -115,6 +115,7 @@ def create_app(config: Config) -> Flask:
     app.register_error_handler(HTTPException, error_page)
     app.context_processor(lambda: {"user": session.get("user")})
     app.add_template_global(local, "local")
+    app.add_template_global(present.of_run, "run_verdict")
     for pages in (auth, dashboard, months, public):
         pages.register(app)
     return app

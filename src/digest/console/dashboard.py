@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Flask, render_template
 
+from digest.console import present
 from digest.console.state import Job, open_ledger
 from digest.console.web import console, load
 from digest.errors import CatalogueError
@@ -44,23 +45,29 @@ def dashboard() -> str:
     context["jobs"] = jobs
     context["elsewhere"] = sends_elsewhere(config.state_path, jobs)
     if loaded is not None:
+        sending = {job.month for job in jobs} | {month for month, _ in context["elsewhere"]}
         context["counts"] = loaded.counts(now)
-        context["months"] = _months(loaded, sent, now)
+        context["months"] = _months(loaded, sent, sending, now)
         context.update(_newsletter(loaded, now))
     return render_template("dashboard.html", **context)
 
 
 def _months(
-    loaded: Catalogue, sent: dict[str, MonthStatus], now: datetime
-) -> list[tuple[Month, int, MonthStatus | None]]:
-    """Return the months with published items, newest first, each with what the ledger says."""
+    loaded: Catalogue, sent: dict[str, MonthStatus], sending: set[Month], now: datetime
+) -> list[tuple[Month, int, MonthStatus | None, present.Verdict]]:
+    """Return the months with published items, newest first, each with where its send stands."""
     tz = loaded.publication.tz
     per_month: dict[Month, int] = {}
     for item in loaded.published(now):
         month = Month.of(item.date, tz)
         per_month[month] = per_month.get(month, 0) + 1
     return [
-        (month, count, sent.get(str(month)))
+        (
+            month,
+            count,
+            sent.get(str(month)),
+            present.of_month(sent.get(str(month)), sending=month in sending),
+        )
         for month, count in sorted(per_month.items(), reverse=True)
     ]
 

@@ -205,6 +205,7 @@ def history(month: str) -> str:
         "history.html",
         month=chosen_month,
         counts=status.counts if status else None,
+        verdict=present.of_month(status, sending=bool(elsewhere or (job and job.running))),
         runs=runs,
         problems=problems,
         waiting=len(waiting),

@@ -1,14 +1,65 @@
-"""How the console words what staff read: times and error pages' titles.
+"""How the console words what staff read: times, how a send ended, and error pages' titles.
 
-A time reads in the publication's own zone with its abbreviation and offset; an error page is
-titled with what happened rather than with an HTTP status.
+Every page says the same thing the same way: a time in the publication's own zone with its
+abbreviation and offset, "All sent" in green only when every reader has the digest, "Some not
+delivered" in red whenever anyone does not, and an error page titled with what happened rather
+than with an HTTP status.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
 from werkzeug.exceptions import HTTPException
+
+from digest.send.ledger import MonthStatus, Run
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How a send or a month came out, in the same words and colour on every page.
+
+    `state` names the colour: "ok" (green) only when everyone has the digest, "bad" (red) when
+    anyone does not, "busy" (amber) while unfinished, "none" (grey) when there was nothing to do.
+    """
+
+    state: str
+    label: str
+
+
+SENDING = Verdict("busy", "Sending…")
+UNFINISHED = Verdict("busy", "Unfinished")
+ALL_SENT = Verdict("ok", "All sent")
+NOT_ALL_SENT = Verdict("bad", "Some not delivered")
+STOPPED = Verdict("bad", "Stopped by an error")
+NOTHING_TO_SEND = Verdict("none", "Nothing to send")
+NOT_SENT = Verdict("none", "Not sent")
+
+
+def verdict(*, failed: int, deferred: int, waiting: int = 0) -> Verdict:
+    """Return how a finished send came out: all sent only if nobody failed, was put off or waits."""
+    return NOT_ALL_SENT if failed or deferred or waiting else ALL_SENT
+
+
+def of_run(run: Run) -> Verdict:
+    """Return how one send recorded in the ledger came out."""
+    if run.finished_at is None:
+        return UNFINISHED
+    return verdict(failed=run.failed, deferred=run.deferred)
+
+
+def of_month(status: MonthStatus | None, *, sending: bool = False) -> Verdict:
+    """Return where a month stands: being sent, never sent, all sent or some not delivered."""
+    if sending:
+        return SENDING
+    if status is None:
+        return NOT_SENT
+    counts = status.counts
+    waiting = counts.get("pending", 0) + counts.get("sending", 0)
+    return verdict(
+        failed=counts.get("failed", 0), deferred=counts.get("deferred", 0), waiting=waiting
+    )
 
 
 def local_time(moment: datetime | str, tz: tzinfo) -> str:

@@ -77,6 +77,7 @@ class Job:
     transport: str
     started_at: datetime
     state: str = "starting"  # starting, sending, done, failed
+    kind: str = ""  # how a finished send_month ended: "sent", "already sent", "no readers", ...
     total: int = 0
     sent: int = 0
     failed: int = 0
@@ -95,6 +96,18 @@ class Job:
     def done(self) -> int:
         """Return how many recipients this run has dealt with so far."""
         return self.sent + self.failed + self.deferred
+
+    @property
+    def verdict(self) -> present.Verdict:
+        """Return how the send is going or came out, in the words every page uses."""
+        if self.running:
+            return present.SENDING
+        if self.state == "failed":
+            return present.STOPPED
+        if self.kind in ("no readers", "no items"):
+            return present.NOTHING_TO_SEND
+        waiting = max(0, self.total - self.done)  # stopped part-way by Ctrl-C
+        return present.verdict(failed=self.failed, deferred=self.deferred, waiting=waiting)
 
     def record(self, outcome: delivery.Outcome) -> None:
         """Count one recipient's outcome (called from the sending thread)."""
@@ -215,6 +228,7 @@ class Console:
             if ledger is not None:
                 ledger.close()
         label = job.month.label
+        job.kind = result.kind
         if result.kind == "already sent":
             job.message = f"{label} was already sent to everyone: nothing to send."
         elif result.kind == "no readers":
