@@ -1198,6 +1198,24 @@ def test_times_keep_their_zone_while_the_catalogue_is_broken(
     assert re.search(r"\d\d:\d\d UTC \(\+00:00\)", history)  # labelled, never a bare time
 
 
+OUTBOX_WARNING = (
+    "No mail server is set (DIGEST_SMTP_URL): this send only writes files to outbox/ — "
+    "nobody receives anything."
+)
+
+
+def test_sending_to_the_outbox_is_announced_before_anyone_presses_send(
+    staff: FlaskClient, smtp_staff: FlaskClient
+) -> None:
+    """Staff are warned that a send without a mail server reaches nobody, before they send it."""
+    for path in (f"/months/{MONTH}/send", f"/months/{MONTH}"):
+        page = page_of(staff.get(path))
+        [banner] = page.find_class("outbox-warning")
+        assert text_of(banner) == OUTBOX_WARNING, path
+        assert banner.get("role") == "alert"
+        assert OUTBOX_WARNING not in text_of(page_of(smtp_staff.get(path))), path
+
+
 @pytest.mark.parametrize("password", ["pw", "eleven char", "  short pw    ", "            "])
 def test_serve_refuses_a_short_password(
     project: Path, monkeypatch: pytest.MonkeyPatch, password: str

@@ -321,6 +321,19 @@ def test_an_error_page_says_what_happened(
     page.close()
 
 
+@pytest.mark.parametrize("served", [{"DIGEST_SMTP_URL": None}], indirect=True)
+def test_a_send_to_the_outbox_is_announced(browser: Browser, served: str, artifacts: Path) -> None:
+    """Without a mail server, staff see before sending that nobody will receive anything."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    log_in(page, f"{served}/months/2025-11")
+    warning = "this send only writes files to outbox/ — nobody receives anything."
+    expect(page.locator(".outbox-warning")).to_contain_text(warning)
+    page.get_by_role("link", name="Send to all subscribers…").click()
+    expect(page.get_by_role("alert")).to_contain_text(warning)
+    shot(page, artifacts, "16-confirm-outbox")
+    page.close()
+
+
 LONG_NAME = "Dr. Maximiliana Wolfeschlegelsteinhausenbergerdorff-Oyelaran, Registrar's Office"
 
 

@@ -57,6 +57,7 @@ def month_view(month: str) -> str:
         text=text,
         newsletter=loaded.newsletter,
         transport=config.transport(chosen_month, test=True).describe(),
+        outbox=config.writes_files_only(chosen_month),
         job=console().jobs.get(chosen_month),
     )
 
@@ -147,6 +148,7 @@ def confirmation(chosen_month: Month, refusal: str | None = None) -> tuple[str, 
         refusal=refusal,
         suppressed=suppressed,
         transport=config.transport(chosen_month).describe(),
+        outbox=config.writes_files_only(chosen_month),
         job=console().jobs.get(chosen_month),
     )
     return page, 409 if refusal else 200

@@ -67,6 +67,10 @@ class Config:
         """Return the one-click URL maker for emails, when the console is reachable publicly."""
         return self.links.url if self.public_url else None
 
+    def writes_files_only(self, month: Month) -> bool:
+        """Return whether a send of `month` only writes files to outbox/ (no mail server set)."""
+        return isinstance(self.transport(month), transport.OutboxTransport)
+
 
 @dataclass
 class Job:
