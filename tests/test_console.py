@@ -17,11 +17,14 @@ from email.message import EmailMessage
 from pathlib import Path
 from subprocess import Popen
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
+from zoneinfo import ZoneInfo
 
+import lxml.html
 import pytest
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from conftest import SmtpServer, free_port
 from digest import console
@@ -1060,3 +1063,237 @@ def test_a_stray_lock_file_does_not_break_the_dashboard(project: Path, staff: Fl
     page = staff.get("/")
     assert page.status_code == 200
     assert "outside this console" not in page.get_data(as_text=True)
+
+
+# -- what staff read: outcomes, titles, times, warnings (issue 14) ------------------------------
+
+
+def page_of(response: TestResponse) -> lxml.html.HtmlElement:
+    return lxml.html.fromstring(response.get_data(as_text=True))
+
+
+def text_of(element: lxml.html.HtmlElement) -> str:
+    return " ".join(element.text_content().split())
+
+
+def verdicts(page: lxml.html.HtmlElement) -> list[tuple[str, str]]:
+    """Return every send's outcome on a page: its state (the colour) and its words."""
+    found = []
+    for element in page.find_class("verdict"):
+        states = set(element.classes) - {"verdict"}
+        found.append((" ".join(sorted(states)), text_of(element)))
+    return found
+
+
+def month_row(page: lxml.html.HtmlElement, table_id: str, label: str) -> lxml.html.HtmlElement:
+    [row] = [tr for tr in page.get_element_by_id(table_id).iter("tr") if label in text_of(tr)]
+    return row
+
+
+def test_progress_page_says_the_send_has_ended(smtp_app: Flask, smtp_staff: FlaskClient) -> None:
+    """Once a send is over, its page stops saying "Sending" and says how it ended."""
+    assert start_send(smtp_staff) == 303
+    console.wait_for_jobs(smtp_app)
+    page = page_of(smtp_staff.get(f"/months/{MONTH}/progress"))
+    heading = text_of(page.find(".//h1"))
+    title = text_of(page.find(".//title"))
+    assert "Sending" not in heading
+    assert "Sending" not in title
+    assert heading == "November 2025: all sent"
+    assert title.startswith("November 2025: all sent")
+    assert page.find(".//meta[@http-equiv='refresh']") is None
+
+
+def test_a_send_with_failures_never_looks_like_success(
+    smtp_app: Flask, smtp_staff: FlaskClient, smtp_server: SmtpServer
+) -> None:
+    """A send that left readers without the digest says so in red on every page, never green."""
+    smtp_server.recorder.refuse["lee.kawai@example.org"] = "550 5.1.1 no such user"
+    smtp_server.recorder.refuse["chan.taiman@example.org"] = "451 4.3.0 later"
+    app_console = console.console_of(smtp_app)
+    app_console.retry_policy = console.delivery.RetryPolicy(attempts=1, base_delay=0)
+    assert start_send(smtp_staff) == 303
+    console.wait_for_jobs(smtp_app)
+    progress = page_of(smtp_staff.get(f"/months/{MONTH}/progress"))
+    state = progress.get_element_by_id("state")
+    assert "ok" not in state.classes
+    assert "bad" in state.classes
+    assert text_of(state).startswith("Some not delivered ")
+    assert "deferred 1, failed 1" in text_of(state)
+    assert text_of(progress.find(".//h1")) == "November 2025: some not delivered"
+    assert verdicts(progress) == [("bad", "Some not delivered")]
+    dashboard = page_of(smtp_staff.get("/"))
+    for table in ("months", "runs"):
+        row = month_row(dashboard, table, "November 2025" if table == "months" else MONTH)
+        assert verdicts(row) == [("bad", "Some not delivered")], table
+    history = page_of(smtp_staff.get(f"/months/{MONTH}/history"))
+    assert verdicts(history) == [("bad", "Some not delivered")] * 2  # the month, its one send
+
+
+def test_a_send_that_reached_everyone_says_all_sent_everywhere(
+    smtp_app: Flask, smtp_staff: FlaskClient
+) -> None:
+    """Staff read the same words for a complete send on every page, so a partial one stands out."""
+    assert start_send(smtp_staff) == 303
+    console.wait_for_jobs(smtp_app)
+    assert verdicts(page_of(smtp_staff.get(f"/months/{MONTH}/progress"))) == [("ok", "All sent")]
+    dashboard = page_of(smtp_staff.get("/"))
+    assert verdicts(month_row(dashboard, "months", "November 2025")) == [("ok", "All sent")]
+    assert verdicts(month_row(dashboard, "runs", MONTH)) == [("ok", "All sent")]
+    assert verdicts(month_row(dashboard, "months", "October 2025")) == [("none", "Not sent")]
+    history = page_of(smtp_staff.get(f"/months/{MONTH}/history"))
+    assert verdicts(history) == [("ok", "All sent")] * 2
+
+
+def test_a_send_to_the_outbox_never_reads_as_sent(app: Flask, staff: FlaskClient) -> None:
+    """Without a mail server the send is a rehearsal: no page says the month was sent."""
+    assert start_send(staff) == 303
+    console.wait_for_jobs(app)
+    rehearsed = [("busy", "Rehearsal: written to outbox/ only")]
+    progress = page_of(staff.get(f"/months/{MONTH}/progress"))
+    assert verdicts(progress) == rehearsed
+    assert "a rehearsal, nobody was emailed" in text_of(progress.get_element_by_id("state"))
+    dashboard = page_of(staff.get("/"))
+    assert verdicts(month_row(dashboard, "months", "November 2025")) == [("none", "Not sent")]
+    assert verdicts(month_row(dashboard, "runs", MONTH)) == rehearsed
+
+
+def test_error_pages_say_what_happened_in_plain_words(project: Path, staff: FlaskClient) -> None:
+    """Staff who hit an error read what went wrong, not an HTTP status such as "409 Conflict"."""
+    source = (project / "items.yaml").read_text(encoding="utf-8")
+    (project / "items.yaml").write_text(source.replace("date: 2025-11-19", "date: x", 1))
+    cases = [
+        (f"/months/{MONTH}", 409, "The catalogue has errors"),
+        (f"/months/{MONTH}/send", 409, "The catalogue has errors"),
+        ("/months/2025-13", 404, "Page not found"),
+        ("/no/such/page", 404, "Page not found"),
+    ]
+    for path, status, title in cases:
+        response = staff.get(path)
+        assert response.status_code == status, path
+        page = page_of(response)
+        assert text_of(page.find(".//h1")) == title, path
+        assert text_of(page.find(".//title")) == f"{title} · Digest console", path
+        assert str(status) not in text_of(page.find(".//h1")), path
+    (project / "items.yaml").write_text(source)
+    expired = staff.post(f"/months/{MONTH}/send", data={"csrf_token": "old"})
+    assert expired.status_code == 403
+    assert text_of(page_of(expired).find(".//h1")) == "This form has expired"
+    assert "reload the page and retry" in expired.get_data(as_text=True)
+
+
+HKT_TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d HKT \(\+08:00\)"
+
+
+def hong_kong(stamp: str) -> str:
+    """Return a ledger stamp (UTC, ISO 8601) as the console should show it in Hong Kong."""
+    moment = datetime.fromisoformat(stamp).astimezone(ZoneInfo("Asia/Hong_Kong"))
+    return f"{moment:%Y-%m-%d %H:%M} HKT (+08:00)"
+
+
+def test_every_time_shows_in_the_publications_zone(app: Flask, staff: FlaskClient) -> None:
+    """Staff in Hong Kong read every time in Hong Kong time, labelled, never a bare UTC time."""
+    assert start_send(staff) == 303
+    console.wait_for_jobs(app)
+    ledger = Ledger(Path(".digest/state.sqlite3"))
+    [run] = ledger.runs(MONTH)
+    ledger.close()
+    assert run.finished_at is not None
+    dashboard_page = page_of(staff.get("/"))
+    history_page = page_of(staff.get(f"/months/{MONTH}/history"))
+    dashboard, history = text_of(dashboard_page), text_of(history_page)
+    progress = text_of(page_of(staff.get(f"/months/{MONTH}/progress")))
+    for text in (dashboard, history, progress):
+        assert "UTC" not in text
+        assert re.search(HKT_TIME, text)
+    # The console's clock says 2026-01-01 00:00 UTC: 08:00 in Hong Kong.
+    assert "at 2026-01-01 08:00 HKT (+08:00), via outbox/" in progress
+    assert "Next scheduled run: 2026-01-01 09:00 HKT (+08:00)" in dashboard
+    cells = [text_of(td) for td in month_row(dashboard_page, "runs", MONTH).iter("td")]
+    assert cells[:2] == [MONTH, hong_kong(run.started_at)]
+    cells = [text_of(td) for td in history_page.get_element_by_id("runs").iter("td")]
+    assert cells[:2] == [hong_kong(run.started_at), hong_kong(run.finished_at)]
+
+
+def test_times_keep_their_zone_while_the_catalogue_is_broken(
+    project: Path, app: Flask, staff: FlaskClient
+) -> None:
+    """An editor's typo does not switch the history's times to another zone; a restart says UTC."""
+    assert start_send(staff) == 303
+    console.wait_for_jobs(app)
+    assert re.search(HKT_TIME, text_of(page_of(staff.get(f"/months/{MONTH}/history"))))
+    source = (project / "items.yaml").read_text(encoding="utf-8")
+    (project / "items.yaml").write_text(source.replace("date: 2025-11-19", "date: x", 1))
+    history = text_of(page_of(staff.get(f"/months/{MONTH}/history")))
+    assert re.search(HKT_TIME, history)
+    assert "UTC" not in history
+    restarted = console.create_app(make_config(project)).test_client()
+    assert log_in(restarted) == 303
+    history = text_of(page_of(restarted.get(f"/months/{MONTH}/history")))
+    assert re.search(r"\d\d:\d\d UTC \(\+00:00\)", history)  # labelled, never a bare time
+
+
+OUTBOX_WARNING = (
+    "No mail server is set (DIGEST_SMTP_URL): this send only writes files to outbox/ — "
+    "nobody receives anything."
+)
+
+
+def test_sending_to_the_outbox_is_announced_before_anyone_presses_send(
+    staff: FlaskClient, smtp_staff: FlaskClient
+) -> None:
+    """Staff are warned that a send without a mail server reaches nobody, before they send it."""
+    for path in (f"/months/{MONTH}/send", f"/months/{MONTH}"):
+        page = page_of(staff.get(path))
+        [banner] = page.find_class("outbox-warning")
+        assert text_of(banner) == OUTBOX_WARNING, path
+        assert banner.get("role") == "alert"
+        assert OUTBOX_WARNING not in text_of(page_of(smtp_staff.get(path))), path
+
+
+@pytest.mark.parametrize("password", ["pw", "eleven char", "  short pw    ", "            "])
+def test_serve_refuses_a_short_password(
+    project: Path, monkeypatch: pytest.MonkeyPatch, password: str
+) -> None:
+    """A password that can be guessed in an afternoon never guards the whole mailing list."""
+    monkeypatch.setenv("DIGEST_CONSOLE_PASSWORD", password)
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # a serve that got this far would end
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--host", "127.0.0.1", "--port", str(port)])
+    assert result.exit_code == 1
+    shown = len(password.strip())
+    assert result.stderr == (
+        f"DIGEST_CONSOLE_PASSWORD is too short ({shown} characters, not counting spaces around "
+        "it): the console sends email to the whole list, so its password must have at least 12; "
+        "set DIGEST_CONSOLE_PASSWORD to a long passphrase, such as four random words\n"
+    )
+    assert not Path(".digest").exists()
+
+
+def test_serve_accepts_a_twelve_character_password(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve characters are enough: the console goes on to start (here, on a port in use)."""
+    monkeypatch.setenv("DIGEST_CONSOLE_PASSWORD", "twelve chars")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--host", "127.0.0.1", "--port", str(port)])
+    assert result.exit_code == 1
+    assert f"Port {port} is in use by another program." in result.stderr
+    assert "DIGEST_CONSOLE_PASSWORD" not in result.stderr
+
+
+def test_console_code_reads_in_pieces() -> None:
+    """A developer finds each console page's code in a module and function short enough to read."""
+    import ast
+
+    sources = [Path(console.__file__)]
+    if sources[0].name == "__init__.py":
+        sources = sorted(sources[0].parent.glob("*.py"))
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        assert len(text.splitlines()) <= 450, source.name
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                assert length <= 80, f"{source.name}: {node.name} has {length} lines"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -14,8 +16,10 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from werkzeug.serving import make_server
 
 from conftest import SmtpServer, free_port
+from digest import console
 from digest.mail import newsletter
 from digest.months import Month
 from digest.publish import catalogue
@@ -223,4 +227,138 @@ def test_history_shows_refused_recipients_and_their_replies(
     expect(row).to_contain_text("failed")
     expect(row).to_contain_text("550 5.1.1 <lee.kawai>: no such user")
     shot(page, artifacts, "12-history-failed")
+    page.close()
+
+
+# -- what staff read: outcomes, titles, times, warnings, the header (issue 14) ------------------
+
+
+@pytest.fixture
+def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpServer) -> Iterator[str]:
+    """The console in this process, on a free loopback port, sending once to the SMTP server.
+
+    Retrying a deferred recipient within the run is turned off, so that a deferral stays one.
+    """
+    for name in ("items.yaml", "subscribers.csv"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    app = console.create_app(
+        console.Config(
+            catalogue_path=Path("items.yaml"),
+            state_path=Path(".digest/state.sqlite3"),
+            feeds_dir=Path("feeds"),
+            password=PASSWORD,
+            secret_key="k" * 43,
+            clock=lambda: datetime.now(UTC),
+            smtp_url=smtp_server.url,
+        )
+    )
+    console.console_of(app).retry_policy = console.delivery.RetryPolicy(attempts=1, base_delay=0)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="console-under-test")
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+        console.wait_for_jobs(app)
+
+
+def log_in(page: Page, url: str, name: str = "Ada") -> None:
+    """Log in through the form at `url` (a console page behind the login)."""
+    page.goto(url)
+    page.get_by_label("Your name").fill(name)
+    page.get_by_label("Console password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
+def rgb(page: Page, selector: str, prop: str = "background-color") -> tuple[int, ...]:
+    """Return an element's computed colour as (red, green, blue)."""
+    value = page.eval_on_selector(selector, f"e => getComputedStyle(e)['{prop}']")
+    return tuple(int(part) for part in value.strip("rgba()").split(",")[:3])
+
+
+def test_a_send_with_failures_ends_in_red_with_local_times(
+    browser: Browser, live: str, smtp_server: SmtpServer, artifacts: Path
+) -> None:
+    """After a send that missed two readers, the page turns red and says so; times are local."""
+    smtp_server.recorder.refuse["lee.kawai@example.org"] = "550 5.1.1 <lee.kawai>: no such user"
+    smtp_server.recorder.refuse["chan.taiman@example.org"] = "451 4.3.0 try again later"
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    log_in(page, f"{live}/login?next=/months/2025-11/send")
+    page.get_by_role("button", name=f"Send November 2025 to {READERS} subscribers").click()
+    state = page.locator("#state")
+    expect(state).to_contain_text("Some not delivered", timeout=30_000)
+    expect(state).to_contain_text("deferred 1, failed 1")
+    expect(page.get_by_role("heading", level=1)).to_have_text("November 2025: some not delivered")
+    expect(page).to_have_title("November 2025: some not delivered · Digest console")
+    red, green, _ = rgb(page, "#state")
+    assert red > green  # a red tint, as every error on the console; success is green
+    shot(page, artifacts, "13-progress-some-not-delivered")
+    page.goto(f"{live}/")
+    row = page.locator("#runs tr", has_text="2025-11")
+    expect(row.locator(".verdict")).to_have_text("Some not delivered")
+    expect(row).to_contain_text(re.compile(r"\d\d:\d\d HKT \(\+08:00\)"))
+    shot(page, artifacts, "14-dashboard-after-send")
+    page.close()
+
+
+def test_an_error_page_says_what_happened(
+    browser: Browser, served: str, tmp_path: Path, artifacts: Path
+) -> None:
+    """Staff who open a month while the catalogue is broken read "The catalogue has errors"."""
+    source = (tmp_path / "items.yaml").read_text(encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1200, "height": 700})
+    log_in(page, f"{served}/")
+    (tmp_path / "items.yaml").write_text(source.replace("date: 2025-11-19", "date: x", 1))
+    page.goto(f"{served}/months/2025-11")
+    expect(page).to_have_title("The catalogue has errors · Digest console")
+    expect(page.get_by_role("heading", level=1)).to_have_text("The catalogue has errors")
+    expect(page.get_by_text("Conflict")).to_have_count(0)
+    shot(page, artifacts, "15-error-catalogue")
+    page.close()
+
+
+@pytest.mark.parametrize("served", [{"DIGEST_SMTP_URL": None}], indirect=True)
+def test_a_send_to_the_outbox_is_announced(browser: Browser, served: str, artifacts: Path) -> None:
+    """Without a mail server, staff see before sending that nobody will receive anything."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    log_in(page, f"{served}/months/2025-11")
+    warning = "this send only writes files to outbox/ — nobody receives anything."
+    expect(page.locator(".outbox-warning")).to_contain_text(warning)
+    page.get_by_role("link", name="Send to all subscribers…").click()
+    expect(page.get_by_role("alert")).to_contain_text(warning)
+    shot(page, artifacts, "16-confirm-outbox")
+    page.close()
+
+
+LONG_NAME = "Dr. Maximiliana Wolfeschlegelsteinhausenbergerdorff-Oyelaran, Registrar's Office"
+
+
+@pytest.mark.parametrize(("width", "label"), [(1200, "desktop"), (390, "phone")])
+def test_a_long_name_stays_clear_of_log_out(
+    browser: Browser, served: str, artifacts: Path, width: int, label: str
+) -> None:
+    """However long the name staff logged in with, it never runs into the "Log out" button."""
+    page = browser.new_page(viewport={"width": width, "height": 700})
+    log_in(page, f"{served}/", name=LONG_NAME)
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    name = page.locator("header .who").bounding_box()
+    button = page.get_by_role("button", name="Log out").bounding_box()
+    assert name is not None
+    assert button is not None
+    horizontal = max(
+        button["x"] - (name["x"] + name["width"]), name["x"] - (button["x"] + button["width"])
+    )
+    vertical = max(
+        button["y"] - (name["y"] + name["height"]), name["y"] - (button["y"] + button["height"])
+    )
+    assert max(horizontal, vertical) >= 8, (name, button)  # apart, with room between
+    assert button["x"] + button["width"] <= width  # and the button on screen
+    wide = "[...document.querySelectorAll('header *')].map(e => e.getBoundingClientRect().right)"
+    assert max(page.evaluate(wide)) <= width  # nothing in the header off screen
+    assert page.evaluate("document.documentElement.scrollWidth") <= width  # nor in the tables
+    page.locator("header").screenshot(path=artifacts / f"console-17-header-{label}.png")
     page.close()

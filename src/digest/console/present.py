@@ -1,0 +1,118 @@
+"""How the console words what staff read: times, how a send ended, and error pages' titles.
+
+Every page says the same thing the same way: a time in the publication's own zone with its
+abbreviation and offset, "All sent" in green only when every reader has the digest, "Some not
+delivered" in red whenever anyone does not, and an error page titled with what happened rather
+than with an HTTP status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+
+from werkzeug.exceptions import HTTPException
+
+from digest.send.ledger import MonthStatus, Run
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How a send or a month came out, in the same words and colour on every page.
+
+    `state` names the colour: "ok" (green) only when everyone has the digest, "bad" (red) when
+    anyone does not, "busy" (amber) while unfinished, "none" (grey) when there was nothing to do.
+    """
+
+    state: str
+    label: str
+
+
+SENDING = Verdict("busy", "Sending…")
+UNFINISHED = Verdict("busy", "Unfinished")
+ALL_SENT = Verdict("ok", "All sent")
+NOT_ALL_SENT = Verdict("bad", "Some not delivered")
+STOPPED = Verdict("bad", "Stopped by an error")
+NOTHING_TO_SEND = Verdict("none", "Nothing to send")
+NOT_SENT = Verdict("none", "Not sent")
+# Written to outbox/ without a mail server: nobody received anything, and the month is not sent.
+REHEARSED = Verdict("busy", "Rehearsal: written to outbox/ only")
+
+
+def verdict(*, failed: int, deferred: int, waiting: int = 0) -> Verdict:
+    """Return how a finished send came out: all sent only if nobody failed, was put off or waits."""
+    return NOT_ALL_SENT if failed or deferred or waiting else ALL_SENT
+
+
+def of_run(run: Run) -> Verdict:
+    """Return how one send recorded in the ledger came out."""
+    if run.rehearsal:
+        return REHEARSED
+    if run.finished_at is None:
+        return UNFINISHED
+    return verdict(failed=run.failed, deferred=run.deferred)
+
+
+def of_month(status: MonthStatus | None, *, sending: bool = False) -> Verdict:
+    """Return where a month stands: being sent, never sent, all sent or some not delivered."""
+    if sending:
+        return SENDING
+    if status is None:
+        return NOT_SENT
+    counts = status.counts
+    waiting = counts.get("pending", 0) + counts.get("sending", 0)
+    return verdict(
+        failed=counts.get("failed", 0), deferred=counts.get("deferred", 0), waiting=waiting
+    )
+
+
+def local_time(moment: datetime | str, tz: tzinfo) -> str:
+    """Return a time as people in `tz` read it: 2025-12-01 09:00 HKT (+08:00).
+
+    A string is a ledger stamp (ISO 8601, UTC); one that is not is shown as it is. A zone without
+    an abbreviation of its own (its name is an offset, "+04") shows the offset once.
+    """
+    if isinstance(moment, str):
+        try:
+            when = datetime.fromisoformat(moment)
+        except ValueError:
+            return moment
+    else:
+        when = moment
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    here = when.astimezone(tz)
+    offset = here.isoformat(timespec="minutes")[-6:]
+    name = here.tzname() or ""
+    if not name or name[0] in "+-":
+        return f"{here:%Y-%m-%d %H:%M} ({offset})"
+    return f"{here:%Y-%m-%d %H:%M} {name} ({offset})"
+
+
+class Refusal(HTTPException):
+    """An error page whose title says what happened ("The catalogue has errors")."""
+
+    def __init__(self, code: int, title: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.title = title
+
+
+# What an error page is titled when the code that refused gave no title of its own.
+TITLES = {
+    400: "The request was not understood",
+    403: "Not allowed",
+    404: "Page not found",
+    405: "That page cannot be opened this way",
+    409: "Not possible right now",
+    413: "The form is too large",
+    500: "Something went wrong",
+}
+
+
+def title_of(error: HTTPException) -> str:
+    """Return an error page's title, for staff: what happened, never "409 Conflict"."""
+    if isinstance(error, Refusal):
+        return error.title
+    code = error.code or 500
+    return TITLES.get(code, TITLES[500] if code >= 500 else TITLES[400])
