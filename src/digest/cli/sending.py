@@ -238,39 +238,7 @@ def _send(
         advance: list[Callable[[Any], None]] = []
 
         def confirm(briefing: Briefing) -> bool:
-            _skipped(briefing.recipients)
-            _describe(
-                briefing.subject,
-                briefing.items,
-                briefing.categories,
-                briefing.to_send,
-                briefing.already,
-                briefing.transport,
-            )
-            if briefing.in_flight:
-                pronoun = "it is" if briefing.in_flight == 1 else "they are"
-                click.echo(
-                    f"{plural(briefing.in_flight, 'message')} may have gone out when the last run "
-                    f"stopped; {pronoun} sent again with the same Message-ID, so mail clients "
-                    "show each once."
-                )
-            if briefing.resuming:
-                click.echo(
-                    "Going on with the resend begun on "
-                    f"{wording.moment(briefing.frozen_at, briefing.tz)}: whoever has its copy is "
-                    "not sent another."
-                )
-            if briefing.changed:
-                click.echo(
-                    "The catalogue changed since sending began on "
-                    f"{wording.moment(briefing.frozen_at, briefing.tz)}; the rest get the "
-                    "version frozen then, so that everyone reads the same digest."
-                )
-            if briefing.room is not None and briefing.room < briefing.to_send:
-                click.echo(
-                    f"Daily limit: {briefing.room} can go now; the other "
-                    f"{briefing.to_send - briefing.room} wait until the last 24 hours leave room."
-                )
+            _brief(briefing)
             label, count = briefing.month.label, plural(briefing.to_send, "subscriber")
             if resend and not yes:
                 click.confirm(
@@ -307,6 +275,42 @@ def _send(
                 "flight is sent again with the same Message-ID."
             ) from None
     _report(sent, stop)
+
+
+def _brief(briefing: Briefing) -> None:
+    """Print what a send is about to do, with whatever the person should know before saying yes."""
+    _skipped(briefing.recipients)
+    _describe(
+        briefing.subject,
+        briefing.items,
+        briefing.categories,
+        briefing.to_send,
+        briefing.already,
+        briefing.transport,
+    )
+    if briefing.in_flight:
+        pronoun = "it is" if briefing.in_flight == 1 else "they are"
+        click.echo(
+            f"{plural(briefing.in_flight, 'message')} may have gone out when the last run "
+            f"stopped; {pronoun} sent again with the same Message-ID, so mail clients show each "
+            "once."
+        )
+    if briefing.resuming:
+        click.echo(
+            f"Going on with the resend begun on {wording.moment(briefing.frozen_at, briefing.tz)}"
+            ": whoever has its copy is not sent another."
+        )
+    if briefing.changed:
+        click.echo(
+            "The catalogue changed since sending began on "
+            f"{wording.moment(briefing.frozen_at, briefing.tz)}; the rest get the version frozen "
+            "then, so that everyone reads the same digest."
+        )
+    if briefing.room is not None and briefing.room < briefing.to_send:
+        click.echo(
+            f"Daily limit: {briefing.room} can go now; the other "
+            f"{briefing.to_send - briefing.room} wait until the last 24 hours leave room."
+        )
 
 
 def _each(steps: list[Callable[[Any], None]], outcome: Any) -> None:

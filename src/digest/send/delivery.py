@@ -448,13 +448,10 @@ def prepare(
 ) -> Send | None:
     """Freeze the month's issue and enrol its readers; None when the month has no items.
 
-    With `resend`, everyone is sent a new copy, with a new Message-ID (the ledger keeps the earlier
-    ones); but a resend of this same issue that did not reach everyone is gone on with instead, so
-    that running an interrupted resend again sends nobody a third copy (`Send.resuming`).
-
-    With `write=False` nothing is written: the plan is what a real prepare would give, for a
-    person to confirm before anything is frozen, enrolled or (with `resend`) replaced. `preview`,
-    such a plan made a moment before from the same catalogue at the same `now`, lends its renders.
+    `resend`: a new copy for everyone, with a new Message-ID (the ledger keeps the earlier ones);
+    a resend of this issue that did not reach everyone is gone on with instead, so running it
+    again sends nobody a third copy (`Send.resuming`). `write=False` writes nothing: the plan a
+    person confirms first. `preview`, such a plan made a moment before, lends its renders.
     """
     issue = newsletter.issue(catalogue, month, now)
     if not issue.items:
@@ -479,19 +476,8 @@ def prepare(
     resuming = resend and _resend_unfinished(earlier, fingerprint, recorded.values(), listed)
     again = resend and not resuming  # a new copy for everyone
     copies = _next_copies(ledger, key, recorded.values(), again)  # for rows not enrolled yet
-    if again and write:
-
-        def message_id(address: str, copy: int) -> str:
-            return message.message_id(catalogue.publication, month, address, copy)
-
-        frozen = ledger.start_over(key, fingerprint, full.subject, len(issue.items), message_id)
-    elif again:
-        resends = (earlier.resends if earlier else 0) + 1
-        frozen = Frozen(fingerprint, full.subject, len(issue.items), stamp(now), resends)
-    elif write:
-        frozen = ledger.freeze(key, fingerprint, full.subject, len(issue.items))
-    else:
-        frozen = earlier or Frozen(fingerprint, full.subject, len(issue.items), stamp(now))
+    fresh = Frozen(fingerprint, full.subject, len(issue.items), stamp(now))
+    frozen = _freeze(catalogue, month, ledger, fresh, earlier, again=again, write=write)
     changed = frozen.content_hash != fingerprint
     readers, without = audience(issue, subscribers)
     enrolment = [(s.key, s.email, s.name, selection_key(s.categories)) for s in readers]
@@ -500,28 +486,15 @@ def prepare(
         recorded = {r.recipient: r for r in ledger.deliveries(key)}
     elif again:
         recorded = {}
-    # Everyone already enrolled who is still subscribed keeps their place, even if an edit since
-    # the freeze left their categories without items: they get the frozen version.
-    rows = [row for row in recorded.values() if row.recipient in listed]
-    rows += [
-        Delivery(key, r, a, n, sel, Status.PENDING, 0, None, None, stamp(now), copies.get(r, 0))
-        for r, a, n, sel in enrolment
-        if r not in recorded
-    ]
+    rows = _rows(key, recorded, listed, enrolment, copies, stamp(now))
     todo = [r for r in rows if r.status in _TODO]
     renders: dict[str, Render] = {}
     for selection in sorted({row.selection for row in todo}):
         kept = None if again and not write else ledger.render(key, selection)
         if kept is None:
-            if changed:
-                raise DeliveryError(
-                    f"the {month.label} digest changed after sending began on "
-                    f"{_stamp_for_people(frozen.frozen_at)}, and some subscribers' version was not "
-                    "frozen then; run with --resend to send the new version to everyone, or "
-                    "restore the catalogue"
-                )
-            fresh = rendered(selection)
-            kept = Render(fresh.subject, fresh.html, fresh.text)
+            _refuse_unfrozen(month, frozen, changed)
+            made_now = rendered(selection)
+            kept = Render(made_now.subject, made_now.html, made_now.text)
             if write:
                 kept = ledger.keep_render(key, selection, kept)
         renders[selection] = kept
@@ -540,6 +513,68 @@ def prepare(
         made=made,
         resuming=resuming,
     )
+
+
+def _rows(
+    key: str,
+    recorded: dict[str, Delivery],
+    listed: set[str],
+    enrolment: list[tuple[str, str, str | None, str]],
+    copies: dict[str, int],
+    at: str,
+) -> list[Delivery]:
+    """Return the month's rows as a send sees them: the recorded ones, and the ones to enrol.
+
+    Everyone already enrolled who is still subscribed keeps their place, even if an edit since
+    the freeze left their categories without items: they get the frozen version.
+    """
+    rows = [row for row in recorded.values() if row.recipient in listed]
+    rows += [
+        Delivery(key, r, a, n, sel, Status.PENDING, 0, None, None, at, copies.get(r, 0))
+        for r, a, n, sel in enrolment
+        if r not in recorded
+    ]
+    return rows
+
+
+def _freeze(
+    catalogue: Catalogue,
+    month: Month,
+    ledger: Ledger,
+    fresh: Frozen,
+    earlier: Frozen | None,
+    *,
+    again: bool,
+    write: bool,
+) -> Frozen:
+    """Return the issue a send goes out as: frozen now, frozen before, or begun anew (a resend).
+
+    Without `write`, what a real prepare would freeze, with nothing written.
+    """
+    key = str(month)
+    if again and write:
+
+        def message_id(address: str, copy: int) -> str:
+            return message.message_id(catalogue.publication, month, address, copy)
+
+        return ledger.start_over(key, fresh.content_hash, fresh.subject, fresh.items, message_id)
+    if again:
+        resends = (earlier.resends if earlier else 0) + 1
+        return Frozen(fresh.content_hash, fresh.subject, fresh.items, fresh.frozen_at, resends)
+    if write:
+        return ledger.freeze(key, fresh.content_hash, fresh.subject, fresh.items)
+    return earlier or fresh
+
+
+def _refuse_unfrozen(month: Month, frozen: Frozen, changed: bool) -> None:
+    """Refuse to render a selection afresh for a half-sent month whose catalogue changed since."""
+    if changed:
+        raise DeliveryError(
+            f"the {month.label} digest changed after sending began on "
+            f"{_stamp_for_people(frozen.frozen_at)}, and some subscribers' version was not "
+            "frozen then; run with --resend to send the new version to everyone, or restore the "
+            "catalogue"
+        )
 
 
 # The rows a run sends: never tried, perhaps delivered before a crash, or refused for now.
@@ -1046,15 +1081,7 @@ def send_month(
         preview.room = room(ledger, limits.daily_limit, clock())
         if preview.room == 0 and limits.daily_limit is not None:
             # Nobody could be sent anything: say so before asking anyone to confirm a send.
-            held = len(preview.todo)
-            until = free_at(ledger, limits.daily_limit, clock(), held)
-            ledger.hold(key, held, until)
-            summary = Summary(
-                already=preview.already,
-                held=held,
-                held_until=until.astimezone(catalogue.publication.tz),
-            )
-            return MonthResult("held", preview, summary, limits)
+            return _held_back(catalogue, ledger, preview, limits.daily_limit, clock(), limits)
         if confirm is not None and not confirm(preview):
             return MonthResult("declined", preview, limits=limits, rehearsal=rehearsal)
         plan = prepare(catalogue, subscribers, month, state, now, resend=resend, preview=preview)
@@ -1088,6 +1115,19 @@ def _deliveries(ledger: Ledger, rehearsal: bool) -> Iterator[Ledger]:
         return
     with Ledger.scratch() as scratch:
         yield scratch
+
+
+def _held_back(
+    catalogue: Catalogue, ledger: Ledger, plan: Send, limit: int, now: datetime, limits: Limits
+) -> MonthResult:
+    """Record and return a month the daily limit holds back whole: nobody can go now."""
+    held = len(plan.todo)
+    until = free_at(ledger, limit, now, held)
+    ledger.hold(str(plan.month), held, until)
+    summary = Summary(
+        already=plan.already, held=held, held_until=until.astimezone(catalogue.publication.tz)
+    )
+    return MonthResult("held", plan, summary, limits)
 
 
 def _any_failed(ledger: Ledger, key: str, resend: bool) -> bool:
