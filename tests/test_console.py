@@ -1281,19 +1281,3 @@ def test_serve_accepts_a_twelve_character_password(
     assert result.exit_code == 1
     assert f"Port {port} is in use by another program." in result.stderr
     assert "DIGEST_CONSOLE_PASSWORD" not in result.stderr
-
-
-def test_console_code_reads_in_pieces() -> None:
-    """A developer finds each console page's code in a module and function short enough to read."""
-    import ast
-
-    sources = [Path(console.__file__)]
-    if sources[0].name == "__init__.py":
-        sources = sorted(sources[0].parent.glob("*.py"))
-    for source in sources:
-        text = source.read_text(encoding="utf-8")
-        assert len(text.splitlines()) <= 450, source.name
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                length = (node.end_lineno or node.lineno) - node.lineno + 1
-                assert length <= 80, f"{source.name}: {node.name} has {length} lines"
