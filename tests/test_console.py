@@ -992,7 +992,7 @@ def test_cli_send_adds_one_click_links_and_status_counts_suppressed(
     ledger.close()
     result = CliRunner().invoke(cli, ["send", "--month", MONTH, "--yes"])
     assert result.exit_code == 0, result.output
-    assert f"sent {READERS - 1}," in result.stdout
+    assert f"{READERS - 1} messages written to outbox/" in result.stdout
     sent = sorted(p.name for p in Path("outbox").iterdir())
     assert "digest-2025-11-lee.kawai@example.org.eml" not in sent
     eml = Path("outbox/digest-2025-11-ng.chiho@example.org.eml").read_text(encoding="utf-8")

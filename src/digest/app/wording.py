@@ -49,8 +49,16 @@ def lines(numbers: list[int]) -> str:
     return f"lines {', '.join(shown[:-1])} and {shown[-1]}"
 
 
-def result_line(month: str, summary: Any, transport: str) -> str:
-    """Return the one line that says how a send ended, for the terminal, the log and the page."""
+def result_line(month: str, summary: Any, transport: str, *, rehearsal: bool = False) -> str:
+    """Return the one line that says how a send ended, for the terminal, the log and the page.
+
+    A rehearsal (the outbox) sent nothing: it says what it wrote, never "sent".
+    """
+    if rehearsal:
+        return (
+            f"{month}: {plural(summary.sent, 'message')} written to {transport}, none emailed "
+            f"(a rehearsal), failed {summary.failed}."
+        )
     return (
         f"{month}: sent {summary.sent}, already sent {summary.already}, deferred "
         f"{summary.deferred}, failed {summary.failed} (via {transport})."

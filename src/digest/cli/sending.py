@@ -372,7 +372,8 @@ def _summarise(summary: Summary, sent: Sent) -> None:
         if outcome.status != "sent":
             code = f"{outcome.code} " if outcome.code else ""
             _warn(f"{outcome.status}: {outcome.address}: {code}{outcome.reply}")
-    click.echo(wording.result_line(sent.month.label, summary, sent.transport))
+    rehearsal = sent.outbox is not None
+    click.echo(wording.result_line(sent.month.label, summary, sent.transport, rehearsal=rehearsal))
     if sent.outbox is not None:
         click.echo(
             "DIGEST_SMTP_URL is not set, so nothing was emailed: each message was written to "

@@ -292,7 +292,7 @@ class Console:
         summary = result.summary
         if summary is None:
             return ""
-        message = wording.result_line(label, summary, job.transport)
+        message = wording.result_line(label, summary, job.transport, rehearsal=result.rehearsal)
         if sent.halted is not None:
             message += f" {sent.halted}"
         if summary.held and summary.held_until is not None:
