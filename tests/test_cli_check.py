@@ -621,7 +621,8 @@ def test_mistake_reported_with_line(
 def test_empty_catalogue(run: Run, write: Write, content: str) -> None:
     """A file with nothing in it says so, instead of a blank error or a traceback."""
     assert_rejected(
-        check(run, write, content), "items.yaml: the catalogue is empty; see README for its format"
+        check(run, write, content),
+        "items.yaml: the catalogue is empty; the editors' guide (docs/editors.md) shows its format",
     )
 
 

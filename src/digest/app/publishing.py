@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from digest.app.settings import Settings
 from digest.errors import CatalogueError, DigestError, Problem
@@ -38,16 +38,6 @@ def load(settings: Settings, raw: bytes | None = None, *, freeze: bool = False) 
         # Never in the scheduler or the console, which load a catalogue again and again.
         gc.freeze()
     return loaded
-
-
-def newsletter_of(catalogue: Catalogue) -> Any:
-    """Return the catalogue's newsletter block, or say that sending needs one."""
-    if catalogue.newsletter is None:
-        raise DigestError(
-            f"{catalogue.path}: there is no `newsletter` block; add one (from, subject, schedule, "
-            "unsubscribe) to render or send the digest (see the editors' guide)"
-        )
-    return catalogue.newsletter
 
 
 # -- check ---------------------------------------------------------------------------------------
@@ -91,7 +81,7 @@ def trigger(catalogue: Catalogue) -> None:
     from digest.send import schedule as scheduling
 
     try:
-        scheduling.trigger(newsletter_of(catalogue).schedule, catalogue.publication.tz)
+        scheduling.trigger(catalogue.mailing().schedule, catalogue.publication.tz)
     except DigestError as exc:
         raise DigestError(f"{catalogue.path}: {exc}") from exc
 
@@ -192,7 +182,7 @@ def render_month(
 
     catalogue = load(settings, freeze=True)
     month = month or Month.previous(now, catalogue.publication.tz)
-    block = newsletter_of(catalogue)
+    block = catalogue.mailing()
     chosen = newsletter.issue(catalogue, month, now)
     if not chosen.items:
         return RenderReport(month)

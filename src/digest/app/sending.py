@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from digest.app import wording
-from digest.app.publishing import Warn, load, newsletter_of, trigger
+from digest.app.publishing import Warn, load, trigger
 from digest.app.settings import Settings
 from digest.errors import CatalogueError, DigestError, Problem, SendBusyError
 from digest.months import Month
@@ -93,7 +93,7 @@ def preview(
     from digest.send import delivery
 
     catalogue = load(settings)
-    newsletter_of(catalogue)
+    catalogue.mailing()
     found = recipients(catalogue, skip_invalid=skip_invalid, warn=warn, fix=fix)
     month = month or Month.previous(now, catalogue.publication.tz)
     chosen = newsletter.issue(catalogue, month, now)
@@ -190,7 +190,7 @@ def send_month(
     from digest.send.ledger import Ledger
 
     catalogue = load(settings)
-    newsletter_of(catalogue)
+    catalogue.mailing()
     tz = catalogue.publication.tz
     month = month or Month.previous(now, tz)
     transport = settings_transport(settings, month)
@@ -292,7 +292,7 @@ def send_tests(
     from digest.send import delivery
 
     catalogue = load(settings)
-    newsletter_of(catalogue)
+    catalogue.mailing()
     month = month or Month.previous(now, catalogue.publication.tz)
     chosen = newsletter.issue(catalogue, month, now)
     via = settings_transport(settings, month, test=True)
@@ -415,7 +415,7 @@ def schedule_preview(settings: Settings, now: datetime, runs: int = 5) -> list[P
     from digest.send import schedule as scheduling
 
     catalogue = load(settings)
-    expression = newsletter_of(catalogue).schedule
+    expression = catalogue.mailing().schedule
     trigger(catalogue)
     tz = catalogue.publication.tz
     listed, _ = subscribers.of_catalogue(catalogue)

@@ -57,7 +57,7 @@ def schedule(catalogue_path: Path, state_path: Path | None, dry_run: bool, rehea
 
     settings = _settings(catalogue_path, state_path)
     catalogue = publishing.load(settings)
-    expression = publishing.newsletter_of(catalogue).schedule
+    expression = catalogue.mailing().schedule
     publishing.trigger(catalogue)
     tz = catalogue.publication.tz
     if dry_run:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from digest.errors import CatalogueError, Problem
+from digest.errors import CatalogueError, DigestError, Problem
 
 T = TypeVar("T")
 
@@ -190,6 +190,15 @@ class Catalogue:
             self._at[now] = found
         return found
 
+    def mailing(self) -> Newsletter:
+        """Return the newsletter block, or say that rendering and sending the digest need one."""
+        if self.newsletter is None:
+            raise DigestError(
+                f"{self.path.name}: there is no `newsletter` block; add one (from, subject, "
+                "schedule, unsubscribe) to render or send the digest (see the editors' guide)"
+            )
+        return self.newsletter
+
     def published(self, now: datetime) -> tuple[Item, ...]:
         """Return the items public at `now`: no drafts, no scheduled ones, newest first."""
         return self._split(now).published
@@ -265,7 +274,12 @@ def _parse(raw: bytes, path: Path, name: str, problems: list[Problem]) -> Catalo
     if data is None:  # unreadable: nothing more can be checked
         if not problems:  # a document with no content, such as a lone `---`
             problems.append(
-                Problem(name, None, "", "the catalogue is empty; see README for its format")
+                Problem(
+                    name,
+                    None,
+                    "",
+                    "the catalogue is empty; the editors' guide (docs/editors.md) shows its format",
+                )
             )
         raise CatalogueError(problems)
     # Duplicate keys and alias overuse do not stop loading: the schema is checked too, so that the

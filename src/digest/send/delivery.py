@@ -155,16 +155,6 @@ def content_hash(rendered: newsletter.Rendered) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def settings_of(catalogue: Catalogue) -> Newsletter:
-    """Return the newsletter settings, or say how to add them."""
-    if catalogue.newsletter is None:
-        raise DeliveryError(
-            f"{catalogue.path.name}: there is no `newsletter` block; add one (from, subject, "
-            "schedule, unsubscribe) to send the digest, see README"
-        )
-    return catalogue.newsletter
-
-
 def limits_of(
     catalogue: Catalogue,
     *,
@@ -173,7 +163,7 @@ def limits_of(
     daily_limit: int | None = None,
 ) -> Limits:
     """Return the relay's limits for one run: the catalogue's, each overridden when given."""
-    base = settings_of(catalogue).limits
+    base = catalogue.mailing().limits
     return Limits(
         connections=base.connections if connections is None else connections,
         rate=base.rate if rate is None else rate,
@@ -234,7 +224,7 @@ def test_copy(
     unsubscribe: Callable[[str], str] | None,
 ) -> tuple[EmailMessage, str]:
     """Return a [TEST] copy of the issue for `address`, outside the ledger, and its sender."""
-    settings = settings_of(catalogue)
+    settings = catalogue.mailing()
     rendered = newsletter.Renderer(catalogue).render(issue)
     one_click = unsubscribe(address) if unsubscribe else None
     html, text = rendered.personalise(None, one_click or settings.unsubscribe)
@@ -354,7 +344,7 @@ def compose(
     `unsubscribe`, when given, makes the row's one-click unsubscribe URL from its address. This is
     the reference a Composer's bytes are held to; a send uses a Composer.
     """
-    settings = settings_of(plan.catalogue)
+    settings = plan.catalogue.mailing()
     render = plan.renders[row.selection]
     one_click = unsubscribe(row.address) if unsubscribe else None
     html, text = newsletter.Rendered(render.subject, render.html, render.text, 0).personalise(
@@ -395,7 +385,7 @@ class Composer:
     def __init__(self, plan: Send, unsubscribe: Callable[[str], str] | None = None) -> None:
         self.plan = plan
         self.unsubscribe = unsubscribe
-        self.settings = settings_of(plan.catalogue)
+        self.settings = plan.catalogue.mailing()
         self._stencils: dict[str, message.Stencil] = {}
         self._skeletons: dict[message.Envelope, bytes] = {}  # the same for every selection
         self._lock = threading.Lock()
@@ -456,7 +446,7 @@ def prepare(
     issue = newsletter.issue(catalogue, month, now)
     if not issue.items:
         return None
-    settings_of(catalogue)
+    catalogue.mailing()
     # Whoever unsubscribed is neither enrolled nor sent the rest of a half-sent month.
     subscribers = without_suppressed(subscribers, ledger.suppressed())
     listed = {s.key for s in subscribers.subscribers}
@@ -715,7 +705,7 @@ class _Worker:
         self.rng = rng
         self.compose = Composer(send, unsubscribe)
         self.summary = Summary(already=send.already)
-        self.sender = settings_of(send.catalogue).sender.address
+        self.sender = send.catalogue.mailing().sender.address
         self.key = str(send.month)
         self.marks: list[Mark] = []  # to commit at the end of the round
         self.outcomes: list[tuple[Outcome, str]] = []  # to report once committed
