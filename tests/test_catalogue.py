@@ -518,3 +518,13 @@ def test_any_value_fails_cleanly(line: int, value: str) -> None:
     lines[line] = f"{key}: {value}"
     found = outcome(("\n".join(lines) + "\n").encode("utf-8"))
     assert all("\n" not in line for line in found or [])
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_comment_cutting_a_title_is_found_after_wide_characters(newline: str) -> None:
+    """A ` #` after Chinese text, in a file saved with Windows line ends, is still caught."""
+    text = yaml_catalogue(item(title="“研討會” Seminar #3 on AI")).replace("\n", newline)
+    assert problems(text) == [
+        "items.yaml:16: items[0].title: ' #' starts a YAML comment, so this value was cut to "
+        "'“研討會” Seminar'; put the whole value in quotes: title: \"“研討會” Seminar #3 on AI\""
+    ]

@@ -119,6 +119,39 @@ def preview(
 
 
 @dataclass(frozen=True, slots=True)
+class Planned:
+    """What a send of a month would do now, nothing written: the plan a person confirms."""
+
+    plan: Send | None  # None: the month has no items
+    suppressed: int  # addresses unsubscribed with one click, left out
+    transport: str
+    outbox: bool
+
+
+def plan(settings: Settings, month: Month, now: datetime) -> Planned:
+    """Return the plan of sending `month` now, as the send itself would make it, writing nothing.
+
+    A rehearsal (no mail server) is planned as it is sent, against a throwaway ledger: everyone
+    gets a file, whatever was sent before.
+    """
+    from digest.send import delivery, subscribers
+    from digest.send.ledger import Ledger
+
+    catalogue = load(settings)
+    listed, _ = subscribers.of_catalogue(catalogue)
+    via = settings_transport(settings, month).describe()
+    with Ledger(settings.state_path) as ledger:
+        gone = ledger.suppressed()
+        if not settings.uses_outbox:
+            made = delivery.prepare(catalogue, listed, month, ledger, now, write=False)
+            return Planned(made, len(gone), via, False)
+    with Ledger.scratch() as scratch:
+        listed = delivery.without_suppressed(listed, gone)
+        made = delivery.prepare(catalogue, listed, month, scratch, now, write=False)
+    return Planned(made, len(gone), via, True)
+
+
+@dataclass(frozen=True, slots=True)
 class Briefing:
     """What a person confirms before a send: the digest, who gets it, and through what."""
 

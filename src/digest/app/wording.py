@@ -7,7 +7,7 @@ Times are shown in the publication's time zone, the one its schedule is written 
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 
@@ -26,14 +26,26 @@ def plural(count: int, noun: str) -> str:
 
 
 def moment(at: datetime | str, tz: tzinfo) -> str:
-    """Return a time as people in the publication's zone read it: 2025-12-01 09:00 HKT (+08:00).
+    """Return a time as people in `tz` read it: 2025-12-01 09:00 HKT (+08:00).
 
-    Ledger stamps (UTC, ISO 8601 text) and aware datetimes are both converted to `tz`.
+    A string is a ledger stamp (ISO 8601, UTC); one that is not is shown as it is. A zone without
+    an abbreviation of its own (its name is an offset, "+04") shows the offset once.
     """
-    when = datetime.fromisoformat(at) if isinstance(at, str) else at
-    local = when.astimezone(tz)
-    offset = local.isoformat(timespec="minutes")[-6:]
-    return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({offset})"
+    if isinstance(at, str):
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            return at
+    else:
+        when = at
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    here = when.astimezone(tz)
+    offset = here.isoformat(timespec="minutes")[-6:]
+    name = here.tzname() or ""
+    if not name or name[0] in "+-":
+        return f"{here:%Y-%m-%d %H:%M} ({offset})"
+    return f"{here:%Y-%m-%d %H:%M} {name} ({offset})"
 
 
 def kilobytes(size: int) -> str:

@@ -16,8 +16,7 @@ from digest.console.web import console, month_of, require_catalogue, who
 from digest.errors import DigestError
 from digest.mail import newsletter
 from digest.months import Month
-from digest.send import delivery, subscribers
-from digest.send.ledger import Ledger, SendLock
+from digest.send.ledger import SendLock
 
 log = logging.getLogger("digest.console")
 
@@ -120,28 +119,19 @@ def confirm_send(month: str) -> tuple[str, int]:
 def confirmation(chosen_month: Month, refusal: str | None = None) -> tuple[str, int]:
     """Return the confirmation page (409 with `refusal` when a send could not start)."""
     config = console().config
-    loaded = require_catalogue(config.catalogue_path)
-    plan = error = None
-    suppressed = 0
+    require_catalogue(config.catalogue_path)
+    planned = error = None
     try:
-        listed, _ = subscribers.of_catalogue(loaded)
-        ledger = Ledger(config.state_path)
-        try:
-            suppressed = len(ledger.suppressed())
-            plan = delivery.prepare(
-                loaded, listed, chosen_month, ledger, config.clock(), write=False
-            )
-        finally:
-            ledger.close()
+        planned = sending.plan(config.settings, chosen_month, config.clock())
     except DigestError as exc:
         error = str(exc)
     page = render_template(
         "confirm.html",
         month=chosen_month,
-        plan=plan,
+        plan=planned.plan if planned else None,
         error=error,
         refusal=refusal,
-        suppressed=suppressed,
+        suppressed=planned.suppressed if planned else 0,
         transport=config.transport(chosen_month).describe(),
         outbox=config.writes_files_only(chosen_month),
         job=console().jobs.get(chosen_month),

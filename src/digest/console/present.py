@@ -9,10 +9,10 @@ than with an HTTP status.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
 
 from werkzeug.exceptions import HTTPException
 
+from digest.app import wording
 from digest.send.ledger import MonthStatus, Run
 
 
@@ -66,27 +66,8 @@ def of_month(status: MonthStatus | None, *, sending: bool = False) -> Verdict:
     )
 
 
-def local_time(moment: datetime | str, tz: tzinfo) -> str:
-    """Return a time as people in `tz` read it: 2025-12-01 09:00 HKT (+08:00).
-
-    A string is a ledger stamp (ISO 8601, UTC); one that is not is shown as it is. A zone without
-    an abbreviation of its own (its name is an offset, "+04") shows the offset once.
-    """
-    if isinstance(moment, str):
-        try:
-            when = datetime.fromisoformat(moment)
-        except ValueError:
-            return moment
-    else:
-        when = moment
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    here = when.astimezone(tz)
-    offset = here.isoformat(timespec="minutes")[-6:]
-    name = here.tzname() or ""
-    if not name or name[0] in "+-":
-        return f"{here:%Y-%m-%d %H:%M} ({offset})"
-    return f"{here:%Y-%m-%d %H:%M} {name} ({offset})"
+# Times read alike in the console, the terminal and the scheduler's log.
+local_time = wording.moment
 
 
 class Refusal(HTTPException):

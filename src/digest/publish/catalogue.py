@@ -335,7 +335,7 @@ class _Loader(yaml.CSafeLoader):
     sizes: dict[yaml.Node, int]
     alias_extra: int
     source: bytes
-    _text: str | None = None
+    _comment_lines: dict[int, int] | None = None
 
     def note(self, mark: Any, message: str) -> None:
         self.problems.append(Problem(self.display_name, mark.line + 1, "", message))
@@ -429,16 +429,18 @@ class _Loader(yaml.CSafeLoader):
 
     def _cut_by_comment(self, node: yaml.ScalarNode) -> str | None:
         """Return the line's whole value when a ` #` made YAML cut this plain scalar short."""
-        # Marks count characters, so an ASCII file is read as it is and any other decoded once.
-        if self._text is None:
-            self._text = self.source.decode("ascii" if self.source.isascii() else "utf-8-sig")
-        text, end = self._text, node.end_mark.index
-        comment = _COMMENT_AFTER.match(text, end)
-        if comment is None:
+        if self._comment_lines is None:
+            self._comment_lines = _lines_with_comments(self.source)
+        end = node.end_mark
+        start = self._comment_lines.get(end.line)
+        if start is None:  # most lines: no ` #` anywhere on them
             return None
-        line_end = text.find("\n", end)
-        rest = text[end : len(text) if line_end < 0 else line_end].strip()
-        return f"{node.value} {rest}"
+        stop = self.source.find(b"\n", start)
+        # Marks count characters: only this one line is decoded to find the column.
+        text = self.source[start : len(self.source) if stop < 0 else stop].decode("utf-8")
+        if _COMMENT_AFTER.match(text, end.column) is None:
+            return None
+        return f"{node.value} {text[end.column :].strip()}"
 
     def construct_seq(self, node: yaml.SequenceNode) -> _Seq:
         data = _Seq(node.start_mark.line + 1)
@@ -475,6 +477,26 @@ _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 # One-line text fields where a ` #` inside an unquoted value would silently cut it short.
 _ONE_LINE = frozenset({"title", "subtitle", "name", "summary", "alt", "subject"})
 _COMMENT_AFTER = re.compile(r"[ \t]+#")
+_COMMENT_AFTER_BYTES = re.compile(rb"[ \t]#")
+
+
+def _lines_with_comments(raw: bytes) -> dict[int, int]:
+    """Return, for each line (from 0) holding a ` #`, the offset where the line starts.
+
+    One pass at C speed over the file: a catalogue without comments costs no decoding at all,
+    and only the lines that have one are looked at again.
+    """
+    found: dict[int, int] = {}
+    line, counted = 0, 0
+    for match in _COMMENT_AFTER_BYTES.finditer(raw):
+        at = match.start()
+        line += raw.count(b"\n", counted, at)
+        counted = at
+        if line not in found:
+            found[line] = raw.rfind(b"\n", 0, at) + 1
+    return found
+
+
 _Loader.add_implicit_resolver(_NULL_TAG, _NULL, ["~", "n", "N", ""])
 _Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_text)
 _Loader.add_constructor("tag:yaml.org,2002:null", _Loader.construct_null)
