@@ -99,3 +99,34 @@ def test_a_send_from_another_folder_keeps_its_state_beside_the_catalogue(
     assert len(list((project / "outbox").glob("*.eml"))) == 11
     assert not (tmp_path / ".digest").exists()
     assert not (tmp_path / "outbox").exists()
+
+
+def test_only_one_shot_commands_freeze_the_collector(
+    run: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler runs for months: its sends never pin what they load in memory for good."""
+    import gc
+    import threading
+    from datetime import UTC, datetime
+
+    from digest.app import sending
+    from digest.months import Month
+
+    for name in ("items.yaml", "subscribers.csv"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    monkeypatch.delenv("DIGEST_SMTP_URL", raising=False)
+    frozen: list[int] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
+    found = settings.load(tmp_path / "items.yaml", {})
+    for _ in range(2):
+        outcome = sending.scheduled_send(
+            found,
+            Month.parse("2025-11"),
+            threading.Event(),
+            lambda: datetime(2026, 1, 1, tzinfo=UTC),
+            lambda line: None,
+        )
+        assert outcome.decision == "rehearsed"
+    assert frozen == []
+    assert run("send", "--month", "2025-11", "--yes").exit_code == 0
+    assert frozen == [1]

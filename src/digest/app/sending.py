@@ -187,6 +187,9 @@ class SendOptions:
     on_busy: Callable[[Path, float], None] | None = None
     # connections, rate, daily_limit (None: the catalogue's newsletter.delivery), policy
     execute: dict[str, Any] = field(default_factory=dict)
+    # A one-shot command (`digest send`) moves what it loads out of the cyclic collector's sight;
+    # the scheduler and the console, which load again and again, never do.
+    freeze: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +225,7 @@ def send_month(
     from digest.send import delivery
     from digest.send.ledger import Ledger
 
-    catalogue = load(settings)
+    catalogue = load(settings, freeze=options.freeze)
     catalogue.mailing()
     tz = catalogue.publication.tz
     month = month or Month.previous(now, tz)

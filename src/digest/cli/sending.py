@@ -266,6 +266,7 @@ def _send(
             fix=_SKIP_FIX,
             on_busy=_ledger_busy,
             execute=execute,
+            freeze=True,
         )
         try:
             sent = services.send_month(settings, month, root._now(), root._now, options)

@@ -477,23 +477,33 @@ _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 # One-line text fields where a ` #` inside an unquoted value would silently cut it short.
 _ONE_LINE = frozenset({"title", "subtitle", "name", "summary", "alt", "subject"})
 _COMMENT_AFTER = re.compile(r"[ \t]+#")
-_COMMENT_AFTER_BYTES = re.compile(rb"[ \t]#")
 
 
 def _lines_with_comments(raw: bytes) -> dict[int, int]:
     """Return, for each line (from 0) holding a ` #`, the offset where the line starts.
 
-    One pass at C speed over the file: a catalogue without comments costs no decoding at all,
+    Found with `bytes.find` at memchr speed (a regex with a class in front tries every position,
+    half a second over a 90 MB catalogue): a catalogue without comments costs no decoding at all,
     and only the lines that have one are looked at again.
     """
+    # `#` is rare in a catalogue, a space is everywhere: look for the one, then check the other.
+    hits = [at - 1 for at in _occurrences(raw, b"#") if at and raw[at - 1] in b" \t"]
     found: dict[int, int] = {}
     line, counted = 0, 0
-    for match in _COMMENT_AFTER_BYTES.finditer(raw):
-        at = match.start()
+    for at in hits:
         line += raw.count(b"\n", counted, at)
         counted = at
         if line not in found:
             found[line] = raw.rfind(b"\n", 0, at) + 1
+    return found
+
+
+def _occurrences(raw: bytes, needle: bytes) -> list[int]:
+    """Return every offset of `needle` in `raw`."""
+    found, at = [], raw.find(needle)
+    while at >= 0:
+        found.append(at)
+        at = raw.find(needle, at + 1)
     return found
 
 
