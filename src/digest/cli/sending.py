@@ -63,7 +63,10 @@ def _validate_addresses(
     help="Send a [TEST] copy to ADDR only, outside the ledger (repeatable).",
 )
 @click.option(
-    "--resend", is_flag=True, help="Send the month again to everyone, even those who have it."
+    "--resend",
+    is_flag=True,
+    help="Send the month again to everyone, even those who have it, as a new copy with a new "
+    "Message-ID.",
 )
 @click.option(
     "--rate",
@@ -121,8 +124,9 @@ def send(
     """Send a month's digest to every subscriber, once.
 
     Messages go to the SMTP server in DIGEST_SMTP_URL (smtp://user@host:587, smtps://...; the
-    password may come from DIGEST_SMTP_PASSWORD), or, when it is unset, into outbox/ as .eml files.
-    Every delivery is recorded in the ledger: running it again sends only what is missing.
+    password may come from DIGEST_SMTP_PASSWORD). When it is unset, each is written to outbox/ as
+    an .eml file: a rehearsal, recorded as nobody's delivery. Every delivery is recorded in the
+    ledger: running it again sends only what is missing.
 
     A subscriber list with an invalid row is refused, every bad row named by its line, unless
     --skip-invalid is given; rows that repeat an address are sent once, with a warning.
