@@ -61,8 +61,6 @@ from digest.send.transport import (
 
 # The daily limit's window: it rolls, so a recipient counts for 24 hours from when it was accepted.
 DAY = timedelta(hours=24)
-# The log of accepted messages is kept this long: longer than any window looks back.
-_KEEP_ACCEPTED = 2 * DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -1090,7 +1088,6 @@ def send_month(
             ledger.finish_run(run, summary.sent, summary.failed, summary.deferred, summary.already)
             if not rehearsal:
                 ledger.hold(key, summary.held, summary.held_until)
-                ledger.forget_accepted(clock() - _KEEP_ACCEPTED)
         except LedgerBusyError as exc:
             left = len(plan.todo) - summary.sent - summary.deferred - summary.failed
             raise Halted(exc, summary, left, 0) from exc

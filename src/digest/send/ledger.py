@@ -271,27 +271,11 @@ _SCHEMA_2 = (
     _COPIES,
 )
 
-# The relay's daily limit: part of schema 2, created last, once `deliveries` has its final shape
-# (a migration that rebuilds `deliveries` drops the trigger, and must create it again).
-# `accepted` logs every message a server accepted and when (the row's `updated_at` as it became
-# `sent`). It is a log of its own, not a column of `deliveries`, because a --resend clears the
-# month's rows (`start_over`) and the relay still counts what it took. The trigger writes it
-# within the UPDATE
-# that marks the rows sent: atomic with it, and at no cost to a send's rounds, which an INSERT of
-# their own in a transaction would slow by about 3 %. No index: it is read once a send and pruned
-# to a few days. `holds`: a month whose last run stopped at the limit, how many it left waiting,
-# and until when.
+# The relay's daily limit: `holds` is a month whose last run stopped at the limit, how many it
+# left waiting, and until when. What the relay accepted is not logged apart: a row marked `sent`
+# keeps that moment in `updated_at`, and a copy a --resend replaced keeps it in `copies`, so
+# `accepted_since` reads both (a log filled by a trigger cost a send an insert per message).
 _LIMITS_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS accepted (
-    at TEXT NOT NULL,
-    month TEXT NOT NULL,
-    recipient TEXT NOT NULL
-)""",
-    """CREATE TRIGGER IF NOT EXISTS accepted_log AFTER UPDATE OF status ON deliveries
-WHEN NEW.status = 'sent' AND OLD.status IS NOT 'sent'
-BEGIN
-    INSERT INTO accepted (at, month, recipient) VALUES (NEW.updated_at, NEW.month, NEW.recipient);
-END""",
     """CREATE TABLE IF NOT EXISTS holds (
     month TEXT PRIMARY KEY,
     held INTEGER NOT NULL,
@@ -452,6 +436,15 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
     return Delivery(
         month, recipient, address, name, selection, Status(status), attempts, code, reply, at, copy
     )
+
+
+# Every message a server accepted after a moment: the current copies marked sent, and the earlier
+# copies a --resend replaced. The moment a row became `sent` is its `updated_at`: nothing changes
+# a sent row afterwards (a resend moves it to `copies` with that stamp).
+_ACCEPTED = (
+    "SELECT updated_at AS at FROM deliveries WHERE status = 'sent' AND updated_at > ? "
+    "UNION ALL SELECT updated_at FROM copies WHERE status = 'sent' AND updated_at > ?"
+)
 
 
 class Ledger:
@@ -671,7 +664,6 @@ class Ledger:
             )
             db.execute("DELETE FROM deliveries WHERE month = ?", (month,))
             db.execute("DELETE FROM renders WHERE month = ?", (month,))
-            # Not `accepted`: the relay counts what it took, whatever the ledger starts over.
             db.execute("DELETE FROM holds WHERE month = ?", (month,))
             db.execute(
                 "INSERT INTO issues (month, content_hash, subject, items, frozen_at, resends) "
@@ -761,22 +753,19 @@ class Ledger:
     # -- the daily limit -----------------------------------------------------------------------
 
     def accepted_since(self, since: datetime) -> int:
-        """Return how many messages servers accepted after `since`, of every month."""
-        rows = self._rows("SELECT COUNT(*) FROM accepted WHERE at > ?", (stamp(since),))
+        """Return how many messages servers accepted after `since`, of every month and copy."""
+        at = stamp(since)
+        rows = self._rows(f"SELECT COUNT(*) FROM ({_ACCEPTED})", (at, at))  # noqa: S608
         return int(rows[0][0])
 
     def accepted_at(self, since: datetime, position: int) -> datetime | None:
         """Return when the `position`-th message accepted after `since` was (1: the oldest)."""
+        at = stamp(since)
         rows = self._rows(
-            "SELECT at FROM accepted WHERE at > ? ORDER BY at LIMIT 1 OFFSET ?",
-            (stamp(since), position - 1),
+            f"SELECT at FROM ({_ACCEPTED}) ORDER BY at LIMIT 1 OFFSET ?",  # noqa: S608
+            (at, at, position - 1),
         )
         return datetime.fromisoformat(rows[0][0]) if rows else None
-
-    def forget_accepted(self, before: datetime) -> None:
-        """Drop the log of messages accepted before `before`: no window reaches back so far."""
-        with self._transaction() as db:
-            db.execute("DELETE FROM accepted WHERE at < ?", (stamp(before),))
 
     def hold(self, month: str, held: int, until: datetime | None) -> None:
         """Record that `held` of `month`'s recipients wait for the daily limit until `until`.
