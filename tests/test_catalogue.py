@@ -528,3 +528,41 @@ def test_a_comment_cutting_a_title_is_found_after_wide_characters(newline: str) 
         "items.yaml:16: items[0].title: ' #' starts a YAML comment, so this value was cut to "
         "'“研討會” Seminar'; put the whole value in quotes: title: \"“研討會” Seminar #3 on AI\""
     ]
+
+
+def test_dkim_block_is_read(tmp_path: Path) -> None:
+    """The signing domain and selector written once in items.yaml reach every send."""
+    text = (
+        yaml_catalogue()
+        + newsletter("News")
+        + "  dkim: {domain: Provost.Example.edu., selector: d2026}\n"
+    )
+    news = load_text(text, tmp_path).newsletter
+    assert news is not None
+    assert news.dkim == catalogue.Dkim(domain="provost.example.edu", selector="d2026")
+    assert parse(yaml_catalogue() + newsletter("News")).newsletter.dkim is None
+
+
+@pytest.mark.parametrize(
+    ("dkim", "message"),
+    [
+        (
+            "{domain: localhost, selector: d1}",
+            "newsletter.dkim.domain: 'localhost' is not a domain name (like provost.example.edu)",
+        ),
+        (
+            "{domain: example.edu, selector: d_1}",
+            "newsletter.dkim.selector: 'd_1' is not a DNS label (letters, digits and hyphens, "
+            "at most 63, like 'digest2026')",
+        ),
+        ("{domain: example.edu}", "newsletter.dkim.selector: is required"),
+        (
+            "{domain: example.edu, selector: d1, key: k.pem}",
+            "newsletter.dkim.key: unknown key 'key'; known keys: domain, selector",
+        ),
+    ],
+)
+def test_bad_dkim_block_is_located(dkim: str, message: str) -> None:
+    """A mistyped DKIM domain or selector is named with its line before anything is signed."""
+    text = yaml_catalogue() + newsletter("News") + f"  dkim: {dkim}\n"
+    assert problems(text) == [f"items.yaml:{SUBJECT_LINE + 3}: {message}"]

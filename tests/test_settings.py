@@ -130,3 +130,24 @@ def test_only_one_shot_commands_freeze_the_collector(
     assert frozen == []
     assert run("send", "--month", "2025-11", "--yes").exit_code == 0
     assert frozen == [1]
+
+
+def test_dkim_key_and_dns_server_are_read() -> None:
+    """The DKIM key is found beside the catalogue; the doctor's resolver is an address and port."""
+    found = settings.load(
+        CATALOGUE, {"DIGEST_DKIM_KEY": "keys/dkim.pem", "DIGEST_DNS_SERVER": "127.0.0.1:5353"}
+    )
+    assert found.dkim_key == Path("/srv/digest/keys/dkim.pem")
+    assert found.dns_server == ("127.0.0.1", 5353)
+    assert settings.load(CATALOGUE, {"DIGEST_DNS_SERVER": "[::1]"}).dns_server == ("::1", 53)
+    assert settings.load(CATALOGUE, {"DIGEST_DKIM_KEY": "/etc/k.pem"}).dkim_key == Path(
+        "/etc/k.pem"
+    )
+    assert settings.load(CATALOGUE, {}).dns_server is None
+
+
+@pytest.mark.parametrize("value", ["dns.example.edu", "127.0.0.1:0", "127.0.0.1:x", "[::1]:99999"])
+def test_a_bad_dns_server_is_named(value: str) -> None:
+    """A resolver given by name or with a bad port is refused, naming the variable and the form."""
+    with pytest.raises(DigestError, match=r"DIGEST_DNS_SERVER .* is not a resolver's address"):
+        settings.load(CATALOGUE, {"DIGEST_DNS_SERVER": value})

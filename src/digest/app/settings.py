@@ -9,6 +9,7 @@ the same ledger and outbox as the scheduler started in /srv/digest.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ VARIABLES = {
     "DIGEST_CONSOLE_PASSWORD": "the staff console's password",
     "DIGEST_TRUSTED_PROXIES": "how many reverse proxies stand before `digest serve` (default 0)",
     "DIGEST_LEDGER_WAIT": "seconds a send waits for a locked ledger (`digest send --ledger-wait`)",
+    "DIGEST_DKIM_KEY": "the PEM file of the DKIM private key, with newsletter.dkim in items.yaml",
+    "DIGEST_DNS_SERVER": "the resolver `digest doctor` asks, host[:port] (default: the system's)",
 }
 
 SECRET_KEY_LENGTH = 32
@@ -46,6 +49,8 @@ class Settings:
     console_password: str | None = field(default=None, repr=False)
     trusted_proxies: int = 0
     ledger_wait: float = 30.0  # `digest send --ledger-wait` (DIGEST_LEDGER_WAIT, read by click)
+    dkim_key: Path | None = None  # DIGEST_DKIM_KEY, relative to the catalogue's folder
+    dns_server: tuple[str, int] | None = None  # DIGEST_DNS_SERVER; None: the system's resolver
 
     @property
     def home(self) -> Path:
@@ -105,7 +110,36 @@ def load(
         secret_key=environ.get("DIGEST_SECRET_KEY") or None,
         console_password=environ.get("DIGEST_CONSOLE_PASSWORD") or None,
         trusted_proxies=_count(environ.get("DIGEST_TRUSTED_PROXIES"), "DIGEST_TRUSTED_PROXIES"),
+        dkim_key=_beside(home, _path(environ.get("DIGEST_DKIM_KEY"))),
+        dns_server=_dns_server(environ.get("DIGEST_DNS_SERVER")),
     )
+
+
+def _beside(home: Path, path: Path | None) -> Path | None:
+    """Return `path` read relative to the catalogue's folder (an absolute path stays)."""
+    return None if path is None else home / path
+
+
+def _dns_server(value: str | None) -> tuple[str, int] | None:
+    text = _text(value)
+    if text is None:
+        return None
+    host, port = text, "53"
+    if text.startswith("["):  # [::1]:5353
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or "53"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise DigestError(
+            f"DIGEST_DNS_SERVER {text!r} is not a resolver's address: give an IP address and an "
+            "optional port, like 10.0.0.53, 10.0.0.53:5353 or [::1]:5353"
+        )
+    return str(address), int(port)
 
 
 def _text(value: str | None) -> str | None:

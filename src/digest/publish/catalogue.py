@@ -124,6 +124,14 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Dkim:
+    """Where receivers find the key that signs each message: `selector._domainkey.domain`."""
+
+    domain: str
+    selector: str
+
+
+@dataclass(frozen=True, slots=True)
 class Newsletter:
     """How the monthly digest is addressed and when it is sent."""
 
@@ -134,6 +142,8 @@ class Newsletter:
     unsubscribe: str
     subscribers: str
     limits: Limits = Limits()
+    # Sign each message with DKIM (the key is DIGEST_DKIM_KEY); None: the relay signs, or nobody.
+    dkim: Dkim | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -796,6 +806,27 @@ def _mailbox(value: Any) -> Mailbox:
     return Mailbox(name, _email(match.group(2)))
 
 
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _dns_label(value: Any) -> str:
+    text = _text(value).lower()
+    if not _LABEL.fullmatch(text):
+        raise _Invalid(
+            f"{text!r} is not a DNS label (letters, digits and hyphens, at most 63, like "
+            "'digest2026')"
+        )
+    return text
+
+
+def _domain(value: Any) -> str:
+    text = _text(value).lower().rstrip(".")
+    labels = text.split(".")
+    if len(labels) < 2 or len(text) > 253 or not all(_LABEL.fullmatch(x) for x in labels):
+        raise _Invalid(f"{text!r} is not a domain name (like provost.example.edu)")
+    return text
+
+
 def _positive_int(value: Any) -> int:
     text = _text(value)
     # ASCII digits only: int() refuses some Unicode digits ('²') and very long numbers.
@@ -1121,8 +1152,10 @@ class _Checker:
                 "unsubscribe": (True, _unsubscribe),
                 "subscribers": (False, _text),
                 "delivery": (False, _identity),
+                "dkim": (False, _identity),
             },
         )
+        dkim = self.dkim(fields["dkim"], _key_line(value, "dkim")) if "dkim" in fields else None
         limits = Limits()
         if "delivery" in fields:
             given = self.mapping(
@@ -1146,7 +1179,19 @@ class _Checker:
             unsubscribe=fields["unsubscribe"],
             subscribers=fields.get("subscribers", "subscribers.csv"),
             limits=limits,
+            dkim=dkim,
         )
+
+    def dkim(self, value: Any, line: int | None) -> Dkim | None:
+        given = self.mapping(
+            value,
+            line,
+            "newsletter.dkim",
+            {"domain": (True, _domain), "selector": (True, _dns_label)},
+        )
+        if len(given) < 2:  # both keys; a missing one is already reported
+            return None
+        return Dkim(domain=given["domain"], selector=given["selector"])
 
     def items(self, value: Any, line: int | None, publication: Publication | None) -> list[Item]:
         tz: tzinfo = publication.tz if publication else ZoneInfo("UTC")
