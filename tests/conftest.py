@@ -42,6 +42,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_token_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep a developer's own DIGEST_SMTP_TOKEN_COMMAND out of every test; some set their own."""
+    monkeypatch.delenv("DIGEST_SMTP_TOKEN_COMMAND", raising=False)
+
+
 @pytest.fixture
 def update_goldens(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-goldens"))
