@@ -75,6 +75,14 @@ NO_COMMAND = (
             "Google Workspace), or leave auth out to log in with a password",
         ),
         (
+            "smtp://news@mail.example.edu?auth=password",
+            None,
+            None,
+            "DIGEST_SMTP_URL 'smtp://news@mail.example.edu?auth=password': auth='password' is not "
+            "a sign-in method digest knows: write ?auth=xoauth2 for OAuth 2.0 (Microsoft 365, "
+            "Google Workspace), or leave auth out to log in with a password",
+        ),
+        (
             "smtp://news@mail.example.edu?auth",
             None,
             None,
@@ -135,6 +143,7 @@ NO_COMMAND = (
     ],
     ids=[
         "unknown-auth",
+        "password-auth",
         "blank-auth",
         "no-user",
         "password-in-url",

@@ -174,8 +174,11 @@ def parse_url(
 
 def _auth(shown: str, value: str | None, token_command: str | None) -> str:
     """Return the sign-in method `?auth=` asks for, checked against DIGEST_SMTP_TOKEN_COMMAND."""
-    value = "password" if value is None else value.lower()
-    if value != "password" and value != XOAUTH2:
+    if value is None:
+        value = "password"  # LOGIN or PLAIN, with a user name; nothing without one
+    elif value.lower() == XOAUTH2:
+        value = XOAUTH2
+    else:
         raise DeliveryError(
             f"DIGEST_SMTP_URL {shown!r}: auth={value!r} is not a sign-in method digest knows: "
             "write ?auth=xoauth2 for OAuth 2.0 (Microsoft 365, Google Workspace), or leave auth "
