@@ -500,3 +500,27 @@ def test_the_token_is_in_no_description(
     connection.close()
     assert sender.describe() == oauth_server.shown
     assert not [text for text in shown if "sekrit" in text]
+
+
+def test_every_front_end_hands_the_command_to_the_transport(tmp_path: Path) -> None:
+    """The console and the scheduler sign in as `digest send` does, in the catalogue's folder."""
+    from digest.app import sending
+    from digest.app import settings as configuration
+    from digest.console.state import Config
+    from digest.months import Month
+    from helpers import NOW
+
+    environ = {
+        "DIGEST_SMTP_URL": OFFICE365,
+        "DIGEST_SMTP_TOKEN_COMMAND": COMMAND,
+        "DIGEST_CONSOLE_PASSWORD": "four random words here",
+    }
+    found = configuration.load(tmp_path / "items.yaml", environ)
+    month = Month.parse("2025-11")
+    console = Config.of(found, tmp_path / "feeds", lambda: NOW)
+    for sender in (sending.settings_transport(found, month), console.transport(month)):
+        assert isinstance(sender, SmtpTransport)
+        assert sender.tokens is not None
+        assert (sender.tokens.command, sender.tokens.workdir) == (COMMAND, tmp_path)
+        assert sender.tokens.runs == 0  # nothing runs before a connection opens
+    assert console.settings.smtp_token_command == COMMAND
