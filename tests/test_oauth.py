@@ -7,14 +7,17 @@ import select
 import ssl
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from aiosmtpd.controller import Controller
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import MAILBOX, TOKEN, OAuthRecorder, OAuthServer, Recorder, TokenScript, free_port
 from digest.errors import DeliveryError
 from digest.send import transport
-from digest.send.oauth import TokenCommand, TokenError
+from digest.send.oauth import AccessToken, TokenCommand, TokenError, Xoauth2
 from digest.send.transport import (
     Connection,
     Fatal,
@@ -32,26 +35,26 @@ COMMAND = "oauth2l fetch --scope https://mail.google.com/"
 
 def test_xoauth2_url_signs_in_as_the_percent_encoded_mailbox() -> None:
     """The Microsoft 365 URL from the guide is read as the mailbox, port 587, STARTTLS, XOAUTH2."""
-    settings = parse_url(OFFICE365, token_command=COMMAND)
-    assert (settings.host, settings.port, settings.username) == (
+    parsed = parse_url(OFFICE365, token_command=COMMAND)
+    assert (parsed.host, parsed.port, parsed.username) == (
         "smtp.office365.com",
         587,
         "provost@example.edu",
     )
-    assert (settings.auth, settings.token_command, settings.password) == ("xoauth2", COMMAND, None)
-    assert settings.require_starttls  # a token goes over TLS only, even unasked
-    assert settings.describe() == (
+    assert (parsed.auth, parsed.token_command, parsed.password) == ("xoauth2", COMMAND, None)
+    assert parsed.require_starttls  # a token goes over TLS only, even unasked
+    assert parsed.describe() == (
         "smtp://provost@example.edu@smtp.office365.com:587 (STARTTLS required) (XOAUTH2)"
     )
-    assert COMMAND not in repr(settings)
+    assert COMMAND not in repr(parsed)
 
 
 def test_xoauth2_joins_the_other_options() -> None:
     """?auth=xoauth2 goes with ?starttls=required and ?pipelining=off, in any order and case."""
     url = "smtps://provost%40example.edu@smtp.gmail.com?pipelining=off&auth=XOAUTH2"
-    settings = parse_url(url, token_command=COMMAND)
-    assert (settings.implicit_tls, settings.port, settings.pipelining) == (True, 465, False)
-    assert settings.describe() == (
+    parsed = parse_url(url, token_command=COMMAND)
+    assert (parsed.implicit_tls, parsed.port, parsed.pipelining) == (True, 465, False)
+    assert parsed.describe() == (
         "smtps://provost@example.edu@smtp.gmail.com:465 (no pipelining) (XOAUTH2)"
     )
 
@@ -524,3 +527,15 @@ def test_every_front_end_hands_the_command_to_the_transport(tmp_path: Path) -> N
         assert (sender.tokens.command, sender.tokens.workdir) == (COMMAND, tmp_path)
         assert sender.tokens.runs == 0  # nothing runs before a connection opens
     assert console.settings.smtp_token_command == COMMAND
+
+
+@given(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1))
+@settings(max_examples=200)
+def test_any_printable_user_name_reaches_the_server_exactly(user: str) -> None:
+    """Whatever the mailbox's name, percent-encoded, it is the user= the server reads."""
+    url = f"smtp://{quote(user, safe='')}@smtp.office365.com:587?auth=xoauth2"
+    parsed = parse_url(url, token_command=COMMAND)
+    assert parsed.username == user
+    token = AccessToken("ya29.sekrit-1", 1)
+    assert Xoauth2(user, token)() == f"user={user}\x01auth=Bearer ya29.sekrit-1\x01\x01"
+    assert "sekrit" not in parsed.describe()
