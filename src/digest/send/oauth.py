@@ -64,7 +64,7 @@ class TokenCommand:
         self.command = command
         self.workdir = workdir
         self.timeout = timeout
-        self.runs = 0  # how often the command ran
+        self.runs = 0  # how often the command ran, whether it printed a token or failed
         self._token: AccessToken | None = None
         self._lock = threading.Lock()
 
@@ -87,8 +87,8 @@ class TokenCommand:
             return self._token
 
     def _run(self) -> AccessToken:
-        out = self._output()
         self.runs += 1
+        out = self._output()
         text = out.strip()
         if not text:
             raise self._error("printed nothing on its standard output")
