@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import os
+import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -19,7 +23,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from click.testing import CliRunner, Result
 from playwright.sync_api import Browser, sync_playwright
 
@@ -34,6 +40,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="Rewrite the golden files under tests/golden/ from the current output.",
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_token_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep a developer's own DIGEST_SMTP_TOKEN_COMMAND out of every test; some set their own."""
+    monkeypatch.delenv("DIGEST_SMTP_TOKEN_COMMAND", raising=False)
 
 
 @pytest.fixture
@@ -281,3 +293,145 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     """Wait (at most 30 s) for a process; return its exit status, stdout and stderr."""
     out, err = proc.communicate(timeout=30)
     return proc.returncode, out, err
+
+
+# -- OAuth 2.0: an XOAUTH2 server and a token command ----------------------------------------------
+
+
+MAILBOX = "provost@example.edu"
+# What the test token command prints on its Nth run; the server accepts what `tokens` says.
+TOKEN = "ya29.sekrit-{}"  # noqa: S105 -- a test token
+GOOGLE_ERROR = {"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}
+_XOAUTH2 = re.compile(rb"user=([^\x01]*)\x01auth=Bearer ([^\x01]*)\x01\x01")
+
+
+@dataclass
+class OAuthRecorder(Recorder):
+    """A Recorder that signs in AUTH XOAUTH2 as Microsoft 365 and Google document it.
+
+    - `tokens[token] = 2`: accept that token for two more sign-ins of `MAILBOX`; refuse others;
+    - `style`: how a refusal goes: "google" sends a 334 challenge with a JSON error first and
+      answers the client's empty line with 535; "microsoft" answers 535 at once;
+    - `reply`: answer every AUTH XOAUTH2 with that reply instead;
+    - `signins`: every token tried, with whether it was accepted; `responses`: the decoded
+      initial responses, byte for byte.
+    """
+
+    tokens: dict[str, int] = field(default_factory=dict)
+    style: str = "google"
+    reply: str | None = None  # answer every AUTH XOAUTH2 with this, whatever the token
+    signins: list[tuple[str, bool]] = field(default_factory=list)
+    responses: list[bytes] = field(default_factory=list)
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:
+        if len(args) != 2:  # digest always sends an initial response
+            return AuthResult(success=False, handled=False, message="501 5.5.2 no response")
+        response = base64.b64decode(args[1], validate=True)
+        self.responses.append(response)
+        if self.reply is not None:
+            return AuthResult(success=False, handled=False, message=self.reply)
+        match = _XOAUTH2.fullmatch(response)
+        if match is None:
+            return AuthResult(success=False, handled=False, message="501 5.5.2 malformed")
+        user, token = match[1].decode(), match[2].decode()
+        ok = user == MAILBOX and self.tokens.get(token, 0) > 0
+        self.signins.append((token, ok))
+        if ok:
+            self.tokens[token] -= 1
+            return AuthResult(success=True, auth_data=user)
+        if self.style == "google":
+            answer = await server.challenge_auth(json.dumps(GOOGLE_ERROR))
+            assert answer == b"", answer  # the client's empty line
+            reply = "535 5.7.8 Username and Password not accepted"
+        else:
+            reply = "535 5.7.3 Authentication unsuccessful"
+        return AuthResult(success=False, handled=False, message=reply)
+
+
+@dataclass
+class OAuthServer:
+    """A running XOAUTH2 test server behind STARTTLS, whose certificate the client trusts."""
+
+    port: int
+    recorder: OAuthRecorder
+
+    @property
+    def url(self) -> str:
+        return f"smtp://provost%40example.edu@localhost:{self.port}?auth=xoauth2"
+
+    @property
+    def shown(self) -> str:
+        """How digest describes this server."""
+        return f"smtp://{MAILBOX}@localhost:{self.port} (STARTTLS required) (XOAUTH2)"
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    """A certificate authority made for the test run."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def trust_test_ca(
+    tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Make the client's default certificate verification trust `tls_ca` (SSL_CERT_FILE)."""
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(path))
+    monkeypatch.setenv("SSL_CERT_FILE", str(path))
+
+
+@pytest.fixture(scope="session")
+def tls_server_context(tls_ca: trustme.CA) -> ssl.SSLContext:
+    """A server's TLS context with a certificate from `tls_ca` for localhost and 127.0.0.1."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def oauth_server(tls_server_context: ssl.SSLContext, trust_test_ca: None) -> Iterator[OAuthServer]:
+    """A real SMTP server (aiosmtpd) with STARTTLS and AUTH XOAUTH2, on a free loopback port."""
+    recorder = OAuthRecorder()
+    port = free_port()
+    controller = Controller(
+        recorder,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=tls_server_context,
+        auth_require_tls=True,
+    )
+    controller.start()
+    try:
+        yield OAuthServer(port, recorder)
+    finally:
+        controller.stop()
+
+
+# Prints TOKEN with the number of its run, and counts its runs in the file `runs` beside it.
+COUNTING_SCRIPT = """\
+n=$(( $(cat runs 2>/dev/null || echo 0) + 1 ))
+echo "$n" > runs
+printf 'ya29.sekrit-%s\\n' "$n"
+"""
+
+
+@dataclass
+class TokenScript:
+    """The test token command, written into a folder it runs in."""
+
+    folder: Path
+    command: str = "sh token.sh"
+
+    @property
+    def runs(self) -> int:
+        """Return how often the command ran."""
+        path = self.folder / "runs"
+        return int(path.read_text()) if path.exists() else 0
+
+
+@pytest.fixture
+def token_script(tmp_path: Path) -> TokenScript:
+    """`sh token.sh` in tmp_path: prints ya29.sekrit-1, then ya29.sekrit-2, ... on its runs."""
+    (tmp_path / "token.sh").write_text(COUNTING_SCRIPT, encoding="utf-8")
+    return TokenScript(tmp_path)

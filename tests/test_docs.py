@@ -18,6 +18,14 @@ def test_every_command_is_in_the_staff_guide() -> None:
         assert f"`digest {name}" in GUIDES["staff.md"], name
 
 
+def test_every_variable_is_in_the_it_guide() -> None:
+    """IT finds every DIGEST_* variable digest reads in its guide, the OAuth token command too."""
+    from digest.app.settings import VARIABLES
+
+    for name in VARIABLES:
+        assert f"`{name}`" in GUIDES["it.md"], name
+
+
 def test_readme_is_short_and_links_every_guide() -> None:
     """The README stays a page a newcomer reads, pointing into docs/ for the rest."""
     assert len(README.splitlines()) < 200

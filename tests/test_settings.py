@@ -74,6 +74,16 @@ def test_a_bad_variable_is_named_once_at_start(environ: dict[str, str], message:
         settings.load(CATALOGUE, environ)
 
 
+def test_the_token_command_is_read_once_and_kept_out_of_sight() -> None:
+    """DIGEST_SMTP_TOKEN_COMMAND reaches the transport as typed, blank is unset, and never shows."""
+    command = "msal-token --client-secret-file /etc/digest/secret"
+    found = settings.load(CATALOGUE, {"DIGEST_SMTP_TOKEN_COMMAND": f"  {command}\n"})
+    assert found.smtp_token_command == command
+    assert "client-secret" not in repr(found)
+    assert settings.load(CATALOGUE, {"DIGEST_SMTP_TOKEN_COMMAND": "  "}).smtp_token_command is None
+    assert "DIGEST_SMTP_TOKEN_COMMAND" in settings.VARIABLES
+
+
 def test_a_public_url_needs_a_long_secret_key() -> None:
     """One-click links signed with a throwaway key would break: a short key is refused."""
     found = settings.load(

@@ -95,7 +95,7 @@ def test_starttls_required_option() -> None:
 
 
 SHAPE = "must look like smtp://user@mail.example.edu:587 or smtps://user@mail.example.edu:465"
-OPTION = "the options are ?starttls=required and ?pipelining=off (joined with &)"
+OPTION = "the options are ?starttls=required, ?pipelining=off and ?auth=xoauth2 (joined with &)"
 
 
 @pytest.mark.parametrize(

@@ -302,7 +302,13 @@ def settings_transport(settings: Settings, month: Month, *, test: bool = False) 
     from digest.send import transport
 
     return transport.choose(
-        settings.smtp_url, settings.smtp_password, str(month), test=test, outbox=settings.outbox
+        settings.smtp_url,
+        settings.smtp_password,
+        str(month),
+        test=test,
+        outbox=settings.outbox,
+        token_command=settings.smtp_token_command,
+        workdir=settings.home,
     )
 
 

@@ -21,6 +21,10 @@ from digest.errors import DigestError
 VARIABLES = {
     "DIGEST_SMTP_URL": "where mail goes: smtp://user@host:587, smtps://...; unset: outbox/",
     "DIGEST_SMTP_PASSWORD": "the SMTP password, when it is not in the URL",
+    "DIGEST_SMTP_TOKEN_COMMAND": (
+        "with ?auth=xoauth2 in DIGEST_SMTP_URL: a shell command that prints an OAuth 2.0 "
+        "access token (msal, oauth2l, a vault), run in the catalogue's folder"
+    ),
     "DIGEST_STATE": "the state database (default .digest/state.sqlite3 beside the catalogue)",
     "DIGEST_PUBLIC_URL": "the https:// address where `digest serve` is reached from outside",
     "DIGEST_SECRET_KEY": "signs console sessions and unsubscribe links (32+ characters)",
@@ -44,6 +48,7 @@ class Settings:
     outbox: Path
     smtp_url: str | None = field(default=None, repr=False)
     smtp_password: str | None = field(default=None, repr=False)
+    smtp_token_command: str | None = field(default=None, repr=False)
     public_url: str | None = None
     secret_key: str | None = field(default=None, repr=False)
     console_password: str | None = field(default=None, repr=False)
@@ -106,6 +111,7 @@ def load(
         outbox=home / "outbox",
         smtp_url=_text(environ.get("DIGEST_SMTP_URL")),
         smtp_password=environ.get("DIGEST_SMTP_PASSWORD") or None,
+        smtp_token_command=_text(environ.get("DIGEST_SMTP_TOKEN_COMMAND")),
         public_url=_public_url(environ.get("DIGEST_PUBLIC_URL")),
         secret_key=environ.get("DIGEST_SECRET_KEY") or None,
         console_password=environ.get("DIGEST_CONSOLE_PASSWORD") or None,

@@ -123,10 +123,10 @@ def send(
 ) -> None:
     """Send a month's digest to every subscriber, once.
 
-    Messages go to the SMTP server in DIGEST_SMTP_URL (smtp://user@host:587, smtps://...; the
-    password may come from DIGEST_SMTP_PASSWORD). When it is unset, each is written to outbox/ as
-    an .eml file: a rehearsal, recorded as nobody's delivery. Every delivery is recorded in the
-    ledger: running it again sends only what is missing.
+    Messages go to the SMTP server in DIGEST_SMTP_URL (smtp://user@host:587, smtps://...), which
+    signs in with DIGEST_SMTP_PASSWORD, or the token of DIGEST_SMTP_TOKEN_COMMAND (?auth=xoauth2).
+    Without it, each goes to outbox/ as an .eml file: a rehearsal, recorded as nobody's delivery.
+    Every delivery is recorded in the ledger: running it again sends only what is missing.
 
     A subscriber list with an invalid row is refused, every bad row named by its line, unless
     --skip-invalid is given; rows that repeat an address are sent once, with a warning.

@@ -48,6 +48,7 @@ class Config:
     public_url: str | None = None
     smtp_url: str | None = field(default=None, repr=False)
     smtp_password: str | None = field(default=None, repr=False)
+    smtp_token_command: str | None = field(default=None, repr=False)
     session_lifetime: timedelta = timedelta(hours=12)
     # How many reverse proxies in front append to X-Forwarded-For; 0 ignores the header.
     trusted_proxies: int = 0
@@ -75,6 +76,7 @@ class Config:
             public_url=settings.public_url,
             smtp_url=settings.smtp_url,
             smtp_password=settings.smtp_password,
+            smtp_token_command=settings.smtp_token_command,
             trusted_proxies=settings.trusted_proxies,
             outbox=settings.outbox,
         )
@@ -88,6 +90,7 @@ class Config:
             outbox=self.outbox,
             smtp_url=self.smtp_url,
             smtp_password=self.smtp_password,
+            smtp_token_command=self.smtp_token_command,
             public_url=self.public_url,
             secret_key=self.secret_key,
             console_password=self.password,
@@ -102,7 +105,13 @@ class Config:
     def transport(self, month: Month, *, test: bool = False) -> transport.Transport:
         """Return where this console's messages go (the same choice as the CLI's)."""
         return transport.choose(
-            self.smtp_url, self.smtp_password, str(month), test=test, outbox=self.outbox
+            self.smtp_url,
+            self.smtp_password,
+            str(month),
+            test=test,
+            outbox=self.outbox,
+            token_command=self.smtp_token_command,
+            workdir=self.catalogue_path.parent,
         )
 
     @property

@@ -7,6 +7,7 @@ this recipient: record as failed) and `Fatal` (the whole run cannot go on, e.g. 
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import io
 import re
@@ -25,6 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from digest import files as staging
 from digest.errors import DeliveryError
+from digest.send.oauth import AccessToken, TokenCommand, Xoauth2
 
 
 class SendError(Exception):
@@ -86,7 +88,7 @@ class Transport(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SmtpSettings:
-    """A parsed `DIGEST_SMTP_URL`."""
+    """A parsed `DIGEST_SMTP_URL`, with `DIGEST_SMTP_PASSWORD` or `DIGEST_SMTP_TOKEN_COMMAND`."""
 
     implicit_tls: bool
     host: str
@@ -97,17 +99,33 @@ class SmtpSettings:
     timeout: float = 60.0
     # False for a server that offers PIPELINING but mishandles it (`?pipelining=off`).
     pipelining: bool = True
+    # "password" (LOGIN or PLAIN, as the server offers) or "xoauth2" (`?auth=xoauth2`: OAuth 2.0,
+    # the access token printed by `token_command`).
+    auth: str = "password"
+    token_command: str | None = field(default=None, repr=False)
 
     def describe(self) -> str:
         scheme = "smtps" if self.implicit_tls else "smtp"
         user = f"{self.username}@" if self.username else ""
         tls = "" if self.implicit_tls else " (STARTTLS required)" if self.require_starttls else ""
         pipelining = "" if self.pipelining else " (no pipelining)"
-        return f"{scheme}://{user}{self.host}:{self.port}{tls}{pipelining}"
+        oauth = " (XOAUTH2)" if self.auth == XOAUTH2 else ""
+        return f"{scheme}://{user}{self.host}:{self.port}{tls}{pipelining}{oauth}"
 
 
-def parse_url(url: str, password: str | None = None) -> SmtpSettings:
-    """Read `smtp://[user[:password]@]host[:port][?starttls=required&pipelining=off]`, `smtps://`."""
+XOAUTH2 = "xoauth2"
+_OPTIONS = "the options are ?starttls=required, ?pipelining=off and ?auth=xoauth2 (joined with &)"
+
+
+def parse_url(
+    url: str, password: str | None = None, token_command: str | None = None
+) -> SmtpSettings:
+    """Read `smtp://[user[:password]@]host[:port][?starttls=required&pipelining=off]`, `smtps://`.
+
+    `?auth=xoauth2` signs in with OAuth 2.0: the user name is the mailbox's address
+    (percent-encoded), the token comes from `token_command` (DIGEST_SMTP_TOKEN_COMMAND), and
+    STARTTLS is required. `password` is DIGEST_SMTP_PASSWORD.
+    """
     text = url.strip()
     prefix, slashes, rest = text.partition("://")
     if not slashes:
@@ -130,24 +148,81 @@ def parse_url(url: str, password: str | None = None) -> SmtpSettings:
     if port == 0:
         raise DeliveryError(f"DIGEST_SMTP_URL {shown!r}: port 0 is not a port (use 1-65535)")
     query = parse_qs(parts.query, keep_blank_values=True)  # `?starttls` alone is a mistake too
-    unknown = set(query) - {"starttls", "pipelining"}
+    unknown = set(query) - {"starttls", "pipelining", "auth"}
     starttls = query.get("starttls", ["auto"])[-1]
     pipelining = query.get("pipelining", ["auto"])[-1]
     if unknown or starttls not in ("auto", "required") or pipelining not in ("auto", "off"):
-        raise DeliveryError(
-            f"DIGEST_SMTP_URL {shown!r}: the options are ?starttls=required and ?pipelining=off "
-            "(joined with &)"
-        )
+        raise DeliveryError(f"DIGEST_SMTP_URL {shown!r}: {_OPTIONS}")
+    auth = _auth(shown, query.get("auth", [None])[-1], token_command)
+    username = unquote(user) if user else None
+    if auth == XOAUTH2:
+        _check_xoauth2(shown, username, in_url=bool(colon), apart=password is not None)
     implicit = parts.scheme == "smtps"
     return SmtpSettings(
         implicit_tls=implicit,
         host=parts.hostname,
         port=port or (465 if implicit else 25),
-        username=unquote(user) if user else None,
+        username=username,
         password=password if password is not None else _url_password(secret),
-        require_starttls=starttls == "required",
+        # An access token goes only over TLS, whether the URL says so or not.
+        require_starttls=starttls == "required" or auth == XOAUTH2,
         pipelining=pipelining == "auto",
+        auth=auth,
+        token_command=token_command,
     )
+
+
+def _auth(shown: str, value: str | None, token_command: str | None) -> str:
+    """Return the sign-in method `?auth=` asks for, checked against DIGEST_SMTP_TOKEN_COMMAND."""
+    if value is None:
+        value = "password"  # LOGIN or PLAIN, with a user name; nothing without one
+    elif value.lower() == XOAUTH2:
+        value = XOAUTH2
+    else:
+        raise DeliveryError(
+            f"DIGEST_SMTP_URL {shown!r}: auth={value!r} is not a sign-in method digest knows: "
+            "write ?auth=xoauth2 for OAuth 2.0 (Microsoft 365, Google Workspace), or leave auth "
+            "out to log in with a password"
+        )
+    if value == XOAUTH2 and not token_command:
+        raise DeliveryError(
+            f"DIGEST_SMTP_URL {shown!r} asks for ?auth=xoauth2, but DIGEST_SMTP_TOKEN_COMMAND "
+            "is not set: set it to a command that prints an access token for the mailbox (see "
+            "the IT guide, OAuth 2.0)"
+        )
+    if value != XOAUTH2 and token_command:
+        raise DeliveryError(
+            f"DIGEST_SMTP_TOKEN_COMMAND is set, but DIGEST_SMTP_URL {shown!r} does not ask for "
+            "?auth=xoauth2, so its token would never be used (a password login would be tried "
+            "instead): add ?auth=xoauth2 to the URL, or unset DIGEST_SMTP_TOKEN_COMMAND"
+        )
+    return value
+
+
+def _check_xoauth2(shown: str, username: str | None, *, in_url: bool, apart: bool) -> None:
+    if not username:
+        raise DeliveryError(
+            f"DIGEST_SMTP_URL {shown!r}: ?auth=xoauth2 signs in as a mailbox, so the URL needs "
+            "its address as the user name, with the @ percent-encoded: "
+            "smtp://provost%40example.edu@smtp.office365.com:587?auth=xoauth2"
+        )
+    if not (username.isascii() and username.isprintable()):
+        raise DeliveryError(
+            f"DIGEST_SMTP_URL {shown!r}: the user name for ?auth=xoauth2 must be the mailbox's "
+            "address in ASCII, with no control characters"
+        )
+    # A password beside a token is a left-over that would never be used: said, not ignored.
+    if in_url:
+        raise DeliveryError(
+            f"DIGEST_SMTP_URL {shown!r} asks for ?auth=xoauth2, which signs in with the access "
+            "token from DIGEST_SMTP_TOKEN_COMMAND, not a password: remove the password from the URL"
+        )
+    if apart:
+        raise DeliveryError(
+            f"DIGEST_SMTP_PASSWORD is set, but DIGEST_SMTP_URL {shown!r} asks for ?auth=xoauth2, "
+            "which signs in with the access token from DIGEST_SMTP_TOKEN_COMMAND, not a "
+            "password: unset DIGEST_SMTP_PASSWORD"
+        )
 
 
 def _url_password(raw: str | None) -> str | None:
@@ -155,19 +230,24 @@ def _url_password(raw: str | None) -> str | None:
 
 
 class SmtpTransport:
-    """Sends over SMTP, verifying the server's certificate whenever TLS is used."""
+    """Sends over SMTP, verifying the server's certificate whenever TLS is used.
+
+    With `?auth=xoauth2`, its connections share one `TokenCommand`, run in `workdir` (the
+    catalogue's folder).
+    """
 
     rehearsal = False
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(self, settings: SmtpSettings, *, workdir: Path | None = None) -> None:
         self.settings = settings
         self._context: ssl.SSLContext | None = None
+        self.tokens = _tokens(settings, workdir)
 
     def describe(self) -> str:
         return self.settings.describe()
 
     def open(self) -> Connection:
-        return SmtpConnection(self.settings, self.context)
+        return SmtpConnection(self.settings, self.context, self.tokens)
 
     def context(self) -> ssl.SSLContext:
         """Return the TLS context, made on first use and shared by every connection.
@@ -180,6 +260,14 @@ class SmtpTransport:
         return self._context
 
 
+def _tokens(settings: SmtpSettings, workdir: Path | None = None) -> TokenCommand | None:
+    if settings.auth != XOAUTH2:
+        return None
+    if not settings.token_command:
+        raise DeliveryError("?auth=xoauth2 needs DIGEST_SMTP_TOKEN_COMMAND")
+    return TokenCommand(settings.token_command, workdir=workdir)
+
+
 class SmtpConnection:
     """One SMTP session: smtplib opens it (TLS, EHLO, login); its `pipe` carries the messages."""
 
@@ -187,6 +275,7 @@ class SmtpConnection:
         self,
         settings: SmtpSettings,
         context: Callable[[], ssl.SSLContext] = ssl.create_default_context,
+        tokens: TokenCommand | None = None,
     ) -> None:
         where = settings.describe()
         client: smtplib.SMTP | None = None
@@ -203,16 +292,16 @@ class SmtpConnection:
                         client.starttls(context=context())
                         client.ehlo()
                     elif settings.require_starttls:
-                        raise Fatal(f"{where} does not offer STARTTLS, and the URL requires it")
-                if settings.username:
-                    try:
-                        client.login(settings.username, settings.password or "")
-                    except UnicodeEncodeError:
-                        # Not chained: the error's text quotes a character of the password.
-                        raise Fatal(
-                            f"{where}: cannot log in: smtplib sends the user name and password "
-                            "as ASCII, and one of them is not"
-                        ) from None
+                        why = (
+                            "an access token goes only over TLS"
+                            if settings.auth == XOAUTH2
+                            else "the URL requires it"
+                        )
+                        raise Fatal(f"{where} does not offer STARTTLS, and {why}")
+                if settings.auth == XOAUTH2:
+                    _sign_in(client, settings, tokens or _tokens(settings), where)
+                elif settings.username:
+                    _log_in(client, settings, where)
                 client.ehlo_or_helo_if_needed()
             except BaseException:
                 if client is not None:
@@ -252,6 +341,65 @@ class SmtpConnection:
     def close(self) -> None:
         self.pipe.close()
         self._client.close()
+
+
+def _log_in(client: smtplib.SMTP, settings: SmtpSettings, where: str) -> None:
+    """Log in with the user name and password, by whichever of LOGIN or PLAIN the server offers."""
+    try:
+        client.login(settings.username or "", settings.password or "")
+    except UnicodeEncodeError:
+        # Not chained: the error's text quotes a character of the password.
+        raise Fatal(
+            f"{where}: cannot log in: smtplib sends the user name and password "
+            "as ASCII, and one of them is not"
+        ) from None
+
+
+def _sign_in(
+    client: smtplib.SMTP, settings: SmtpSettings, tokens: TokenCommand | None, where: str
+) -> None:
+    """Sign in with AUTH XOAUTH2: the token kept, else a fresh one, else stop the run.
+
+    A refused token is taken for an expired one: the command runs again (once, for every
+    connection that met the refusal), and a refusal of the fresh token stops the run.
+    """
+    assert tokens is not None  # noqa: S101 -- made by _tokens for every xoauth2 transport
+    user = settings.username or ""
+    token = tokens.current()
+    if _xoauth2(client, user, token, where) is None:
+        return
+    fresh = tokens.renew(token)
+    refused = _xoauth2(client, user, fresh, where)
+    if refused is None:
+        return
+    raise Fatal(
+        f"{where}: the server refused a fresh access token from DIGEST_SMTP_TOKEN_COMMAND too "
+        f"({refused}): check that the token is for {user}, with the SMTP.Send permission "
+        "(Microsoft 365) or the https://mail.google.com/ scope (Google), and that SMTP AUTH is "
+        "enabled for the mailbox (see the IT guide, OAuth 2.0)"
+    )
+
+
+def _xoauth2(client: smtplib.SMTP, user: str, token: AccessToken, where: str) -> str | None:
+    """Try AUTH XOAUTH2 with `token`; return None once signed in, or the server's refusal."""
+    answer = Xoauth2(user, token)
+    try:
+        client.auth("XOAUTH2", answer)
+    except smtplib.SMTPAuthenticationError as exc:
+        code, text = exc.smtp_code, _text(exc.smtp_error).replace(token.secret, "***")
+        reply = " ".join(f"{code} {text}".split())
+        if answer.error:
+            reply += f"; {answer.error}"
+        if 400 <= code < 500:
+            raise Temporary(None, f"{where}: cannot sign in now: {reply}") from exc
+        if code in (502, 504):
+            raise Fatal(f"{where}: the server does not offer AUTH XOAUTH2 ({reply})") from exc
+        if code == 538:  # RFC 4954: encryption required
+            raise Fatal(f"{where}: the server wants encryption to sign in ({reply})") from exc
+        return reply
+    except binascii.Error as exc:
+        raise Fatal(f"{where}: the server's AUTH XOAUTH2 challenge is not base64") from exc
+    return None
 
 
 def wire_bytes(message: EmailMessage | bytes) -> bytes:
@@ -526,11 +674,22 @@ def choose(
     *,
     test: bool = False,
     outbox: Path = Path("outbox"),
+    token_command: str | None = None,
+    workdir: Path | None = None,
 ) -> Transport:
-    """Return the SMTP transport `url` names (DIGEST_SMTP_URL), or `outbox` when it is empty."""
+    """Return the SMTP transport `url` names (DIGEST_SMTP_URL), or `outbox` when it is empty.
+
+    `token_command` is DIGEST_SMTP_TOKEN_COMMAND, run in `workdir` (the catalogue's folder).
+    """
     if not (url or "").strip():
+        if token_command:
+            raise DeliveryError(
+                "DIGEST_SMTP_TOKEN_COMMAND is set, but DIGEST_SMTP_URL is not, so messages would "
+                "only be written to outbox/: set DIGEST_SMTP_URL (smtp://provost%40example.edu@"
+                "smtp.office365.com:587?auth=xoauth2, say), or unset DIGEST_SMTP_TOKEN_COMMAND"
+            )
         return OutboxTransport(outbox, month, test=test)
-    return SmtpTransport(parse_url(str(url), password))
+    return SmtpTransport(parse_url(str(url), password, token_command), workdir=workdir)
 
 
 # -- outbox --------------------------------------------------------------------------------------
