@@ -13,7 +13,7 @@ import pytest
 from click.testing import Result
 
 from conftest import SmtpServer
-from digest.errors import CatalogueError
+from digest.errors import CatalogueError, RenderError
 from digest.mail import newsletter
 from digest.months import Month
 from digest.publish import catalogue, site
@@ -473,3 +473,31 @@ def test_intro_changed_mid_send_is_a_change_of_the_month(
         page = body_html(got.message)
         assert "A note from the <strong>Provost</strong>" in page
         assert "revised" not in page
+
+
+def test_a_changed_intro_rebuilds_that_month_page(tmp_path: Path) -> None:
+    """After the Provost's note is rewritten, `digest build` writes the month's page anew."""
+    path = tmp_path / "items.yaml"
+    shutil.copy(SHAPED, path)
+    before = site.build(catalogue.load(path), NOW, "env", {})
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("A note from the", "A revised note from the"),
+        encoding="utf-8",
+    )
+    after = site.build(catalogue.load(path), NOW, "env", before.keys)
+    assert "archive/2025-11.html" in after.files
+    assert "A revised note" in after.files["archive/2025-11.html"].decode()
+
+
+def test_an_intro_spelling_a_personal_placeholder_is_refused(tmp_path: Path) -> None:
+    """A note that happens to hold digest's greeting marker never greets readers by accident."""
+    text = shaped(f'    "2025-11": {{intro: "Hello {newsletter.GREETING_TOKEN}"}}\n')
+    path = tmp_path / "items.yaml"
+    path.write_text(text, encoding="utf-8")
+    cat = catalogue.load(path)
+    with pytest.raises(RenderError) as info:
+        newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert str(info.value) == (
+        f"items.yaml: the newsletter block contains '{newsletter.GREETING_TOKEN}', which digest "
+        "reserves to mark where each reader's greeting goes; reword it"
+    )
