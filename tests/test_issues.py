@@ -501,3 +501,39 @@ def test_an_intro_spelling_a_personal_placeholder_is_refused(tmp_path: Path) -> 
         f"items.yaml: the newsletter block contains '{newsletter.GREETING_TOKEN}', which digest "
         "reserves to mark where each reader's greeting goes; reword it"
     )
+
+
+def test_provost_note_and_new_order_for_the_bundled_november(run: Run, tmp_path: Path) -> None:
+    """The issue's acceptance: a note and another order for November, and the feeds stay current."""
+    text = (HERE.parent / "items.yaml").read_text(encoding="utf-8")
+    order = [
+        "gptx-collaboration",
+        "talk-william-mobley-empathy-and-compassion",
+        "medical-school-preparations",
+    ]
+    shaped_text = text.replace(
+        "  subscribers: subscribers.csv\n",
+        "  subscribers: subscribers.csv\n"
+        "  issues:\n"
+        '    "2025-11":\n'
+        "      intro: A short note from the **Provost** before this month's news.\n"
+        f"      items: [{', '.join(order)}]\n",
+        1,
+    )
+    assert shaped_text != text
+    (tmp_path / "items.yaml").write_text(shaped_text, encoding="utf-8")
+    shutil.copy(HERE.parent / "subscribers.csv", tmp_path / "subscribers.csv")
+    assert run("check").exit_code == 0
+    result = run("render", "--month", "2025-11")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "digest-2025-11.html").read_text(encoding="utf-8")
+    cat = catalogue.load(tmp_path / "items.yaml")
+    by_id = {i.id: i.title for i in cat.items}
+    assert titles(page) == [by_id[i] for i in order]
+    intro = lxml.html.fromstring(page).find_class("intro")[0].text_content()
+    assert intro == "A short note from the Provost before this month's news."
+    assert run("build").exit_code == 0
+    checked = run("build", "--check")
+    assert checked.exit_code == 0, checked.output
+    archive = (tmp_path / "feeds" / "archive" / "2025-11.html").read_text(encoding="utf-8")
+    assert titles(archive) == [by_id[i] for i in order]
