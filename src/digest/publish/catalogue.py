@@ -1509,6 +1509,8 @@ class _Checker:
 
     def listed_items(self, items: list[Item], tz: tzinfo | None, whole: bool) -> None:
         """Check that every id an issue lists names an item that issue can show."""
+        if not self.listed:  # most catalogues: no index of 100,000 ids for nothing
+            return
         known = {i.id: i for i in items}
         for month, path, line, slug in self.listed:
             found = known.get(slug)
