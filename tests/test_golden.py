@@ -17,7 +17,12 @@ from helpers import NOW
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"
-SOURCES = {"bundled": HERE.parent / "items.yaml", "rich": HERE / "data" / "rich.yaml"}
+SOURCES = {
+    "bundled": HERE.parent / "items.yaml",
+    "rich": HERE / "data" / "rich.yaml",
+    # newsletter.issues and newsletter.brand: an intro, an explicit order, a logo, an accent.
+    "shaped": HERE / "data" / "shaped.yaml",
+}
 
 
 def digest_files(name: str) -> dict[str, bytes]:

@@ -16,7 +16,11 @@ from digest.publish import catalogue
 from helpers import NOW
 
 HERE = Path(__file__).parent
-CATALOGUES = {"bundled": HERE.parent / "items.yaml", "rich": HERE / "data" / "rich.yaml"}
+CATALOGUES = {
+    "bundled": HERE.parent / "items.yaml",
+    "rich": HERE / "data" / "rich.yaml",
+    "shaped": HERE / "data" / "shaped.yaml",  # an intro, an explicit order, a brand
+}
 # What newsletter.Renderer gives premailer, for the tests that call it directly.
 OPTIONS: dict[str, Any] = {
     "base_url": None,

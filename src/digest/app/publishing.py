@@ -203,7 +203,7 @@ def render_month(
     return RenderReport(
         month,
         rendered.item_count,
-        len(chosen.sections),
+        len(chosen.categories),
         tuple(output_dir / name for name in names),
         len(html_bytes),
         len(html_bytes) > newsletter.GMAIL_CLIP_BYTES,

@@ -244,7 +244,7 @@ def send_month(
         # A resend goes to everyone again: "already" then counts who has a copy so far.
         have = len(ledger.deliveries(str(month), ("sent",))) if options.resend else plan.already
         briefing = Briefing(
-            month, plan.subject, plan.items, len(chosen.sections), len(plan.todo), have,
+            month, plan.subject, plan.items, len(chosen.categories), len(plan.todo), have,
             plan.in_flight, plan.changed, plan.frozen_at, transport.describe(),
             settings.uses_outbox, tz, found, plan.room, plan.resuming,
         )  # fmt: skip

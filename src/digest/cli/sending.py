@@ -199,7 +199,7 @@ def _dry_run(settings: Settings, month: Month | None, skip_invalid: bool) -> Non
     _describe(
         preview.subject,
         len(chosen.items),
-        len(chosen.sections),
+        len(chosen.categories),
         len(preview.readers),
         None,
         preview.transport,

@@ -14,7 +14,7 @@ import html
 import logging
 import re
 import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from markupsafe import Markup
 from digest.errors import RenderError
 from digest.months import Month
 from digest.publish import markup
-from digest.publish.catalogue import Catalogue, Category, Item, subject_line
+from digest.publish.catalogue import Catalogue, Category, IssuePlan, Item, subject_line
 
 # Gmail clips an HTML body larger than this, hiding the rest behind "[Message clipped]".
 GMAIL_CLIP_BYTES = 102 * 1024
@@ -61,34 +61,86 @@ class Section:
 
 @dataclass(frozen=True, slots=True)
 class Issue:
-    """The items of one month, grouped by category in declared order, newest first in each."""
+    """The items of one month, and what the editors set for it (`newsletter.issues`).
+
+    By the date rule the sections are the categories in declared order, newest first in each.
+    An explicit list (`items:` in the month's issue) is shown in its own order: each run of
+    consecutive items of one category is a section, so a category can head more than one.
+    """
 
     month: Month
     sections: tuple[Section, ...]
+    intro: str | None = None  # Markdown, not yet sanitized
+    subject: str | None = None  # the month's own subject template, overriding the default
 
     @property
     def items(self) -> tuple[Item, ...]:
         """Return every item of the issue, in the order the digest shows them."""
         return tuple(item for section in self.sections for item in section.items)
 
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """Return the slugs of the categories the issue shows, each once, in order."""
+        return tuple(dict.fromkeys(s.category.slug for s in self.sections))
+
     def only(self, categories: frozenset[str] | None) -> Issue:
         """Return the issue cut down to `categories` (None: all of them)."""
         if categories is None:
             return self
-        kept = tuple(s for s in self.sections if s.category.slug in categories)
-        return Issue(self.month, kept)
+        kept = [s for s in self.sections if s.category.slug in categories]
+        return dataclasses.replace(self, sections=_runs(kept))
+
+
+def _runs(sections: Iterable[Section]) -> tuple[Section, ...]:
+    """Return sections with each pair of neighbours of one category joined into one."""
+    joined: list[Section] = []
+    for section in sections:
+        if joined and joined[-1].category == section.category:
+            joined[-1] = Section(section.category, joined[-1].items + section.items)
+        else:
+            joined.append(section)
+    return tuple(joined)
 
 
 def issue(catalogue: Catalogue, month: Month, now: datetime) -> Issue:
-    """Select the month's published items (drafts and scheduled ones left out)."""
+    """Select the month's published items (drafts and scheduled ones left out).
+
+    The month's `newsletter.issues` entry, if any, adds its intro and subject, and its `items`
+    list replaces the date rule: those items, in that order, as far as they are public at `now`.
+    """
     tz = catalogue.publication.tz
+    plan = catalogue.newsletter.plan(month) if catalogue.newsletter else None
+    if plan is not None and plan.items is not None:
+        return _planned(catalogue, plan, month, now, {i.id: i for i in catalogue.items})
     chosen = [i for i in catalogue.published(now) if Month.of(i.date, tz) == month]
+    return _dated(catalogue, month, chosen, plan)
+
+
+def _dated(catalogue: Catalogue, month: Month, chosen: list[Item], plan: IssuePlan | None) -> Issue:
+    """Return the issue of `chosen`, a month's items by date, grouped by declared category."""
     sections = []
     for category in catalogue.publication.categories:
         items = tuple(i for i in chosen if i.category == category.slug)
         if items:
             sections.append(Section(category, items))
-    return Issue(month, tuple(sections))
+    if plan is None:
+        return Issue(month, tuple(sections))
+    return Issue(month, tuple(sections), plan.intro, plan.subject)
+
+
+def _planned(
+    catalogue: Catalogue, plan: IssuePlan, month: Month, now: datetime, by_id: dict[str, Item]
+) -> Issue:
+    """Return the issue of an explicit list: its items in its order, runs of one category joined.
+
+    The catalogue has checked that every id names an item that is no draft and is dated before
+    the month ends; one whose date has not come yet at `now` is left out, as the date rule
+    leaves out every scheduled item.
+    """
+    categories = {c.slug: c for c in catalogue.publication.categories}
+    chosen = [by_id[i] for i in plan.items or () if by_id[i].date <= now and not by_id[i].draft]
+    sections = _runs(Section(categories[i.category], (i,)) for i in chosen)
+    return Issue(month, sections, plan.intro, plan.subject)
 
 
 def issues(catalogue: Catalogue, now: datetime) -> list[Issue]:
@@ -104,16 +156,20 @@ def issues(catalogue: Catalogue, now: datetime) -> list[Issue]:
         if month is None:
             month = months[id(item.date)] = Month.of(item.date, tz)
         by_month.setdefault(month, []).append(item)
-    found = []
-    for month in sorted(by_month, reverse=True):
-        chosen = by_month[month]
-        sections = []
-        for category in catalogue.publication.categories:
-            items = tuple(i for i in chosen if i.category == category.slug)
-            if items:
-                sections.append(Section(category, items))
-        found.append(Issue(month, tuple(sections)))
-    return found
+    plans = {p.month: p for p in catalogue.newsletter.issues} if catalogue.newsletter else {}
+    by_id = {i.id: i for i in catalogue.items} if plans else {}
+    found = {}
+    for month, chosen in by_month.items():
+        plan = plans.get(str(month))
+        if plan is None or plan.items is None:
+            found[month] = _dated(catalogue, month, chosen, plan)
+    for plan in plans.values():
+        if plan.items is not None:
+            month = Month.parse(plan.month)
+            shaped = _planned(catalogue, plan, month, now, by_id)
+            if shaped.items:  # listed items none of which is public yet: no issue yet
+                found[month] = shaped
+    return [found[month] for month in sorted(found, reverse=True)]
 
 
 def archive_path(month: Month) -> str:
@@ -232,23 +288,36 @@ class Renderer:
         self._fill("digest.txt.j2", context)
         self._refuse_fetches(self._fill("digest.html.j2", context))
 
-    def _subject(self, month: Month) -> str:
+    def _subject(self, selection: Issue) -> str:
         """Return the month's subject line, by the rule `digest check` applies."""
         newsletter = self.catalogue.newsletter
+        month = selection.month
         if newsletter is None:
             return f"{self.catalogue.publication.title} — {month.label}"
+        template, where = newsletter.subject, "newsletter.subject"
+        if selection.subject is not None:
+            template, where = selection.subject, f'newsletter.issues."{month}".subject'
         try:
-            return subject_line(newsletter.subject, month.first_day)
+            return subject_line(template, month.first_day)
         except ValueError as exc:
-            raise RenderError(f"{self.catalogue.path.name}: newsletter.subject: {exc}") from exc
+            raise RenderError(f"{self.catalogue.path.name}: {where}: {exc}") from exc
 
     def _context(self, selection: Issue, web: bool) -> dict[str, Any]:
         """Return what the templates are given for `selection`'s digest."""
         publication = self.catalogue.publication
+        newsletter = self.catalogue.newsletter
+        intro_html = intro_text = None
+        if selection.intro is not None:
+            intro_html = markup.to_html(selection.intro, publication.site_url)
+            intro_text = markup.to_text(intro_html)
         return {
             "publication": publication,
-            "subject": self._subject(selection.month),
+            "subject": self._subject(selection),
             "month": selection.month.label,
+            # Marked safe only here, after nh3 has sanitized it; None without an intro.
+            "intro_html": Markup(intro_html) if intro_html else None,  # noqa: S704 -- sanitized
+            "intro_text": intro_text,
+            "brand": newsletter.brand if newsletter else None,
             "preheader": _preheader(selection),
             "sections": [
                 {"name": s.category.name, "entries": [self._entry(i, web) for i in s.items]}

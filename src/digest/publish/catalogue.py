@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from digest.errors import CatalogueError, DigestError, Problem
+from digest.months import Month
 
 T = TypeVar("T")
 
@@ -132,6 +133,35 @@ class Dkim:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuePlan:
+    """What the editors set for one month's digest (`newsletter.issues."YYYY-MM"`)."""
+
+    month: str  # "YYYY-MM"
+    intro: str | None = None  # Markdown, shown under the greeting
+    items: tuple[str, ...] | None = None  # item ids in the order shown; None: the month's dates
+    subject: str | None = None  # overrides newsletter.subject for this month
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Logo:
+    """The office's logo at the top of the email and the pages."""
+
+    url: str
+    alt: str
+    width: int  # CSS pixels
+
+
+@dataclass(frozen=True, slots=True)
+class Brand:
+    """The office's look without editing templates: logo, accent colour, footer address."""
+
+    logo: Logo | None = None
+    accent: str | None = None  # "#rrggbb", lower-case; white text on it passes WCAG AA
+    address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Newsletter:
     """How the monthly digest is addressed and when it is sent."""
 
@@ -144,6 +174,13 @@ class Newsletter:
     limits: Limits = Limits()
     # Sign each message with DKIM (the key is DIGEST_DKIM_KEY); None: the relay signs, or nobody.
     dkim: Dkim | None = None
+    issues: tuple[IssuePlan, ...] = ()
+    brand: Brand | None = None
+
+    def plan(self, month: Month) -> IssuePlan | None:
+        """Return what the editors set for `month`'s issue, if anything."""
+        key = str(month)
+        return next((p for p in self.issues if p.month == key), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,7 +522,9 @@ _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 # One-line text fields where a ` #` inside an unquoted value would silently cut it short.
-_ONE_LINE = frozenset({"title", "subtitle", "name", "summary", "alt", "subject"})
+_ONE_LINE = frozenset(
+    {"title", "subtitle", "name", "summary", "alt", "subject", "intro", "address"}
+)
 _COMMENT_AFTER = re.compile(r"[ \t]+#")
 
 
@@ -962,6 +1001,103 @@ def _tags(value: Any) -> tuple[str, ...]:
     return tuple(_text(tag) for tag in value)
 
 
+# -- newsletter.issues and newsletter.brand ------------------------------------------------------
+
+_MONTH_KEY = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
+
+
+def _month_key(key: str) -> Month:
+    """Read an issue's key, a month written "YYYY-MM"."""
+    match = _MONTH_KEY.fullmatch(key)
+    # The year's last month has no month after it to end in, as the date check needs.
+    if match is None or not 1 <= int(match.group(1)) <= 9998:
+        raise _Invalid(
+            f'\'{key}\' is not a month; write the month as "YYYY-MM" in quotes, like "2025-11"'
+        )
+    return Month(int(match.group(1)), int(match.group(2)))
+
+
+def _intro(value: Any) -> str:
+    return _text(
+        value,
+        multiline=True,
+        limit=MAX_SUMMARY,
+        fix="an introduction is a short note; publish a longer letter as an item with a `link`",
+    )
+
+
+def _unknown_id(slug: str, known: Mapping[str, Item]) -> str:
+    """Say that no item has the id `slug`, suggesting the id it was probably meant as."""
+    close = difflib.get_close_matches(slug, list(known), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else "; check the item's `id`"
+    return f"'{slug}' is not the id of any item{hint}"
+
+
+def _https_url(value: Any) -> str:
+    text = _url(value)
+    if not text.startswith("https://"):
+        raise _Invalid(
+            f"'{text}' is not an https:// URL; mail clients and browsers block or warn about "
+            "images over plain http, so serve the logo over https"
+        )
+    return text
+
+
+# The logo's width in CSS pixels: big enough to see, and no wider than the email's header inside
+# its margins (600 px less 32 px each side), which Outlook, ignoring max-width, would stretch.
+LOGO_WIDTH = 200
+MIN_LOGO_WIDTH = 16
+MAX_LOGO_WIDTH = 536
+
+
+def _logo_width(value: Any) -> int:
+    text = _text(value)
+    if not re.fullmatch(r"[0-9]{1,4}", text):
+        raise _Invalid(f"'{text}' is not a width in pixels (a whole number, like 200)")
+    width = int(text)
+    if not MIN_LOGO_WIDTH <= width <= MAX_LOGO_WIDTH:
+        raise _Invalid(
+            f"{width} px is outside {MIN_LOGO_WIDTH}-{MAX_LOGO_WIDTH} px; the email's header is "
+            f"{MAX_LOGO_WIDTH} px wide inside its margins"
+        )
+    return width
+
+
+_HEX_COLOUR = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
+# WCAG 2.x level AA for normal text: white on the accent (the header, buttons) and the accent as
+# link text on white are the same pair of colours, so one ratio decides both.
+WCAG_AA = 4.5
+
+
+def contrast_with_white(colour: str) -> float:
+    """Return the WCAG 2.x contrast ratio between a #rrggbb colour and white."""
+    from coloraide import Color  # imported only for a catalogue that has an accent
+
+    return float(Color(colour).contrast("#ffffff", method="wcag21"))
+
+
+def _accent(value: Any) -> str:
+    text = _text(value)
+    if not _HEX_COLOUR.fullmatch(text):
+        raise _Invalid(
+            f"'{text}' is not a colour; write it as a hex colour in quotes, like \"#7a1f5c\""
+        )
+    digits = text[1:].lower()
+    colour = "#" + ("".join(d * 2 for d in digits) if len(digits) == 3 else digits)
+    ratio = contrast_with_white(colour)
+    if ratio < WCAG_AA:
+        raise _Invalid(
+            f"'{text}' gives white text on it (and itself as link text on white) a contrast of "
+            f"{_ratio(ratio)}; WCAG AA needs {WCAG_AA}:1: choose a darker colour"
+        )
+    return colour
+
+
+def _ratio(ratio: float) -> str:
+    """Write a contrast ratio as people read it, never rounded up past a threshold: 4.49:1."""
+    return f"{int(ratio * 100) / 100:.2f}".rstrip("0").rstrip(".") + ":1"
+
+
 Parser = Callable[[Any], Any]
 # field name -> (required, parser); a parser returns the checked value or raises _Invalid.
 Fields = Mapping[str, tuple[bool, Parser]]
@@ -973,6 +1109,8 @@ class _Checker:
     def __init__(self, name: str, problems: list[Problem]) -> None:
         self.name = name
         self.problems = problems
+        # Each item id an issue lists: (its issue's month, its path, its line, the id).
+        self.listed: list[tuple[Month, str, int, str]] = []
 
     def error(self, line: int | None, path: str, message: str) -> None:
         self.problems.append(Problem(self.name, line, path, message))
@@ -1051,7 +1189,11 @@ class _Checker:
             newsletter = self.newsletter(top["newsletter"], _key_line(data, "newsletter"))
         items = []
         if "items" in top:
+            before = len(self.problems)
             items = self.items(top["items"], _key_line(data, "items"), publication)
+            # An item with a mistake is not in `items`: its id is not "unknown".
+            whole = len(self.problems) == before
+            self.listed_items(items, publication.tz if publication else None, whole)
         if publication is None or self.problems:
             return None
         return Catalogue(path, publication, newsletter, tuple(items))
@@ -1153,9 +1295,17 @@ class _Checker:
                 "subscribers": (False, _text),
                 "delivery": (False, _identity),
                 "dkim": (False, _identity),
+                "issues": (False, _identity),
+                "brand": (False, _identity),
             },
         )
         dkim = self.dkim(fields["dkim"], _key_line(value, "dkim")) if "dkim" in fields else None
+        plans = (
+            self.issues(fields["issues"], _key_line(value, "issues")) if "issues" in fields else []
+        )
+        brand = (
+            self.brand(fields["brand"], _key_line(value, "brand")) if "brand" in fields else None
+        )
         limits = Limits()
         if "delivery" in fields:
             given = self.mapping(
@@ -1180,6 +1330,8 @@ class _Checker:
             subscribers=fields.get("subscribers", "subscribers.csv"),
             limits=limits,
             dkim=dkim,
+            issues=tuple(plans),
+            brand=brand,
         )
 
     def dkim(self, value: Any, line: int | None) -> Dkim | None:
@@ -1312,6 +1464,148 @@ class _Checker:
             )
             ok = False
         return ok
+
+    # -- newsletter.issues and newsletter.brand ------------------------------------------------
+
+    def issues(self, value: Any, line: int | None) -> list[IssuePlan]:
+        """Check `newsletter.issues`: a mapping of "YYYY-MM" months to what each issue holds."""
+        if not isinstance(value, _Map):
+            self.error(
+                line,
+                "newsletter.issues",
+                f'expected a mapping of months like "2025-11", found {_describe(value)}',
+            )
+            return []
+        for key, repeat in value.duplicates:
+            self.error(
+                repeat,
+                f'newsletter.issues."{key}"',
+                f"this month is given twice (first at line {value.key_lines[key]}); YAML would "
+                "keep only the last one, so merge them into one",
+            )
+        plans = []
+        for key, raw in value.items():
+            plan = self.issue_plan(key, raw, value.key_lines[key])
+            if plan is not None:
+                plans.append(plan)
+        return plans
+
+    def issue_plan(self, key: str, value: Any, line: int) -> IssuePlan | None:
+        """Check one month's issue: its key, `intro`, `items` and `subject`."""
+        where = f'newsletter.issues."{key}"'
+        try:
+            month = _month_key(key)
+        except _Invalid as exc:
+            self.error(line, where, str(exc))
+            month = None
+        got = self.mapping(
+            value,
+            line,
+            where,
+            {"intro": (False, _intro), "items": (False, _identity), "subject": (False, _text)},
+        )
+        if month is None:
+            return None
+        if "subject" in got:
+            try:
+                subject_line(got["subject"], month.first_day)
+            except ValueError as exc:
+                self.error(_key_line(value, "subject"), f"{where}.subject", str(exc))
+                del got["subject"]
+        items = None
+        if "items" in got:
+            items = self.issue_items(got["items"], _key_line(value, "items"), where, month)
+        return IssuePlan(str(month), got.get("intro"), items, got.get("subject"), line)
+
+    def issue_items(
+        self, value: Any, line: int | None, where: str, month: Month
+    ) -> tuple[str, ...] | None:
+        """Check an issue's list of item ids; each is matched to its item once items are read."""
+        seen: dict[str, str] = {}
+
+        def each(entry: Any, entry_line: int, path: str) -> str | None:
+            try:
+                slug = _slug(entry)
+            except _Invalid as exc:
+                self.error(entry_line, path, str(exc))
+                return None
+            if slug in seen:
+                first = seen[slug].removeprefix(f"{where}.")
+                self.error(
+                    entry_line,
+                    path,
+                    f"'{slug}' is listed twice (first as {first}); list each item once",
+                )
+                return None
+            seen[slug] = path
+            self.listed.append((month, path, entry_line, slug))
+            return slug
+
+        ids = self.sequence(value, line, f"{where}.items", each)
+        if isinstance(value, _Seq) and not value:
+            self.error(
+                line,
+                f"{where}.items",
+                "is an empty list; list the ids of the items to show, or remove `items` to show "
+                "the items dated in the month",
+            )
+            return None
+        return tuple(ids)
+
+    def listed_items(self, items: list[Item], tz: tzinfo | None, whole: bool) -> None:
+        """Check that every id an issue lists names an item that issue can show."""
+        if not self.listed:  # most catalogues: no index of 100,000 ids for nothing
+            return
+        known = {i.id: i for i in items}
+        for month, path, line, slug in self.listed:
+            found = known.get(slug)
+            if found is None:
+                if whole:
+                    self.error(line, path, _unknown_id(slug, known))
+                continue
+            if found.draft:
+                self.error(
+                    line,
+                    path,
+                    f"'{slug}' is a draft (line {found.line}), and drafts are published nowhere; "
+                    "publish it first (remove `draft: true`), or take it out of the list",
+                )
+            elif tz is not None and found.date >= month.shift(1).start(tz):
+                self.error(
+                    line,
+                    path,
+                    f"'{slug}' is dated {found.date.astimezone(tz).date().isoformat()} (line "
+                    f"{found.line}), after {month.label} ends, so it is still scheduled when the "
+                    f"{month.label} digest goes out; list it in the issue of its own month, or "
+                    "take it out of the list",
+                )
+
+    def brand(self, value: Any, line: int | None) -> Brand | None:
+        """Check `newsletter.brand`: a logo, an accent colour that passes WCAG AA, an address."""
+        fields = self.mapping(
+            value,
+            line,
+            "newsletter.brand",
+            {"logo": (False, _identity), "accent": (False, _accent), "address": (False, _text)},
+        )
+        if isinstance(value, _Map) and "accent" in value and value["accent"] is None:
+            self.error(
+                _key_line(value, "accent"),
+                "newsletter.brand.accent",
+                "is empty; '#' starts a YAML comment, so a colour must be in quotes, like "
+                'accent: "#7a1f5c"',
+            )
+        logo = None
+        if "logo" in fields:
+            got = self.mapping(
+                fields["logo"],
+                _key_line(value, "logo"),
+                "newsletter.brand.logo",
+                {"url": (True, _https_url), "alt": (True, _text), "width": (False, _logo_width)},
+            )
+            if "url" in got and "alt" in got:
+                logo = Logo(got["url"], got["alt"], got.get("width", LOGO_WIDTH))
+        return Brand(logo, fields.get("accent"), fields.get("address"))
 
 
 def _undeclared(slug: str, kind: str, declared: set[str]) -> str:

@@ -97,7 +97,13 @@ def render_index(catalogue: Catalogue, now: datetime, archive: Sequence[ArchiveL
     if rest:
         groups.append(_Group("More" if groups else "Latest", rest))
     template = _environment().get_template("index.html.j2")
+    brand = catalogue.newsletter.brand if catalogue.newsletter else None
     page = template.render(
-        publication=publication, rows=rows, formats=FORMATS, groups=groups, archive=archive
+        publication=publication,
+        rows=rows,
+        formats=FORMATS,
+        groups=groups,
+        archive=archive,
+        brand=brand,
     )
     return page.encode("utf-8")
