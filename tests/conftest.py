@@ -141,7 +141,9 @@ class Recorder:
       total, before replying (the message is recorded: the client cannot know it arrived);
     - `delay`: seconds to wait before answering DATA;
     - `slow[address] = 1.0`: seconds to wait before answering DATA for that address instead;
-    - `pipelining`: whether EHLO offers PIPELINING (RFC 2920), as most servers do.
+    - `pipelining`: whether EHLO offers PIPELINING (RFC 2920), as most servers do;
+    - `hold`: once a message is accepted, DATA replies wait until this event is set (at most 60 s),
+      so a test can act while a send is surely under way, however slowly processes start.
 
     `peak_sessions`: the most connections open at once (from EHLO to QUIT).
     """
@@ -154,6 +156,7 @@ class Recorder:
     delay: float = 0.0
     slow: dict[str, float] = field(default_factory=dict)
     pipelining: bool = True
+    hold: threading.Event | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     sessions: set[int] = field(default_factory=set)
     peak_sessions: int = 0
@@ -183,6 +186,8 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.hold is not None and self.messages:
+            await asyncio.get_running_loop().run_in_executor(None, self.hold.wait, 60)
         delay = max([self.slow.get(r, self.delay) for r in envelope.rcpt_tos], default=self.delay)
         if delay:
             await asyncio.sleep(delay)
@@ -195,7 +200,9 @@ class Recorder:
             server.transport.close()
             return "250 OK"
         if self.drop_after is not None and count == self.drop_after:
-            asyncio.get_running_loop().call_later(0.05, server.transport.close)
+            # At the next turn of the loop: the reply goes out (close flushes it), and nothing
+            # the client pipelines after it is read, however slowly this machine runs.
+            asyncio.get_running_loop().call_soon(server.transport.close)
         return "250 OK"
 
     def by_recipient(self) -> dict[str, list[Received]]:

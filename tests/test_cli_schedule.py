@@ -6,6 +6,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -128,12 +129,13 @@ def test_manual_send_first_then_scheduler_sends_nothing(
     spawn: Spawn, smtp_server: SmtpServer, tmp_path: Path, project: Month
 ) -> None:
     """A staff member's send racing the scheduler's catch-up: one sends, the other reports."""
-    smtp_server.recorder.delay = 0.1
+    smtp_server.recorder.hold = held = threading.Event()
     manual = spawn("send", "--month", str(project), "--yes")
     wait_for(lambda: len(smtp_server.recorder.messages) >= 1, manual, "the manual send")
     log = tmp_path / "schedule.log"
     scheduler = spawn("schedule", log=log)
     wait_for(logged(log, "skipped: another send is running"), scheduler, "the refusal")
+    held.set()
     status, out, err = finish(manual)
     assert (status, err) == (0, "")
     assert f"sent {READERS}, already sent 0" in out
@@ -147,11 +149,12 @@ def test_scheduler_first_then_manual_send_is_refused(
     spawn: Spawn, smtp_server: SmtpServer, tmp_path: Path, project: Month
 ) -> None:
     """While the scheduler sends a month, `digest send` for it exits 1 naming the scheduler."""
-    smtp_server.recorder.delay = 0.1
+    smtp_server.recorder.hold = held = threading.Event()
     log = tmp_path / "schedule.log"
     scheduler = spawn("schedule", log=log)
     wait_for(lambda: len(smtp_server.recorder.messages) >= 1, scheduler, "the scheduled send")
     status, out, err = finish(spawn("send", "--month", str(project), "--yes"))
+    held.set()
     assert (status, out) == (1, "")
     assert re.fullmatch(
         rf"another send of {project} is running \(pid \d+ on .+, digest schedule, since .+\); "
