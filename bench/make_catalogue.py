@@ -166,9 +166,21 @@ def main() -> None:
     parser.add_argument(
         "--edition", type=int, default=0, help="a number: change the middle item's title to match"
     )
+    parser.add_argument(
+        "--dkim",
+        metavar="SELECTOR",
+        default=None,
+        help="add newsletter.dkim for example.edu with this selector (the key: DIGEST_DKIM_KEY)",
+    )
     args = parser.parse_args()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(catalogue(args.items, args.edition), encoding="utf-8")
+    text = catalogue(args.items, args.edition)
+    if args.dkim:
+        marker = "  subscribers: subscribers.csv\n"
+        text = text.replace(
+            marker, f"{marker}  dkim: {{domain: example.edu, selector: {args.dkim}}}\n"
+        )
+    args.output.write_text(text, encoding="utf-8")
     (args.output.parent / "subscribers.csv").write_text(
         subscribers(args.subscribers), encoding="utf-8"
     )

@@ -163,7 +163,9 @@ class Sink:
         self.process.wait()
 
 
-def make(work: Path, items: int, recipients: int = 10, edition: int = 0) -> Path:
+def make(
+    work: Path, items: int, recipients: int = 10, edition: int = 0, dkim: str | None = None
+) -> Path:
     """Write the synthetic catalogue of `items` items into `work`; return its path.
 
     Written by another process: were this one to read or write the catalogue, its peak RSS would
@@ -182,6 +184,7 @@ def make(work: Path, items: int, recipients: int = 10, edition: int = 0) -> Path
             str(recipients),
             "--edition",
             str(edition),
+            *(["--dkim", dkim] if dkim else []),
         ],
         check=True,
         stdout=subprocess.DEVNULL,
@@ -387,9 +390,57 @@ def bench_recipients(
                 rows.append(script)
             finally:
                 sink.stop()
+        if only is None or "send-dkim" in only:
+            rows.append(
+                bench_signed_send(work, catalogue, count, reps, connections, progress, sink_binary)
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows
+
+
+def bench_signed_send(
+    work: Path,
+    catalogue: Path,
+    count: int,
+    reps: int,
+    connections: int,
+    progress: Callable[[str], None],
+    sink_binary: str | None,
+) -> Row:
+    """Time a send whose every message is DKIM-signed (RSA 2048) beside the same send unsigned.
+
+    Both are `digest send` of the same catalogue to the same sink, alternating: the ratio is what
+    signing costs, and the difference divided by the recipients is its cost a message.
+    """
+    signed = make(work / "signed", 1000, count, dkim="bench")
+    key = signed.parent / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    sink = Sink(sink_binary)
+    try:
+        row = Row(
+            f"send with DKIM, {connections} connections",
+            label(count) + " recipients",
+            baseline_name=f"the same send unsigned ({sink.name})",
+        )
+        env = {"DIGEST_SMTP_URL": f"smtp://127.0.0.1:{sink.port}"}
+
+        def send(path: Path, extra: dict[str, str]) -> Sample:
+            fresh(path.parent, ".digest")
+            argv = [DIGEST, "send", "--yes", "--month", MONTH, "-c", str(path)]
+            argv += ["--connections", str(connections)]
+            return run_child(argv, path.parent, {**env, **extra})
+
+        alternate(
+            row,
+            reps,
+            lambda: send(catalogue, {}),
+            lambda: send(signed, {"DIGEST_DKIM_KEY": str(key)}),
+            progress,
+        )
+        return row
+    finally:
+        sink.stop()
 
 
 def machine() -> str:
@@ -450,7 +501,7 @@ def main() -> None:
         "--only",
         default=None,
         help="comma-separated: build-cold, rss, build-noop, build-edit, check, start, messages, "
-        "send",
+        "send, send-dkim",
     )
     parser.add_argument("--json", type=Path, default=HERE / "results.json", help="results file")
     args = parser.parse_args()
@@ -460,7 +511,7 @@ def main() -> None:
         print(f"  {text}", file=sys.stderr, flush=True)
 
     recipients = [int(s) for s in args.recipients.split(",") if s]
-    sending = bool(recipients) and (only is None or "send" in only)
+    sending = bool(recipients) and (only is None or bool({"send", "send-dkim"} & only))
     sink_binary = smtp_sink(install=not args.no_install) if sending else None
     rows: list[Row] = []
     for count in (int(s) for s in args.sizes.split(",") if s):

@@ -566,3 +566,25 @@ def test_bad_dkim_block_is_located(dkim: str, message: str) -> None:
     """A mistyped DKIM domain or selector is named with its line before anything is signed."""
     text = yaml_catalogue() + newsletter("News") + f"  dkim: {dkim}\n"
     assert problems(text) == [f"items.yaml:{SUBJECT_LINE + 3}: {message}"]
+
+
+@pytest.mark.parametrize("domain", ["example.edu", "mail.example.edu", "Example.EDU."])
+def test_dkim_domain_that_aligns_with_from_is_taken(domain: str) -> None:
+    """Signing as the From domain, a parent or a subdomain of it passes DMARC: no error."""
+    text = yaml_catalogue() + newsletter("News") + f"  dkim: {{domain: {domain}, selector: d1}}\n"
+    news = parse(text).newsletter
+    assert news is not None
+    assert news.dkim is not None
+    assert news.dkim.aligns("news@example.edu")
+
+
+@pytest.mark.parametrize("domain", ["relay-mail.com", "example.org", "ample.edu"])
+def test_dkim_domain_that_does_not_align_with_from_is_refused(domain: str) -> None:
+    """A signature by another domain would fail DMARC on every message: refused, with its line."""
+    text = yaml_catalogue() + newsletter("News") + f"  dkim: {{domain: {domain}, selector: d1}}\n"
+    assert problems(text) == [
+        f"items.yaml:{SUBJECT_LINE + 3}: newsletter.dkim.domain: '{domain}' does not align with "
+        "the From address's domain 'example.edu', so DMARC would fail for every message even "
+        "with a good signature; sign as 'example.edu' (or a domain it is a subdomain of), or "
+        "leave newsletter.dkim out and let the relay sign"
+    ]

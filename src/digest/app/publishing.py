@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from digest.app import signing
 from digest.app.settings import Settings
 from digest.errors import CatalogueError, DigestError, Problem
 from digest.months import Month
@@ -66,6 +67,9 @@ def check(settings: Settings, now: datetime, warn: Warn) -> CheckReport:
         return CheckReport(catalogue.counts(now))
     trigger(catalogue)
     newsletter.check(catalogue, now)
+    signer = signing.signer(settings, catalogue)
+    if signer is not None and signer.advice is not None:
+        warn(f"warning: {signer.advice}")
     listed, where = subscribers.of_catalogue(catalogue, strict=False)
     for problem in listed.duplicates:
         warn(f"warning: {problem}")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from digest.app import wording
+from digest.app import signing, wording
 from digest.app.publishing import Warn, load, trigger
 from digest.app.settings import Settings
 from digest.errors import CatalogueError, DigestError, Problem, SendBusyError
@@ -94,6 +94,7 @@ def preview(
 
     catalogue = load(settings)
     catalogue.mailing()
+    signing.signer(settings, catalogue)  # as the send will: a dry run finds a key's problem too
     found = recipients(catalogue, skip_invalid=skip_invalid, warn=warn, fix=fix)
     month = month or Month.previous(now, catalogue.publication.tz)
     chosen = newsletter.issue(catalogue, month, now)
@@ -227,6 +228,7 @@ def send_month(
 
     catalogue = load(settings, freeze=options.freeze)
     catalogue.mailing()
+    signer = signing.signer(settings, catalogue)  # a key that cannot sign stops it here
     tz = catalogue.publication.tz
     month = month or Month.previous(now, tz)
     transport = settings_transport(settings, month)
@@ -251,6 +253,7 @@ def send_month(
         return options.confirm(briefing)
 
     execute = dict(options.execute, stop=options.stop, unsubscribe=settings.one_click())
+    execute["signer"] = signer
     if options.progress is not None:
         execute["progress"] = options.progress
     _, without = delivery.audience(chosen, found.listed)
@@ -335,12 +338,15 @@ def send_tests(
 
     catalogue = load(settings)
     catalogue.mailing()
+    signer = signing.signer(settings, catalogue)
     month = month or Month.previous(now, catalogue.publication.tz)
     chosen = newsletter.issue(catalogue, month, now)
     via = settings_transport(settings, month, test=True)
     if not chosen.items:
         return TestCopies(month, (), (), via.describe(), 0)
-    failures = delivery.send_tests(catalogue, chosen, addresses, via, now, settings.one_click())
+    failures = delivery.send_tests(
+        catalogue, chosen, addresses, via, now, settings.one_click(), signer
+    )
     failed = {failure.split(":", 1)[0] for failure in failures}
     sent = tuple(a for a in addresses if a not in failed)
     return TestCopies(month, sent, tuple(failures), via.describe(), len(chosen.items))

@@ -131,6 +131,20 @@ class Dkim:
     domain: str
     selector: str
 
+    def aligns(self, sender: str) -> bool:
+        """Return whether a signature by `domain` aligns with the From address `sender` (DMARC).
+
+        Relaxed alignment asks for the same organizational domain. Without the Public Suffix
+        List, what is sure to share it: the From domain is `domain`, a subdomain of it, or its
+        parent (a From domain is a registered one, never a public suffix).
+        """
+        own = sender.rpartition("@")[2].lower().rstrip(".")
+        return (
+            own == self.domain
+            or own.endswith(f".{self.domain}")
+            or (self.domain.endswith(f".{own}"))
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class IssuePlan:
@@ -1306,6 +1320,8 @@ class _Checker:
         brand = (
             self.brand(fields["brand"], _key_line(value, "brand")) if "brand" in fields else None
         )
+        if dkim is not None and "from" in fields and not dkim.aligns(fields["from"].address):
+            self.misaligned(dkim, fields["from"].address, _key_line(fields["dkim"], "domain"))
         limits = Limits()
         if "delivery" in fields:
             given = self.mapping(
@@ -1344,6 +1360,16 @@ class _Checker:
         if len(given) < 2:  # both keys; a missing one is already reported
             return None
         return Dkim(domain=given["domain"], selector=given["selector"])
+
+    def misaligned(self, dkim: Dkim, sender: str, line: int | None) -> None:
+        own = sender.rpartition("@")[2].lower()
+        self.error(
+            line,
+            "newsletter.dkim.domain",
+            f"'{dkim.domain}' does not align with the From address's domain '{own}', so DMARC "
+            f"would fail for every message even with a good signature; sign as '{own}' (or a "
+            "domain it is a subdomain of), or leave newsletter.dkim out and let the relay sign",
+        )
 
     def items(self, value: Any, line: int | None, publication: Publication | None) -> list[Item]:
         tz: tzinfo = publication.tz if publication else ZoneInfo("UTC")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from digest.errors import DeliveryError, LedgerBusyError
 from digest.mail import message, newsletter
@@ -57,7 +57,11 @@ from digest.send.transport import (
     SmtpConnection,
     Temporary,
     Transport,
+    wire_bytes,
 )
+
+if TYPE_CHECKING:
+    from digest.mail.dkim import Signer
 
 # The daily limit's window: it rolls, so a recipient counts for 24 hours from when it was accepted.
 DAY = timedelta(hours=24)
@@ -242,8 +246,12 @@ def send_tests(
     transport: Transport,
     date: datetime,
     unsubscribe: Callable[[str], str] | None = None,
+    signer: Signer | None = None,
 ) -> list[str]:
-    """Send a [TEST] copy to each address over one connection; return what was not sent, why."""
+    """Send a [TEST] copy to each address over one connection; return what was not sent, why.
+
+    `signer`, when given, signs each copy as it signs the real digest.
+    """
     from digest.send.transport import SendError
 
     connection = transport.open()
@@ -251,8 +259,9 @@ def send_tests(
     try:
         for address in addresses:
             built, sender = test_copy(catalogue, issue, address, date, unsubscribe)
+            made = built if signer is None else signer.sign(wire_bytes(built))
             try:
-                connection.send(built, sender, address)
+                connection.send(made, sender, address)
             except SendError as exc:
                 failures.append(f"{address}: {exc}")
     finally:
@@ -303,6 +312,7 @@ class Send:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         unsubscribe: Callable[[str], str] | None = None,
+        signer: Signer | None = None,
     ) -> Summary:
         """Send every pending, in-flight and deferred message; return the counts.
 
@@ -310,6 +320,7 @@ class Send:
         into List-Unsubscribe beside the catalogue's address, and replaces it in the body.
         `daily_limit`: at most that many recipients accepted in any 24 hours, this run's and
         those the ledger counts; the rest are left pending and counted as `held`.
+        `signer`, when given, signs each message with DKIM as it goes.
         """
         worker = _Worker(
             self,
@@ -323,6 +334,7 @@ class Send:
             sleep=sleep,
             rng=rng or random.Random(),  # noqa: S311 -- jitter, not secrets
             unsubscribe=unsubscribe,
+            signer=signer,
         )
         summary = worker.run(max(1, connections))
         if summary.held and daily_limit is not None:
@@ -378,11 +390,21 @@ class Composer:
     A selection is serialized by the email package once; each recipient then costs a few string
     substitutions instead of a MIME build. A recipient the stencil declines gets `compose`'s
     EmailMessage. Safe to share between connections.
+
+    With a `signer`, every message is its signed bytes: the DKIM-Signature, made per message,
+    in front of the bytes made as above (a signature covers the whole message, so it cannot be
+    cached; nothing else changes).
     """
 
-    def __init__(self, plan: Send, unsubscribe: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        plan: Send,
+        unsubscribe: Callable[[str], str] | None = None,
+        signer: Signer | None = None,
+    ) -> None:
         self.plan = plan
         self.unsubscribe = unsubscribe
+        self.signer = signer
         self.settings = plan.catalogue.mailing()
         self._stencils: dict[str, message.Stencil] = {}
         self._skeletons: dict[message.Envelope, bytes] = {}  # the same for every selection
@@ -397,7 +419,8 @@ class Composer:
         recipient = Mailbox(row.name, row.address)
         stencil = self._stencil(row.selection, one_click is not None)
         filled = stencil.fill(recipient, one_click, date, html_values, text_values, row.copy)
-        return filled if filled is not None else compose(self.plan, row, date, self.unsubscribe)
+        made = filled if filled is not None else compose(self.plan, row, date, self.unsubscribe)
+        return made if self.signer is None else self.signer.sign(wire_bytes(made))
 
     def _stencil(self, selection: str, one_click: bool) -> message.Stencil:
         key = f"{one_click}:{selection}"
@@ -690,6 +713,7 @@ class _Worker:
         sleep: Callable[[float], None],
         rng: random.Random,
         unsubscribe: Callable[[str], str] | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.send = send
         self.transport = transport
@@ -701,7 +725,7 @@ class _Worker:
         self.stop = stop
         self.sleep = sleep
         self.rng = rng
-        self.compose = Composer(send, unsubscribe)
+        self.compose = Composer(send, unsubscribe, signer)
         self.summary = Summary(already=send.already)
         self.sender = send.catalogue.mailing().sender.address
         self.key = str(send.month)
