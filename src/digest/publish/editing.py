@@ -1,0 +1,537 @@
+"""Write one item back into `items.yaml`, leaving every other byte of the file as it was.
+
+The file is edited as text, not re-dumped: the item's lines are found from the YAML parser's
+marks, only the lines of the fields that change are rendered anew (or the new item's lines,
+appended after the last item), and the result is spliced between untouched lines. Comments, key
+order, blank lines and the quoting of everything else stay byte-identical, which a round-trip
+dumper does not promise (ruamel.yaml re-indents and re-wraps what it writes back).
+
+Values are written plain only where every YAML reader takes them for the same text; anything
+else (`#`, `: `, `NO`, `null`, a number, a date in a title, a leading quote or indicator) is
+quoted, and text over several lines is a `|` block. Every edit is then proved: the new file is
+read again, the item must read back as exactly the text written, and `catalogue.parse` (the one
+validator) must accept the file with every other item unchanged. Nothing here touches the disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from digest.errors import CatalogueError, DigestError
+from digest.publish import catalogue as catalogues
+from digest.publish.catalogue import Catalogue
+
+# An item's keys in the order a new item is written (the editors' guide's order).
+KEYS = (
+    "id",
+    "title",
+    "date",
+    "updated",
+    "category",
+    "section",
+    "summary",
+    "body",
+    "link",
+    "image",
+    "tags",
+    "draft",
+)
+# Keys whose values are written plain when they have their expected form (as the guide writes
+# them): a date, a slug, a URL.
+_DATES = frozenset({"date", "updated"})
+_WORDS = frozenset({"id", "category", "section"})
+
+# A value is text, a list of tags, an image {url, alt}, the draft flag, or None (no such key).
+Value = str | bool | tuple[str, ...] | Mapping[str, str] | None
+
+
+class EditError(DigestError):
+    """The catalogue could not be edited as asked; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Edited:
+    """A catalogue's new bytes, checked, and the index of the item the edit concerned."""
+
+    raw: bytes
+    catalogue: Catalogue
+    index: int
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading the layout: where each item and each of its keys sits
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    name: str
+    first: int  # line (from 0) of the key
+    last: int  # last line of its value
+    column: int  # where the key starts on its line
+    value: yaml.Node
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    lines: list[str]
+    newline: str
+    items: yaml.Node | None  # the `items` value node
+    items_key: yaml.Node | None
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def _layout(raw: bytes, name: str) -> _Layout:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EditError(f"{name} is not UTF-8 ({exc}); save it as UTF-8 first") from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.CSafeLoader)
+    except yaml.YAMLError as exc:
+        raise EditError(f"{name} is not valid YAML; run `digest check` and fix it first") from exc
+    lines = _LINE.findall(text)
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    items = items_key = None
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == "items":
+                items, items_key = value, key
+    return _Layout(lines, newline, items, items_key)
+
+
+def _entries(layout: _Layout) -> list[yaml.Node]:
+    node = layout.items
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _last_line(node: yaml.Node, lines: Sequence[str]) -> int:
+    """Return the last line (from 0) that holds part of `node`'s value."""
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and not node.flow_style:
+        children = node.value
+        if children:
+            last = children[-1]
+            return _last_line(last[1] if isinstance(last, tuple) else last, lines)
+    end = node.end_mark
+    line = end.line - 1 if end.column == 0 and end.line > node.start_mark.line else end.line
+    # A block scalar's end comes after its trailing blank lines: those belong to the layout.
+    while line > node.start_mark.line and not lines[line].strip():
+        line -= 1
+    return min(line, len(lines) - 1)
+
+
+def _keys(item: yaml.MappingNode, lines: Sequence[str]) -> list[_Key]:
+    found = []
+    for key, value in item.value:
+        if not isinstance(key, yaml.ScalarNode):
+            continue
+        found.append(
+            _Key(
+                key.value,
+                key.start_mark.line,
+                _last_line(value, lines),
+                key.start_mark.column,
+                value,
+            )
+        )
+    return found
+
+
+def values_at(raw: bytes, index: int, name: str = "items.yaml") -> dict[str, Value]:
+    """Return item `index`'s values as the file writes them (text as text, dates unparsed)."""
+    layout = _layout(raw, name)
+    entries = _entries(layout)
+    item = entries[index] if 0 <= index < len(entries) else None
+    if not isinstance(item, yaml.MappingNode):
+        raise EditError(f"{name} has no item {index}; reload the page")
+    return {k.name: _value_of(k.name, k.value) for k in _keys(item, layout.lines)}
+
+
+def _value_of(key: str, node: yaml.Node) -> Value:
+    if isinstance(node, yaml.ScalarNode):
+        text = str(node.value).strip()
+        if key == "draft":
+            return text == "true"
+        if key == "tags":
+            return (text,) if text else ()
+        return text or None
+    if isinstance(node, yaml.SequenceNode):
+        return tuple(str(getattr(child, "value", "")).strip() for child in node.value)
+    if isinstance(node, yaml.MappingNode):
+        return {
+            str(k.value): str(getattr(v, "value", "")).strip()
+            for k, v in node.value
+            if isinstance(k, yaml.ScalarNode)
+        }
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing values: plain where every reader agrees, quoted otherwise
+
+# What a plain scalar may not start with: YAML indicators and quotes.
+_INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
+# Number-like words (YAML 1.1 and 1.2 read some as numbers, sexagesimals or dates).
+_NUMBERISH = re.compile(r"[-+.]?[0-9][0-9A-Za-z_.:+-]*")
+_DATE_FORM = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ][0-9:.+\-Z]+)?")
+_SLUG_FORM = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_URL_FORM = re.compile(r"https?://[^\s#,\[\]{}'\"]+")
+_RESOLVER = yaml.resolver.Resolver()
+_STR = "tag:yaml.org,2002:str"
+
+
+def plain_is_safe(text: str, *, flow: bool = False) -> bool:
+    """Return whether `text` written plain reads back, in any YAML reader, as exactly `text`."""
+    if not text or text != text.strip() or not text.isprintable():
+        return False
+    if text[0] in _INDICATORS or ": " in text or " #" in text or text.endswith(":"):
+        return False
+    if flow and any(c in text for c in ",[]{}"):
+        return False
+    if _NUMBERISH.fullmatch(text):
+        return False
+    # PyYAML's YAML 1.1 rules: yes/no/on/off, null, ~, numbers, timestamps, `<<`, `=`.
+    tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+    return bool(tag == _STR)
+
+
+def quoted(text: str) -> str:
+    """Return `text` as a one-line quoted YAML scalar."""
+    if '"' in text and "'" not in text and text.isprintable():
+        return f"'{text}'"
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char.isprintable() or char == " ":
+            out.append(char)
+        elif ord(char) <= 0xFF:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) <= 0xFFFF:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _scalar(key: str, text: str, *, flow: bool = False) -> str:
+    if key in _DATES and _DATE_FORM.fullmatch(text):
+        return text
+    if key in _WORDS and _SLUG_FORM.fullmatch(text) and not _NUMBERISH.fullmatch(text):
+        return text
+    if key in ("link", "url") and _URL_FORM.fullmatch(text) and plain_is_safe(text, flow=flow):
+        return text
+    if key not in _DATES | _WORDS and plain_is_safe(text, flow=flow):
+        return text
+    return quoted(text)
+
+
+def _render(key: str, value: Value) -> list[str]:
+    """Return the lines (without line ends) of `key: value`, continuations indented by two."""
+    if isinstance(value, bool):
+        return [f"{key}: {'true' if value else 'false'}"]
+    if isinstance(value, tuple):
+        return [f"{key}: [{', '.join(_scalar('tag', t, flow=True) for t in value)}]"]
+    if isinstance(value, Mapping):
+        parts = [f"{k}: {_scalar(k, value[k], flow=True)}" for k in ("url", "alt") if k in value]
+        return [f"{key}: {{{', '.join(parts)}}}"]
+    assert value is not None  # noqa: S101 -- None means "no key", never rendered
+    if "\n" not in value:
+        return [f"{key}: {_scalar(key, value)}"]
+    body = value.split("\n")
+    first = next((line for line in body if line.strip()), "")
+    header = f"{key}: |2" if first.startswith(" ") else f"{key}: |"
+    # Continuation lines are relative to the key: the caller indents every line alike.
+    return [header, *["  " + line if line.strip() else "" for line in body]]
+
+
+def normal(key: str, value: Value) -> Value:
+    """Return `value` as it is written and read back: text stripped, line ends as `\\n`."""
+    if isinstance(value, str):
+        text = value.replace("\r\n", "\n").replace("\r", "\n").strip()
+        if key in ("summary", "body"):
+            # A line of spaces reads as an empty line in a `|` block (and in Markdown).
+            text = "\n".join(line if line.strip() else "" for line in text.split("\n"))
+        else:
+            text = " ".join(text.split("\n"))
+        return text or None
+    if isinstance(value, tuple):
+        tags = tuple(t for t in (normal("tag", tag) for tag in value) if isinstance(t, str))
+        return tags or None
+    if isinstance(value, Mapping):
+        pic = {k: normal(k, value[k]) for k in ("url", "alt") if k in value}
+        return {k: v for k, v in pic.items() if isinstance(v, str)} or None
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# Splicing
+
+
+def _join(lines: Sequence[str], newline: str) -> list[str]:
+    return [line + newline for line in lines]
+
+
+def _line_end(line: str) -> str:
+    return line[len(line.rstrip("\r\n")) :]
+
+
+def _trailing_comment(line: str, node: yaml.Node) -> str:
+    """Return a `  # comment` that follows a one-line value on its line, to keep it."""
+    if node.start_mark.line != node.end_mark.line:
+        return ""
+    rest = line.rstrip("\r\n")[node.end_mark.column :]
+    return rest if re.fullmatch(r"[ \t]+#.*", rest) else ""
+
+
+def _item_lines(values: Mapping[str, Value]) -> list[str]:
+    out: list[str] = []
+    for key in KEYS:
+        value = values.get(key)
+        if value is None or value == () or (key == "draft" and value is False):
+            continue
+        out.extend(_render(key, value))
+    return out
+
+
+def _replace(
+    layout: _Layout, index: int, changes: Mapping[str, Value], name: str
+) -> tuple[list[str], int]:
+    lines = list(layout.lines)
+    entries = _entries(layout)
+    if not 0 <= index < len(entries):
+        raise EditError(f"{name} has no item {index}; reload the page")
+    item = entries[index]
+    if not isinstance(item, yaml.MappingNode) or item.flow_style or not item.value:
+        raise EditError(
+            f"{name}:{item.start_mark.line + 1}: this item is written on one line ({{...}}); "
+            "write it as one key a line, as the editors' guide shows, to edit it here"
+        )
+    keys = _keys(item, lines)
+    indent = keys[0].column
+    by_name = {k.name: k for k in keys}
+    edits: list[tuple[int, int, list[str]]] = []  # (first line, line after, new lines)
+    for key, value in changes.items():
+        old = by_name.get(key)
+        if old is None:
+            continue
+        if value is None or value == ():
+            if old is keys[0]:
+                raise EditError(f"{name}:{old.first + 1}: the item's first key cannot be removed")
+            edits.append((old.first, old.last + 1, []))
+            continue
+        rendered = _render(key, value)
+        head = lines[old.first][: old.column]
+        rendered[0] = head + rendered[0]
+        rendered[1:] = [(" " * indent + r if r else "") for r in rendered[1:]]
+        if len(rendered) == 1:
+            rendered[0] += _trailing_comment(lines[old.last], old.value)
+        end = _line_end(lines[old.last]) or layout.newline
+        new = [r + layout.newline for r in rendered[:-1]] + [rendered[-1] + end]
+        edits.append((old.first, old.last + 1, new))
+    added = [k for k in KEYS if k in changes and k not in by_name and changes[k] not in (None, ())]
+    for key in added:
+        before = [by_name[k] for k in KEYS[: KEYS.index(key)] if k in by_name]
+        after = max(before, key=lambda k: k.last) if before else keys[-1]
+        at = after.last + 1
+        if not lines[after.last].endswith(("\n", "\r")):
+            lines[after.last] += layout.newline
+        rendered = [" " * indent + r if r else "" for r in _render(key, changes[key])]
+        edits.append((at, at, _join(rendered, layout.newline)))
+    # Bottom up, so that earlier line numbers still hold. At one line, a replacement goes first,
+    # then the insertions there, the last key first (each lands before the one after it).
+    order = sorted(
+        range(len(edits)), key=lambda n: (edits[n][0], edits[n][1] > edits[n][0], n), reverse=True
+    )
+    for n in order:
+        first, stop, new = edits[n]
+        lines[first:stop] = new
+    return lines, index
+
+
+def _append(layout: _Layout, values: Mapping[str, Value], name: str) -> tuple[list[str], int]:
+    lines = list(layout.lines)
+    entries = _entries(layout)
+    nl = layout.newline
+    if not entries:
+        return _first_item(layout, values, name), 0
+    last = entries[-1]
+    if not isinstance(last, yaml.MappingNode) or not last.value:
+        raise EditError(f"{name}:{last.start_mark.line + 1}: the last item is not a mapping")
+    start = last.start_mark.line
+    column = last.start_mark.column
+    head = lines[start][:column]
+    if not re.fullmatch(r"[ ]*- +", head):
+        raise EditError(
+            f"{name}:{start + 1}: items are expected as `  - id: ...` lines (a dash, then the "
+            "first key); write the last item that way to add items here"
+        )
+    end = _last_line(last, lines)
+    rendered = _item_lines(values)
+    new = [head + rendered[0], *[" " * column + r if r else "" for r in rendered[1:]]]
+    blank = start > 0 and not lines[start - 1].strip()
+    if not lines[end].endswith(("\n", "\r")):
+        lines[end] += nl
+    lines[end + 1 : end + 1] = ([nl] if blank else []) + _join(new, nl)
+    return lines, len(entries)
+
+
+def _first_item(layout: _Layout, values: Mapping[str, Value], name: str) -> list[str]:
+    """Write the first item where `items:` is empty (`items:` or `items: []`)."""
+    key = layout.items_key
+    node = layout.items
+    if key is None or node is None:
+        raise EditError(f"{name} has no `items:` key; add `items:` at the end of the file")
+    if isinstance(node, yaml.SequenceNode) and not node.flow_style:
+        raise EditError(f"{name}:{key.start_mark.line + 1}: cannot find where items go")
+    lines = list(layout.lines)
+    line = key.start_mark.line
+    if node.end_mark.line != line:
+        raise EditError(f"{name}:{line + 1}: write `items:` on one line to add the first item")
+    indent = key.start_mark.column + 2
+    rendered = _item_lines(values)
+    head = " " * indent + "- "
+    new = [head + rendered[0], *[" " * (indent + 2) + r if r else "" for r in rendered[1:]]]
+    end = _line_end(lines[line]) or layout.newline
+    lines[line] = " " * key.start_mark.column + "items:" + end
+    lines[line + 1 : line + 1] = _join(new, layout.newline)
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------
+# The edit, proved
+
+
+def replace(raw: bytes, path: Path, name: str, index: int, changes: Mapping[str, Value]) -> Edited:
+    """Return the catalogue with item `index`'s `changes` written (None removes a key)."""
+    changes = {k: normal(k, v) for k, v in changes.items()}
+    _known(changes)
+    before = catalogues.parse(raw, path, name)
+    lines, at = _replace(_layout(raw, name), index, changes, name)
+    wanted = {**values_at(raw, index, name), **changes}
+    new = "".join(lines).encode("utf-8")
+    return _prove(new, path, name, at, wanted, before, set(changes))
+
+
+def append(raw: bytes, path: Path, name: str, values: Mapping[str, Value]) -> Edited:
+    """Return the catalogue with a new item of `values` after the last one."""
+    values = {k: normal(k, v) for k, v in values.items()}
+    _known(values)
+    before = catalogues.parse(raw, path, name)
+    lines, at = _append(_layout(raw, name), values, name)
+    return _prove("".join(lines).encode("utf-8"), path, name, at, values, before, set(KEYS))
+
+
+def _known(values: Mapping[str, Value]) -> None:
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        raise EditError(f"an item has no key {unknown[0]!r}; known keys: {', '.join(KEYS)}")
+
+
+def _prove(
+    new: bytes,
+    path: Path,
+    name: str,
+    index: int,
+    wanted: Mapping[str, Value],
+    before: Catalogue,
+    written: set[str],
+) -> Edited:
+    """Check that `new` reads back as `wanted` at `index`, everything else as `before`."""
+    got = values_at(new, index, name)
+    expected = {
+        k: v
+        for k, v in wanted.items()
+        if v is not None and v != () and not (k == "draft" and not v)
+    }
+    got_cmp = {k: v for k, v in got.items() if not (k == "draft" and v is False)}
+    if got_cmp != expected:
+        raise EditError(
+            f"writing item {index} of {name} would not read back as entered "
+            f"({_first_difference(expected, got_cmp)}); nothing was written. Please report this"
+        )
+    _reads_as_text(new, index, name, written)
+    after = catalogues.parse(new, path, name)  # CatalogueError: the form shows it at the field
+    grew = len(after.items) - len(before.items)
+    others_before = [i for n, i in enumerate(before.items) if grew or n != index]
+    others_after = [i for n, i in enumerate(after.items) if n != index]
+    if (
+        after.publication != before.publication
+        or after.newsletter != before.newsletter
+        or grew not in (0, 1)
+        or [_unplaced(i) for i in others_before] != [_unplaced(i) for i in others_after]
+    ):
+        raise EditError(
+            f"writing item {index} of {name} would change other parts of the file; nothing was "
+            "written. Please report this"
+        )
+    return Edited(new, after, index)
+
+
+def _unplaced(item: catalogues.Item) -> catalogues.Item:
+    return dataclasses.replace(item, line=0)
+
+
+def _first_difference(expected: Mapping[str, Value], got: Mapping[str, Value]) -> str:
+    for key in KEYS:
+        if expected.get(key) != got.get(key):
+            return f"{key}: {expected.get(key)!r} came back as {got.get(key)!r}"
+    return "the keys differ"
+
+
+def _reads_as_text(raw: bytes, index: int, name: str, written: set[str]) -> None:
+    """Check that a standard YAML reader takes each text of the item for text (not `NO`: false)."""
+    layout = _layout(raw, name)
+    item = _entries(layout)[index]
+    if not isinstance(item, yaml.MappingNode):
+        raise EditError(f"{name}: item {index} is not a mapping; nothing was written")
+    for key in _keys(item, layout.lines):
+        if key.name not in written:
+            continue  # as the file had it: not this edit's to judge
+        allowed = {_STR}
+        if key.name in _DATES:
+            allowed.add("tag:yaml.org,2002:timestamp")
+        if key.name == "draft":
+            allowed = {"tag:yaml.org,2002:bool"}
+        nodes = [key.value]
+        if isinstance(key.value, yaml.SequenceNode):
+            nodes = list(key.value.value)
+        elif isinstance(key.value, yaml.MappingNode):
+            nodes = [v for _, v in key.value.value]
+        for node in nodes:
+            if isinstance(node, yaml.ScalarNode) and node.tag not in allowed:
+                raise EditError(
+                    f"{name}:{node.start_mark.line + 1}: {key.name} would be read as "
+                    f"{node.tag.rsplit(':', 1)[-1]}, not text; nothing was written. Please "
+                    "report this"
+                )
+
+
+def problems_by_field(error: CatalogueError, index: int) -> tuple[dict[str, list[str]], list[str]]:
+    """Split a check's problems into those of item `index`'s fields and all the others.
+
+    Fields are named as the form names them: `image.url` and `image.alt` for the picture.
+    """
+    prefix = f"items[{index}]"
+    fields: dict[str, list[str]] = {}
+    other: list[str] = []
+    for problem in error.problems:
+        where = problem.path
+        if where == prefix or where.startswith(prefix + "."):
+            field = where[len(prefix) + 1 :] or "item"
+            if field == "image":
+                field = "image.url"
+            fields.setdefault(field, []).append(problem.message)
+        else:
+            other.append(str(problem))
+    return fields, other
