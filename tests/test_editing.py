@@ -81,7 +81,10 @@ def test_editing_one_title_changes_only_its_line(source: Path) -> None:
         assert kind == "replace"
         assert len(old) == 1
         assert old[0].lstrip(" -").startswith("title:")
-        assert new == [old[0][: old[0].index("title:")] + "title: A new title\n"]
+        # Written the way the file wrote the old title: quoted stays quoted, plain stays plain.
+        quote = old[0][old[0].index("title:") + 7]
+        written = f"{quote}A new title{quote}" if quote in "\"'" else "A new title"
+        assert new == [old[0][: old[0].index("title:")] + f"title: {written}\n"]
         assert item_of(edited).title == "A new title"
 
 
@@ -247,12 +250,20 @@ def paragraphs() -> st.SearchStrategy[str]:
     tags=st.lists(catalogue_text(), max_size=3),
     alt=catalogue_text(),
     append=st.booleans(),
+    quoted_file=st.booleans(),
 )
 def test_random_edits_always_load_back_as_saved(
-    title: str, summary: str, body: str | None, tags: list[str], alt: str, append: bool
+    title: str,
+    summary: str,
+    body: str | None,
+    tags: list[str],
+    alt: str,
+    append: bool,
+    quoted_file: bool,
 ) -> None:
     """Whatever staff type, the file written must load back to exactly the values saved."""
-    raw = RICH.read_bytes()
+    source, index = (BUNDLED, 0) if quoted_file else (RICH, 2)  # titles in quotes, or plain
+    raw = source.read_bytes()
     values: dict[str, editing.Value] = {
         "title": title,
         "summary": summary,
@@ -262,9 +273,9 @@ def test_random_edits_always_load_back_as_saved(
     }
     if append:
         values.update(id="new-item", date="2025-11-30", category="people")
-        edited = editing.append(raw, RICH, "rich.yaml", values)
+        edited = editing.append(RICH.read_bytes(), RICH, "rich.yaml", values)
     else:
-        edited = editing.replace(raw, RICH, "rich.yaml", 2, values)
+        edited = editing.replace(raw, source, source.name, index, values)
     got = item_of(edited)
     wanted = {k: editing.normal(k, v) for k, v in values.items()}
     assert got.title == wanted["title"]

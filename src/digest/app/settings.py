@@ -26,6 +26,7 @@ VARIABLES = {
     "DIGEST_CONSOLE_PASSWORD": "the staff console's password",
     "DIGEST_TRUSTED_PROXIES": "how many reverse proxies stand before `digest serve` (default 0)",
     "DIGEST_LEDGER_WAIT": "seconds a send waits for a locked ledger (`digest send --ledger-wait`)",
+    "DIGEST_EDITOR_GIT_COMMIT": "1: the console's editor commits each save to git (default 0)",
 }
 
 SECRET_KEY_LENGTH = 32
@@ -46,6 +47,7 @@ class Settings:
     console_password: str | None = field(default=None, repr=False)
     trusted_proxies: int = 0
     ledger_wait: float = 30.0  # `digest send --ledger-wait` (DIGEST_LEDGER_WAIT, read by click)
+    editor_git_commit: bool = False  # DIGEST_EDITOR_GIT_COMMIT: commit each console save
 
     @property
     def home(self) -> Path:
@@ -105,6 +107,9 @@ def load(
         secret_key=environ.get("DIGEST_SECRET_KEY") or None,
         console_password=environ.get("DIGEST_CONSOLE_PASSWORD") or None,
         trusted_proxies=_count(environ.get("DIGEST_TRUSTED_PROXIES"), "DIGEST_TRUSTED_PROXIES"),
+        editor_git_commit=_flag(
+            environ.get("DIGEST_EDITOR_GIT_COMMIT"), "DIGEST_EDITOR_GIT_COMMIT"
+        ),
     )
 
 
@@ -149,3 +154,13 @@ def _count(value: str | None, name: str) -> int:
             "ignore X-Forwarded-For"
         )
     return int(text)
+
+
+def _flag(value: str | None, name: str) -> bool:
+    text = (_text(value) or "0").lower()
+    if text not in ("0", "1", "true", "false", "yes", "no"):
+        raise DigestError(
+            f"{name} {text!r} is not 1 or 0: set it to 1 to turn it on, or 0 (the default) to "
+            "leave it off"
+        )
+    return text in ("1", "true", "yes")

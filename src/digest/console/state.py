@@ -52,6 +52,8 @@ class Config:
     # How many reverse proxies in front append to X-Forwarded-For; 0 ignores the header.
     trusted_proxies: int = 0
     outbox: Path = Path("outbox")
+    # DIGEST_EDITOR_GIT_COMMIT: each save of the editor is committed when the folder is in git.
+    git_commit: bool = False
 
     @classmethod
     def of(cls, settings: Settings, feeds_dir: Path, clock: Callable[[], datetime]) -> Config:
@@ -77,6 +79,7 @@ class Config:
             smtp_password=settings.smtp_password,
             trusted_proxies=settings.trusted_proxies,
             outbox=settings.outbox,
+            git_commit=settings.editor_git_commit,
         )
 
     @property
@@ -92,6 +95,7 @@ class Config:
             secret_key=self.secret_key,
             console_password=self.password,
             trusted_proxies=self.trusted_proxies,
+            editor_git_commit=self.git_commit,
         )
 
     @property

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,32 @@ def _value_of(key: str, node: yaml.Node) -> Value:
     return None
 
 
+# An id made from a title keeps its first words, up to this many characters.
+MAX_MADE_ID = 60
+
+
+def slug_for(title: str, taken: set[str]) -> str:
+    """Return a new item's id made from its title: lowercase ASCII words joined by hyphens.
+
+    Accents are dropped (é: e), other letters and signs end a word; a title with no Latin letter
+    or digit gives `item`. An id already taken gets `-2`, `-3`, ... The id never changes after.
+    """
+    ascii_text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", ascii_text.lower())
+    slug = ""
+    for word in words:
+        longer = f"{slug}-{word}" if slug else word
+        if len(longer) > MAX_MADE_ID:
+            break
+        slug = longer
+    slug = slug or (words[0][:MAX_MADE_ID] if words else "item")
+    found, number = slug, 2
+    while found in taken:
+        found = f"{slug}-{number}"
+        number += 1
+    return found
+
+
 # ------------------------------------------------------------------------------------------------
 # Writing values: plain where every reader agrees, quoted otherwise
 
@@ -204,10 +231,11 @@ def plain_is_safe(text: str, *, flow: bool = False) -> bool:
     return bool(tag == _STR)
 
 
-def quoted(text: str) -> str:
-    """Return `text` as a one-line quoted YAML scalar."""
-    if '"' in text and "'" not in text and text.isprintable():
-        return f"'{text}'"
+def quoted(text: str, style: str | None = None) -> str:
+    """Return `text` as a one-line quoted YAML scalar, in `style` (a quote mark) if it can be."""
+    single = text.isprintable() and (style == "'" or ('"' in text and "'" not in text))
+    if single and style != '"':
+        return "'" + text.replace("'", "''") + "'"
     out = ['"']
     for char in text:
         if char in '"\\':
@@ -224,7 +252,9 @@ def quoted(text: str) -> str:
     return "".join(out)
 
 
-def _scalar(key: str, text: str, *, flow: bool = False) -> str:
+def _scalar(key: str, text: str, *, flow: bool = False, style: str | None = None) -> str:
+    if style in ('"', "'"):  # the file quoted this value: it stays quoted the same way
+        return quoted(text, style)
     if key in _DATES and _DATE_FORM.fullmatch(text):
         return text
     if key in _WORDS and _SLUG_FORM.fullmatch(text) and not _NUMBERISH.fullmatch(text):
@@ -236,8 +266,11 @@ def _scalar(key: str, text: str, *, flow: bool = False) -> str:
     return quoted(text)
 
 
-def _render(key: str, value: Value) -> list[str]:
-    """Return the lines (without line ends) of `key: value`, continuations indented by two."""
+def _render(key: str, value: Value, style: str | None = None) -> list[str]:
+    """Return the lines (without line ends) of `key: value`, continuations indented by two.
+
+    `style` is how the file wrote the value before (a quote mark, or None for plain).
+    """
     if isinstance(value, bool):
         return [f"{key}: {'true' if value else 'false'}"]
     if isinstance(value, tuple):
@@ -247,7 +280,7 @@ def _render(key: str, value: Value) -> list[str]:
         return [f"{key}: {{{', '.join(parts)}}}"]
     assert value is not None  # noqa: S101 -- None means "no key", never rendered
     if "\n" not in value:
-        return [f"{key}: {_scalar(key, value)}"]
+        return [f"{key}: {_scalar(key, value, style=style)}"]
     body = value.split("\n")
     first = next((line for line in body if line.strip()), "")
     header = f"{key}: |2" if first.startswith(" ") else f"{key}: |"
@@ -330,7 +363,8 @@ def _replace(
                 raise EditError(f"{name}:{old.first + 1}: the item's first key cannot be removed")
             edits.append((old.first, old.last + 1, []))
             continue
-        rendered = _render(key, value)
+        style = old.value.style if isinstance(old.value, yaml.ScalarNode) else None
+        rendered = _render(key, value, style)
         head = lines[old.first][: old.column]
         rendered[0] = head + rendered[0]
         rendered[1:] = [(" " * indent + r if r else "") for r in rendered[1:]]
