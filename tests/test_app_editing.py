@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ import pytest
 
 from digest.app import editing, settings
 from digest.app.settings import Settings
+from digest.errors import DigestError
 from digest.publish import catalogue
 from digest.publish import editing as writer
 
@@ -226,3 +228,26 @@ def test_not_a_repository_is_no_error(home: Settings) -> None:
 def test_ids_are_made_from_titles(title: str, taken: set[str], wanted: str) -> None:
     """A new item's id reads like its title, is unique, and is short enough for file names."""
     assert writer.slug_for(title, taken) == wanted
+
+
+def test_a_save_keeps_the_files_permissions_and_leaves_no_temporary_file(home: Settings) -> None:
+    """The catalogue keeps its mode after a save, and nothing is left beside it."""
+    home.catalogue_path.chmod(0o640)
+    save(home, None, new_item(), "publish")
+    assert home.catalogue_path.stat().st_mode & 0o777 == 0o640
+    assert not [p for p in home.home.iterdir() if p.name.endswith(".digest-tmp")]
+
+
+def test_a_catalogue_that_cannot_be_written_is_named_and_unchanged(home: Settings) -> None:
+    """A write the file system refuses gives a clear error; the file stays as it was."""
+    # A name of 255 bytes, the most a file system allows: its temporary name is too long, which
+    # refuses the write even for root (who may write in any folder).
+    longest = home.home / ("x" * 250 + ".yaml")
+    home.catalogue_path.rename(longest)
+    raw = longest.read_bytes()
+    there = settings.load(longest, {})
+    with pytest.raises(DigestError, match=r"cannot write the catalogue \(File name too long\)"):
+        save(there, None, new_item(), "publish")
+    assert longest.read_bytes() == raw
+    assert editing.history(there) == []
+    assert sorted(p.name for p in home.home.iterdir()) == sorted(["subscribers.csv", longest.name])

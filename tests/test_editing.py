@@ -229,8 +229,9 @@ def test_tricky_text_reads_back_exactly_in_any_yaml_reader(text: str) -> None:
 def catalogue_text() -> st.SearchStrategy[str]:
     """Text a catalogue accepts: no controls, surrogates, non-characters or odd line breaks."""
     letters = st.characters(blacklist_categories=("Cs", "Cc", "Cn", "Zl", "Zp", "Co"))
+    spaced = ["  leading spaces", "trailing spaces  ", " NO ", "\u3000全角 spaces\u3000"]
     return st.one_of(
-        st.sampled_from(TRICKY[:-1]),
+        st.sampled_from(TRICKY[:-1] + spaced),
         st.text(letters, min_size=1, max_size=40),
         st.builds(lambda a, b: f"{a} {b}", st.sampled_from(TRICKY[:-1]), st.text(letters)),
     ).filter(lambda t: t.strip() != "")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -247,12 +248,20 @@ def _new_index(error: CatalogueError) -> int:
 
 
 def _write(path: Path, version: str, raw: bytes) -> None:
-    """Replace the catalogue, once more checking it is the version the edit started from."""
+    """Replace the catalogue (write aside, rename), checking again just before that the file
+    is still the version the edit started from; its permissions are kept."""
     try:
-        now = version_of(path.read_bytes())
-        if now != version:
-            raise Conflict(path.name, now, None)
-        files.replace(path, raw, durable=True)
+        mode = path.stat().st_mode & 0o7777
+        staged = files.stage(path, raw, durable=True)
+        try:
+            os.chmod(staged, mode)  # the file keeps its own permissions
+            now = version_of(path.read_bytes())
+            if now != version:
+                raise Conflict(path.name, now, None)
+            os.replace(staged, path)
+        except BaseException:
+            files.discard(staged)
+            raise
     except OSError as exc:
         raise DigestError(
             f"{path}: cannot write the catalogue ({exc.strerror or exc}); nothing was changed: "
