@@ -302,3 +302,28 @@ def test_plain_is_used_only_where_every_reader_agrees() -> None:
             'It\'s "both"',
         ):
             assert not editing.plain_is_safe(text), text
+
+
+def test_a_comment_after_a_value_in_chinese_stays_in_place() -> None:
+    """Columns count characters: a comment after a CJK and emoji title survives a new title."""
+    text = RICH.read_text().replace(
+        'title: "Robots & <Humans>: a 中文 title 🎉"', 'title: "Robots 中文 🎉"  # 中文 comment'
+    )
+    edited = editing.replace(text.encode(), RICH, "rich.yaml", 0, {"title": "新 🎉 title"})
+    [(_, _, new)] = changed_lines(text.encode(), edited.raw)
+    assert new == ['    title: "新 🎉 title"  # 中文 comment\n']
+
+
+def test_a_file_with_windows_line_ends_keeps_them() -> None:
+    """A catalogue saved with CRLF keeps CRLF on every line, old and new."""
+    raw = BUNDLED.read_bytes().replace(b"\n", b"\r\n")
+    edited = editing.replace(raw, BUNDLED, "items.yaml", 0, {"body": "One\n\nTwo"})
+    edited = editing.append(
+        edited.raw,
+        BUNDLED,
+        "items.yaml",
+        {"id": "n", "title": "N", "date": "2025-01-01", "category": "visit", "summary": "S"},
+    )
+    assert edited.raw.count(b"\n") == edited.raw.count(b"\r\n")
+    assert edited.catalogue.items[0].body == "One\n\nTwo"
+    assert edited.catalogue.items[-1].id == "n"
