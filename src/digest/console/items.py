@@ -259,9 +259,21 @@ def values_from(form: Mapping[str, str]) -> dict[str, Value]:
 
 def markdown_preview() -> str:
     """Return Markdown as the feeds and the digest show it: rendered and sanitized."""
-    loaded = _open().catalogue
-    text = request.form.get("markdown", "")
-    return markup.to_html(text, loaded.publication.site_url)
+    return markup.to_html(request.form.get("markdown", ""), _site_url())
+
+
+def _site_url() -> str:
+    """Return the site's URL (relative links are read against it), loading the catalogue only
+    when the file changed: the preview asks for it at every pause in typing."""
+    state = console()
+    try:
+        found = state.config.catalogue_path.stat()
+    except OSError:
+        return _open().catalogue.publication.site_url  # says what is wrong with it
+    key = (found.st_mtime_ns, found.st_size)
+    if state.site_url is None or state.site_url[0] != key:
+        state.site_url = (key, _open().catalogue.publication.site_url)
+    return state.site_url[1]
 
 
 def revert(number: int) -> Response:

@@ -206,6 +206,8 @@ class Console:
         # The catalogue's recent versions, by SHA-256, as the editor's forms were opened on them:
         # a save refused because the file changed shows the diff from the one its form saw.
         self._seen: dict[str, bytes] = {}
+        # The site's URL for the editor's preview, with the catalogue's (mtime, size) it is of.
+        self.site_url: tuple[tuple[int, int], str] | None = None
         # Sessions logged out before they expired: a copy of the cookie opens nothing. Kept in the
         # ledger too, so that a restart with the same key does not bring them back.
         ledger = open_ledger(config.state_path)
