@@ -51,6 +51,18 @@ TRICKY = [
 ]
 
 
+def replace_in(
+    raw: bytes, path: Path, index: int, changes: dict[str, editing.Value]
+) -> editing.Edited:
+    """Edit item `index` of the catalogue `raw`, checked first as the service does."""
+    return editing.replace(raw, catalogue.parse(raw, path, path.name), index, changes)
+
+
+def append_to(raw: bytes, path: Path, values: dict[str, editing.Value]) -> editing.Edited:
+    """Append an item to the catalogue `raw`, checked first as the service does."""
+    return editing.append(raw, catalogue.parse(raw, path, path.name), values)
+
+
 def changed_lines(before: bytes, after: bytes) -> list[tuple[str, list[str], list[str]]]:
     """Return each differing run of lines: (kind, old lines, new lines)."""
     old = before.decode("utf-8").splitlines(keepends=True)
@@ -74,7 +86,7 @@ def test_editing_one_title_changes_only_its_line(source: Path) -> None:
     raw = source.read_bytes()
     count = len(catalogue.parse(raw, source, source.name).items)
     for index in range(count):
-        edited = editing.replace(raw, source, source.name, index, {"title": "A new title"})
+        edited = replace_in(raw, source, index, {"title": "A new title"})
         runs = changed_lines(raw, edited.raw)
         assert len(runs) == 1, runs
         kind, old, new = runs[0]
@@ -92,7 +104,7 @@ def test_editing_one_title_changes_only_its_line(source: Path) -> None:
 def test_editing_a_block_summary_replaces_only_that_block(source: Path) -> None:
     """Saving a new summary must rewrite the summary's lines and nothing around them."""
     raw = source.read_bytes()
-    edited = editing.replace(raw, source, source.name, 1, {"summary": "Two\n\nparagraphs."})
+    edited = replace_in(raw, source, 1, {"summary": "Two\n\nparagraphs."})
     assert item_of(edited).summary == "Two\n\nparagraphs."
     old = raw.decode().splitlines(keepends=True)
     new = edited.raw.decode().splitlines(keepends=True)
@@ -120,7 +132,7 @@ def test_a_comment_after_a_changed_value_stays() -> None:
         for n, i in enumerate(catalogue.parse(raw, BUNDLED, "items.yaml").items)
         if i.id == "provost-leader-of-the-year-2024"
     )
-    edited = editing.replace(raw, BUNDLED, "items.yaml", index, {"date": "2025-06-21"})
+    edited = replace_in(raw, BUNDLED, index, {"date": "2025-06-21"})
     [(_, old, new)] = changed_lines(raw, edited.raw)
     assert old == ["    date: 2025-06-20  # date of the award ceremony stated in the text\n"]
     assert new == ["    date: 2025-06-21  # date of the award ceremony stated in the text\n"]
@@ -138,7 +150,7 @@ def test_a_new_item_is_only_appended(source: Path) -> None:
         "category": before.publication.categories[0].slug,
         "summary": "A talk.",
     }
-    edited = editing.append(raw, source, source.name, values)
+    edited = append_to(raw, source, values)
     [(kind, old, new)] = changed_lines(raw, edited.raw)
     assert kind == "insert"
     assert old == []
@@ -151,10 +163,9 @@ def test_a_new_item_is_only_appended(source: Path) -> None:
 def test_adding_and_removing_keys_keeps_the_others(tmp_path: Path) -> None:
     """Adding a link and tags and removing a section must change only those keys' lines."""
     raw = RICH.read_bytes()
-    edited = editing.replace(
+    edited = replace_in(
         raw,
         RICH,
-        "rich.yaml",
         1,
         {"link": "https://news.example.edu/x", "tags": ("a", "NO"), "section": None},
     )
@@ -170,7 +181,7 @@ def test_an_invalid_value_is_reported_at_its_field() -> None:
     """A date that is not a date must come back as that field's message, the file unchanged."""
     raw = BUNDLED.read_bytes()
     with pytest.raises(CatalogueError) as caught:
-        editing.replace(raw, BUNDLED, "items.yaml", 2, {"date": "2025-13-01", "title": None})
+        replace_in(raw, BUNDLED, 2, {"date": "2025-13-01", "title": None})
     fields, other = editing.problems_by_field(caught.value, 2)
     assert fields["date"] == ["'2025-13-01' is not a real date (month must be in 1..12)"]
     assert fields["title"] == ["is required"]
@@ -181,7 +192,7 @@ def test_an_image_without_alt_text_is_refused_at_the_alt_field() -> None:
     """An image with no alt text must be refused with the catalogue's own message."""
     raw = BUNDLED.read_bytes()
     with pytest.raises(CatalogueError) as caught:
-        editing.replace(raw, BUNDLED, "items.yaml", 0, {"image": {"url": "https://x.edu/a.png"}})
+        replace_in(raw, BUNDLED, 0, {"image": {"url": "https://x.edu/a.png"}})
     fields, _ = editing.problems_by_field(caught.value, 0)
     assert fields == {"image.alt": ["is required"]}
 
@@ -194,7 +205,7 @@ def test_an_item_written_on_one_line_is_refused_with_its_line(tmp_path: Path) ->
     )
     path = tmp_path / "items.yaml"
     with pytest.raises(editing.EditError, match=r"items.yaml:\d+: this item is written on one"):
-        editing.replace(text.encode(), path, "items.yaml", 0, {"title": "Round"})
+        replace_in(text.encode(), path, 0, {"title": "Round"})
 
 
 def test_first_item_goes_under_an_empty_items_key(tmp_path: Path) -> None:
@@ -202,10 +213,9 @@ def test_first_item_goes_under_an_empty_items_key(tmp_path: Path) -> None:
     text = BUNDLED.read_text()
     head = text[: text.index("items:")] + "items: []\n"
     path = tmp_path / "items.yaml"
-    edited = editing.append(
+    edited = append_to(
         head.encode(),
         path,
-        "items.yaml",
         {"id": "one", "title": "One", "date": "2025-01-01", "category": "visit", "summary": "S"},
     )
     assert edited.raw.decode().endswith(
@@ -219,7 +229,7 @@ def test_first_item_goes_under_an_empty_items_key(tmp_path: Path) -> None:
 def test_tricky_text_reads_back_exactly_in_any_yaml_reader(text: str) -> None:
     """Titles YAML would misread (NO, #, ': ', quotes, numbers) must be quoted as needed."""
     raw = BUNDLED.read_bytes()
-    edited = editing.replace(raw, BUNDLED, "items.yaml", 0, {"title": text, "tags": (text,)})
+    edited = replace_in(raw, BUNDLED, 0, {"title": text, "tags": (text,)})
     assert item_of(edited).title == text
     assert item_of(edited).tags == (text,)
     plain = yaml.safe_load(edited.raw)  # PyYAML's own YAML 1.1 reading, types and all
@@ -274,9 +284,9 @@ def test_random_edits_always_load_back_as_saved(
     }
     if append:
         values.update(id="new-item", date="2025-11-30", category="people")
-        edited = editing.append(RICH.read_bytes(), RICH, "rich.yaml", values)
+        edited = append_to(RICH.read_bytes(), RICH, values)
     else:
-        edited = editing.replace(raw, source, source.name, index, values)
+        edited = replace_in(raw, source, index, values)
     got = item_of(edited)
     wanted = {k: editing.normal(k, v) for k, v in values.items()}
     assert got.title == wanted["title"]
@@ -286,7 +296,7 @@ def test_random_edits_always_load_back_as_saved(
     assert got.image == catalogue.Image(
         "https://news.example.edu/a.png", editing.normal("alt", alt)
     )  # type: ignore[arg-type]
-    assert editing.values_at(edited.raw, edited.index)["title"] == wanted["title"]
+    assert editing.values_at(edited.raw, edited.catalogue, edited.index)["title"] == wanted["title"]
 
 
 def test_plain_is_used_only_where_every_reader_agrees() -> None:
@@ -309,7 +319,7 @@ def test_a_comment_after_a_value_in_chinese_stays_in_place() -> None:
     text = RICH.read_text().replace(
         'title: "Robots & <Humans>: a 中文 title 🎉"', 'title: "Robots 中文 🎉"  # 中文 comment'
     )
-    edited = editing.replace(text.encode(), RICH, "rich.yaml", 0, {"title": "新 🎉 title"})
+    edited = replace_in(text.encode(), RICH, 0, {"title": "新 🎉 title"})
     [(_, _, new)] = changed_lines(text.encode(), edited.raw)
     assert new == ['    title: "新 🎉 title"  # 中文 comment\n']
 
@@ -317,13 +327,39 @@ def test_a_comment_after_a_value_in_chinese_stays_in_place() -> None:
 def test_a_file_with_windows_line_ends_keeps_them() -> None:
     """A catalogue saved with CRLF keeps CRLF on every line, old and new."""
     raw = BUNDLED.read_bytes().replace(b"\n", b"\r\n")
-    edited = editing.replace(raw, BUNDLED, "items.yaml", 0, {"body": "One\n\nTwo"})
-    edited = editing.append(
+    edited = replace_in(raw, BUNDLED, 0, {"body": "One\n\nTwo"})
+    edited = append_to(
         edited.raw,
         BUNDLED,
-        "items.yaml",
         {"id": "n", "title": "N", "date": "2025-01-01", "category": "visit", "summary": "S"},
     )
     assert edited.raw.count(b"\n") == edited.raw.count(b"\r\n")
     assert edited.catalogue.items[0].body == "One\n\nTwo"
     assert edited.catalogue.items[-1].id == "n"
+
+
+def test_a_new_item_goes_before_a_key_that_follows_the_items(tmp_path: Path) -> None:
+    """With `newsletter:` written after `items:`, a new item still ends the list of items."""
+    text = BUNDLED.read_text()
+    start, end = text.index("newsletter:\n"), text.index("items:\n")
+    moved = text[:start] + text[end:] + "\n" + text[start:end]
+    raw = moved.encode()
+    values = {"id": "n", "title": "N", "date": "2025-01-01", "category": "visit", "summary": "S"}
+    edited = append_to(raw, BUNDLED, values)
+    assert edited.catalogue.items[-1].id == "n"
+    [(kind, _, new)] = changed_lines(raw, edited.raw)
+    assert kind == "insert"
+    assert "  - id: n\n" in new
+    assert edited.catalogue.newsletter == catalogue.parse(raw, BUNDLED, "items.yaml").newsletter
+
+
+def test_an_item_that_uses_an_alias_is_refused_with_its_line() -> None:
+    """An item reusing a value from elsewhere (&anchor, *alias) is left for the file itself."""
+    text = RICH.read_text()
+    text = text.replace("summary: A grant of HK$1.2M.", "summary: &grant A grant of HK$1.2M.")
+    text = text.replace("summary: Only on the web archive.", "summary: *grant")
+    raw = text.encode()
+    ids = [i.id for i in catalogue.parse(raw, RICH, "rich.yaml").items]
+    index = ids.index("older-news")
+    with pytest.raises(editing.EditError, match=r"rich.yaml:\d+: this item cannot be read on its"):
+        replace_in(raw, RICH, index, {"title": "Older"})

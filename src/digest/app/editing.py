@@ -70,7 +70,7 @@ def open_catalogue(settings: Settings) -> Opened:
 def values_of(opened: Opened, item_id: str) -> dict[str, Value]:
     """Return an item's values as the file writes them, for the form."""
     index = index_of(opened.catalogue, item_id)
-    return editing.values_at(opened.raw, index, opened.catalogue.path.name)
+    return editing.values_at(opened.raw, opened.catalogue, index)
 
 
 def index_of(loaded: Catalogue, item_id: str) -> int:
@@ -153,11 +153,11 @@ def save_item(settings: Settings, request: Request, feeds_dir: Path, now: dateti
     if request.item_id is None:
         taken = {i.id for i in opened.catalogue.items}
         values["id"] = editing.slug_for(str(values.get("title") or ""), taken)
-        edited = _edit(lambda: editing.append(opened.raw, path, path.name, values), None)
+        edited = _edit(lambda: editing.append(opened.raw, opened.catalogue, values), None)
         before: str | None = None
     else:
         index = index_of(opened.catalogue, request.item_id)
-        old = editing.values_at(opened.raw, index, path.name)
+        old = editing.values_at(opened.raw, opened.catalogue, index)
         values.pop("id", None)  # an id never changes: it is the item's identity in every feed
         changes = {
             k: v
@@ -169,13 +169,13 @@ def save_item(settings: Settings, request: Request, feeds_dir: Path, now: dateti
             item = opened.catalogue.items[index]
             _check_action(request.action, item, now, index)
             return Saved(item.id, status_of(item, now), "", None, opened.version)
-        edited = _edit(lambda: editing.replace(opened.raw, path, path.name, index, changes), index)
+        edited = _edit(lambda: editing.replace(opened.raw, opened.catalogue, index, changes), index)
         before = _json(old)
     item = edited.catalogue.items[edited.index]
     _check_action(request.action, item, now, edited.index)
     diff = _diff(opened.raw, edited.raw, path.name) or ""
     _write(path, opened.version, edited.raw)
-    after = editing.values_at(edited.raw, edited.index, path.name)
+    after = editing.values_at(edited.raw, edited.catalogue, edited.index)
     version = version_of(edited.raw)
     with Ledger(settings.state_path) as ledger:
         number = ledger.record_edit(

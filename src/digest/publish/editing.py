@@ -20,7 +20,6 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 
@@ -79,40 +78,87 @@ class _Key:
 
 
 @dataclass(frozen=True, slots=True)
-class _Layout:
-    lines: list[str]
+class _Region:
+    """One item's lines, composed on their own: a file of 100,000 items is not parsed whole."""
+
+    lines: list[str]  # the whole file's lines, with their line ends
     newline: str
-    items: yaml.Node | None  # the `items` value node
-    items_key: yaml.Node | None
+    start: int  # the item's first line (its dash), from 0
+    stop: int  # the line after the item's region (the next item's first line, or the end)
+    item: yaml.MappingNode  # its marks count lines from `start`
+
+    @property
+    def own(self) -> list[str]:
+        """Return the region's lines."""
+        return self.lines[self.start : self.stop]
 
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 
 
-def _layout(raw: bytes, name: str) -> _Layout:
+def _lines(raw: bytes, name: str) -> tuple[list[str], str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise EditError(f"{name} is not UTF-8 ({exc}); save it as UTF-8 first") from exc
-    try:
-        root = yaml.compose(text, Loader=yaml.CSafeLoader)
-    except yaml.YAMLError as exc:
-        raise EditError(f"{name} is not valid YAML; run `digest check` and fix it first") from exc
     lines = _LINE.findall(text)
-    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
-    items = items_key = None
+    return lines, "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+
+
+def _region(lines: list[str], newline: str, name: str, start: int, after: int | None) -> _Region:
+    """Compose the item whose dash is on line `start`; `after`: the next item's first line."""
+    stop = after if after is not None else _end_of_items(lines, start)
+    try:
+        root = yaml.compose("".join(lines[start:stop]), Loader=yaml.CSafeLoader)
+    except yaml.YAMLError as exc:
+        raise EditError(
+            f"{name}:{start + 1}: this item cannot be read on its own (an alias to a value "
+            "elsewhere, say); edit it in the file itself"
+        ) from exc
+    entries = root.value if isinstance(root, yaml.SequenceNode) else []
+    item = entries[0] if len(entries) == 1 else None
+    if not isinstance(item, yaml.MappingNode):
+        raise EditError(
+            f"{name}:{start + 1}: items are expected as `  - id: ...` lines (a dash, then the "
+            "first key); write this item that way to edit it here"
+        )
+    if item.flow_style or not item.value:
+        raise EditError(
+            f"{name}:{start + 1}: this item is written on one line ({{...}}); write it as one "
+            "key a line, as the editors' guide shows, to edit it here"
+        )
+    return _Region(lines, newline, start, stop, item)
+
+
+def _end_of_items(lines: Sequence[str], start: int) -> int:
+    """Return the line after the last item: the next line that starts in the first column."""
+    for number in range(start + 1, len(lines)):
+        first = lines[number][:1]
+        if first and first not in " \t#\r\n":
+            return number
+    return len(lines)
+
+
+def _item_region(raw: bytes, loaded: Catalogue, index: int, name: str) -> _Region:
+    """Return the region of item `index` of `loaded`, the catalogue `raw` holds."""
+    if not 0 <= index < len(loaded.items):
+        raise EditError(f"{name} has no item {index}; reload the page")
+    lines, newline = _lines(raw, name)
+    after = loaded.items[index + 1].line - 1 if index + 1 < len(loaded.items) else None
+    return _region(lines, newline, name, loaded.items[index].line - 1, after)
+
+
+def _layout_of_empty(raw: bytes, name: str) -> tuple[yaml.Node | None, yaml.Node | None]:
+    """Return the `items` key and value of a catalogue without items (a small file)."""
+    try:
+        root = yaml.compose(raw.decode("utf-8"), Loader=yaml.CSafeLoader)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise EditError(f"{name} is not valid YAML; run `digest check` and fix it first") from exc
     if isinstance(root, yaml.MappingNode):
         for key, value in root.value:
             if isinstance(key, yaml.ScalarNode) and key.value == "items":
-                items, items_key = value, key
-    return _Layout(lines, newline, items, items_key)
-
-
-def _entries(layout: _Layout) -> list[yaml.Node]:
-    node = layout.items
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
+                return key, value
+    return None, None
 
 
 def _last_line(node: yaml.Node, lines: Sequence[str]) -> int:
@@ -147,14 +193,13 @@ def _keys(item: yaml.MappingNode, lines: Sequence[str]) -> list[_Key]:
     return found
 
 
-def values_at(raw: bytes, index: int, name: str = "items.yaml") -> dict[str, Value]:
+def values_at(raw: bytes, loaded: Catalogue, index: int) -> dict[str, Value]:
     """Return item `index`'s values as the file writes them (text as text, dates unparsed)."""
-    layout = _layout(raw, name)
-    entries = _entries(layout)
-    item = entries[index] if 0 <= index < len(entries) else None
-    if not isinstance(item, yaml.MappingNode):
-        raise EditError(f"{name} has no item {index}; reload the page")
-    return {k.name: _value_of(k.name, k.value) for k in _keys(item, layout.lines)}
+    return _values(_item_region(raw, loaded, index, loaded.path.name))
+
+
+def _values(region: _Region) -> dict[str, Value]:
+    return {k.name: _value_of(k.name, k.value) for k in _keys(region.item, region.own)}
 
 
 def _value_of(key: str, node: yaml.Node) -> Value:
@@ -337,20 +382,11 @@ def _item_lines(values: Mapping[str, Value]) -> list[str]:
     return out
 
 
-def _replace(
-    layout: _Layout, index: int, changes: Mapping[str, Value], name: str
-) -> tuple[list[str], int]:
-    lines = list(layout.lines)
-    entries = _entries(layout)
-    if not 0 <= index < len(entries):
-        raise EditError(f"{name} has no item {index}; reload the page")
-    item = entries[index]
-    if not isinstance(item, yaml.MappingNode) or item.flow_style or not item.value:
-        raise EditError(
-            f"{name}:{item.start_mark.line + 1}: this item is written on one line ({{...}}); "
-            "write it as one key a line, as the editors' guide shows, to edit it here"
-        )
-    keys = _keys(item, lines)
+def _replace(region: _Region, changes: Mapping[str, Value], name: str) -> list[str]:
+    """Return the item's region with `changes` written: only the changed keys' lines differ."""
+    lines = region.own
+    newline = region.newline
+    keys = _keys(region.item, lines)
     indent = keys[0].column
     by_name = {k.name: k for k in keys}
     edits: list[tuple[int, int, list[str]]] = []  # (first line, line after, new lines)
@@ -360,28 +396,28 @@ def _replace(
             continue
         if value is None or value == ():
             if old is keys[0]:
-                raise EditError(f"{name}:{old.first + 1}: the item's first key cannot be removed")
+                raise EditError(
+                    f"{name}:{region.start + old.first + 1}: the item's first key cannot be removed"
+                )
             edits.append((old.first, old.last + 1, []))
             continue
         style = old.value.style if isinstance(old.value, yaml.ScalarNode) else None
         rendered = _render(key, value, style)
-        head = lines[old.first][: old.column]
-        rendered[0] = head + rendered[0]
+        rendered[0] = lines[old.first][: old.column] + rendered[0]
         rendered[1:] = [(" " * indent + r if r else "") for r in rendered[1:]]
         if len(rendered) == 1:
             rendered[0] += _trailing_comment(lines[old.last], old.value)
-        end = _line_end(lines[old.last]) or layout.newline
-        new = [r + layout.newline for r in rendered[:-1]] + [rendered[-1] + end]
+        end = _line_end(lines[old.last]) or newline
+        new = [r + newline for r in rendered[:-1]] + [rendered[-1] + end]
         edits.append((old.first, old.last + 1, new))
     added = [k for k in KEYS if k in changes and k not in by_name and changes[k] not in (None, ())]
     for key in added:
         before = [by_name[k] for k in KEYS[: KEYS.index(key)] if k in by_name]
         after = max(before, key=lambda k: k.last) if before else keys[-1]
-        at = after.last + 1
         if not lines[after.last].endswith(("\n", "\r")):
-            lines[after.last] += layout.newline
+            lines[after.last] += newline
         rendered = [" " * indent + r if r else "" for r in _render(key, changes[key])]
-        edits.append((at, at, _join(rendered, layout.newline)))
+        edits.append((after.last + 1, after.last + 1, _join(rendered, newline)))
     # Bottom up, so that earlier line numbers still hold. At one line, a replacement goes first,
     # then the insertions there, the last key first (each lands before the one after it).
     order = sorted(
@@ -390,45 +426,33 @@ def _replace(
     for n in order:
         first, stop, new = edits[n]
         lines[first:stop] = new
-    return lines, index
+    return lines
 
 
-def _append(layout: _Layout, values: Mapping[str, Value], name: str) -> tuple[list[str], int]:
-    lines = list(layout.lines)
-    entries = _entries(layout)
-    nl = layout.newline
-    if not entries:
-        return _first_item(layout, values, name), 0
-    last = entries[-1]
-    if not isinstance(last, yaml.MappingNode) or not last.value:
-        raise EditError(f"{name}:{last.start_mark.line + 1}: the last item is not a mapping")
-    start = last.start_mark.line
-    column = last.start_mark.column
-    head = lines[start][:column]
-    if not re.fullmatch(r"[ ]*- +", head):
-        raise EditError(
-            f"{name}:{start + 1}: items are expected as `  - id: ...` lines (a dash, then the "
-            "first key); write the last item that way to add items here"
-        )
-    end = _last_line(last, lines)
+def _append(last: _Region, values: Mapping[str, Value]) -> tuple[list[str], int]:
+    """Return the file's lines with a new item after the last one, and its first line."""
+    lines = list(last.lines)
+    nl = last.newline
+    column = last.item.start_mark.column
+    head = lines[last.start][:column]
+    end = last.start + _last_line(last.item, last.own)
     rendered = _item_lines(values)
     new = [head + rendered[0], *[" " * column + r if r else "" for r in rendered[1:]]]
-    blank = start > 0 and not lines[start - 1].strip()
+    blank = last.start > 0 and not lines[last.start - 1].strip()
     if not lines[end].endswith(("\n", "\r")):
         lines[end] += nl
     lines[end + 1 : end + 1] = ([nl] if blank else []) + _join(new, nl)
-    return lines, len(entries)
+    return lines, end + 1 + blank
 
 
-def _first_item(layout: _Layout, values: Mapping[str, Value], name: str) -> list[str]:
+def _first_item(raw: bytes, values: Mapping[str, Value], name: str) -> tuple[list[str], int]:
     """Write the first item where `items:` is empty (`items:` or `items: []`)."""
-    key = layout.items_key
-    node = layout.items
+    key, node = _layout_of_empty(raw, name)
     if key is None or node is None:
         raise EditError(f"{name} has no `items:` key; add `items:` at the end of the file")
     if isinstance(node, yaml.SequenceNode) and not node.flow_style:
         raise EditError(f"{name}:{key.start_mark.line + 1}: cannot find where items go")
-    lines = list(layout.lines)
+    lines, newline = _lines(raw, name)
     line = key.start_mark.line
     if node.end_mark.line != line:
         raise EditError(f"{name}:{line + 1}: write `items:` on one line to add the first item")
@@ -436,34 +460,61 @@ def _first_item(layout: _Layout, values: Mapping[str, Value], name: str) -> list
     rendered = _item_lines(values)
     head = " " * indent + "- "
     new = [head + rendered[0], *[" " * (indent + 2) + r if r else "" for r in rendered[1:]]]
-    end = _line_end(lines[line]) or layout.newline
+    end = _line_end(lines[line]) or newline
     lines[line] = " " * key.start_mark.column + "items:" + end
-    lines[line + 1 : line + 1] = _join(new, layout.newline)
-    return lines
+    lines[line + 1 : line + 1] = _join(new, newline)
+    return lines, line + 1
 
 
 # ------------------------------------------------------------------------------------------------
 # The edit, proved
 
 
-def replace(raw: bytes, path: Path, name: str, index: int, changes: Mapping[str, Value]) -> Edited:
-    """Return the catalogue with item `index`'s `changes` written (None removes a key)."""
+def replace(
+    raw: bytes, before: Catalogue, index: int, changes: Mapping[str, Value], name: str = ""
+) -> Edited:
+    """Return the catalogue with item `index`'s `changes` written (None removes a key).
+
+    `before` is `raw` as the catalogue loads it (the caller has checked it already).
+    """
+    name = name or before.path.name
     changes = {k: normal(k, v) for k, v in changes.items()}
     _known(changes)
-    before = catalogues.parse(raw, path, name)
-    lines, at = _replace(_layout(raw, name), index, changes, name)
-    wanted = {**values_at(raw, index, name), **changes}
-    new = "".join(lines).encode("utf-8")
-    return _prove(new, path, name, at, wanted, before, set(changes))
+    region = _item_region(raw, before, index, name)
+    own = _replace(region, changes, name)
+    lines = region.lines[: region.start] + own + region.lines[region.stop :]
+    grown = len(own) - (region.stop - region.start)
+    after = region.stop + grown if index + 1 < len(before.items) else None
+    wanted = {**_values(region), **changes}
+    proof = _Proof(lines, region.newline, region.start, after, name, before, set(changes))
+    return _prove(proof, index, wanted)
 
 
-def append(raw: bytes, path: Path, name: str, values: Mapping[str, Value]) -> Edited:
+def append(raw: bytes, before: Catalogue, values: Mapping[str, Value], name: str = "") -> Edited:
     """Return the catalogue with a new item of `values` after the last one."""
+    name = name or before.path.name
     values = {k: normal(k, v) for k, v in values.items()}
     _known(values)
-    before = catalogues.parse(raw, path, name)
-    lines, at = _append(_layout(raw, name), values, name)
-    return _prove("".join(lines).encode("utf-8"), path, name, at, values, before, set(KEYS))
+    if before.items:
+        lines, start = _append(_item_region(raw, before, len(before.items) - 1, name), values)
+    else:
+        lines, start = _first_item(raw, values, name)
+    newline = _lines(raw, name)[1]
+    proof = _Proof(lines, newline, start, None, name, before, set(KEYS))
+    return _prove(proof, len(before.items), values)
+
+
+@dataclass(frozen=True, slots=True)
+class _Proof:
+    """What an edit wrote, and what to compare it with."""
+
+    lines: list[str]
+    newline: str
+    start: int  # the edited item's first line
+    after: int | None  # the next item's first line
+    name: str
+    before: Catalogue
+    written: set[str]  # the keys this edit wrote
 
 
 def _known(values: Mapping[str, Value]) -> None:
@@ -472,30 +523,25 @@ def _known(values: Mapping[str, Value]) -> None:
         raise EditError(f"an item has no key {unknown[0]!r}; known keys: {', '.join(KEYS)}")
 
 
-def _prove(
-    new: bytes,
-    path: Path,
-    name: str,
-    index: int,
-    wanted: Mapping[str, Value],
-    before: Catalogue,
-    written: set[str],
-) -> Edited:
-    """Check that `new` reads back as `wanted` at `index`, everything else as `before`."""
-    got = values_at(new, index, name)
+def _prove(proof: _Proof, index: int, wanted: Mapping[str, Value]) -> Edited:
+    """Check that the new file reads back as `wanted` at `index`, everything else as before."""
+    name, before = proof.name, proof.before
+    region = _region(proof.lines, proof.newline, name, proof.start, proof.after)
+    got = {k: v for k, v in _values(region).items() if not (k == "draft" and v is False)}
     expected = {
         k: v
         for k, v in wanted.items()
         if v is not None and v != () and not (k == "draft" and not v)
     }
-    got_cmp = {k: v for k, v in got.items() if not (k == "draft" and v is False)}
-    if got_cmp != expected:
+    if got != expected:
         raise EditError(
             f"writing item {index} of {name} would not read back as entered "
-            f"({_first_difference(expected, got_cmp)}); nothing was written. Please report this"
+            f"({_first_difference(expected, got)}); nothing was written. Please report this"
         )
-    _reads_as_text(new, index, name, written)
-    after = catalogues.parse(new, path, name)  # CatalogueError: the form shows it at the field
+    _reads_as_text(region, name, proof.written)
+    new = "".join(proof.lines).encode("utf-8")
+    # The one validator; a CatalogueError here is the form's, shown at the fields.
+    after = catalogues.parse(new, before.path, name)
     grew = len(after.items) - len(before.items)
     others_before = [i for n, i in enumerate(before.items) if grew or n != index]
     others_after = [i for n, i in enumerate(after.items) if n != index]
@@ -503,6 +549,7 @@ def _prove(
         after.publication != before.publication
         or after.newsletter != before.newsletter
         or grew not in (0, 1)
+        or after.items[index].line != proof.start + 1
         or [_unplaced(i) for i in others_before] != [_unplaced(i) for i in others_after]
     ):
         raise EditError(
@@ -523,13 +570,9 @@ def _first_difference(expected: Mapping[str, Value], got: Mapping[str, Value]) -
     return "the keys differ"
 
 
-def _reads_as_text(raw: bytes, index: int, name: str, written: set[str]) -> None:
+def _reads_as_text(region: _Region, name: str, written: set[str]) -> None:
     """Check that a standard YAML reader takes each text of the item for text (not `NO`: false)."""
-    layout = _layout(raw, name)
-    item = _entries(layout)[index]
-    if not isinstance(item, yaml.MappingNode):
-        raise EditError(f"{name}: item {index} is not a mapping; nothing was written")
-    for key in _keys(item, layout.lines):
+    for key in _keys(region.item, region.own):
         if key.name not in written:
             continue  # as the file had it: not this edit's to judge
         allowed = {_STR}
@@ -545,9 +588,9 @@ def _reads_as_text(raw: bytes, index: int, name: str, written: set[str]) -> None
         for node in nodes:
             if isinstance(node, yaml.ScalarNode) and node.tag not in allowed:
                 raise EditError(
-                    f"{name}:{node.start_mark.line + 1}: {key.name} would be read as "
-                    f"{node.tag.rsplit(':', 1)[-1]}, not text; nothing was written. Please "
-                    "report this"
+                    f"{name}:{region.start + node.start_mark.line + 1}: {key.name} would be "
+                    f"read as {node.tag.rsplit(':', 1)[-1]}, not text; nothing was written. "
+                    "Please report this"
                 )
 
 
