@@ -311,7 +311,7 @@ def _rebuild(
     settings: Settings, feeds_dir: Path, now: datetime
 ) -> tuple[publishing.BuildReport | None, str | None]:
     try:
-        return publishing.build(settings, feeds_dir, now), None
+        return publishing.build(settings, feeds_dir, now, freeze=False), None
     except DigestError as exc:
         return None, str(exc)
 

@@ -20,6 +20,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
 
@@ -81,35 +82,49 @@ class _Key:
 class _Region:
     """One item's lines, composed on their own: a file of 100,000 items is not parsed whole."""
 
-    lines: list[str]  # the whole file's lines, with their line ends
-    newline: str
-    start: int  # the item's first line (its dash), from 0
-    stop: int  # the line after the item's region (the next item's first line, or the end)
+    own: list[str]  # the region's lines, with their line ends
+    newline: str  # the file's line end
+    start: int  # the item's first line in the file (its dash), from 0
     item: yaml.MappingNode  # its marks count lines from `start`
-
-    @property
-    def own(self) -> list[str]:
-        """Return the region's lines."""
-        return self.lines[self.start : self.stop]
+    span: tuple[int, int] = (0, 0)  # the region's bytes in the file
+    blank_before: bool = False  # whether a blank line comes before the item
 
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+# A line that starts in the first column with something other than a comment: past the items.
+_TOP_LEVEL = re.compile(rb"^[^ \t#\r\n]", re.MULTILINE)
 
 
-def _lines(raw: bytes, name: str) -> tuple[list[str], str]:
+def _split(text: str) -> list[str]:
+    return _LINE.findall(text)
+
+
+def _newline(raw: bytes) -> str:
+    end = raw.find(b"\n")
+    return "\r\n" if end > 0 and raw[end - 1 : end] == b"\r" else "\n"
+
+
+def _offset(raw: bytes, line: int, at: int = 0) -> int:
+    """Return where line `line` (from 0) starts, counting on from `at` (the start of line 0)."""
+    for _ in range(line):
+        found = raw.find(b"\n", at)
+        if found < 0:
+            return len(raw)
+        at = found + 1
+    return at
+
+
+def _decode(raw: bytes, name: str) -> str:
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise EditError(f"{name} is not UTF-8 ({exc}); save it as UTF-8 first") from exc
-    lines = _LINE.findall(text)
-    return lines, "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
 
 
-def _region(lines: list[str], newline: str, name: str, start: int, after: int | None) -> _Region:
-    """Compose the item whose dash is on line `start`; `after`: the next item's first line."""
-    stop = after if after is not None else _end_of_items(lines, start)
+def _compose(own: list[str], newline: str, name: str, start: int) -> _Region:
+    """Compose the item whose lines are `own`, the first of them line `start` of the file."""
     try:
-        root = yaml.compose("".join(lines[start:stop]), Loader=yaml.CSafeLoader)
+        root = yaml.compose("".join(own), Loader=yaml.CSafeLoader)
     except yaml.YAMLError as exc:
         raise EditError(
             f"{name}:{start + 1}: this item cannot be read on its own (an alias to a value "
@@ -127,25 +142,31 @@ def _region(lines: list[str], newline: str, name: str, start: int, after: int | 
             f"{name}:{start + 1}: this item is written on one line ({{...}}); write it as one "
             "key a line, as the editors' guide shows, to edit it here"
         )
-    return _Region(lines, newline, start, stop, item)
-
-
-def _end_of_items(lines: Sequence[str], start: int) -> int:
-    """Return the line after the last item: the next line that starts in the first column."""
-    for number in range(start + 1, len(lines)):
-        first = lines[number][:1]
-        if first and first not in " \t#\r\n":
-            return number
-    return len(lines)
+    return _Region(own, newline, start, item)
 
 
 def _item_region(raw: bytes, loaded: Catalogue, index: int, name: str) -> _Region:
-    """Return the region of item `index` of `loaded`, the catalogue `raw` holds."""
+    """Return the region of item `index` of `loaded`, the catalogue `raw` holds.
+
+    It runs from the item's dash to the next item's, or after the last item to the next line
+    that starts in the first column (a top-level key) or the end of the file.
+    """
     if not 0 <= index < len(loaded.items):
         raise EditError(f"{name} has no item {index}; reload the page")
-    lines, newline = _lines(raw, name)
-    after = loaded.items[index + 1].line - 1 if index + 1 < len(loaded.items) else None
-    return _region(lines, newline, name, loaded.items[index].line - 1, after)
+    start = loaded.items[index].line - 1
+    begin = _offset(raw, start)
+    if index + 1 < len(loaded.items):
+        end = _offset(raw, loaded.items[index + 1].line - 1 - start, begin)
+    else:
+        first = raw.find(b"\n", begin) + 1 or len(raw)
+        found = _TOP_LEVEL.search(raw, first)
+        end = found.start() if found else len(raw)
+    own = _split(_decode(raw[begin:end], name))
+    region = _compose(own, _newline(raw), name, start)
+    before = raw[raw.rfind(b"\n", 0, max(begin - 1, 0)) + 1 : begin]
+    return dataclasses.replace(
+        region, span=(begin, end), blank_before=begin > 0 and not before.strip()
+    )
 
 
 def _layout_of_empty(raw: bytes, name: str) -> tuple[yaml.Node | None, yaml.Node | None]:
@@ -384,7 +405,7 @@ def _item_lines(values: Mapping[str, Value]) -> list[str]:
 
 def _replace(region: _Region, changes: Mapping[str, Value], name: str) -> list[str]:
     """Return the item's region with `changes` written: only the changed keys' lines differ."""
-    lines = region.own
+    lines = list(region.own)
     newline = region.newline
     keys = _keys(region.item, lines)
     indent = keys[0].column
@@ -430,15 +451,16 @@ def _replace(region: _Region, changes: Mapping[str, Value], name: str) -> list[s
 
 
 def _append(last: _Region, values: Mapping[str, Value]) -> tuple[list[str], int]:
-    """Return the file's lines with a new item after the last one, and its first line."""
-    lines = list(last.lines)
+    """Return the last item's region followed by a new item, and where the new item starts
+    in it (the last item's trailing comments and blank lines come after the new item)."""
+    lines = list(last.own)
     nl = last.newline
     column = last.item.start_mark.column
-    head = lines[last.start][:column]
-    end = last.start + _last_line(last.item, last.own)
+    head = lines[0][:column]
+    end = _last_line(last.item, lines)
     rendered = _item_lines(values)
     new = [head + rendered[0], *[" " * column + r if r else "" for r in rendered[1:]]]
-    blank = last.start > 0 and not lines[last.start - 1].strip()
+    blank = last.blank_before  # the file separates items with a blank line: so does this one
     if not lines[end].endswith(("\n", "\r")):
         lines[end] += nl
     lines[end + 1 : end + 1] = ([nl] if blank else []) + _join(new, nl)
@@ -446,13 +468,13 @@ def _append(last: _Region, values: Mapping[str, Value]) -> tuple[list[str], int]
 
 
 def _first_item(raw: bytes, values: Mapping[str, Value], name: str) -> tuple[list[str], int]:
-    """Write the first item where `items:` is empty (`items:` or `items: []`)."""
+    """Return the file's lines with the first item where `items:` is empty (`items: []`)."""
     key, node = _layout_of_empty(raw, name)
     if key is None or node is None:
         raise EditError(f"{name} has no `items:` key; add `items:` at the end of the file")
     if isinstance(node, yaml.SequenceNode) and not node.flow_style:
         raise EditError(f"{name}:{key.start_mark.line + 1}: cannot find where items go")
-    lines, newline = _lines(raw, name)
+    lines, newline = _split(_decode(raw, name)), _newline(raw)
     line = key.start_mark.line
     if node.end_mark.line != line:
         raise EditError(f"{name}:{line + 1}: write `items:` on one line to add the first item")
@@ -482,11 +504,10 @@ def replace(
     _known(changes)
     region = _item_region(raw, before, index, name)
     own = _replace(region, changes, name)
-    lines = region.lines[: region.start] + own + region.lines[region.stop :]
-    grown = len(own) - (region.stop - region.start)
-    after = region.stop + grown if index + 1 < len(before.items) else None
+    begin, end = region.span
+    new = raw[:begin] + "".join(own).encode("utf-8") + raw[end:]
     wanted = {**_values(region), **changes}
-    proof = _Proof(lines, region.newline, region.start, after, name, before, set(changes))
+    proof = _Proof(new, own, region.newline, region.start, name, before, set(changes))
     return _prove(proof, index, wanted)
 
 
@@ -496,11 +517,16 @@ def append(raw: bytes, before: Catalogue, values: Mapping[str, Value], name: str
     values = {k: normal(k, v) for k, v in values.items()}
     _known(values)
     if before.items:
-        lines, start = _append(_item_region(raw, before, len(before.items) - 1, name), values)
+        last = _item_region(raw, before, len(before.items) - 1, name)
+        own, at = _append(last, values)
+        begin, end = last.span
+        new = raw[:begin] + "".join(own).encode("utf-8") + raw[end:]
+        start = last.start + at
     else:
-        lines, start = _first_item(raw, values, name)
-    newline = _lines(raw, name)[1]
-    proof = _Proof(lines, newline, start, None, name, before, set(KEYS))
+        own, at = _first_item(raw, values, name)
+        new = "".join(own).encode("utf-8")
+        start = at
+    proof = _Proof(new, own[at:], _newline(raw), start, name, before, set(KEYS))
     return _prove(proof, len(before.items), values)
 
 
@@ -508,10 +534,10 @@ def append(raw: bytes, before: Catalogue, values: Mapping[str, Value], name: str
 class _Proof:
     """What an edit wrote, and what to compare it with."""
 
-    lines: list[str]
+    raw: bytes  # the new file
+    own: list[str]  # the edited item's lines (and what follows it up to the next item)
     newline: str
     start: int  # the edited item's first line
-    after: int | None  # the next item's first line
     name: str
     before: Catalogue
     written: set[str]  # the keys this edit wrote
@@ -526,7 +552,7 @@ def _known(values: Mapping[str, Value]) -> None:
 def _prove(proof: _Proof, index: int, wanted: Mapping[str, Value]) -> Edited:
     """Check that the new file reads back as `wanted` at `index`, everything else as before."""
     name, before = proof.name, proof.before
-    region = _region(proof.lines, proof.newline, name, proof.start, proof.after)
+    region = _compose(proof.own, proof.newline, name, proof.start)
     got = {k: v for k, v in _values(region).items() if not (k == "draft" and v is False)}
     expected = {
         k: v
@@ -539,7 +565,7 @@ def _prove(proof: _Proof, index: int, wanted: Mapping[str, Value]) -> Edited:
             f"({_first_difference(expected, got)}); nothing was written. Please report this"
         )
     _reads_as_text(region, name, proof.written)
-    new = "".join(proof.lines).encode("utf-8")
+    new = proof.raw
     # The one validator; a CatalogueError here is the form's, shown at the fields.
     after = catalogues.parse(new, before.path, name)
     grew = len(after.items) - len(before.items)
@@ -550,7 +576,7 @@ def _prove(proof: _Proof, index: int, wanted: Mapping[str, Value]) -> Edited:
         or after.newsletter != before.newsletter
         or grew not in (0, 1)
         or after.items[index].line != proof.start + 1
-        or [_unplaced(i) for i in others_before] != [_unplaced(i) for i in others_after]
+        or list(map(_unplaced, others_before)) != list(map(_unplaced, others_after))
     ):
         raise EditError(
             f"writing item {index} of {name} would change other parts of the file; nothing was "
@@ -559,8 +585,22 @@ def _prove(proof: _Proof, index: int, wanted: Mapping[str, Value]) -> Edited:
     return Edited(new, after, index)
 
 
-def _unplaced(item: catalogues.Item) -> catalogues.Item:
-    return dataclasses.replace(item, line=0)
+def _unplaced(item: catalogues.Item) -> tuple[Any, ...]:
+    """Return what an item says, without where it is (lines shift below an edit)."""
+    return (
+        item.id,
+        item.title,
+        item.date,
+        item.updated,
+        item.category,
+        item.section,
+        item.summary,
+        item.body,
+        item.link,
+        item.image,
+        item.tags,
+        item.draft,
+    )
 
 
 def _first_difference(expected: Mapping[str, Value], got: Mapping[str, Value]) -> str:
