@@ -167,12 +167,12 @@ def save_item(settings: Settings, request: Request, feeds_dir: Path, now: dateti
         }
         if not changes:
             item = opened.catalogue.items[index]
-            _check_action(request.action, item, now, index)
+            _check_action(request.action, item, now)
             return Saved(item.id, status_of(item, now), "", None, opened.version)
         edited = _edit(lambda: editing.replace(opened.raw, opened.catalogue, index, changes), index)
         before = _json(old)
     item = edited.catalogue.items[edited.index]
-    _check_action(request.action, item, now, edited.index)
+    _check_action(request.action, item, now)
     diff = _diff(opened.raw, edited.raw, path.name) or ""
     _write(path, opened.version, edited.raw)
     after = editing.values_at(edited.raw, edited.catalogue, edited.index)
@@ -217,7 +217,7 @@ def _with_action(values: dict[str, Value], action: str) -> dict[str, Value]:
     return values
 
 
-def _check_action(action: str, item: Item, now: datetime, index: int) -> None:
+def _check_action(action: str, item: Item, now: datetime) -> None:
     if action == "schedule" and item.date <= now:
         raise Invalid(
             {"date": ["is not in the future: choose a later date to schedule, or Publish now"]}, []
