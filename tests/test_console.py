@@ -109,6 +109,7 @@ def staff_urls(app: Flask) -> list[tuple[str, str]]:
         if rule.endpoint in PUBLIC_ENDPOINTS:
             continue
         path = rule.rule.replace("<month>", MONTH).replace("<path:name>", "all.atom.xml")
+        path = path.replace("<item_id>", "medical-school-preparations").replace("<int:number>", "1")
         for method in sorted((rule.methods or set()) & {"GET", "POST"}):
             urls.append((method, path))
     return urls

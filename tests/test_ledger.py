@@ -14,6 +14,7 @@ import pytest
 
 from digest.errors import DeliveryError, LedgerBusyError
 from digest.send.ledger import (
+    SCHEMA_VERSION,
     Decided,
     Decision,
     Frozen,
@@ -720,7 +721,7 @@ def test_version_1_ledger_is_upgraded_with_its_rows_kept(tmp_path: Path) -> None
         assert ledger.settled(NOV) == "already sent"
         ledger.enrol(NOV, rows("d@example.org"))  # the upgraded tables take new rows
         assert ledger.deliveries(NOV)[-1].copy == 0
-    assert user_version(path) == 2
+    assert user_version(path) == SCHEMA_VERSION
     db = sqlite3.connect(path)
     try:
         decided = db.execute("SELECT month, kind, detail FROM decisions ORDER BY id").fetchall()
@@ -763,7 +764,7 @@ def test_upgraded_ledger_has_the_tables_of_a_new_one(tmp_path: Path) -> None:
     Ledger(new).close()
     assert columns(old) == columns(new)
     assert "copies" in columns(new)
-    assert user_version(new) == 2
+    assert user_version(new) == SCHEMA_VERSION
 
 
 def test_upgrade_that_fails_changes_nothing(tmp_path: Path) -> None:
@@ -780,7 +781,8 @@ def test_upgrade_that_fails_changes_nothing(tmp_path: Path) -> None:
         Ledger(path)
 
     assert str(raised.value) == (
-        f"{path}: cannot upgrade the delivery ledger from schema 1 to 2 (table copies already "
+        f"{path}: cannot upgrade the delivery ledger from schema 1 to {SCHEMA_VERSION} (table "
+        "copies already "
         "exists); nothing in it was changed. Remove what is in the way or move the file aside "
         "to start a new ledger"
     )
@@ -815,7 +817,7 @@ def test_ledger_tables_without_a_version_are_upgraded(tmp_path: Path) -> None:
     db.close()
     with Ledger(path) as ledger:
         assert len(ledger.deliveries(NOV)) == 3
-    assert user_version(path) == 2
+    assert user_version(path) == SCHEMA_VERSION
 
 
 def test_database_of_another_program_is_refused(tmp_path: Path) -> None:
@@ -840,3 +842,27 @@ def test_ledger_is_a_context_manager(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     with pytest.raises(sqlite3.ProgrammingError):
         ledger.suppressed()
+
+
+def test_a_schema_2_ledger_gains_the_editors_history_with_its_rows_kept(tmp_path: Path) -> None:
+    """Opening a ledger from before the editor keeps every send and starts an empty history."""
+    path = tmp_path / "state.sqlite3"
+    with Ledger(path) as ledger:
+        ledger.freeze(NOV, "hash", "Subject", 3)
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE edits")
+    db.execute("PRAGMA user_version=2")
+    db.commit()
+    db.close()
+    with Ledger(path) as ledger:
+        assert ledger.frozen(NOV) is not None
+        assert ledger.edits() == []
+        number = ledger.record_edit(
+            "an-item", "Ada", datetime(2025, 11, 1, tzinfo=UTC), "publish", "diff", None, "{}", "v"
+        )
+        assert [(e.id, e.item, e.staff, e.at) for e in ledger.edits("an-item")] == [
+            (number, "an-item", "Ada", "2025-11-01T00:00:00+00:00")
+        ]
+        assert ledger.edit(number) == ledger.edits()[0]
+        assert ledger.edits("another") == []
+    assert user_version(path) == SCHEMA_VERSION

@@ -36,8 +36,11 @@ def test_the_environment_is_read_once_into_one_object() -> None:
         "DIGEST_SECRET_KEY": "k" * 32,
         "DIGEST_CONSOLE_PASSWORD": "",
         "DIGEST_TRUSTED_PROXIES": "1",
+        "DIGEST_EDITOR_GIT_COMMIT": "1",
     }
     found = settings.load(CATALOGUE, environ)
+    assert found.editor_git_commit
+    assert not settings.load(CATALOGUE, {}).editor_git_commit
     assert found.smtp_url == "smtp://digest@mail.example.edu:587"
     assert not found.uses_outbox
     assert found.state_path == Path("/var/lib/digest/state.sqlite3")
@@ -61,6 +64,10 @@ def test_the_environment_is_read_once_into_one_object() -> None:
         (
             {"DIGEST_PUBLIC_URL": "https://digest.example.edu/?x=1"},
             "DIGEST_PUBLIC_URL 'https://digest.example.edu/?x=1' must be the https:// address",
+        ),
+        (
+            {"DIGEST_EDITOR_GIT_COMMIT": "sure"},
+            "DIGEST_EDITOR_GIT_COMMIT 'sure' is not 1 or 0",
         ),
         (
             {"DIGEST_TRUSTED_PROXIES": "many"},

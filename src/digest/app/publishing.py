@@ -104,8 +104,13 @@ class BuildReport:
     removed: tuple[str, ...] = ()
 
 
-def build(settings: Settings, output_dir: Path, now: datetime) -> BuildReport:
-    """Write every feed, the feed page and the archive into `output_dir`, all or nothing."""
+def build(
+    settings: Settings, output_dir: Path, now: datetime, *, freeze: bool = True
+) -> BuildReport:
+    """Write every feed, the feed page and the archive into `output_dir`, all or nothing.
+
+    `freeze=False` for a long-lived process (the console's editor rebuilds after each save).
+    """
     from digest.publish import buildcache
 
     try:
@@ -129,7 +134,7 @@ def build(settings: Settings, output_dir: Path, now: datetime) -> BuildReport:
         return BuildReport(total, 0, total, manifest.published, removed)
     from digest.publish import output, site  # not before: a build with nothing to do needs neither
 
-    catalogue = load(settings, raw, freeze=True)
+    catalogue = load(settings, raw, freeze=freeze)
     current = manifest.current(output_dir) if manifest is not None else set()
     reusable = {name: manifest.keys[name] for name in current if manifest and name in manifest.keys}
     result = site.build(catalogue, now, environment, reusable)

@@ -33,6 +33,7 @@ VARIABLES = {
     "DIGEST_LEDGER_WAIT": "seconds a send waits for a locked ledger (`digest send --ledger-wait`)",
     "DIGEST_DKIM_KEY": "the PEM file of the DKIM private key, with newsletter.dkim in items.yaml",
     "DIGEST_DNS_SERVER": "the resolver `digest doctor` asks, host[:port] (default: the system's)",
+    "DIGEST_EDITOR_GIT_COMMIT": "1: the console's editor commits each save to git (default 0)",
 }
 
 SECRET_KEY_LENGTH = 32
@@ -56,6 +57,7 @@ class Settings:
     ledger_wait: float = 30.0  # `digest send --ledger-wait` (DIGEST_LEDGER_WAIT, read by click)
     dkim_key: Path | None = None  # DIGEST_DKIM_KEY, relative to the catalogue's folder
     dns_server: tuple[str, int] | None = None  # DIGEST_DNS_SERVER; None: the system's resolver
+    editor_git_commit: bool = False  # DIGEST_EDITOR_GIT_COMMIT: commit each console save
 
     @property
     def home(self) -> Path:
@@ -118,6 +120,9 @@ def load(
         trusted_proxies=_count(environ.get("DIGEST_TRUSTED_PROXIES"), "DIGEST_TRUSTED_PROXIES"),
         dkim_key=_beside(home, _path(environ.get("DIGEST_DKIM_KEY"))),
         dns_server=_dns_server(environ.get("DIGEST_DNS_SERVER")),
+        editor_git_commit=_flag(
+            environ.get("DIGEST_EDITOR_GIT_COMMIT"), "DIGEST_EDITOR_GIT_COMMIT"
+        ),
     )
 
 
@@ -189,3 +194,13 @@ def _count(value: str | None, name: str) -> int:
             "ignore X-Forwarded-For"
         )
     return int(text)
+
+
+def _flag(value: str | None, name: str) -> bool:
+    text = (_text(value) or "0").lower()
+    if text not in ("0", "1", "true", "false", "yes", "no"):
+        raise DigestError(
+            f"{name} {text!r} is not 1 or 0: set it to 1 to turn it on, or 0 (the default) to "
+            "leave it off"
+        )
+    return text in ("1", "true", "yes")

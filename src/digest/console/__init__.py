@@ -5,7 +5,8 @@ A Flask application over the same code the CLI runs: `catalogue.load`, `newslett
 responses and never prints or exits; `cli.py` reads the environment, builds the `Config` and runs
 the server. It never starts the scheduler.
 
-The pages live by group: `auth` (login, logout, lockout, CSRF), `dashboard`, `months` (a month,
+The pages live by group: `auth` (login, logout, lockout, CSRF), `dashboard`, `items` (the
+announcements: list, form, live preview, history, revert), `months` (a month,
 its preview, test copies, the confirmation, the send, its progress and history) and `public`
 (one-click unsubscribe, the built feeds); `state` holds the settings and the sends, `present`
 how times, outcomes and errors read.
@@ -26,7 +27,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from digest.console import auth, dashboard, months, present, public
+from digest.console import auth, dashboard, items, months, present, public
 from digest.console.auth import (
     KNOWN_BROWSER_COOKIE,
     KNOWN_BROWSER_LIFETIME,
@@ -62,10 +63,11 @@ __all__ = [
 ]
 
 # Pages of the console: scripts only from our own origin (there are none inline), no plugins, no
-# framing, forms post only to us.
+# framing, forms post only to us; the editor's live preview fetches from us alone.
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; frame-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
 )
 # The digest preview: the email's own inline styles and remote images, nothing else; `sandbox`
 # gives it an opaque origin, so even a script that slipped past the sanitizer could not run or
@@ -101,7 +103,9 @@ def create_app(config: Config) -> Flask:
         # mistyped link, a network that strips TLS) never carries the session.
         SESSION_COOKIE_SECURE=config.https,
         PERMANENT_SESSION_LIFETIME=config.session_lifetime,
-        MAX_CONTENT_LENGTH=64 * 1024,
+        # The editor's form carries a body of up to 100,000 characters (the catalogue's limit),
+        # which percent-encoded CJK text makes about 900 KB.
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
     )
     if config.trusted_proxies:
         # Only X-Forwarded-For, and only the entries the named proxies appended: the client's
@@ -116,7 +120,7 @@ def create_app(config: Config) -> Flask:
     app.context_processor(lambda: {"user": session.get("user")})
     app.add_template_global(local, "local")
     app.add_template_global(present.of_run, "run_verdict")
-    for pages in (auth, dashboard, months, public):
+    for pages in (auth, dashboard, items, months, public):
         pages.register(app)
     return app
 

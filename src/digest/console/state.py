@@ -33,6 +33,8 @@ LOCKOUT = timedelta(minutes=10)
 # After this many wrong passwords within LOCKOUT from browsers that never logged in, however many
 # addresses they come from, only browsers that have logged in before may try (see `Console`).
 MAX_ACCOUNT_FAILURES = 50
+# How many versions of the catalogue the editor keeps in memory to show a refused save's diff.
+SEEN_VERSIONS = 8
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Config:
     # How many reverse proxies in front append to X-Forwarded-For; 0 ignores the header.
     trusted_proxies: int = 0
     outbox: Path = Path("outbox")
+    # DIGEST_EDITOR_GIT_COMMIT: each save of the editor is committed when the folder is in git.
+    git_commit: bool = False
 
     @classmethod
     def of(cls, settings: Settings, feeds_dir: Path, clock: Callable[[], datetime]) -> Config:
@@ -79,6 +83,7 @@ class Config:
             smtp_token_command=settings.smtp_token_command,
             trusted_proxies=settings.trusted_proxies,
             outbox=settings.outbox,
+            git_commit=settings.editor_git_commit,
         )
 
     @property
@@ -95,6 +100,7 @@ class Config:
             secret_key=self.secret_key,
             console_password=self.password,
             trusted_proxies=self.trusted_proxies,
+            editor_git_commit=self.git_commit,
         )
 
     @property
@@ -206,6 +212,11 @@ class Console:
         self.guesses = threading.Lock()
         self.retry_policy: delivery.RetryPolicy | None = None  # None: delivery's default
         self._zone: tuple[tuple[int, int], tzinfo] | None = None
+        # The catalogue's recent versions, by SHA-256, as the editor's forms were opened on them:
+        # a save refused because the file changed shows the diff from the one its form saw.
+        self._seen: dict[str, bytes] = {}
+        # The site's URL for the editor's preview, with the catalogue's (mtime, size) it is of.
+        self.site_url: tuple[tuple[int, int], str] | None = None
         # Sessions logged out before they expired: a copy of the cookie opens nothing. Kept in the
         # ledger too, so that a restart with the same key does not bring them back.
         ledger = open_ledger(config.state_path)
@@ -214,6 +225,19 @@ class Console:
         finally:
             if ledger is not None:
                 ledger.close()
+
+    def remember(self, version: str, raw: bytes) -> None:
+        """Keep the catalogue's bytes of `version`, the last few only."""
+        with self.lock:
+            self._seen.pop(version, None)
+            self._seen[version] = raw
+            while len(self._seen) > SEEN_VERSIONS:
+                del self._seen[next(iter(self._seen))]
+
+    def seen(self, version: str) -> bytes | None:
+        """Return the catalogue's bytes of `version`, if a form was opened on it lately."""
+        with self.lock:
+            return self._seen.get(version)
 
     def log_out(self, session_id: str) -> None:
         """End `session_id` for good, here and in the ledger."""

@@ -44,7 +44,7 @@ T = TypeVar("T")
 # How long SQLite itself waits for a lock before the ledger hears of it, says so, and tries again.
 _SLICE = 0.5
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # What SendLock.acquire writes into the lock file: "pid 123 on host, holder, since ...".
 _HOLDER = re.compile(r"pid (\d+) on ([^,]+),")
 
@@ -283,6 +283,39 @@ _LIMITS_SCHEMA = (
 )""",
 )
 
+# The console's editor (schema 3): every save of an item, who made it, when, the diff of the
+# catalogue, and the item's values before and after as JSON (`before` NULL for a new item).
+# Self-contained, IF NOT EXISTS: the step can be renumbered beside other steps at a merge.
+_EDITS_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS edits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    item TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    at TEXT NOT NULL,
+    action TEXT NOT NULL,
+    diff TEXT NOT NULL,
+    before TEXT,
+    after TEXT NOT NULL,
+    version TEXT NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS edits_by_item ON edits (item, id)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """One save of an item from the console's editor."""
+
+    id: int
+    item: str
+    staff: str
+    at: str
+    action: str
+    diff: str
+    before: str | None  # the item's values as JSON, None when the save created it
+    after: str
+    version: str  # the catalogue's SHA-256 after the save
+
 
 @dataclass(frozen=True, slots=True)
 class Frozen:
@@ -446,6 +479,8 @@ _ACCEPTED = (
     "UNION ALL SELECT updated_at FROM copies WHERE status = 'sent' AND updated_at > ?"
 )
 
+_EDIT = "SELECT id, item, staff, at, action, diff, before, after, version FROM edits"
+
 
 class Ledger:
     """The SQLite state file; one instance per process, safe to share between threads.
@@ -527,9 +562,10 @@ class Ledger:
         tables = {
             row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
+        steps: tuple[str, ...] = ()
         if version == 0 and not tables:
-            steps: tuple[str, ...] = _SCHEMA_2 + _LIMITS_SCHEMA  # a new file
-        else:
+            steps = _SCHEMA_2 + _LIMITS_SCHEMA  # a new file
+        elif version < 2:
             if version == 0 and not tables <= _TABLES_1:
                 others = ", ".join(sorted(tables - _TABLES_1))
                 raise DeliveryError(
@@ -539,6 +575,7 @@ class Ledger:
             # Version 0 with ledger tables: version 1 made them, then could not write its number.
             # The daily limit's log and holds come last: after `deliveries` has its final shape.
             steps = _SCHEMA_1 + _UPGRADE_1_TO_2 + _LIMITS_SCHEMA
+        steps += _EDITS_SCHEMA  # schema 3: every version below has no editor history
         for statement in steps:
             db.execute(statement)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -850,6 +887,39 @@ class Ledger:
         """Return the console sessions logged out that would otherwise still be valid at `now`."""
         rows = self._rows("SELECT session FROM logouts WHERE until >= ?", (stamp(now),))
         return {row[0] for row in rows}
+
+    # -- the editor's history ------------------------------------------------------------------
+
+    def record_edit(
+        self,
+        item: str,
+        staff: str,
+        at: datetime,
+        action: str,
+        diff: str,
+        before: str | None,
+        after: str,
+        version: str,
+    ) -> int:
+        """Record one save of an item from the console; return its number."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO edits (item, staff, at, action, diff, before, after, version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (item, staff, stamp(at), action, diff, before, after, version),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def edits(self, item: str | None = None, limit: int = 200) -> list[Edit]:
+        """Return the saves of `item` (of every item when None), newest first."""
+        where, values = ("WHERE item = ?", (item,)) if item is not None else ("", ())
+        rows = self._rows(f"{_EDIT} {where} ORDER BY id DESC LIMIT ?", (*values, limit))
+        return [Edit(*row) for row in rows]
+
+    def edit(self, number: int) -> Edit | None:
+        """Return save number `number`, if there is one."""
+        rows = self._rows(f"{_EDIT} WHERE id = ?", (number,))
+        return Edit(*rows[0]) if rows else None
 
     # -- the scheduler -------------------------------------------------------------------------
 

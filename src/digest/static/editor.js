@@ -1,0 +1,37 @@
+// The announcement form's live preview: the summary and body as readers will see them, rendered
+// and sanitized by the console itself (the same code as the feeds), fetched from this origin.
+"use strict";
+(function () {
+  const form = document.querySelector("form.item-form");
+  if (!form) {
+    return;
+  }
+  const url = form.dataset.preview;
+  const token = form.querySelector("input[name=csrf_token]").value;
+  for (const name of ["summary", "body"]) {
+    const area = form.querySelector("textarea[name=" + name + "]");
+    const out = document.getElementById(name + "-preview");
+    if (!area || !out) {
+      continue;
+    }
+    let timer = null;
+    let asked = 0;
+    const update = async function () {
+      const mine = ++asked;
+      const data = new FormData();
+      data.append("csrf_token", token);
+      data.append("markdown", area.value);
+      const response = await fetch(url, { method: "POST", body: data, credentials: "same-origin" });
+      if (response.ok && mine === asked) {
+        // Sanitized by the server (nh3, as in every feed); the page's CSP runs no inline script.
+        out.innerHTML = await response.text();
+        out.dataset.ready = String(mine);
+      }
+    };
+    area.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(update, 200);
+    });
+    update();
+  }
+})();
