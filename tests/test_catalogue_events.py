@@ -274,3 +274,11 @@ def test_event_that_is_not_a_mapping_is_refused() -> None:
     assert [str(p) for p in info.value.problems] == [
         "items.yaml:20: items[0].event: expected a mapping of keys, found '2025-10-01'"
     ]
+
+
+def test_comment_cutting_a_location_is_located() -> None:
+    """`location: Room 4 #2 building` would lose half the place: it must be quoted instead."""
+    assert problems("start: 2025-10-01", "location: Room 4 #2 building") == [
+        "items.yaml:22: items[0].event.location: ' #' starts a YAML comment, so this value was "
+        "cut to 'Room 4'; put the whole value in quotes: location: \"Room 4 #2 building\""
+    ]

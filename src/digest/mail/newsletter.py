@@ -25,7 +25,7 @@ from markupsafe import Markup
 
 from digest.errors import RenderError
 from digest.months import Month
-from digest.publish import markup
+from digest.publish import calendars, markup
 from digest.publish.catalogue import Catalogue, Category, Item, subject_line
 
 # Gmail clips an HTML body larger than this, hiding the rest behind "[Message clipped]".
@@ -65,6 +65,8 @@ class Issue:
 
     month: Month
     sections: tuple[Section, ...]
+    # "Coming up": published events starting in the following month, whatever their item's date.
+    coming: tuple[Item, ...] = ()
 
     @property
     def items(self) -> tuple[Item, ...]:
@@ -76,7 +78,8 @@ class Issue:
         if categories is None:
             return self
         kept = tuple(s for s in self.sections if s.category.slug in categories)
-        return Issue(self.month, kept)
+        coming = tuple(i for i in self.coming if i.category in categories)
+        return Issue(self.month, kept, coming)
 
 
 def issue(catalogue: Catalogue, month: Month, now: datetime) -> Issue:
@@ -88,7 +91,17 @@ def issue(catalogue: Catalogue, month: Month, now: datetime) -> Issue:
         items = tuple(i for i in chosen if i.category == category.slug)
         if items:
             sections.append(Section(category, items))
-    return Issue(month, tuple(sections))
+    return Issue(month, tuple(sections), coming_up(catalogue, now).get(month.shift(1), ()))
+
+
+def coming_up(catalogue: Catalogue, now: datetime) -> dict[Month, tuple[Item, ...]]:
+    """Return the published events by the month they start in (publication zone), by start."""
+    tz = catalogue.publication.tz
+    found: dict[Month, list[Item]] = {}
+    for item in calendars.events(catalogue, now):
+        assert item.event is not None  # noqa: S101 -- events() returns events only
+        found.setdefault(Month.of(calendars.start_moment(item.event, tz), tz), []).append(item)
+    return {month: tuple(items) for month, items in found.items()}
 
 
 def issues(catalogue: Catalogue, now: datetime) -> list[Issue]:
@@ -105,6 +118,7 @@ def issues(catalogue: Catalogue, now: datetime) -> list[Issue]:
             month = months[id(item.date)] = Month.of(item.date, tz)
         by_month.setdefault(month, []).append(item)
     found = []
+    coming = coming_up(catalogue, now)
     for month in sorted(by_month, reverse=True):
         chosen = by_month[month]
         sections = []
@@ -112,7 +126,7 @@ def issues(catalogue: Catalogue, now: datetime) -> list[Issue]:
             items = tuple(i for i in chosen if i.category == category.slug)
             if items:
                 sections.append(Section(category, items))
-        found.append(Issue(month, tuple(sections)))
+        found.append(Issue(month, tuple(sections), coming.get(month.shift(1), ())))
     return found
 
 
@@ -254,6 +268,9 @@ class Renderer:
                 {"name": s.category.name, "entries": [self._entry(i, web) for i in s.items]}
                 for s in selection.sections
             ],
+            "coming_up": [self._entry(i, web) for i in selection.coming],
+            "next_month": selection.month.shift(1).label,
+            "json_ld": self._json_ld(selection) if web else None,
             "view_url": publication.feeds_url + archive_path(selection.month),
             "feeds_url": publication.feeds_url,
             "web": web,
@@ -323,7 +340,7 @@ class Renderer:
         what = "each reader's greeting" if token == GREETING_TOKEN else "each unsubscribe link"
         reserved = f"{token!r}, which digest reserves to mark where {what} goes"
         name = self.catalogue.path.name
-        for item in selection.items:
+        for item in (*selection.items, *selection.coming):
             if any(_holds(value, token) for value in _strings(item)):
                 raise RenderError(
                     f"{name}:{item.line}: item {item.id!r} contains {reserved}; reword it"
@@ -359,7 +376,16 @@ class Renderer:
             "summary_html": Markup(summary),  # noqa: S704 -- sanitized by markup.to_html
             "summary_text": "" if web else markup.to_text(summary),  # the web page has no text
             "image": item.image,
+            "event": calendars.shown(publication, item) if item.event else None,
         }
+
+    def _json_ld(self, selection: Issue) -> Markup | None:
+        """Return the schema.org events the archive page shows, safe inside its <script>."""
+        publication = self.catalogue.publication
+        page = publication.feeds_url + archive_path(selection.month)
+        shown = [(i, f"{page}#{i.id}") for i in (*selection.items, *selection.coming)]
+        found = calendars.json_ld(publication, list(dict.fromkeys(shown)))
+        return Markup(found) if found else None  # noqa: S704 -- <, > and & escaped as \u
 
     def _inline(self, page: str) -> str:
         if self._inliner is None:

@@ -67,9 +67,14 @@ def events(catalogue: Catalogue, now: datetime) -> tuple[Item, ...]:
 
 
 def calendars(catalogue: Catalogue, now: datetime) -> list[Calendar]:
-    """Return all.ics then one calendar per category that has events, newest 1,000 each."""
+    """Return all.ics then one calendar per category that has events, newest 1,000 each.
+
+    A publication with no events has no calendars at all.
+    """
     publication = catalogue.publication
     found = events(catalogue, now)
+    if not found:
+        return []
     out = [Calendar("all", publication.title, found[-CALENDAR_LIMIT:])]
     for category in publication.categories:
         chosen = tuple(i for i in found if i.category == category.slug)
@@ -301,3 +306,204 @@ def description(publication: Publication, item: Item) -> str:
     if event.online:
         text += f"\n\nOnline: {event.online}"
     return text
+
+
+# -- where people meet the events: pages and the digest ------------------------------------------
+
+GOOGLE = "https://calendar.google.com/calendar/render"
+# Outlook on the web for work and school accounts (Microsoft 365), what a university runs.
+OUTLOOK = "https://outlook.office.com/calendar/0"
+# What Google and Outlook are given of the summary: their links carry it whole, and browsers and
+# servers refuse addresses much over 8 KB.
+MAX_DETAILS = 600
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """An event as the feed page and the digest show it: when, where, and "Add to calendar"."""
+
+    when: str  # 1 October 2025, 18:30–20:30 HKT
+    iso: str  # the start, for <time datetime>
+    place: str | None
+    online: str | None
+    status: str  # scheduled, cancelled, postponed
+    ics: str  # the event's own .ics, absolute
+    google: str
+    outlook: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """How to subscribe to one calendar: its address, and the links that add it to an app."""
+
+    label: str
+    url: str
+    webcal: str
+    google: str
+    outlook: str
+
+
+def shown(publication: Publication, item: Item) -> Shown:
+    """Return how the pages and the digest present `item`'s event."""
+    event = _event(item)
+    tz = publication.tz
+    start = start_moment(event, tz).astimezone(tz)
+    return Shown(
+        when=when_text(event, tz),
+        iso=start.date().isoformat() if event.all_day else start.isoformat(),
+        place=place_text(event) if event.location else None,
+        online=event.online,
+        status=event.status,
+        ics=publication.feeds_url + event_path(item),
+        google=google_link(publication, item),
+        outlook=outlook_link(publication, item),
+    )
+
+
+def when_text(event: Event, tz: tzinfo) -> str:
+    """Return an event's date and time in the publication's zone, as people write them."""
+    if not isinstance(event.start, datetime) or not isinstance(event.end, datetime):
+        first, last = event.start, event.last_day
+        if first == last:
+            return f"{_day(first)} (all day)"
+        if (first.year, first.month) == (last.year, last.month):
+            return f"{first.day}–{_day(last)}"
+        if first.year == last.year:
+            return f"{first.day} {first:%B} – {_day(last)}"
+        return f"{_day(first)} – {_day(last)}"
+    start, end = event.start.astimezone(tz), event.end.astimezone(tz)
+    zone = end.tzname() or ""
+    if start.date() == end.date():
+        return f"{_day(start)}, {start:%H:%M}–{end:%H:%M} {zone}".rstrip()
+    return f"{_day(start)} {start:%H:%M} – {_day(end)} {end:%H:%M} {zone}".rstrip()
+
+
+def _day(moment: date) -> str:
+    return f"{moment.day} {moment:%B %Y}"
+
+
+def _details(publication: Publication, item: Item) -> str:
+    text = description(publication, item)
+    return text if len(text) <= MAX_DETAILS else text[: MAX_DETAILS - 1].rstrip() + "…"
+
+
+def google_link(publication: Publication, item: Item) -> str:
+    """Return the Google Calendar link that opens the event, filled in, to be saved."""
+    from urllib.parse import urlencode
+
+    event = _event(item)
+    if isinstance(event.start, datetime) and isinstance(event.end, datetime):
+        dates = "/".join(f"{m.astimezone(UTC):%Y%m%dT%H%M%SZ}" for m in (event.start, event.end))
+    else:
+        dates = f"{event.start:%Y%m%d}/{event.end:%Y%m%d}"  # the end is exclusive here too
+    query = {
+        "action": "TEMPLATE",
+        "text": PREFIX[event.status] + item.title,
+        "dates": dates,
+        "details": _details(publication, item),
+        "location": place_text(event),
+        "ctz": publication.timezone,
+    }
+    return f"{GOOGLE}?{urlencode(query)}"
+
+
+def outlook_link(publication: Publication, item: Item) -> str:
+    """Return the Outlook on the web link that opens the event, filled in, to be saved."""
+    from urllib.parse import urlencode
+
+    event = _event(item)
+    tz = publication.tz
+    if isinstance(event.start, datetime) and isinstance(event.end, datetime):
+        start, end = (m.astimezone(tz).isoformat() for m in (event.start, event.end))
+        all_day = "false"
+    else:
+        start, end, all_day = event.start.isoformat(), event.end.isoformat(), "true"
+    query = {
+        "path": "/calendar/action/compose",
+        "rru": "addevent",
+        "subject": PREFIX[event.status] + item.title,
+        "startdt": start,
+        "enddt": end,
+        "allday": all_day,
+        "body": _details(publication, item),
+        "location": place_text(event),
+    }
+    return f"{OUTLOOK}/deeplink/compose?{urlencode(query)}"
+
+
+def subscriptions(catalogue: Catalogue, now: datetime) -> list[Subscription]:
+    """Return each calendar's subscribe links, as the feed page lists them."""
+    from urllib.parse import quote, urlencode
+
+    publication = catalogue.publication
+    names = {c.slug: c.name for c in publication.categories}
+    out = []
+    for calendar in calendars(catalogue, now):
+        url = publication.feeds_url + calendar.filename
+        webcal = "webcal://" + url.split("://", 1)[1]
+        out.append(
+            Subscription(
+                label="Every event" if calendar.slug == "all" else names[calendar.slug],
+                url=url,
+                webcal=webcal,
+                google=f"{GOOGLE}?cid={quote(webcal, safe='')}",
+                outlook=f"{OUTLOOK}/addfromweb?{urlencode({'url': url, 'name': calendar.title})}",
+            )
+        )
+    return out
+
+
+_EVENT_STATUS = {
+    "scheduled": "https://schema.org/EventScheduled",
+    "cancelled": "https://schema.org/EventCancelled",
+    "postponed": "https://schema.org/EventPostponed",
+}
+
+
+def structured(publication: Publication, item: Item, page: str) -> dict[str, Any]:
+    """Return `item`'s event as a schema.org Event, for search engines."""
+    event = _event(item)
+    tz = publication.tz
+    if isinstance(event.start, datetime) and isinstance(event.end, datetime):
+        start, end = event.start.astimezone(tz).isoformat(), event.end.astimezone(tz).isoformat()
+    else:
+        start, end = event.start.isoformat(), event.last_day.isoformat()
+    places: list[dict[str, Any]] = []
+    if event.location is not None:
+        place: dict[str, Any] = {"@type": "Place", "name": event.location.name}
+        if event.location.address:
+            place["address"] = event.location.address
+        places.append(place)
+    if event.online:
+        places.append({"@type": "VirtualLocation", "url": event.online})
+    mode = "Mixed" if len(places) == 2 else "Online" if event.online else "Offline"
+    return {
+        "@type": "Event",
+        "name": item.title,
+        "startDate": start,
+        "endDate": end,
+        "eventStatus": _EVENT_STATUS[event.status],
+        "eventAttendanceMode": f"https://schema.org/{mode}EventAttendanceMode",
+        "location": places[0] if len(places) == 1 else places,
+        "description": _details(publication, item),
+        "url": item.link or page,
+        "organizer": {
+            "@type": "Organization",
+            "name": publication.author.name,
+            "url": publication.site_url,
+        },
+    }
+
+
+def json_ld(publication: Publication, shown_on: Sequence[tuple[Item, str]]) -> str | None:
+    """Return the JSON-LD of the events among `shown_on` (item, its address), safe in <script>.
+
+    `<`, `>` and `&` are written as \\u escapes, which JSON reads as the same characters: no
+    title can close the script element or open a comment.
+    """
+    found = [structured(publication, item, page) for item, page in shown_on if item.event]
+    if not found:
+        return None
+    document = {"@context": "https://schema.org", "@graph": found}
+    text = json.dumps(document, ensure_ascii=False, indent=1, sort_keys=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

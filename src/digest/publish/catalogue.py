@@ -523,7 +523,9 @@ _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 # One-line text fields where a ` #` inside an unquoted value would silently cut it short.
-_ONE_LINE = frozenset({"title", "subtitle", "name", "summary", "alt", "subject"})
+_ONE_LINE = frozenset(
+    {"title", "subtitle", "name", "summary", "alt", "subject", "location", "address"}
+)
 _COMMENT_AFTER = re.compile(r"[ \t]+#")
 
 

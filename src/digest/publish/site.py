@@ -73,11 +73,14 @@ def build(
     for issue in newsletter.issues(catalogue, now):
         month = issue.month
         path = newsletter.archive_path(month)
-        if wanted([path], key(common, "month", str(month), _items_key(issue.items, stamps))):
+        shown = _items_key(issue.items + issue.coming, stamps)
+        if wanted([path], key(common, "month", str(month), shown)):
             files[path] = renderer.render(issue, web=True).html.encode("utf-8")
         archive.append(pages.ArchiveLink(month.label, path, len(issue.items)))
     latest = catalogue.published(now)[: publication.feed_limit]
-    if wanted(["index.html"], key(common, "index", _items_key(latest, stamps), repr(archive))):
+    subscribe = repr([c.slug for c in calendars.calendars(catalogue, now)])
+    index_key = key(common, "index", _items_key(latest, stamps), repr(archive), subscribe)
+    if wanted(["index.html"], index_key):
         files["index.html"] = pages.render_index(catalogue, now, archive)
     return Build(keys, files, tuple(reused))
 
