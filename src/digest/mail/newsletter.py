@@ -382,9 +382,12 @@ class Renderer:
     def _json_ld(self, selection: Issue) -> Markup | None:
         """Return the schema.org events the archive page shows, safe inside its <script>."""
         publication = self.catalogue.publication
-        page = publication.feeds_url + archive_path(selection.month)
-        shown = [(i, f"{page}#{i.id}") for i in (*selection.items, *selection.coming)]
-        found = calendars.json_ld(publication, list(dict.fromkeys(shown)))
+
+        def page(item: Item) -> str:  # the archive page that carries the item in full
+            return f"{publication.feeds_url}{archive_path(Month.of(item.date, self._tz))}#{item.id}"
+
+        shown = dict.fromkeys((*selection.items, *selection.coming))
+        found = calendars.json_ld(publication, [(i, page(i)) for i in shown])
         return Markup(found) if found else None  # noqa: S704 -- <, > and & escaped as \u
 
     def _inline(self, page: str) -> str:
