@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -12,8 +14,11 @@ from pathlib import Path
 import icalendar
 import pytest
 from click.testing import Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from digest.publish import calendars, feeds
+from digest.publish import calendars, catalogue, feeds
+from digest.publish.catalogue import Place
 from helpers import build_text, item, load_text, snapshot, yaml_catalogue
 
 Run = Callable[..., Result]
@@ -390,3 +395,59 @@ def test_khal_sees_a_cancellation_under_the_same_uid(tmp_path: Path) -> None:
         "2025-10-01 18:30 | 2025-10-01 20:30 | Cancelled: AEP evening | Sports Hall, Clear Water "
         "Bay | CANCELLED",
     ]
+
+
+def test_drafts_and_scheduled_events_are_on_no_calendar(tmp_path: Path) -> None:
+    """An event announced only later, or still a draft, is on no calendar and has no file yet."""
+    files = build_text(
+        yaml_catalogue(
+            item("soon", "Soon", "2026-02-01", event=EVENING),
+            item("hidden", "Hidden", "2025-09-01", draft="true", event=EVENING),
+            item("public", "Public", "2025-09-01", event=EVENING),
+        ),
+        tmp_path,
+    )
+    assert list(by_uid(files["all.ics"])) == ["tag:news.example.edu,2025:public"]
+    assert sorted(n for n in files if n.startswith("events/")) == [
+        "events/public.ics",
+        "events/sequence.json",
+    ]
+
+
+# Titles as catalogue.load lets them through: one line, no control characters.
+TITLES = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters="\x85"),
+    min_size=1,
+    max_size=80,
+).filter(lambda t: t.strip() == t and t)
+
+
+@settings(max_examples=60, deadline=None)
+@given(title=TITLES, place=TITLES)
+def test_any_title_and_place_round_trip_through_ics_and_json_ld(title: str, place: str) -> None:
+    """Whatever an editor types, the calendar and the search engines read back exactly that."""
+    cat = catalogue_of(yaml_catalogue(item("talk", "Talk", "2025-09-15", event=EVENING)))
+    event = cat.items[0].event
+    assert event is not None
+    talk = dataclasses.replace(
+        cat.items[0],
+        title=title,
+        event=dataclasses.replace(event, location=Place(place)),
+    )
+    record = calendars.sequences([talk], {})
+    data = calendars.Writer(cat, record, lambda i: "https://news.example.edu/feeds/").event(talk)
+    parsed = icalendar.Calendar.from_ical(data)
+    assert parsed.to_ical() == data
+    vevent = next(iter(parsed.walk("VEVENT")))
+    assert str(vevent["SUMMARY"]) == title
+    assert str(vevent["LOCATION"]) == place
+    text = calendars.json_ld(cat.publication, [(talk, "https://news.example.edu/feeds/")])
+    assert text is not None
+    assert "<" not in text
+    assert ">" not in text
+    assert json.loads(text)["@graph"][0]["name"] == title
+    assert json.loads(text)["@graph"][0]["location"]["name"] == place
+
+
+def catalogue_of(text: str) -> catalogue.Catalogue:
+    return catalogue.parse(text.encode("utf-8"), Path("items.yaml"), "items.yaml")
