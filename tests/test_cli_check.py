@@ -184,7 +184,7 @@ REJECTED = [
         [
             "items.yaml:20: items[1].title: is required",
             "items.yaml:21: items[1].<<: unknown key '<<'; known keys: id, title, date, updated, "
-            "category, section, summary, body, link, image, tags, draft",
+            "category, section, summary, body, link, image, tags, draft, event",
         ],
         id="merge-key",
     ),

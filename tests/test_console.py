@@ -833,6 +833,8 @@ def test_tokens_survive_letter_case_and_differ_per_recipient() -> None:
         ("all.json", "application/feed+json"),
         ("index.html", "text/html"),
         ("archive/2025-11.html", "text/html"),
+        ("all.ics", "text/calendar"),
+        ("events/aep-fireworks-with-the-provost-2025.ics", "text/calendar"),
     ],
 )
 def test_feeds_are_served_with_their_types_and_validators(

@@ -137,7 +137,8 @@ def build(
     catalogue = load(settings, raw, freeze=freeze)
     current = manifest.current(output_dir) if manifest is not None else set()
     reusable = {name: manifest.keys[name] for name in current if manifest and name in manifest.keys}
-    result = site.build(catalogue, now, environment, reusable)
+    previous = _calendar_record(output_dir)
+    result = site.build(catalogue, now, environment, reusable, previous)
     report = output.write(output_dir, result.files)
     published = catalogue.counts(now)["published"]
     buildcache.record(
@@ -160,11 +161,28 @@ def build_check(settings: Settings, output_dir: Path, now: datetime) -> Stalenes
     """Compare `output_dir` with what a build would write, writing nothing."""
     from digest.publish import output, site
 
-    files = site.render(load(settings, freeze=True), now)
+    catalogue = load(settings, freeze=True)
     with output.locked(output_dir, shared=True):
+        files = site.render(catalogue, now, _calendar_record(output_dir))
         stale = output.stale(output_dir, files)
         strays = output.strays(output_dir, files)
     return Staleness(len(files), tuple(stale), tuple(strays))
+
+
+def _calendar_record(output_dir: Path) -> dict[str, tuple[str, int]]:
+    """Return the events' SEQUENCE record the output folder holds (none: all start at 0)."""
+    from digest.publish import calendars
+
+    try:
+        data = (output_dir / calendars.RECORD).read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        data = None
+    except OSError as exc:
+        raise DigestError(
+            f"{output_dir / calendars.RECORD}: cannot read it ({exc.strerror}); it keeps each "
+            "event's SEQUENCE number: make it readable and build again"
+        ) from exc
+    return calendars.read_record(data)
 
 
 # -- render --------------------------------------------------------------------------------------

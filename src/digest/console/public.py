@@ -19,6 +19,7 @@ FEED_TYPES = {
     ".rss.xml": "application/rss+xml",
     ".json": "application/feed+json",
     ".html": "text/html",
+    ".ics": "text/calendar",
 }
 
 

@@ -25,7 +25,7 @@ from markupsafe import Markup
 
 from digest.errors import RenderError
 from digest.months import Month
-from digest.publish import markup
+from digest.publish import calendars, markup
 from digest.publish.catalogue import Catalogue, Category, IssuePlan, Item, subject_line
 
 # Gmail clips an HTML body larger than this, hiding the rest behind "[Message clipped]".
@@ -72,6 +72,8 @@ class Issue:
     sections: tuple[Section, ...]
     intro: str | None = None  # Markdown, not yet sanitized
     subject: str | None = None  # the month's own subject template, overriding the default
+    # "Coming up": published events starting in the following month, whatever their item's date.
+    coming: tuple[Item, ...] = ()
 
     @property
     def items(self) -> tuple[Item, ...]:
@@ -88,7 +90,8 @@ class Issue:
         if categories is None:
             return self
         kept = [s for s in self.sections if s.category.slug in categories]
-        return dataclasses.replace(self, sections=_runs(kept))
+        coming = tuple(i for i in self.coming if i.category in categories)
+        return dataclasses.replace(self, sections=_runs(kept), coming=coming)
 
 
 def _runs(sections: Iterable[Section]) -> tuple[Section, ...]:
@@ -111,9 +114,11 @@ def issue(catalogue: Catalogue, month: Month, now: datetime) -> Issue:
     tz = catalogue.publication.tz
     plan = catalogue.newsletter.plan(month) if catalogue.newsletter else None
     if plan is not None and plan.items is not None:
-        return _planned(catalogue, plan, month, now, {i.id: i for i in catalogue.items})
-    chosen = [i for i in catalogue.published(now) if Month.of(i.date, tz) == month]
-    return _dated(catalogue, month, chosen, plan)
+        shaped = _planned(catalogue, plan, month, now, {i.id: i for i in catalogue.items})
+    else:
+        chosen = [i for i in catalogue.published(now) if Month.of(i.date, tz) == month]
+        shaped = _dated(catalogue, month, chosen, plan)
+    return dataclasses.replace(shaped, coming=coming_up(catalogue, now).get(month.shift(1), ()))
 
 
 def _dated(catalogue: Catalogue, month: Month, chosen: list[Item], plan: IssuePlan | None) -> Issue:
@@ -125,7 +130,7 @@ def _dated(catalogue: Catalogue, month: Month, chosen: list[Item], plan: IssuePl
             sections.append(Section(category, items))
     if plan is None:
         return Issue(month, tuple(sections))
-    return Issue(month, tuple(sections), plan.intro, plan.subject)
+    return Issue(month, tuple(sections), intro=plan.intro, subject=plan.subject)
 
 
 def _planned(
@@ -140,7 +145,17 @@ def _planned(
     categories = {c.slug: c for c in catalogue.publication.categories}
     chosen = [by_id[i] for i in plan.items or () if by_id[i].date <= now and not by_id[i].draft]
     sections = _runs(Section(categories[i.category], (i,)) for i in chosen)
-    return Issue(month, sections, plan.intro, plan.subject)
+    return Issue(month, sections, intro=plan.intro, subject=plan.subject)
+
+
+def coming_up(catalogue: Catalogue, now: datetime) -> dict[Month, tuple[Item, ...]]:
+    """Return the published events by the month they start in (publication zone), by start."""
+    tz = catalogue.publication.tz
+    found: dict[Month, list[Item]] = {}
+    for item in calendars.events(catalogue, now):
+        assert item.event is not None  # noqa: S101 -- events() returns events only
+        found.setdefault(Month.of(calendars.start_moment(item.event, tz), tz), []).append(item)
+    return {month: tuple(items) for month, items in found.items()}
 
 
 def issues(catalogue: Catalogue, now: datetime) -> list[Issue]:
@@ -169,7 +184,11 @@ def issues(catalogue: Catalogue, now: datetime) -> list[Issue]:
             shaped = _planned(catalogue, plan, month, now, by_id)
             if shaped.items:  # listed items none of which is public yet: no issue yet
                 found[month] = shaped
-    return [found[month] for month in sorted(found, reverse=True)]
+    coming = coming_up(catalogue, now)
+    return [
+        dataclasses.replace(found[month], coming=coming.get(month.shift(1), ()))
+        for month in sorted(found, reverse=True)
+    ]
 
 
 def archive_path(month: Month) -> str:
@@ -323,6 +342,9 @@ class Renderer:
                 {"name": s.category.name, "entries": [self._entry(i, web) for i in s.items]}
                 for s in selection.sections
             ],
+            "coming_up": [self._entry(i, web) for i in selection.coming],
+            "next_month": selection.month.shift(1).label,
+            "json_ld": self._json_ld(selection) if web else None,
             "view_url": publication.feeds_url + archive_path(selection.month),
             "feeds_url": publication.feeds_url,
             "web": web,
@@ -392,7 +414,7 @@ class Renderer:
         what = "each reader's greeting" if token == GREETING_TOKEN else "each unsubscribe link"
         reserved = f"{token!r}, which digest reserves to mark where {what} goes"
         name = self.catalogue.path.name
-        for item in selection.items:
+        for item in (*selection.items, *selection.coming):
             if any(_holds(value, token) for value in _strings(item)):
                 raise RenderError(
                     f"{name}:{item.line}: item {item.id!r} contains {reserved}; reword it"
@@ -428,7 +450,19 @@ class Renderer:
             "summary_html": Markup(summary),  # noqa: S704 -- sanitized by markup.to_html
             "summary_text": "" if web else markup.to_text(summary),  # the web page has no text
             "image": item.image,
+            "event": calendars.shown(publication, item) if item.event else None,
         }
+
+    def _json_ld(self, selection: Issue) -> Markup | None:
+        """Return the schema.org events the archive page shows, safe inside its <script>."""
+        publication = self.catalogue.publication
+
+        def page(item: Item) -> str:  # the archive page that carries the item in full
+            return f"{publication.feeds_url}{archive_path(Month.of(item.date, self._tz))}#{item.id}"
+
+        shown = dict.fromkeys((*selection.items, *selection.coming))
+        found = calendars.json_ld(publication, [(i, page(i)) for i in shown])
+        return Markup(found) if found else None  # noqa: S704 -- <, > and & escaped as \u
 
     def _inline(self, page: str) -> str:
         if self._inliner is None:

@@ -30,7 +30,17 @@ from digest import files as staging
 
 FORMAT = 1
 # What renders the output besides digest itself: a new version of any may change the bytes.
-LIBRARIES = ("cmarkgfm", "feedgen", "jinja2", "lxml", "markupsafe", "nh3", "tzdata", "yaml")
+LIBRARIES = (
+    "cmarkgfm",
+    "feedgen",
+    "icalendar",
+    "jinja2",
+    "lxml",
+    "markupsafe",
+    "nh3",
+    "tzdata",
+    "yaml",
+)
 # The office's templates sit beside the catalogue; digest's own inside the package or, in a
 # source checkout, at the top of the repository.
 TEMPLATE_DIRECTORY = "newsletter_templates"

@@ -9,7 +9,7 @@ import re
 import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
@@ -197,6 +197,43 @@ class Newsletter:
         return next((p for p in self.issues if p.month == key), None)
 
 
+EVENT_STATUSES = ("scheduled", "cancelled", "postponed")
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where an event happens in person: a name people recognise, and an optional address."""
+
+    name: str
+    address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """When and where an item's event happens.
+
+    An all-day event has dates; `end` is then exclusive (the day after the last day, as
+    iCalendar's DTEND), although the catalogue writes the last day. A timed event has aware
+    date-times in any zone (an offset given in the catalogue is kept).
+    """
+
+    start: date | datetime
+    end: date | datetime
+    location: Place | None = None
+    online: str | None = None
+    status: str = "scheduled"
+
+    @property
+    def all_day(self) -> bool:
+        """Return whether the event runs whole days, with no times."""
+        return not isinstance(self.start, datetime)
+
+    @property
+    def last_day(self) -> date:
+        """Return an all-day event's last day, as the catalogue writes it."""
+        return date.fromordinal(self.end.toordinal() - 1)
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     """One announcement."""
@@ -214,6 +251,7 @@ class Item:
     tags: tuple[str, ...]
     draft: bool
     line: int
+    event: Event | None = None
 
     @property
     def modified(self) -> datetime:
@@ -537,7 +575,7 @@ _MAP_TAG = "tag:yaml.org,2002:map"
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 # One-line text fields where a ` #` inside an unquoted value would silently cut it short.
 _ONE_LINE = frozenset(
-    {"title", "subtitle", "name", "summary", "alt", "subject", "intro", "address"}
+    {"title", "subtitle", "name", "summary", "alt", "subject", "intro", "location", "address"}
 )
 _COMMENT_AFTER = re.compile(r"[ \t]+#")
 
@@ -1413,6 +1451,7 @@ class _Checker:
             "image": (False, _identity),
             "tags": (False, _tags),
             "draft": (False, _bool),
+            "event": (False, _identity),
         }
 
         required = sum(1 for r, _ in fields.values() if r)
@@ -1422,6 +1461,8 @@ class _Checker:
             got = self.mapping(entry, line, path, fields)
             if "image" in got:
                 got["image"] = self.image(entry, got["image"], path)
+            if "event" in got:
+                got["event"] = self.event(entry, got["event"], path, tz)
             ok = len(self.problems) == before
             ok = self.item_fits(entry, got, path, line, seen, categories, sections) and ok
             if not ok or len(got) < required:
@@ -1440,6 +1481,7 @@ class _Checker:
                 tags=got.get("tags", ()),
                 draft=got.get("draft", False),
                 line=line,
+                event=got.get("event"),
             )
 
         return self.sequence(value, line, "items", each)
@@ -1453,6 +1495,120 @@ class _Checker:
             {"url": (True, _url), "alt": (True, _text)},
         )
         return Image(pic["url"], pic["alt"]) if len(pic) == 2 else None
+
+    def event(self, entry: Any, value: Any, path: str, tz: tzinfo) -> Event | None:
+        """Check an item's event block: its times, its place and its status."""
+        where, line = f"{path}.event", _key_line(entry, "event")
+        got = self.mapping(
+            value,
+            line,
+            where,
+            {
+                "start": (True, lambda v: _moment(v, tz)),
+                "end": (False, lambda v: _moment(v, tz)),
+                "duration": (False, _duration),
+                "location": (False, _identity),
+                "online": (False, _online),
+                "status": (False, _status),
+            },
+        )
+        place = None
+        if "location" in got:
+            place = self.place(value, got["location"], where)
+        elif (
+            isinstance(value, _Map)
+            and value.get("location") is None
+            and value.get("online") is None
+        ):
+            self.error(
+                value.line,
+                where,
+                "gives neither `location` nor `online`; say where people go, like "
+                "location: {name: Lecture Theater A}, or online: https://... for a web meeting",
+            )
+        failed = any(k in value and k not in got for k in ("end", "duration"))
+        if "start" not in got or failed:  # reported already
+            return None
+        end = self.event_end(value, got, where)
+        if end is None or ("location" in got and place is None):
+            return None
+        return Event(got["start"], end, place, got.get("online"), got.get("status", "scheduled"))
+
+    def event_end(self, value: Any, got: dict[str, Any], where: str) -> date | datetime | None:
+        """Return an event's end (exclusive for an all-day one), or None after an error."""
+        start: date | datetime = got["start"]
+        all_day = not isinstance(start, datetime)
+        kind = "a date" if all_day else "a date and time"
+        if "end" in got and "duration" in got:
+            self.error(
+                _key_line(value, "duration"),
+                f"{where}.duration",
+                "is given with `end`; give one of them",
+            )
+            return None
+        if "duration" in got:
+            length: timedelta = got["duration"]
+            if all_day and (length.seconds or length.microseconds):
+                self.error(
+                    _key_line(value, "duration"),
+                    f"{where}.duration",
+                    "is not a whole number of days, and this event's start is a date (an "
+                    "all-day event); give days, like P2D, or give start a time",
+                )
+                return None
+            return start + length
+        if "end" not in got:
+            if all_day:
+                return start + timedelta(days=1)  # one whole day
+            self.error(
+                _key_line(value, "start"),
+                f"{where}.start",
+                "has a time but the event has neither `end` nor `duration`; add one, like "
+                "duration: PT2H",
+            )
+            return None
+        end: date | datetime = got["end"]
+        if isinstance(end, datetime) == all_day:
+            self.error(
+                _key_line(value, "end"),
+                f"{where}.end",
+                f"must be {kind}, like start: both dates for an all-day event, or both dates "
+                "with times",
+            )
+            return None
+        if all_day and end < start:
+            self.error(
+                _key_line(value, "end"),
+                f"{where}.end",
+                f"{end.isoformat()} is before start ({start.isoformat()}); for an all-day "
+                "event `end` is its last day (a one-day event needs no end)",
+            )
+            return None
+        if not all_day and end <= start:
+            said = "is the same time as" if end == start else "is before"
+            self.error(
+                _key_line(value, "end"),
+                f"{where}.end",
+                f"{said} start ({start.isoformat()}); an event ends after it starts",
+            )
+            return None
+        return end + timedelta(days=1) if all_day else end
+
+    def place(self, event: Any, value: Any, where: str) -> Place | None:
+        """Check an event's location: a name (text alone is a name), optional address."""
+        if isinstance(value, str):
+            try:
+                return Place(_text(value))
+            except _Invalid as exc:
+                self.error(_key_line(event, "location"), f"{where}.location", str(exc))
+                return None
+        got = self.mapping(
+            value,
+            _key_line(event, "location"),
+            f"{where}.location",
+            {"name": (True, _text), "address": (False, _text)},
+        )
+        return Place(got["name"], got.get("address")) if "name" in got else None
 
     def item_fits(
         self,
@@ -1668,6 +1824,75 @@ def _when(value: Any, tz: tzinfo) -> datetime:
     raise _Invalid(
         f"'{text}' is not a date (use YYYY-MM-DD, or an ISO 8601 date-time like 2025-11-19T09:30)"
     )
+
+
+def _moment(value: Any, tz: tzinfo) -> date | datetime:
+    """Parse an event time: a date (all day), or a date-time in `tz` unless it has an offset."""
+    text = _text(value)
+    if _DATE.fullmatch(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError as exc:
+            raise _Invalid(f"'{text}' is not a real date ({exc})") from exc
+    if not _DATETIME.fullmatch(text):
+        raise _Invalid(
+            f"'{text}' is not a date or a date and time (use YYYY-MM-DD for an all-day event, "
+            "or an ISO 8601 date-time like 2025-11-19T18:30)"
+        )
+    return _when(text, tz)
+
+
+# ISO 8601 durations of weeks, or days and a time (PT2H, PT1H30M, P1D, P2DT3H), or the same in
+# words: "2 hours", "90 minutes", "1 day", "1h30m".
+_ISO_DURATION = re.compile(
+    r"P(?:(?P<w>\d{1,3})W|(?:(?P<d>\d{1,3})D)?(?:T(?:(?P<h>\d{1,4})H)?(?:(?P<m>\d{1,5})M)?)?)"
+)
+_WORD_DURATION = re.compile(
+    r"(?:(?P<d>\d{1,3})\s*(?:d|days?)\s*)?(?:(?P<h>\d{1,4})\s*(?:h|hours?)\s*)?"
+    r"(?:(?P<m>\d{1,5})\s*(?:m|min|minutes?))?"
+)
+# The longest event a calendar is asked to show: a year.
+MAX_EVENT_DAYS = 366
+
+
+def _duration(value: Any) -> timedelta:
+    text = _text(value)
+    found = _ISO_DURATION.fullmatch(text) or _WORD_DURATION.fullmatch(text.lower())
+    parts = {k: int(v) for k, v in found.groupdict().items() if v} if found else {}
+    if not parts or text.endswith("T"):
+        raise _Invalid(
+            f"'{text}' is not a duration; write it like PT2H, PT1H30M or P1D (ISO 8601), or "
+            "like 2 hours, 90 minutes, 1 day"
+        )
+    length = timedelta(
+        weeks=parts.get("w", 0),
+        days=parts.get("d", 0),
+        hours=parts.get("h", 0),
+        minutes=parts.get("m", 0),
+    )
+    if not length:
+        raise _Invalid(f"'{text}' is no time at all; an event lasts a while")
+    if length > timedelta(days=MAX_EVENT_DAYS):
+        raise _Invalid(f"'{text}' is longer than {MAX_EVENT_DAYS} days; check it")
+    return length
+
+
+def _online(value: Any) -> str:
+    text = _url(value)
+    if not text.startswith("https://"):
+        raise _Invalid(
+            f"'{text}' is not an https:// URL; give the meeting's secure address (https://...)"
+        )
+    return text
+
+
+def _status(value: Any) -> str:
+    text = _text(value)
+    if text not in EVENT_STATUSES:
+        hint = difflib.get_close_matches(text.lower(), EVENT_STATUSES, n=1)
+        known = f"did you mean '{hint[0]}'?" if hint else "use " + ", ".join(EVENT_STATUSES)
+        raise _Invalid(f"'{text}' is not an event status; {known}")
+    return text
 
 
 def iter_months(items: tuple[Item, ...], tz: tzinfo) -> Iterator[tuple[int, int]]:

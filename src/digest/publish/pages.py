@@ -10,7 +10,7 @@ from functools import lru_cache
 import jinja2
 from markupsafe import Markup
 
-from digest.publish import markup
+from digest.publish import calendars, markup
 from digest.publish.catalogue import Catalogue, Item
 from digest.publish.feeds import FORMATS, Feed, channels
 
@@ -39,6 +39,7 @@ class _Entry:
     iso: str
     category: str
     summary: Markup
+    event: calendars.Shown | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ def render_index(catalogue: Catalogue, now: datetime, archive: Sequence[ArchiveL
             iso=local.date().isoformat(),
             category=names[item.category],
             summary=Markup(markup.to_html(item.summary, publication.site_url)),  # noqa: S704 -- sanitized by nh3
+            event=calendars.shown(publication, item) if item.event else None,
         )
 
     latest = catalogue.published(now)[: publication.feed_limit]
@@ -96,6 +98,9 @@ def render_index(catalogue: Catalogue, now: datetime, archive: Sequence[ArchiveL
     rest = tuple(entry(i) for i in latest if i.section is None)
     if rest:
         groups.append(_Group("More" if groups else "Latest", rest))
+    events = calendars.json_ld(
+        publication, [(i, f"{publication.feeds_url}#{i.id}") for i in latest]
+    )
     template = _environment().get_template("index.html.j2")
     brand = catalogue.newsletter.brand if catalogue.newsletter else None
     page = template.render(
@@ -105,5 +110,7 @@ def render_index(catalogue: Catalogue, now: datetime, archive: Sequence[ArchiveL
         groups=groups,
         archive=archive,
         brand=brand,
+        calendars=calendars.subscriptions(catalogue, now),
+        json_ld=Markup(events) if events else None,  # noqa: S704 -- <, > and & escaped as \u
     )
     return page.encode("utf-8")

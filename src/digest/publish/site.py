@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import marshal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from digest.mail import newsletter
-from digest.publish import feeds, pages
+from digest.months import Month
+from digest.publish import calendars, feeds, pages
 from digest.publish.buildcache import key
-from digest.publish.catalogue import Catalogue, Item
+from digest.publish.catalogue import Catalogue, Event, Item
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,19 +23,29 @@ class Build:
     reused: tuple[str, ...]
 
 
-def render(catalogue: Catalogue, now: datetime) -> dict[str, bytes]:
-    """Return every published file of the catalogue at `now`, by path relative to the output."""
-    return build(catalogue, now, "", {}).files
+def render(
+    catalogue: Catalogue, now: datetime, previous: calendars.Record | None = None
+) -> dict[str, bytes]:
+    """Return every published file of the catalogue at `now`, by path relative to the output.
+
+    `previous` is the events' record the output folder holds (`calendars.read_record`).
+    """
+    return build(catalogue, now, "", {}, previous).files
 
 
 def build(
-    catalogue: Catalogue, now: datetime, environment: str, reusable: Mapping[str, str]
+    catalogue: Catalogue,
+    now: datetime,
+    environment: str,
+    reusable: Mapping[str, str],
+    previous: calendars.Record | None = None,
 ) -> Build:
     """Render the files of the catalogue at `now`, except those `reusable` already holds.
 
     `reusable` maps a file name to the key of the content it is known to hold on disk; a file
     whose key is unchanged is not rendered again. `environment` is the hash of everything else
-    output depends on (code, templates, libraries), part of every key.
+    output depends on (code, templates, libraries), part of every key. `previous` is the record
+    of the events' SEQUENCE numbers the output folder holds (none: each starts at 0).
     """
     publication = catalogue.publication
     common = key(environment, repr(publication), repr(catalogue.newsletter))
@@ -56,18 +67,68 @@ def build(
         content = key(common, "feed", feed.slug, feed.title, _items_key(feed.items, stamps))
         if wanted(names, content):
             files.update(feeds.render_feed(catalogue, feed))
+    _calendars(catalogue, now, common, previous or {}, wanted, files, stamps)
     archive = []
     renderer = newsletter.Renderer(catalogue)
     for issue in newsletter.issues(catalogue, now):
         month = issue.month
         path = newsletter.archive_path(month)
-        if wanted([path], key(common, "month", str(month), _items_key(issue.items, stamps))):
+        shown = _items_key(issue.items + issue.coming, stamps)
+        if wanted([path], key(common, "month", str(month), shown)):
             files[path] = renderer.render(issue, web=True).html.encode("utf-8")
         archive.append(pages.ArchiveLink(month.label, path, len(issue.items)))
     latest = catalogue.published(now)[: publication.feed_limit]
-    if wanted(["index.html"], key(common, "index", _items_key(latest, stamps), repr(archive))):
+    subscribe = repr([c.slug for c in calendars.calendars(catalogue, now)])
+    index_key = key(common, "index", _items_key(latest, stamps), repr(archive), subscribe)
+    if wanted(["index.html"], index_key):
         files["index.html"] = pages.render_index(catalogue, now, archive)
     return Build(keys, files, tuple(reused))
+
+
+def _calendars(
+    catalogue: Catalogue,
+    now: datetime,
+    common: str,
+    previous: calendars.Record,
+    wanted: Callable[[Sequence[str], str], bool],
+    files: dict[str, bytes],
+    stamps: dict[int, str],
+) -> None:
+    """Add the calendars, each event's .ics and the SEQUENCE record to the build's files."""
+    events = calendars.events(catalogue, now)
+    if not events:
+        return
+    record = calendars.sequences(events, previous)
+
+    def page(item: Item) -> str:
+        month = Month.of(item.date, catalogue.publication.tz)
+        return f"{catalogue.publication.feeds_url}{newsletter.archive_path(month)}#{item.id}"
+
+    writer = calendars.Writer(catalogue, record, page)
+    for calendar in calendars.calendars(catalogue, now):
+        numbers = repr([record[i.id][1] for i in calendar.items])
+        content = key(
+            common, "calendar", calendar.slug, _items_key(calendar.items, stamps), numbers
+        )
+        if wanted([calendar.filename], content):
+            files[calendar.filename] = writer.calendar(calendar)
+    for item in events:
+        path = calendars.event_path(item)
+        content = key(common, "event", _items_key((item,), stamps), str(record[item.id][1]))
+        if wanted([path], content):
+            files[path] = writer.event(item)
+    text = calendars.render_record(record)
+    if wanted([calendars.RECORD], key(common, "record", text)):
+        files[calendars.RECORD] = text
+
+
+def _event_key(event: Event | None) -> tuple[object, ...] | None:
+    """Return an event's fields as plain values, for a fingerprint."""
+    if event is None:
+        return None
+    place = (event.location.name, event.location.address) if event.location else None
+    moments = [f"{m.isoformat()} {getattr(m, 'tzinfo', None)}" for m in (event.start, event.end)]
+    return (*moments, place, event.online, event.status)
 
 
 def _items_key(items: Sequence[Item], stamps: dict[int, str]) -> bytes:
@@ -98,6 +159,7 @@ def _items_key(items: Sequence[Item], stamps: dict[int, str]) -> bytes:
             (i.image.url, i.image.alt) if i.image else None,
             i.tags,
             i.draft,
+            _event_key(i.event),
         )
         for i in items
     ]
