@@ -29,6 +29,7 @@ VARIABLES = {
     "DIGEST_LEDGER_WAIT": "seconds a send waits for a locked ledger (`digest send --ledger-wait`)",
     "DIGEST_DKIM_KEY": "the PEM file of the DKIM private key, with newsletter.dkim in items.yaml",
     "DIGEST_DNS_SERVER": "the resolver `digest doctor` asks, host[:port] (default: the system's)",
+    "DIGEST_IMAP_PASSWORD": "the password of the mailbox `digest doctor --read` opens",
 }
 
 SECRET_KEY_LENGTH = 32
@@ -51,6 +52,7 @@ class Settings:
     ledger_wait: float = 30.0  # `digest send --ledger-wait` (DIGEST_LEDGER_WAIT, read by click)
     dkim_key: Path | None = None  # DIGEST_DKIM_KEY, relative to the catalogue's folder
     dns_server: tuple[str, int] | None = None  # DIGEST_DNS_SERVER; None: the system's resolver
+    imap_password: str | None = field(default=None, repr=False)  # DIGEST_IMAP_PASSWORD
 
     @property
     def home(self) -> Path:
@@ -112,6 +114,7 @@ def load(
         trusted_proxies=_count(environ.get("DIGEST_TRUSTED_PROXIES"), "DIGEST_TRUSTED_PROXIES"),
         dkim_key=_beside(home, _path(environ.get("DIGEST_DKIM_KEY"))),
         dns_server=_dns_server(environ.get("DIGEST_DNS_SERVER")),
+        imap_password=environ.get("DIGEST_IMAP_PASSWORD") or None,
     )
 
 

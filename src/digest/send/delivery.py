@@ -242,8 +242,13 @@ def send_tests(
     transport: Transport,
     date: datetime,
     unsubscribe: Callable[[str], str] | None = None,
+    *,
+    ids: dict[str, str] | None = None,
 ) -> list[str]:
-    """Send a [TEST] copy to each address over one connection; return what was not sent, why."""
+    """Send a [TEST] copy to each address over one connection; return what was not sent, why.
+
+    `ids`, when given, gets each address's Message-ID (new for every test copy).
+    """
     from digest.send.transport import SendError
 
     connection = transport.open()
@@ -251,6 +256,8 @@ def send_tests(
     try:
         for address in addresses:
             built, sender = test_copy(catalogue, issue, address, date, unsubscribe)
+            if ids is not None:
+                ids[address] = str(built["Message-ID"])
             try:
                 connection.send(built, sender, address)
             except SendError as exc:
