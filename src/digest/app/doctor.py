@@ -194,7 +194,9 @@ def spf(lookup: Lookup, domain: str, relay: str | None) -> list[Check]:
             )
         ]
     if not records:
-        why = answer.describe() or f"{domain} has no SPF record (no TXT record starting v=spf1)"
+        why = f"{domain} has no SPF record (no TXT record starting v=spf1)"
+        if answer.kind in ("timeout", "error"):
+            why = answer.describe()
         fix = f"publish one TXT record at {domain}: {example}"
         return [fail("SPF", why, _missing(lookup, answer.kind, fix))]
     if len(records) > 1:
@@ -507,11 +509,11 @@ def rules(settings: Settings, newsletter: Newsletter, domain: str) -> list[Check
 def _one_click(settings: Settings, newsletter: Newsletter) -> Check:
     topic = "one-click"
     given = newsletter.unsubscribe
-    key = "and DIGEST_SECRET_KEY (32+ characters, the same for serve, send and schedule)"
+    rules = "(32+ characters, the same for serve, send and schedule)"
     if settings.public_url is None:
         fix = (
-            f"set DIGEST_PUBLIC_URL to the https:// address of `digest serve` {key}, so each "
-            "message carries its own one-click link and List-Unsubscribe-Post (RFC 8058)"
+            "set DIGEST_PUBLIC_URL to the https:// address of `digest serve` and "
+            f"DIGEST_SECRET_KEY {rules}, so each message carries its own one-click link and List-Unsubscribe-Post (RFC 8058)"
         )
         if given.startswith("https://"):
             found = (
@@ -530,7 +532,7 @@ def _one_click(settings: Settings, newsletter: Newsletter) -> Check:
         return fail(
             topic,
             "DIGEST_PUBLIC_URL is set, but DIGEST_SECRET_KEY is missing or too short to sign links",
-            f"set DIGEST_SECRET_KEY {key[4:]}: "
+            f"set DIGEST_SECRET_KEY {rules}: "
             "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
         )
     link = f"{settings.public_url.rstrip('/')}/unsubscribe/..."
