@@ -513,7 +513,8 @@ def _one_click(settings: Settings, newsletter: Newsletter) -> Check:
     if settings.public_url is None:
         fix = (
             "set DIGEST_PUBLIC_URL to the https:// address of `digest serve` and "
-            f"DIGEST_SECRET_KEY {rules}, so each message carries its own one-click link and List-Unsubscribe-Post (RFC 8058)"
+            f"DIGEST_SECRET_KEY {rules}, so each message carries its own one-click link and "
+            "List-Unsubscribe-Post (RFC 8058)"
         )
         if given.startswith("https://"):
             found = (
