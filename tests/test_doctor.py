@@ -762,3 +762,48 @@ def test_read_needs_to_and_a_mailbox_url(run: Run, good: Zone) -> None:
         "--read 'pop3://u@h/INBOX' must look like imaps://user@mail.example.edu/INBOX "
         "(or imap:// with STARTTLS)\n"
     )
+
+
+@pytest.mark.usefixtures("good")
+def test_an_implicit_tls_relay_is_probed(
+    run: Run, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An smtps:// relay (port 465 style) shows its TLS as implicit, and logs in."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    port = free_port()
+    controller = Controller(
+        Relay(),
+        hostname="127.0.0.1",
+        port=port,
+        ssl_context=context,
+        authenticator=authenticate,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        monkeypatch.setenv("DIGEST_SMTP_URL", f"smtps://news:{PASSWORD}@127.0.0.1:{port}")
+        found = lines(run("doctor"))
+    finally:
+        controller.stop()
+    assert found["SMTP TLS"] == "ok implicit TLS (TLSv1.3, certificate verified)"
+    assert found["SMTP login"] == "ok logged in as news"
+
+
+def test_an_unreadable_dkim_key_fails(
+    run: Run, good: Zone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DIGEST_DKIM_KEY naming a missing file says so, with the fix."""
+    monkeypatch.setenv("DIGEST_DKIM_KEY", "nowhere.pem")
+    result = run("doctor")
+    assert lines(result)["DKIM"].startswith("FAIL DIGEST_DKIM_KEY ")
+    assert "nowhere.pem: cannot read (No such file or directory)\n" in lines(result)["DKIM"]
+    assert result.exit_code == 1
+
+
+def test_text_from_dns_cannot_drive_the_terminal(run: Run, good: Zone) -> None:
+    """A DNS record holding terminal escapes is shown with them defused, not obeyed."""
+    good.forget("example.edu")
+    good.txt("example.edu", "v=spf1 ip4:127.0.0.1 -all \x1b[2J\x1b]0;owned\x07")
+    line = lines(run("doctor"))["SPF"]
+    assert line == "ok example.edu: v=spf1 ip4:127.0.0.1 -all ?[2J?]0;owned?"
