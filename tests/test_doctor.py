@@ -807,3 +807,27 @@ def test_text_from_dns_cannot_drive_the_terminal(run: Run, good: Zone) -> None:
     good.txt("example.edu", "v=spf1 ip4:127.0.0.1 -all \x1b[2J\x1b]0;owned\x07")
     line = lines(run("doctor"))["SPF"]
     assert line == "ok example.edu: v=spf1 ip4:127.0.0.1 -all ?[2J?]0;owned?"
+
+
+def test_a_bad_smtp_url_is_a_failing_line(
+    run: Run, good: Zone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped DIGEST_SMTP_URL fails its line with the reason; the other checks still run."""
+    monkeypatch.setenv("DIGEST_SMTP_URL", "smtp://news:hunter2@127.0.0.1:25?tls=yes")
+    result = run("doctor")
+    assert lines(result)["SMTP"] == (
+        "FAIL DIGEST_SMTP_URL 'smtp://news:***@127.0.0.1:25?tls=yes': the options are "
+        "?starttls=required and ?pipelining=off (joined with &)\nfix: correct DIGEST_SMTP_URL"
+    )
+    assert "hunter2" not in result.output
+    assert lines(result)["DMARC"].startswith("ok p=quarantine")
+
+
+def test_a_catalogue_without_a_newsletter_is_an_error(
+    run: Run, dns_server: Zone, tmp_path: Path
+) -> None:
+    """Without a newsletter there is no mail to check: a clear error and exit 1, no checklist."""
+    (tmp_path / "items.yaml").write_text(yaml_catalogue(item()))
+    result = run("doctor")
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert "newsletter" in result.stderr

@@ -10,6 +10,7 @@ answer) is a line of its own, never an exception; a catalogue that does not load
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import time
@@ -112,6 +113,7 @@ SMTP_FIXES = {
     "and Google refuse plain passwords for most accounts: use an app password or OAuth)",
 }
 SMTP_TOPICS = {"connect": "SMTP", "tls": "SMTP TLS", "login": "SMTP login"}
+SMTP_TIMEOUT = 15.0  # seconds for each reply of the relay
 
 
 def smtp(settings: Settings) -> list[Check]:
@@ -131,7 +133,8 @@ def smtp(settings: Settings) -> list[Check]:
     except DigestError as exc:
         return [fail("SMTP", str(exc), "correct DIGEST_SMTP_URL")]
     checks = []
-    for step in transport.probe(parsed):
+    # A relay silent for this long will not do for a send either; the doctor says so sooner.
+    for step in transport.probe(dataclasses.replace(parsed, timeout=SMTP_TIMEOUT)):
         topic = SMTP_TOPICS[step.step]
         if step.passed or (step.passed is None and step.step == "login"):
             checks.append(ok(topic, step.detail))
