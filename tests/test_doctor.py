@@ -220,6 +220,18 @@ def lines(result: Result) -> dict[str, str]:
     return found
 
 
+def relay_and_spf(smtp: Smtp) -> str:
+    """Return the first six lines of a good set-up's checklist: the relay's and SPF's."""
+    return (
+        f"ok    SMTP        connected to 127.0.0.1:{smtp.port}\n"
+        "ok    SMTP TLS    STARTTLS (TLSv1.3, certificate verified)\n"
+        "ok    SMTP login  logged in as news\n"
+        "ok    SPF         example.edu: v=spf1 ip4:127.0.0.1 -all\n"
+        "ok    SPF relay   ip4:127.0.0.1 covers the relay 127.0.0.1\n"
+        "ok    SPF all     -all: receivers distrust mail from hosts the record does not list\n"
+    )
+
+
 # -- the acceptance: a good set-up and a bad one, word for word -----------------------------------
 
 
@@ -228,13 +240,8 @@ def test_a_good_set_up_is_all_ok(run: Run, smtp: Smtp) -> None:
     """Staff see every check pass, and exit 0, when the relay, DNS and catalogue are right."""
     result = run("doctor")
     assert result.stdout == (
-        f"ok    SMTP        connected to 127.0.0.1:{smtp.port}\n"
-        "ok    SMTP TLS    STARTTLS (TLSv1.3, certificate verified)\n"
-        "ok    SMTP login  logged in as news\n"
-        "ok    SPF         example.edu: v=spf1 ip4:127.0.0.1 -all\n"
-        "ok    SPF relay   ip4:127.0.0.1 covers the relay 127.0.0.1\n"
-        "ok    SPF all     -all: receivers distrust mail from hosts the record does not list\n"
-        "ok    DMARC       p=quarantine at _dmarc.example.edu (aggregate reports to "
+        relay_and_spf(smtp)
+        + "ok    DMARC       p=quarantine at _dmarc.example.edu (aggregate reports to "
         "mailto:dmarc@example.edu)\n"
         "ok    DKIM key    s1._domainkey.example.edu holds the public half of DIGEST_DKIM_KEY "
         "(rsa-sha256)\n"
@@ -249,7 +256,7 @@ def test_a_good_set_up_is_all_ok(run: Run, smtp: Smtp) -> None:
 
 
 def test_each_deliberate_mistake_is_its_own_failing_line(
-    run: Run, good: Zone, other_key: Key, monkeypatch: pytest.MonkeyPatch
+    run: Run, good: Zone, smtp: Smtp, other_key: Key, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Missing DMARC, a mismatched DKIM key and no DIGEST_PUBLIC_URL each fail with their fix."""
     good.forget("_dmarc.example.edu")
@@ -258,7 +265,8 @@ def test_each_deliberate_mistake_is_its_own_failing_line(
     monkeypatch.delenv("DIGEST_PUBLIC_URL")
     result = run("doctor")
     assert result.exit_code == 1
-    assert result.stdout.splitlines()[6:] == [
+    assert result.stdout.splitlines() == [
+        *relay_and_spf(smtp).splitlines(),
         "FAIL  DMARC       no DMARC record at _dmarc.example.edu (_dmarc.example.edu does not "
         "exist (NXDOMAIN))",
         '                  fix: publish a TXT record at _dmarc.example.edu: "v=DMARC1; p=none; '
@@ -756,6 +764,9 @@ def test_read_needs_to_and_a_mailbox_url(run: Run, good: Zone) -> None:
     alone = run("doctor", "--to", "tester@example.org")
     assert alone.exit_code == 2
     assert "--to and --read go together" in alone.output
+    typo = run("doctor", "--to", "not-an-address", "--read", "imap://u@127.0.0.1/INBOX")
+    assert typo.exit_code == 2
+    assert "Invalid value for '--to': 'not-an-address' is not an email address" in typo.output
     bad = run("doctor", "--to", "tester@example.org", "--read", "pop3://u@h/INBOX")
     assert (bad.exit_code, bad.stdout) == (1, "")
     assert bad.stderr == (
