@@ -312,7 +312,11 @@ def dovecot() -> Iterator[Dovecot]:
     owner may enter: Dovecot's own processes run as other users.
     """
     home = Path(tempfile.mkdtemp(prefix="digest-dovecot-"))
-    server = Dovecot.start(home, free_port())
+    port = free_port()
+    tls_port = free_port()
+    while tls_port == port:
+        tls_port = free_port()
+    server = Dovecot.start(home, port, tls_port)
     try:
         yield server
     finally:

@@ -1,11 +1,14 @@
 """A real IMAP server for tests: Dovecot (Debian's dovecot-imapd) with a throwaway configuration.
 
-`Dovecot.start(directory)` writes `dovecot.conf` into `directory` and runs `dovecot -F -c` on a
-free port of 127.0.0.1: plain IMAP (`ssl = no`, plain-text login allowed, loopback only), users
-from a passwd-file, Maildir mail under `directory/mail/USER`, and every path it writes (base_dir,
-state_dir, logs) under `directory` too; nothing of the system's configuration is read. As root
-it runs its login processes as `dovenull` and its internal ones as `dovecot` (both made by the
-Debian package), and mail is owned by `nobody`; as another user, everything runs as that user.
+`Dovecot.start(directory, port, tls_port)` writes `dovecot.conf` into `directory` and runs
+`dovecot -F -c` on two free ports of 127.0.0.1: IMAP on `port` (STARTTLS offered, plain-text
+login allowed too: loopback only) and IMAP over TLS on `tls_port`, with a certificate for
+127.0.0.1 from a throwaway CA (trustme) whose certificate is `ca_file` (`context()` trusts it);
+users from a passwd-file, Maildir mail under `directory/mail/USER`, and every path it writes
+(base_dir, state_dir, logs) under `directory` too; nothing of the system's configuration is
+read. As root it runs its login processes as `dovenull` and its internal ones as `dovecot` (both
+made by the Debian package), and mail is owned by `nobody`; as another user, everything runs as
+that user.
 
 Users `reader1` ... `reader200` (password `secret-for-tests`) are made at start; `add_user`
 hands each test the next, so each test has an empty mailbox of its own. `deliver` puts a
@@ -23,10 +26,13 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import trustme
 
 DOVECOT = Path("/usr/sbin/dovecot")
 USERS = 200  # readers made at start; each test that needs a mailbox takes the next
@@ -41,7 +47,9 @@ log_path = {home}/dovecot.log
 info_log_path = {home}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+ssl = yes
+ssl_cert = <{home}/cert.pem
+ssl_key = <{home}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 # A refused login is answered at once (tests refuse some on purpose).
@@ -69,7 +77,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 service anvil {{
@@ -89,18 +98,27 @@ class Account:
     user: str
     password: str
     port: int
+    tls_port: int
 
-    def url(self, folder: str = "INBOX") -> str:
-        """Return the account as `digest doctor --read` takes it (the password left out)."""
+    def url(self, folder: str = "INBOX", *, tls: bool = False) -> str:
+        """Return the account as `digest doctor --read` takes it (the password left out).
+
+        imap:// (STARTTLS) by default; `tls` for imaps://.
+        """
+        if tls:
+            return f"imaps://{self.user}@127.0.0.1:{self.tls_port}/{folder}"
         return f"imap://{self.user}@127.0.0.1:{self.port}/{folder}"
 
 
 class Dovecot:
     """One running Dovecot; `stop()` ends it and leaves its directory to the caller."""
 
-    def __init__(self, home: Path, port: int) -> None:
+    def __init__(self, home: Path, port: int, tls_port: int) -> None:
         self.home = home
         self.port = port
+        self.tls_port = tls_port
+        self.ca = trustme.CA()
+        self.ca_file = home / "ca.pem"
         self._numbers = itertools.count(1)
         self.process: subprocess.Popen[bytes] | None = None
         if os.geteuid() == 0:
@@ -112,11 +130,11 @@ class Dovecot:
         self.uid, self.gid = mail.pw_uid, mail.pw_gid
 
     @classmethod
-    def start(cls, home: Path, port: int) -> Dovecot:
-        """Configure and start Dovecot in `home` on `port`; return once it accepts connections."""
+    def start(cls, home: Path, port: int, tls_port: int) -> Dovecot:
+        """Configure and start Dovecot in `home`; return once it accepts connections."""
         if not DOVECOT.exists():
             raise RuntimeError("the IMAP tests need Dovecot: apt-get install dovecot-imapd")
-        server = cls(home, port)
+        server = cls(home, port, tls_port)
         server._configure()
         server.process = subprocess.Popen(
             [str(DOVECOT), "-F", "-c", str(home / "dovecot.conf")],
@@ -145,6 +163,7 @@ class Dovecot:
         text = CONFIG.format(
             home=home,
             port=self.port,
+            tls_port=self.tls_port,
             internal=self.internal,
             internal_group=_group_name(group),
             login=self.login,
@@ -152,6 +171,10 @@ class Dovecot:
             gid=self.gid,
         )
         (home / "dovecot.conf").write_text(text)
+        certificate = self.ca.issue_cert("127.0.0.1", "localhost")
+        certificate.cert_chain_pems[0].write_to_path(str(home / "cert.pem"))
+        certificate.private_key_pem.write_to_path(str(home / "key.pem"))
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
 
     def _await_listening(self) -> None:
         """Wait (at most 15 s) until the IMAP port answers; fail with Dovecot's log if it died."""
@@ -180,7 +203,11 @@ class Dovecot:
         number = next(self._numbers)
         if number > USERS:
             raise RuntimeError(f"tests/imapserver.py makes {USERS} users: raise USERS")
-        return Account(f"reader{number}", PASSWORD, self.port)
+        return Account(f"reader{number}", PASSWORD, self.port, self.tls_port)
+
+    def context(self) -> ssl.SSLContext:
+        """Return a client TLS context that trusts the server's certificate (and nothing else)."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def deliver(self, account: Account, message: bytes, folder: str = "INBOX") -> None:
         """Put `message` into the account's folder (IMAP APPEND)."""

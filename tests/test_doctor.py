@@ -646,9 +646,21 @@ def test_a_plain_https_unsubscribe_page_is_not_one_click(
 
 @pytest.fixture
 def mailbox(
-    smtp: Smtp, dovecot: Dovecot, imap_user: Account, key: Key, monkeypatch: pytest.MonkeyPatch
+    smtp: Smtp,
+    dovecot: Dovecot,
+    imap_user: Account,
+    key: Key,
+    ca: trustme.CA,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Account:
-    """The relay signs with the published key, as a well set up OpenDKIM would; Dovecot gets it."""
+    """The relay signs with the published key, as a well set up OpenDKIM would; Dovecot gets it.
+
+    This machine trusts both the relay's and Dovecot's certificates (STARTTLS on both).
+    """
+    bundle = tmp_path / "cas.pem"
+    bundle.write_bytes(ca.cert_pem.bytes() + dovecot.ca_file.read_bytes())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
     smtp.relay.sign = ALL_LIST_HEADERS
     smtp.relay.key = key.pem
     smtp.relay.deliver = lambda raw: dovecot.deliver(imap_user, raw)
@@ -842,3 +854,11 @@ def test_a_catalogue_without_a_newsletter_is_an_error(
     result = run("doctor")
     assert (result.exit_code, result.stdout) == (1, "")
     assert "newsletter" in result.stderr
+
+
+def test_the_mailbox_may_be_read_over_imaps(run: Run, good: Zone, mailbox: Account) -> None:
+    """An imaps:// mailbox (TLS from the start, port 993 style) finds the copy the same way."""
+    url = mailbox.url(tls=True)
+    result = run("doctor", "--to", "tester@example.org", "--read", url)
+    assert lines(result)["received"] == f"ok in {url}"
+    assert result.exit_code == 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
+import trustme
 
 from digest.errors import MailboxError
 from digest.send.mailbox import Mailbox, parse_url, wait_for
@@ -14,8 +17,12 @@ MESSAGE = (
 )
 
 
-def opened(account: Account, folder: str = "INBOX") -> Mailbox:
-    return Mailbox(parse_url(account.url(folder), account.password))
+def opened(
+    dovecot: Dovecot, account: Account, folder: str = "INBOX", *, tls: bool = False
+) -> Mailbox:
+    """Open the account's folder over STARTTLS (or imaps://), trusting the server's test CA."""
+    url = account.url(folder, tls=tls)
+    return Mailbox(parse_url(url, account.password), context=dovecot.context)
 
 
 def test_url_is_read_with_defaults() -> None:
@@ -70,7 +77,7 @@ def test_a_delivered_message_is_found_by_its_message_id(
     """The doctor must find its own test copy among the mailbox's other mail."""
     dovecot.deliver(imap_user, MESSAGE.replace(b"probe.1", b"other"))
     dovecot.deliver(imap_user, MESSAGE)
-    with opened(imap_user) as mailbox:
+    with opened(dovecot, imap_user) as mailbox:
         assert len(mailbox.uids()) == 2
         found = mailbox.find("<probe.1@example.edu>")
         assert len(found) == 1
@@ -81,9 +88,9 @@ def test_a_delivered_message_is_found_by_its_message_id(
 def test_reading_changes_nothing_in_the_mailbox(dovecot: Dovecot, imap_user: Account) -> None:
     """Reading a mailbox must leave every message there and unread, as the person left it."""
     dovecot.deliver(imap_user, MESSAGE)
-    with opened(imap_user) as mailbox:
+    with opened(dovecot, imap_user) as mailbox:
         assert [raw for _, raw in mailbox.messages()] == [MESSAGE]
-    with opened(imap_user) as mailbox:
+    with opened(dovecot, imap_user) as mailbox:
         assert mailbox.search("UNSEEN") == mailbox.uids() != []
 
 
@@ -95,12 +102,12 @@ def test_waiting_sees_a_message_that_arrives_later(dovecot: Dovecot, imap_user: 
         looks.append(seconds)
         dovecot.deliver(imap_user, MESSAGE)
 
-    with opened(imap_user) as mailbox:
+    with opened(dovecot, imap_user) as mailbox:
         found = wait_for(mailbox, "<probe.1@example.edu>", within=60, every=5, pause=arrive)
     assert (found, looks) == (MESSAGE, [5])
 
 
-def test_waiting_gives_up_after_the_bound(imap_user: Account) -> None:
+def test_waiting_gives_up_after_the_bound(dovecot: Dovecot, imap_user: Account) -> None:
     """A copy that never comes must end the wait at its bound, not hang the doctor."""
     now = [0.0]
     pauses: list[float] = []
@@ -109,27 +116,27 @@ def test_waiting_gives_up_after_the_bound(imap_user: Account) -> None:
         pauses.append(seconds)
         now[0] += seconds
 
-    with opened(imap_user) as mailbox:
+    with opened(dovecot, imap_user) as mailbox:
         found = wait_for(
             mailbox, "<probe.1@example.edu>", within=5, every=2, clock=lambda: now[0], pause=pause
         )
     assert (found, pauses) == (None, [2, 2, 1])
 
 
-def test_wrong_password_is_a_clear_error(imap_user: Account) -> None:
+def test_wrong_password_is_a_clear_error(dovecot: Dovecot, imap_user: Account) -> None:
     """A refused login names the mailbox and the server's reason, never the password."""
     with pytest.raises(MailboxError) as raised:
-        Mailbox(parse_url(imap_user.url(), "wrong-password"))
+        Mailbox(parse_url(imap_user.url(), "wrong-password"), context=dovecot.context)
     assert str(raised.value) == (
         f"imap://{imap_user.user}@127.0.0.1:{imap_user.port}/INBOX: "
         "[AUTHENTICATIONFAILED] Authentication failed."
     )
 
 
-def test_missing_folder_is_a_clear_error(imap_user: Account) -> None:
+def test_missing_folder_is_a_clear_error(dovecot: Dovecot, imap_user: Account) -> None:
     """A folder that does not exist names the folder and the server's reason."""
     with pytest.raises(MailboxError) as raised:
-        opened(imap_user, "Nowhere")
+        opened(dovecot, imap_user, "Nowhere")
     assert str(raised.value).startswith(
         f"imap://{imap_user.user}@127.0.0.1:{imap_user.port}/Nowhere: "
     )
@@ -144,3 +151,30 @@ def test_nothing_listening_is_a_clear_error() -> None:
     with pytest.raises(MailboxError) as raised:
         Mailbox(parse_url(f"imap://u@127.0.0.1:{port}/INBOX", "pw"))
     assert str(raised.value).startswith(f"cannot connect to imap://u@127.0.0.1:{port}/INBOX: ")
+
+
+def test_implicit_tls_reads_the_mailbox(dovecot: Dovecot, imap_user: Account) -> None:
+    """imaps:// (port 993 style) reads the same mailbox, over TLS from the first byte."""
+    dovecot.deliver(imap_user, MESSAGE)
+    with opened(dovecot, imap_user, tls=True) as mailbox:
+        assert mailbox.find("<probe.1@example.edu>") != []
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["starttls", "imaps"])
+def test_an_untrusted_certificate_is_refused(imap_user: Account, tls: bool) -> None:
+    """A server whose certificate this machine does not trust is never sent the password."""
+    other = trustme.CA()
+
+    def context() -> ssl.SSLContext:
+        trusting = ssl.create_default_context()
+        other.configure_trust(trusting)
+        return trusting
+
+    url = imap_user.url(tls=tls)
+    settings = parse_url(url, imap_user.password)
+    with pytest.raises(MailboxError) as raised:
+        Mailbox(settings, context=context)
+    assert str(raised.value) == (
+        f"{settings.describe()}: the certificate is not valid: unable to get local issuer "
+        "certificate"
+    )
