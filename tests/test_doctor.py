@@ -862,3 +862,13 @@ def test_the_mailbox_may_be_read_over_imaps(run: Run, good: Zone, mailbox: Accou
     result = run("doctor", "--to", "tester@example.org", "--read", url)
     assert lines(result)["received"] == f"ok in {url}"
     assert result.exit_code == 0
+
+
+def test_a_silent_resolver_for_dmarc_points_at_the_resolver(run: Run, good: Zone) -> None:
+    """A DMARC lookup that times out must not tell IT to publish a record that may exist."""
+    good.silent.add("_dmarc.example.edu")
+    assert lines(run("doctor", "--dns-timeout", "0.3"))["DMARC"] == (
+        "FAIL the resolver did not answer for _dmarc.example.edu (no reply in 0.3 s)\n"
+        f"fix: make sure the resolver at 127.0.0.1:{good.port} answers from this machine "
+        "(DIGEST_DNS_SERVER picks another), then run the doctor again"
+    )

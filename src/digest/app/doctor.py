@@ -348,6 +348,8 @@ def dmarc(lookup: Lookup, domain: str) -> list[Check]:
         "reports show your mail passes (Gmail, Yahoo and Outlook.com require DMARC of bulk senders)"
     )
     found, where, first = _dmarc_record(lookup, domain)
+    if found is None and first.kind in ("timeout", "error"):
+        return [fail(topic, first.describe(), _resolver_fix(lookup))]
     if found is None:
         return [fail(topic, f"no DMARC record at {name} ({first.describe()})", fix)]
     if len(found) > 1:
