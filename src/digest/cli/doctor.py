@@ -11,7 +11,8 @@ import digest.cli as root
 from digest.cli import _settings, catalogue_option, cli
 
 # What a line may show of text from outside (DNS records, a received header): printable only.
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e\u00a0-\U0010ffff]|[\u2028\u2029\u200b-\u200f\u202a-\u202e]")
+# A pattern, not a compiled one: compiled on first use, not by every command's start.
+_UNPRINTABLE = r"[^\x20-\x7e\u00a0-\U0010ffff]|[\u2028\u2029\u200b-\u200f\u202a-\u202e]"
 
 
 def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -104,4 +105,4 @@ def doctor(
 
 
 def _shown(text: str) -> str:
-    return _UNPRINTABLE.sub("?", text)
+    return re.sub(_UNPRINTABLE, "?", text)
