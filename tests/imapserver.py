@@ -12,7 +12,8 @@ that user.
 
 Users `reader1` ... `reader200` (password `secret-for-tests`) are made at start; `add_user`
 hands each test the next, so each test has an empty mailbox of its own. `deliver` puts a
-message into a mailbox with IMAP APPEND, as a mail server's delivery agent would. The
+message into a mailbox with IMAP APPEND, as a mail server's delivery agent would; `kick` breaks
+off an account's sessions. The
 session-scoped `dovecot` fixture in tests/conftest.py starts one for the whole run; `imap_user`
 gives a test a fresh user.
 """
@@ -216,6 +217,14 @@ class Dovecot:
             status, reply = client.append(folder, None, None, message)
             if status != "OK":
                 raise RuntimeError(f"APPEND to {account.user}/{folder} failed: {reply!r}")
+
+    def kick(self, account: Account) -> None:
+        """Disconnect every session of the account (`doveadm kick`), as a server restart would."""
+        subprocess.run(
+            ["/usr/bin/doveadm", "-c", str(self.home / "dovecot.conf"), "kick", account.user],
+            check=True,
+            capture_output=True,
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -872,3 +872,26 @@ def test_a_silent_resolver_for_dmarc_points_at_the_resolver(run: Run, good: Zone
         f"fix: make sure the resolver at 127.0.0.1:{good.port} answers from this machine "
         "(DIGEST_DNS_SERVER picks another), then run the doctor again"
     )
+
+
+def test_a_mailbox_session_lost_while_waiting_is_a_failing_line(
+    good: Zone, mailbox: Account, smtp: Smtp, dovecot: Dovecot, tmp_path: Path
+) -> None:
+    """A mailbox server that hangs up during the wait gives a failing line, not a crash."""
+    import os
+    from datetime import UTC, datetime
+
+    from digest.app import doctor, settings
+
+    smtp.relay.deliver = None
+    configured = settings.load(tmp_path / "items.yaml", os.environ)
+    back = doctor.ReadBack("tester@example.org", mailbox.url(), within=60, every=1)
+    checks = doctor.doctor(
+        configured,
+        datetime(2026, 1, 1, tzinfo=UTC),
+        read=back,
+        pause=lambda _: dovecot.kick(mailbox),
+    )
+    last = checks[-1]
+    assert (last.topic, last.verdict, last.fix) == ("received", "FAIL", "run the doctor again")
+    assert last.found.startswith(f"{mailbox.url()}: search failed: ")

@@ -613,9 +613,12 @@ def read_back(
             return [fail(topic, f"refused: {sent.failures[0]}", f"check {read.to} is right")]
         message_id = sent.message_ids[read.to]
         checks = [ok(topic, f"sent {_month_name(issues[0].month)} to {read.to}: {message_id}")]
-        raw = mailboxes.wait_for(
-            box, message_id, within=read.within, every=read.every, pause=pause or time.sleep
-        )
+        try:
+            raw = mailboxes.wait_for(
+                box, message_id, within=read.within, every=read.every, pause=pause or time.sleep
+            )
+        except MailboxError as exc:  # the session broke off while waiting
+            return [*checks, fail("received", str(exc), "run the doctor again")]
     if raw is None:
         return [
             *checks,
