@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,8 @@ from click.testing import CliRunner, Result
 from playwright.sync_api import Browser, sync_playwright
 
 from digest.cli import cli
+from dnsserver import DnsServer, Zone
+from imapserver import Account, Dovecot
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -442,3 +445,47 @@ def token_script(tmp_path: Path) -> TokenScript:
     """`sh token.sh` in tmp_path: prints ya29.sekrit-1, then ya29.sekrit-2, ... on its runs."""
     (tmp_path / "token.sh").write_text(COUNTING_SCRIPT, encoding="utf-8")
     return TokenScript(tmp_path)
+
+
+@pytest.fixture
+def dns_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Zone]:
+    """A real authoritative DNS server on loopback (tests/dnsserver.py), named in DIGEST_DNS_SERVER.
+
+    Yields the Zone it serves: the test adds records (`zone.txt(name, text)`, `zone.add(...)`)
+    before or while the code under test asks. `zone.port` is where it listens.
+    """
+    zone = Zone()
+    server = DnsServer(zone)
+    server.start()
+    zone.port = server.port
+    monkeypatch.setenv("DIGEST_DNS_SERVER", server.address)
+    try:
+        yield zone
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """A real IMAP server (Dovecot, tests/imapserver.py) on a free loopback port, for the run.
+
+    Its directory is made with mkdtemp in /tmp rather than by pytest, whose folders only their
+    owner may enter: Dovecot's own processes run as other users.
+    """
+    home = Path(tempfile.mkdtemp(prefix="digest-dovecot-"))
+    port = free_port()
+    tls_port = free_port()
+    while tls_port == port:
+        tls_port = free_port()
+    server = Dovecot.start(home, port, tls_port)
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.remove()
+
+
+@pytest.fixture
+def imap_user(dovecot: Dovecot) -> Account:
+    """A fresh, empty mailbox on the session's Dovecot."""
+    return dovecot.add_user()

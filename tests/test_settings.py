@@ -168,3 +168,12 @@ def test_a_bad_dns_server_is_named(value: str) -> None:
     """A resolver given by name or with a bad port is refused, naming the variable and the form."""
     with pytest.raises(DigestError, match=r"DIGEST_DNS_SERVER .* is not a resolver's address"):
         settings.load(CATALOGUE, {"DIGEST_DNS_SERVER": value})
+
+
+def test_imap_password_is_read_and_never_shown() -> None:
+    """The doctor's mailbox password comes from DIGEST_IMAP_PASSWORD and stays out of any repr."""
+    found = settings.load(CATALOGUE, {"DIGEST_IMAP_PASSWORD": "mailbox-secret"})
+    assert found.imap_password == "mailbox-secret"  # noqa: S105 -- the test's own
+    assert "mailbox-secret" not in repr(found)
+    assert settings.load(CATALOGUE, {}).imap_password is None
+    assert "DIGEST_IMAP_PASSWORD" in settings.VARIABLES

@@ -44,6 +44,10 @@ class DeliveryError(DigestError):
     """Sending failed in a way the user must act on."""
 
 
+class MailboxError(DigestError):
+    """A mailbox (IMAP) could not be opened or read."""
+
+
 class SendBusyError(DeliveryError):
     """Another send of the same month holds its lock."""
 

@@ -327,6 +327,8 @@ class TestCopies:
     failures: tuple[str, ...]
     transport: str
     items: int
+    # The Message-ID each address's copy was sent with (a test copy's is new every time).
+    message_ids: dict[str, str] = field(default_factory=dict)
 
 
 def send_tests(
@@ -344,12 +346,13 @@ def send_tests(
     via = settings_transport(settings, month, test=True)
     if not chosen.items:
         return TestCopies(month, (), (), via.describe(), 0)
+    ids: dict[str, str] = {}
     failures = delivery.send_tests(
-        catalogue, chosen, addresses, via, now, settings.one_click(), signer
+        catalogue, chosen, addresses, via, now, settings.one_click(), signer, ids=ids
     )
     failed = {failure.split(":", 1)[0] for failure in failures}
     sent = tuple(a for a in addresses if a not in failed)
-    return TestCopies(month, sent, tuple(failures), via.describe(), len(chosen.items))
+    return TestCopies(month, sent, tuple(failures), via.describe(), len(chosen.items), ids)
 
 
 def addresses(values: list[str]) -> tuple[str, ...]:

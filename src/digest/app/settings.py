@@ -34,6 +34,7 @@ VARIABLES = {
     "DIGEST_DKIM_KEY": "the PEM file of the DKIM private key, with newsletter.dkim in items.yaml",
     "DIGEST_DNS_SERVER": "the resolver `digest doctor` asks, host[:port] (default: the system's)",
     "DIGEST_EDITOR_GIT_COMMIT": "1: the console's editor commits each save to git (default 0)",
+    "DIGEST_IMAP_PASSWORD": "the password of the mailbox `digest doctor --read` opens",
 }
 
 SECRET_KEY_LENGTH = 32
@@ -58,6 +59,7 @@ class Settings:
     dkim_key: Path | None = None  # DIGEST_DKIM_KEY, relative to the catalogue's folder
     dns_server: tuple[str, int] | None = None  # DIGEST_DNS_SERVER; None: the system's resolver
     editor_git_commit: bool = False  # DIGEST_EDITOR_GIT_COMMIT: commit each console save
+    imap_password: str | None = field(default=None, repr=False)  # DIGEST_IMAP_PASSWORD
 
     @property
     def home(self) -> Path:
@@ -123,6 +125,7 @@ def load(
         editor_git_commit=_flag(
             environ.get("DIGEST_EDITOR_GIT_COMMIT"), "DIGEST_EDITOR_GIT_COMMIT"
         ),
+        imap_password=environ.get("DIGEST_IMAP_PASSWORD") or None,
     )
 
 

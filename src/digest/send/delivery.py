@@ -247,10 +247,13 @@ def send_tests(
     date: datetime,
     unsubscribe: Callable[[str], str] | None = None,
     signer: Signer | None = None,
+    *,
+    ids: dict[str, str] | None = None,
 ) -> list[str]:
     """Send a [TEST] copy to each address over one connection; return what was not sent, why.
 
-    `signer`, when given, signs each copy as it signs the real digest.
+    `signer`, when given, signs each copy as it signs the real digest; `ids`, when given, gets
+    each address's Message-ID (new for every test copy).
     """
     from digest.send.transport import SendError
 
@@ -260,6 +263,8 @@ def send_tests(
         for address in addresses:
             built, sender = test_copy(catalogue, issue, address, date, unsubscribe)
             made = built if signer is None else signer.sign(wire_bytes(built))
+            if ids is not None:
+                ids[address] = str(built["Message-ID"])
             try:
                 connection.send(made, sender, address)
             except SendError as exc:

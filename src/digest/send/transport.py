@@ -402,6 +402,116 @@ def _xoauth2(client: smtplib.SMTP, user: str, token: AccessToken, where: str) ->
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of opening an SMTP session, as `probe` saw it.
+
+    `step` is "connect", "tls" or "login"; `passed` is None for a step that was not taken (no
+    TLS offered, no user name to log in with, or an earlier step failed).
+    """
+
+    step: str
+    passed: bool | None
+    detail: str
+
+
+def probe(
+    settings: SmtpSettings,
+    context: Callable[[], ssl.SSLContext] = ssl.create_default_context,
+    workdir: Path | None = None,
+) -> tuple[Step, ...]:
+    """Open a session as `SmtpConnection` does, step by step, send no mail, and say how each went.
+
+    The same smtplib steps: connect (implicit TLS for smtps://), EHLO, STARTTLS when offered
+    (its certificate checked by `context`), login when the URL names a user, or AUTH XOAUTH2
+    with a token from DIGEST_SMTP_TOKEN_COMMAND (run in `workdir`); then QUIT.
+    """
+    steps: list[Step] = []
+    client = _probe_connect(settings, context, steps)
+    if client is None:
+        return tuple(steps)
+    try:
+        steps.append(_probe_login(settings, client, workdir))
+    finally:
+        try:
+            client.quit()
+        except (OSError, smtplib.SMTPException):
+            client.close()
+    return tuple(steps)
+
+
+def _probe_connect(
+    settings: SmtpSettings, context: Callable[[], ssl.SSLContext], steps: list[Step]
+) -> smtplib.SMTP | None:
+    """Connect and start TLS, noting each step; return the client, or None if it went no further."""
+    where = f"{settings.host}:{settings.port}"
+    connected = Step("connect", True, f"connected to {where}")
+    client: smtplib.SMTP | None = None
+    try:
+        if settings.implicit_tls:
+            client = smtplib.SMTP_SSL(
+                settings.host, settings.port, timeout=settings.timeout, context=context()
+            )
+            steps += [connected, Step("tls", True, f"implicit TLS ({_tls_version(client)})")]
+            return client
+        client = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+        steps.append(connected)
+        client.ehlo()
+        if client.has_extn("starttls"):
+            client.starttls(context=context())
+            client.ehlo()
+            steps.append(Step("tls", True, f"STARTTLS ({_tls_version(client)})"))
+            return client
+        if not settings.require_starttls and settings.auth != XOAUTH2:
+            steps.append(Step("tls", None, "the server does not offer STARTTLS"))
+            return client
+        why = "an access token goes only over TLS" if settings.auth == XOAUTH2 else "the URL"
+        failed = Step("tls", False, f"the server does not offer STARTTLS, and {why} requires it")
+    except ssl.SSLCertVerificationError as exc:
+        failed = Step("tls", False, f"the certificate is not valid: {exc.verify_message}")
+    except ssl.SSLError as exc:
+        failed = Step("tls", False, f"TLS failed: {exc.reason or exc}")
+    except (OSError, smtplib.SMTPException) as exc:
+        failed = Step("connect", False, f"cannot connect to {where}: {exc}")
+    if client is not None:
+        client.close()
+    if failed.step == "tls" and connected not in steps:  # implicit TLS: the TCP part worked
+        steps.append(connected)
+    steps.append(failed)
+    return None
+
+
+def _probe_login(settings: SmtpSettings, client: smtplib.SMTP, workdir: Path | None) -> Step:
+    if settings.auth == XOAUTH2:
+        where = f"{settings.host}:{settings.port}"
+        try:
+            _sign_in(client, settings, _tokens(settings, workdir), where)
+        except (DeliveryError, SendError) as exc:  # a refused token, a failing token command
+            return Step("login", False, str(exc))
+        except (OSError, smtplib.SMTPException) as exc:
+            return Step("login", False, f"signing in as {settings.username} failed: {exc}")
+        return Step("login", True, f"signed in as {settings.username} with AUTH XOAUTH2")
+    if not settings.username:
+        return Step("login", None, "no user name in the URL: the relay must accept this host")
+    try:
+        client.login(settings.username, settings.password or "")
+    except UnicodeEncodeError:
+        return Step("login", False, "smtplib sends the user name and password as ASCII")
+    except smtplib.SMTPAuthenticationError as exc:
+        return Step("login", False, f"login as {settings.username} refused ({exc.smtp_code})")
+    except smtplib.SMTPNotSupportedError:
+        return Step("login", False, "the server offers no login (AUTH) on this connection")
+    except (OSError, smtplib.SMTPException) as exc:
+        return Step("login", False, f"login as {settings.username} failed: {exc}")
+    return Step("login", True, f"logged in as {settings.username}")
+
+
+def _tls_version(client: smtplib.SMTP) -> str:
+    sock = client.sock
+    version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+    return f"{version}, certificate verified" if version else "certificate verified"
+
+
 def wire_bytes(message: EmailMessage | bytes) -> bytes:
     """Return a message as SMTP carries it: what smtplib's send_message writes for it."""
     if isinstance(message, bytes):
