@@ -138,12 +138,18 @@ class Dkim:
         List, what is sure to share it: the From domain is `domain`, a subdomain of it, or its
         parent (a From domain is a registered one, never a public suffix).
         """
-        own = sender.rpartition("@")[2].lower().rstrip(".")
-        return (
-            own == self.domain
-            or own.endswith(f".{self.domain}")
-            or (self.domain.endswith(f".{own}"))
-        )
+        return aligned(self.domain, sender.rpartition("@")[2])
+
+
+def aligned(signer: str, domain: str) -> bool:
+    """Return whether DKIM's d= `signer` aligns with the From `domain`, without a suffix list.
+
+    Relaxed alignment (DMARC's default) asks for the same organisational domain; what is sure to
+    share it is the same domain or one a parent of the other. Siblings (news.example.edu signed
+    as mail.example.edu) count as not aligned, which strict alignment agrees with.
+    """
+    signer, domain = signer.lower().rstrip("."), domain.lower().rstrip(".")
+    return signer == domain or domain.endswith(f".{signer}") or signer.endswith(f".{domain}")
 
 
 @dataclass(frozen=True, slots=True)
