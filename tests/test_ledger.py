@@ -14,6 +14,7 @@ import pytest
 
 from digest.errors import DeliveryError, LedgerBusyError
 from digest.send.ledger import (
+    SCHEMA_VERSION,
     Decided,
     Decision,
     Frozen,
@@ -720,7 +721,7 @@ def test_version_1_ledger_is_upgraded_with_its_rows_kept(tmp_path: Path) -> None
         assert ledger.settled(NOV) == "already sent"
         ledger.enrol(NOV, rows("d@example.org"))  # the upgraded tables take new rows
         assert ledger.deliveries(NOV)[-1].copy == 0
-    assert user_version(path) == 2
+    assert user_version(path) == SCHEMA_VERSION
     db = sqlite3.connect(path)
     try:
         decided = db.execute("SELECT month, kind, detail FROM decisions ORDER BY id").fetchall()
@@ -763,7 +764,7 @@ def test_upgraded_ledger_has_the_tables_of_a_new_one(tmp_path: Path) -> None:
     Ledger(new).close()
     assert columns(old) == columns(new)
     assert "copies" in columns(new)
-    assert user_version(new) == 2
+    assert user_version(new) == SCHEMA_VERSION
 
 
 def test_upgrade_that_fails_changes_nothing(tmp_path: Path) -> None:
@@ -780,7 +781,8 @@ def test_upgrade_that_fails_changes_nothing(tmp_path: Path) -> None:
         Ledger(path)
 
     assert str(raised.value) == (
-        f"{path}: cannot upgrade the delivery ledger from schema 1 to 2 (table copies already "
+        f"{path}: cannot upgrade the delivery ledger from schema 1 to {SCHEMA_VERSION} (table "
+        "copies already "
         "exists); nothing in it was changed. Remove what is in the way or move the file aside "
         "to start a new ledger"
     )
@@ -815,7 +817,7 @@ def test_ledger_tables_without_a_version_are_upgraded(tmp_path: Path) -> None:
     db.close()
     with Ledger(path) as ledger:
         assert len(ledger.deliveries(NOV)) == 3
-    assert user_version(path) == 2
+    assert user_version(path) == SCHEMA_VERSION
 
 
 def test_database_of_another_program_is_refused(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ Each command reads its options and the environment into `Settings`, makes one ca
 service layer (`digest.app.publishing`, `digest.app.sending`) and words what comes back
 (`digest.app.wording`). This module holds the group and the options the commands share; the
 commands live beside it:
-`publishing` (check, build, render), `sending` (send), `running` (schedule, status, serve).
+`publishing` (check, build, render), `sending` (send), `running` (schedule, status, serve),
+`subscribers` (the subscriber store).
 """
 
 from __future__ import annotations
@@ -145,4 +146,4 @@ def main() -> None:
 
 
 # The commands, registered on `cli` as their modules load (they import the options above).
-from digest.cli import publishing, running, sending  # noqa: E402,F401 -- registers commands
+from digest.cli import publishing, running, sending, subscribers  # noqa: E402,F401 -- registers
