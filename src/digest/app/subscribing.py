@@ -78,7 +78,7 @@ def _import(
         planned.append(store.import_directory(rows, listed, file, now))
         return list(planned[-1].changes)
 
-    with _store(settings, on_busy) as kept:
+    with open_store(settings, on_busy) as kept:
         kept.change(decide, now)
     return planned[-1]
 
@@ -131,7 +131,7 @@ def subscriptions(settings: Settings, status: str | None = None) -> list[Subscri
 
 def history(settings: Settings, address: str) -> list[Event]:
     """Return the history of one address, oldest first."""
-    with _store(settings) as kept:
+    with open_store(settings) as kept:
         return kept.history(address)
 
 
@@ -152,7 +152,7 @@ def add(
 
     checked = _address(email, check_address)
     chosen = _chosen(settings, categories)
-    with _store(settings) as kept:
+    with open_store(settings) as kept:
         done = kept.change(lambda rows: store.add(rows, checked, name, chosen, staff, now), now)
         return kept.get(checked) if done else None
 
@@ -164,7 +164,7 @@ def remove(settings: Settings, email: str, staff: str, now: datetime) -> Subscri
     """
     from digest.send import store
 
-    with _store(settings) as kept:
+    with open_store(settings) as kept:
         if kept.get(email) is None:
             raise store.StoreError(
                 f"{email.strip()} is not in the subscriber store; "
@@ -232,11 +232,11 @@ def _peek(settings: Settings) -> dict[str, Subscription]:
     """Return the store's rows; an absent ledger is an empty store (looking creates nothing)."""
     if not settings.state_path.exists():
         return {}
-    with _store(settings) as kept:
+    with open_store(settings) as kept:
         return kept.rows()
 
 
-class _store:
+class open_store:
     """Open the settings' ledger and its store for a `with` block, and close it after."""
 
     def __init__(self, settings: Settings, on_busy: OnBusy | None = None) -> None:

@@ -431,14 +431,18 @@ def choose(
     categories: frozenset[str] | None = None,
     paused_until: datetime | None = None,
     every: bool = False,
+    resume: bool = False,
 ) -> list[Change]:
-    """Return the change of a person's choice: categories (`every`: all of them), or a pause."""
+    """Return the change of a person's choice: categories (`every`: all of them), a pause, or
+    the end of one (`resume`)."""
     before = _known(rows, address)
     after = before
     if categories is not None or every:
         after = replace(after, categories=None if every else categories, own_categories=True)
     if paused_until is not None:
         after = replace(after, paused_until=stamp(paused_until))
+    if resume:
+        after = replace(after, paused_until=None)
     return [Change(before, after, "chose", actor)]
 
 
