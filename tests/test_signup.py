@@ -278,3 +278,15 @@ def test_tokens_survive_a_restart(purpose: str) -> None:
     assert (
         Tokens(SECRET).read(purpose, made, NOW + timedelta(hours=49), timedelta(hours=48)) is None
     )
+
+
+def test_feed_page_has_a_sign_up_form_only_with_a_public_url(project: Path) -> None:
+    """Without DIGEST_PUBLIC_URL the feed page says nothing about email; with it, a form."""
+    from digest.publish import catalogue, site
+
+    loaded = catalogue.load(Path("items.yaml"))
+    plain = site.render(loaded, NOW)["index.html"].decode()
+    public = site.render(loaded, NOW, signup=PUBLIC + "/")["index.html"].decode()
+    assert "mail" not in plain.lower()
+    assert f'<form method="get" action="{PUBLIC}/subscribe">' in public
+    assert (ROOT / "feeds" / "index.html").read_text(encoding="utf-8") != public

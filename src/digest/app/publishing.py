@@ -112,7 +112,11 @@ def build(settings: Settings, output_dir: Path, now: datetime) -> BuildReport:
     environment = buildcache.environment(settings.catalogue_path)
     manifest_path = buildcache.location(output_dir, settings.home)
     manifest = buildcache.read(manifest_path)
-    inputs = buildcache.inputs(raw or b"", environment)
+    # A sign-up form on the feed page (DIGEST_PUBLIC_URL) is an input too; unset, it adds nothing.
+    signup = settings.public_url
+    inputs = buildcache.inputs(
+        (raw or b"") + (f"\0{signup}".encode() if signup else b""), environment
+    )
     if raw is not None and manifest is not None and manifest.fresh(output_dir, inputs, now):
         from digest import files as staging
 
@@ -128,7 +132,7 @@ def build(settings: Settings, output_dir: Path, now: datetime) -> BuildReport:
     catalogue = load(settings, raw, freeze=True)
     current = manifest.current(output_dir) if manifest is not None else set()
     reusable = {name: manifest.keys[name] for name in current if manifest and name in manifest.keys}
-    result = site.build(catalogue, now, environment, reusable)
+    result = site.build(catalogue, now, environment, reusable, signup=signup)
     report = output.write(output_dir, result.files)
     published = catalogue.counts(now)["published"]
     buildcache.record(
@@ -151,7 +155,7 @@ def build_check(settings: Settings, output_dir: Path, now: datetime) -> Stalenes
     """Compare `output_dir` with what a build would write, writing nothing."""
     from digest.publish import output, site
 
-    files = site.render(load(settings, freeze=True), now)
+    files = site.render(load(settings, freeze=True), now, signup=settings.public_url)
     with output.locked(output_dir, shared=True):
         stale = output.stale(output_dir, files)
         strays = output.strays(output_dir, files)

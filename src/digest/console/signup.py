@@ -45,8 +45,8 @@ def _client() -> str:
 
 
 def subscribe_page() -> tuple[str, int]:
-    """Show the sign-up form."""
-    return _page("subscribe.html", done=False, problem=None, form=MultiDict())
+    """Show the sign-up form, filled in from the query (the feed page's form comes here)."""
+    return _page("subscribe.html", done=False, problem=None, form=request.args)
 
 
 def subscribe_post() -> tuple[str, int]:

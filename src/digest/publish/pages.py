@@ -65,8 +65,17 @@ def day(moment: datetime) -> str:
     return f"{moment.day} {moment:%B %Y}"
 
 
-def render_index(catalogue: Catalogue, now: datetime, archive: Sequence[ArchiveLink]) -> bytes:
-    """Return index.html: every feed, the latest items by section, and the monthly archive."""
+def render_index(
+    catalogue: Catalogue,
+    now: datetime,
+    archive: Sequence[ArchiveLink],
+    signup: str | None = None,
+) -> bytes:
+    """Return index.html: every feed, the latest items by section, and the monthly archive.
+
+    With `signup` (the public pages' address), a form to get the digest by email; without it,
+    the page says nothing about email.
+    """
     publication = catalogue.publication
     tz = publication.tz
     names = {c.slug: c.name for c in publication.categories}
@@ -98,6 +107,7 @@ def render_index(catalogue: Catalogue, now: datetime, archive: Sequence[ArchiveL
         groups.append(_Group("More" if groups else "Latest", rest))
     template = _environment().get_template("index.html.j2")
     page = template.render(
-        publication=publication, rows=rows, formats=FORMATS, groups=groups, archive=archive
-    )
+        publication=publication, rows=rows, formats=FORMATS, groups=groups, archive=archive,
+        signup=signup.rstrip("/") if signup else None,
+    )  # fmt: skip
     return page.encode("utf-8")

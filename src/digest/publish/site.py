@@ -22,19 +22,25 @@ class Build:
     reused: tuple[str, ...]
 
 
-def render(catalogue: Catalogue, now: datetime) -> dict[str, bytes]:
+def render(catalogue: Catalogue, now: datetime, signup: str | None = None) -> dict[str, bytes]:
     """Return every published file of the catalogue at `now`, by path relative to the output."""
-    return build(catalogue, now, "", {}).files
+    return build(catalogue, now, "", {}, signup=signup).files
 
 
 def build(
-    catalogue: Catalogue, now: datetime, environment: str, reusable: Mapping[str, str]
+    catalogue: Catalogue,
+    now: datetime,
+    environment: str,
+    reusable: Mapping[str, str],
+    *,
+    signup: str | None = None,
 ) -> Build:
     """Render the files of the catalogue at `now`, except those `reusable` already holds.
 
     `reusable` maps a file name to the key of the content it is known to hold on disk; a file
     whose key is unchanged is not rendered again. `environment` is the hash of everything else
-    output depends on (code, templates, libraries), part of every key.
+    output depends on (code, templates, libraries), part of every key. `signup`, the public
+    pages' address (DIGEST_PUBLIC_URL), puts a sign-up form on the feed page.
     """
     publication = catalogue.publication
     common = key(environment, repr(publication), repr(catalogue.newsletter))
@@ -65,8 +71,11 @@ def build(
             files[path] = renderer.render(issue, web=True).html.encode("utf-8")
         archive.append(pages.ArchiveLink(month.label, path, len(issue.items)))
     latest = catalogue.published(now)[: publication.feed_limit]
-    if wanted(["index.html"], key(common, "index", _items_key(latest, stamps), repr(archive))):
-        files["index.html"] = pages.render_index(catalogue, now, archive)
+    index: list[str | bytes] = [common, "index", _items_key(latest, stamps), repr(archive)]
+    if signup:  # unset, the key every earlier build gave the page
+        index.append(f"signup {signup}")
+    if wanted(["index.html"], key(*index)):
+        files["index.html"] = pages.render_index(catalogue, now, archive, signup)
     return Build(keys, files, tuple(reused))
 
 
