@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -172,6 +172,90 @@ def remove(settings: Settings, email: str, staff: str, now: datetime) -> Subscri
             )
         done = kept.change(lambda rows: store.unsubscribe(rows, email, f"staff:{staff}"), now)
         return kept.get(email) if done else None
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """The list at a glance for staff: counts by status and category, and the rows asked for."""
+
+    by_status: dict[str, int]
+    by_category: dict[str, int]  # rows receiving each category ("" for every category)
+    rows: tuple[Subscription, ...]
+
+
+def overview(
+    settings: Settings,
+    *,
+    query: str = "",
+    status: str = "",
+    category: str = "",
+    source: str = "",
+) -> Overview:
+    """Return the counts and the rows matching a search (address or name) and the filters."""
+    from digest.send.store import SubscriberStatus
+
+    every = list(_peek(settings).values())
+    by_status = {str(s): sum(1 for row in every if row.status == s) for s in SubscriberStatus}
+    by_category: dict[str, int] = {}
+    for row in every:
+        for slug in sorted(row.categories) if row.categories is not None else [""]:
+            by_category[slug] = by_category.get(slug, 0) + 1
+    needle = query.strip().lower()
+    chosen = tuple(
+        row
+        for row in every
+        if (not needle or needle in row.key or needle in (row.name or "").lower())
+        and (not status or row.status == status)
+        and (not source or row.source == source)
+        and (not category or row.categories is None or category in row.categories)
+    )
+    return Overview(by_status, dict(sorted(by_category.items())), chosen)
+
+
+def subscriber(settings: Settings, address: str) -> tuple[Subscription, list[Event]] | None:
+    """Return one address's row and its history, or None if the store does not know it."""
+    rows = _peek(settings)
+    row = rows.get(address.strip().lower())
+    if row is None:
+        return None
+    with open_store(settings) as kept:
+        return row, kept.history(row.key)
+
+
+def resubscribe(
+    settings: Settings, email: str, staff: str, reason: str, now: datetime
+) -> Subscription | None:
+    """Put an address back on the list as staff, overriding the person's choice: only with a
+    reason, which its history keeps. Return the row, or None if it was on the list already."""
+    from digest.send import store
+
+    why = " ".join(reason.split())
+    if not why:
+        raise store.StoreError(
+            "a reason is needed to subscribe someone again: it overrides their own choice, and "
+            "their history keeps why (say, 'asked by phone on 3 December')"
+        )
+
+    def decide(rows: dict[str, Subscription]) -> list[Change]:
+        return [
+            replace(change, action=f"resubscribed by staff: {why}")
+            for change in store.resubscribe(rows, email, f"staff:{staff}")
+        ]
+
+    with open_store(settings) as kept:
+        done = kept.change(decide, now)
+        return kept.get(email) if done else None
+
+
+def import_text(
+    settings: Settings, text: str, name: str, now: datetime, *, dry_run: bool
+) -> Imported:
+    """Import directory CSV text (an upload) as `import_file` imports a file."""
+    from digest.send import subscribers
+
+    catalogue = load(settings)
+    listed = subscribers.parse(text, _declared(catalogue), name)
+    return Imported(_import(settings, listed, name, now, write=not dry_run), not dry_run)
 
 
 def export(settings: Settings, columns: tuple[str, ...] = EXPORT_COLUMNS) -> str:

@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from digest.console import auth, dashboard, months, present, public, signup
+from digest.console import auth, dashboard, months, present, public, signup, subscribers
 from digest.console.auth import (
     KNOWN_BROWSER_COOKIE,
     KNOWN_BROWSER_LIFETIME,
@@ -116,7 +116,7 @@ def create_app(config: Config) -> Flask:
     app.context_processor(lambda: {"user": session.get("user")})
     app.add_template_global(local, "local")
     app.add_template_global(present.of_run, "run_verdict")
-    for pages in (auth, dashboard, months, public, signup):
+    for pages in (auth, dashboard, months, public, signup, subscribers):
         pages.register(app)
     return app
 
