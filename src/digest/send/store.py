@@ -364,15 +364,23 @@ def import_directory(
 
 
 def _listed(before: Subscription, person: Subscriber) -> Subscription:
-    """Return `before` as the directory's row for it says, keeping the person's own choices."""
-    after = replace(before, in_directory=True)
-    if before.source is Source.DIRECTORY:
-        after = replace(after, email=person.email, name=person.name)
-    if not before.own_categories:
-        after = replace(after, categories=person.categories)
+    """Return `before` as the directory's row for it says, keeping the person's own choices.
+
+    Only what differs is replaced: an import of an unchanged directory copies no row.
+    """
+    changed: dict[str, Any] = {}
+    if not before.in_directory:
+        changed["in_directory"] = True
+    if before.source is Source.DIRECTORY and (before.email, before.name) != (
+        person.email,
+        person.name,
+    ):
+        changed.update(email=person.email, name=person.name)
+    if not before.own_categories and before.categories != person.categories:
+        changed["categories"] = person.categories
     if before.status is SubscriberStatus.PENDING:
-        after = replace(after, status=SubscriberStatus.ACTIVE)
-    return after
+        changed["status"] = SubscriberStatus.ACTIVE
+    return replace(before, **changed) if changed else before
 
 
 class StoreError(DigestError):
