@@ -270,13 +270,20 @@ def test_committed_feeds_are_current(tmp_path: Path, run: Run) -> None:
 
 def test_every_command_has_help_with_an_example(run: Run) -> None:
     """Each command documents itself and ends its help with an example."""
+    import click
+
     from digest.cli import cli
 
-    for name in cli.commands:
-        result = run(name, "--help")
-        assert result.exit_code == 0
-        assert "Example:" in result.stdout, name
-        assert "-c, --catalogue" in result.stdout, name
+    for name, command in cli.commands.items():
+        # A group (`digest subscribers`) documents itself, and each of its commands takes -c.
+        paths = (
+            [[name, sub] for sub in command.commands] if isinstance(command, click.Group) else []
+        )
+        for path in [[name], *paths]:
+            result = run(*path, "--help")
+            assert result.exit_code == 0
+            assert "Example:" in result.stdout, path
+            assert "-c, --catalogue" in result.stdout or (paths and path == [name]), path
 
 
 def test_usage_error_exits_2(run: Run) -> None:

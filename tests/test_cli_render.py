@@ -250,5 +250,9 @@ def test_send_without_unsubscribe_link_sends_nothing(
     monkeypatch.delenv("DIGEST_PUBLIC_URL", raising=False)
     without_unsubscribe(tmp_path)
     result = run("send", "--month", "2025-11", "--yes")
-    assert (result.exit_code, result.stderr) == (1, FOOTER_REFUSED)
+    # The list was imported into the subscriber store before the render refused; it says so.
+    imported = (
+        "subscribers.csv: imported: 12 added, 0 updated, 0 ended (no longer in the directory).\n"
+    )
+    assert (result.exit_code, result.stderr) == (1, imported + FOOTER_REFUSED)
     assert smtp_server.recorder.messages == []

@@ -38,7 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"  # noqa: S105 -- the tests' own
 SECRET = "s" * 40
 MONTH = "2025-11"
-PUBLIC_ENDPOINTS = {"login", "static", "unsubscribe_page", "unsubscribe_post"}
+PUBLIC_ENDPOINTS = {
+    "login", "static", "unsubscribe_page", "unsubscribe_post", *console.signup.ENDPOINTS,
+}  # fmt: skip
 # The bundled November readers (smith.john's categories have no November items).
 READERS = 11
 Spawn = Callable[..., Popen[str]]

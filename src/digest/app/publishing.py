@@ -121,7 +121,11 @@ def build(
     environment = buildcache.environment(settings.catalogue_path)
     manifest_path = buildcache.location(output_dir, settings.home)
     manifest = buildcache.read(manifest_path)
-    inputs = buildcache.inputs(raw or b"", environment)
+    # A sign-up form on the feed page (DIGEST_PUBLIC_URL) is an input too; unset, it adds nothing.
+    signup = settings.public_url
+    inputs = buildcache.inputs(
+        (raw or b"") + (f"\0{signup}".encode() if signup else b""), environment
+    )
     if raw is not None and manifest is not None and manifest.fresh(output_dir, inputs, now):
         from digest import files as staging
 
@@ -138,7 +142,7 @@ def build(
     current = manifest.current(output_dir) if manifest is not None else set()
     reusable = {name: manifest.keys[name] for name in current if manifest and name in manifest.keys}
     previous = _calendar_record(output_dir)
-    result = site.build(catalogue, now, environment, reusable, previous)
+    result = site.build(catalogue, now, environment, reusable, previous, signup=signup)
     report = output.write(output_dir, result.files)
     published = catalogue.counts(now)["published"]
     buildcache.record(
@@ -163,7 +167,9 @@ def build_check(settings: Settings, output_dir: Path, now: datetime) -> Stalenes
 
     catalogue = load(settings, freeze=True)
     with output.locked(output_dir, shared=True):
-        files = site.render(catalogue, now, _calendar_record(output_dir))
+        files = site.render(
+            catalogue, now, _calendar_record(output_dir), signup=settings.public_url
+        )
         stale = output.stale(output_dir, files)
         strays = output.strays(output_dir, files)
     return Staleness(len(files), tuple(stale), tuple(strays))

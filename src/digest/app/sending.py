@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from digest.app import signing, wording
+from digest.app import signing, subscribing, wording
 from digest.app.publishing import Warn, load, trigger
 from digest.app.settings import Settings
 from digest.errors import CatalogueError, DigestError, Problem, SendBusyError
@@ -42,11 +42,16 @@ class Recipients:
     skipped_lines: tuple[int, ...] = ()
 
 
-def recipients(catalogue: Catalogue, *, skip_invalid: bool, warn: Warn, fix: str) -> Recipients:
+def recipients(
+    catalogue: Catalogue, *, skip_invalid: bool, warn: Warn, fix: str,
+    store: tuple[Settings, datetime, bool] | None = None,
+) -> Recipients:  # fmt: skip
     """Load the list a send goes to: each duplicate row warned of, invalid rows refused.
 
     With `skip_invalid` the invalid rows are left out (the front end says so); otherwise every
-    one is reported with its line, followed by how many there are and `fix`.
+    one is reported with its line, followed by how many there are and `fix`. With `store`
+    (settings, now, write), the list is imported as the directory (`write` False: as it would
+    be) and the recipients are who the subscriber store says receives the digest now.
     """
     from digest.send import subscribers
 
@@ -59,7 +64,11 @@ def recipients(catalogue: Catalogue, *, skip_invalid: bool, warn: Warn, fix: str
         them = "it" if count == 1 else "them"
         refusal = f"{rows}, so nothing was sent: correct {them}, or {fix}"
         raise CatalogueError([*listed.invalid, Problem(str(where), None, "", refusal)])
-    return Recipients(listed, where, tuple(listed.invalid), tuple(listed.invalid_lines))
+    skipped, lines = tuple(listed.invalid), tuple(listed.invalid_lines)
+    if store is not None:
+        settings, now, write = store
+        listed = subscribing.directory(settings, catalogue, listed, now, write=write, warn=warn)
+    return Recipients(listed, where, skipped, lines)
 
 
 # -- planning and sending a month ------------------------------------------------------------------
@@ -95,17 +104,15 @@ def preview(
     catalogue = load(settings)
     catalogue.mailing()
     signing.signer(settings, catalogue)  # as the send will: a dry run finds a key's problem too
-    found = recipients(catalogue, skip_invalid=skip_invalid, warn=warn, fix=fix)
+    found = recipients(
+        catalogue, skip_invalid=skip_invalid, warn=warn, fix=fix, store=(settings, now, False)
+    )
     month = month or Month.previous(now, catalogue.publication.tz)
     chosen = newsletter.issue(catalogue, month, now)
     transport = settings_transport(settings, month)
     if not chosen.items:
         return Preview(month, chosen, "", (), 0, transport.describe(), settings.uses_outbox, found)
-    listed = found.listed
-    if settings.state_path.exists():
-        with _ledger(settings) as ledger:
-            listed = delivery.without_suppressed(listed, ledger.suppressed())
-    readers, without = delivery.audience(chosen, listed)
+    readers, without = delivery.audience(chosen, found.listed)
     subject = newsletter.Renderer(catalogue).render(chosen).subject
     return Preview(
         month,
@@ -140,6 +147,7 @@ def plan(settings: Settings, month: Month, now: datetime) -> Planned:
 
     catalogue = load(settings)
     listed, _ = subscribers.of_catalogue(catalogue)
+    listed = subscribing.directory(settings, catalogue, listed, now, write=False, warn=_quiet)
     via = settings_transport(settings, month).describe()
     with Ledger(settings.state_path) as ledger:
         gone = ledger.suppressed()
@@ -239,6 +247,7 @@ def send_month(
     chosen = newsletter.issue(catalogue, month, now)
     if not chosen.items:
         return Sent(month, delivery.MonthResult("no items"), transport.describe(), outbox, found)
+    found = _from_store(settings, catalogue, found, month, now, options)
 
     def confirm(plan: Send) -> bool:
         if options.confirm is None:
@@ -290,6 +299,26 @@ def send_month(
         )  # fmt: skip
     finally:
         ledger.close()
+
+
+def _from_store(
+    settings: Settings, catalogue: Catalogue, found: Recipients, month: Month, now: datetime,
+    options: SendOptions,
+) -> Recipients:  # fmt: skip
+    """Return `found` with the readers the store gives once the list is imported as the directory.
+
+    A rehearsal records nothing but its run: the list is read as the import would leave it. So
+    is a send about to be refused because another send of the month is running (which imported
+    the list already).
+    """
+    from digest.send.ledger import SendLock
+
+    busy = SendLock.holder(settings.state_path, str(month)) is not None
+    listed = subscribing.directory(
+        settings, catalogue, found.listed, now, write=not (settings.uses_outbox or busy),
+        warn=options.warn, on_busy=options.on_busy,
+    )  # fmt: skip
+    return replace(found, listed=listed)
 
 
 def left(result: MonthResult) -> int:
@@ -470,6 +499,7 @@ def schedule_preview(settings: Settings, now: datetime, runs: int = 5) -> list[P
     trigger(catalogue)
     tz = catalogue.publication.tz
     listed, _ = subscribers.of_catalogue(catalogue)
+    listed = subscribing.directory(settings, catalogue, listed, now, write=False, warn=_quiet)
     ledger = _open_existing(settings)
     try:
 
@@ -583,6 +613,10 @@ def _next_run(
     if not upcoming:
         return None, None, tz
     return (upcoming[0], scheduling.month_of_run(upcoming[0], tz)), None, tz
+
+
+def _quiet(line: str) -> None:
+    """Say nothing: the import's counts belong to a send, not to a look at the plan."""
 
 
 # -- the ledger, opened for a use case -------------------------------------------------------------

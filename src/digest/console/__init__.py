@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from digest.console import auth, dashboard, items, months, present, public
+from digest.console import auth, dashboard, items, months, present, public, signup, subscribers
 from digest.console.auth import (
     KNOWN_BROWSER_COOKIE,
     KNOWN_BROWSER_LIFETIME,
@@ -120,7 +120,7 @@ def create_app(config: Config) -> Flask:
     app.context_processor(lambda: {"user": session.get("user")})
     app.add_template_global(local, "local")
     app.add_template_global(present.of_run, "run_verdict")
-    for pages in (auth, dashboard, items, months, public):
+    for pages in (auth, dashboard, items, months, public, signup, subscribers):
         pages.register(app)
     return app
 

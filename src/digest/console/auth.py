@@ -26,7 +26,12 @@ from digest.console.web import console
 from digest.errors import DigestError
 from digest.send import unsubscribe
 
-PUBLIC_ENDPOINTS = {"login", "static", "unsubscribe_page", "unsubscribe_post"}
+PUBLIC_ENDPOINTS = {
+    "login", "static", "unsubscribe_page", "unsubscribe_post",
+    # The subscriber's own pages (console.signup): the signed link is the credential.
+    "subscribe_page", "subscribe_post", "confirm_page", "confirm_post", "preferences_page",
+    "preferences_post",
+}  # fmt: skip
 # The console sends email to the whole list: a password short enough to guess in an afternoon
 # (even at MAX_ACCOUNT_FAILURES guesses per LOCKOUT) must not guard it.
 MIN_PASSWORD_LENGTH = 12

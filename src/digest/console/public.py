@@ -50,7 +50,15 @@ def unsubscribe_page(token: str) -> tuple[str, int]:
     address = console().config.links.address(token)
     if address is None:
         return render_template("unsubscribe.html", address=None, done=False), 400
-    return render_template("unsubscribe.html", address=address, done=False, token=token), 200
+    # The one link every digest carries leads to the reader's preferences too: a pause or fewer
+    # categories may be what they wanted.
+    from digest.app import signup
+
+    config = console().config
+    mine = signup.preferences_token(config.settings, address, config.clock())
+    return render_template(
+        "unsubscribe.html", address=address, done=False, token=token, preferences=mine
+    ), 200
 
 
 def unsubscribe_post(token: str) -> tuple[str, int]:

@@ -66,8 +66,17 @@ def day(moment: datetime) -> str:
     return f"{moment.day} {moment:%B %Y}"
 
 
-def render_index(catalogue: Catalogue, now: datetime, archive: Sequence[ArchiveLink]) -> bytes:
-    """Return index.html: every feed, the latest items by section, and the monthly archive."""
+def render_index(
+    catalogue: Catalogue,
+    now: datetime,
+    archive: Sequence[ArchiveLink],
+    signup: str | None = None,
+) -> bytes:
+    """Return index.html: every feed, the latest items by section, and the monthly archive.
+
+    With `signup` (the public pages' address), a form to get the digest by email; without it,
+    the page says nothing about email.
+    """
     publication = catalogue.publication
     tz = publication.tz
     names = {c.slug: c.name for c in publication.categories}
@@ -112,5 +121,6 @@ def render_index(catalogue: Catalogue, now: datetime, archive: Sequence[ArchiveL
         brand=brand,
         calendars=calendars.subscriptions(catalogue, now),
         json_ld=Markup(events) if events else None,  # noqa: S704 -- <, > and & escaped as \u
+        signup=signup.rstrip("/") if signup else None,
     )
     return page.encode("utf-8")

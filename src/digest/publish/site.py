@@ -24,13 +24,17 @@ class Build:
 
 
 def render(
-    catalogue: Catalogue, now: datetime, previous: calendars.Record | None = None
+    catalogue: Catalogue,
+    now: datetime,
+    previous: calendars.Record | None = None,
+    signup: str | None = None,
 ) -> dict[str, bytes]:
     """Return every published file of the catalogue at `now`, by path relative to the output.
 
-    `previous` is the events' record the output folder holds (`calendars.read_record`).
+    `previous` is the events' record the output folder holds (`calendars.read_record`); `signup`
+    the public pages' address (DIGEST_PUBLIC_URL), for the feed page's sign-up form.
     """
-    return build(catalogue, now, "", {}, previous).files
+    return build(catalogue, now, "", {}, previous, signup=signup).files
 
 
 def build(
@@ -39,13 +43,16 @@ def build(
     environment: str,
     reusable: Mapping[str, str],
     previous: calendars.Record | None = None,
+    *,
+    signup: str | None = None,
 ) -> Build:
     """Render the files of the catalogue at `now`, except those `reusable` already holds.
 
     `reusable` maps a file name to the key of the content it is known to hold on disk; a file
     whose key is unchanged is not rendered again. `environment` is the hash of everything else
     output depends on (code, templates, libraries), part of every key. `previous` is the record
-    of the events' SEQUENCE numbers the output folder holds (none: each starts at 0).
+    of the events' SEQUENCE numbers the output folder holds (none: each starts at 0). `signup`,
+    the public pages' address (DIGEST_PUBLIC_URL), puts a sign-up form on the feed page.
     """
     publication = catalogue.publication
     common = key(environment, repr(publication), repr(catalogue.newsletter))
@@ -79,9 +86,13 @@ def build(
         archive.append(pages.ArchiveLink(month.label, path, len(issue.items)))
     latest = catalogue.published(now)[: publication.feed_limit]
     subscribe = repr([c.slug for c in calendars.calendars(catalogue, now)])
-    index_key = key(common, "index", _items_key(latest, stamps), repr(archive), subscribe)
-    if wanted(["index.html"], index_key):
-        files["index.html"] = pages.render_index(catalogue, now, archive)
+    index: list[str | bytes] = [
+        common, "index", _items_key(latest, stamps), repr(archive), subscribe
+    ]  # fmt: skip
+    if signup:  # unset, the key every earlier build gave the page
+        index.append(f"signup {signup}")
+    if wanted(["index.html"], key(*index)):
+        files["index.html"] = pages.render_index(catalogue, now, archive, signup)
     return Build(keys, files, tuple(reused))
 
 

@@ -39,12 +39,13 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from digest.errors import DeliveryError, LedgerBusyError, SendBusyError
+from digest.send.store import SCHEMA_3 as _STORE_SCHEMA
 
 T = TypeVar("T")
 # How long SQLite itself waits for a lock before the ledger hears of it, says so, and tries again.
 _SLICE = 0.5
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 3: the subscriber store; 4: the editor's history
 # What SendLock.acquire writes into the lock file: "pid 123 on host, holder, since ...".
 _HOLDER = re.compile(r"pid (\d+) on ([^,]+),")
 
@@ -283,7 +284,7 @@ _LIMITS_SCHEMA = (
 )""",
 )
 
-# The console's editor (schema 3): every save of an item, who made it, when, the diff of the
+# The console's editor (schema 4): every save of an item, who made it, when, the diff of the
 # catalogue, and the item's values before and after as JSON (`before` NULL for a new item).
 # Self-contained, IF NOT EXISTS: the step can be renumbered beside other steps at a merge.
 _EDITS_SCHEMA = (
@@ -575,7 +576,9 @@ class Ledger:
             # Version 0 with ledger tables: version 1 made them, then could not write its number.
             # The daily limit's log and holds come last: after `deliveries` has its final shape.
             steps = _SCHEMA_1 + _UPGRADE_1_TO_2 + _LIMITS_SCHEMA
-        steps += _EDITS_SCHEMA  # schema 3: every version below has no editor history
+        if version < 3:  # Version 3: the subscriber store (digest.send.store), one step.
+            steps += _STORE_SCHEMA
+        steps += _EDITS_SCHEMA  # Version 4: the editor's history; every version below lacks it
         for statement in steps:
             db.execute(statement)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -609,6 +612,16 @@ class Ledger:
                 if not told and self.on_busy is not None:
                     told = True
                     self.on_busy(self.path, patience)
+
+    def query(self, sql: str, parameters: Iterable[Any] = ()) -> list[Any]:
+        """Return every row `sql` selects: for the subscriber store, which shares this database."""
+        return self._rows(sql, parameters)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold the write lock for a `with` block, committed at its end or rolled back."""
+        with self._transaction() as db:
+            yield db
 
     def _rows(self, sql: str, parameters: Iterable[Any] = ()) -> list[Any]:
         """Return every row `sql` selects."""
@@ -858,21 +871,25 @@ class Ledger:
             for number, month, start, end, via, by, sent, failed, deferred, already, kind in rows
         ]
 
-    # -- suppressions (one-click unsubscribe) --------------------------------------------------
+    # -- suppressions (one-click unsubscribe): kept in the subscriber store -------------------
 
     def suppress(self, address: str, source: str) -> bool:
-        """Record that `address` must get no more digests; return False if it already was."""
-        with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO suppressions (address, at, source) VALUES (?, ?, ?)",
-                (address.strip().lower(), _now(), source),
-            )
-            return cursor.rowcount == 1
+        """Record that `address` must get no more digests; return False if it already was.
+
+        `source` is who asked ("one-click"): the subscriber store records it as the change's actor.
+        """
+        from digest.send import store
+
+        changes = store.Store(self).change(
+            lambda rows: store.unsubscribe(rows, address, source), datetime.now(UTC)
+        )
+        return bool(changes)
 
     def suppressed(self) -> set[str]:
-        """Return every suppressed address, lower-cased."""
-        rows = self._rows("SELECT address FROM suppressions")
-        return {row[0] for row in rows}
+        """Return every address unsubscribed, bounced or complained, lower-cased."""
+        from digest.send.store import Store
+
+        return Store(self).suppressed()
 
     def record_logout(self, session: str, now: datetime, until: datetime) -> None:
         """Record that the console session `session` ended: refused until `until`, its expiry."""
@@ -964,7 +981,8 @@ class Ledger:
             "SELECT month, status, COUNT(*), MIN(updated_at), MAX(updated_at) FROM deliveries "
             # Someone who unsubscribed mid-month is no longer waiting for anything.
             "WHERE status IN ('sent', 'failed') "
-            "OR recipient NOT IN (SELECT address FROM suppressions) "
+            "OR recipient NOT IN (SELECT address FROM subscribers "
+            "WHERE status IN ('unsubscribed', 'bounced', 'complained')) "
             "GROUP BY month, status ORDER BY month DESC"
         )
         by_month: dict[str, MonthStatus] = {}

@@ -1,0 +1,531 @@
+"""The subscriber store: one row per address, what the person chose, and the history of changes.
+
+A row holds an address (compared case-insensitively: the key is the address lower-cased), the name,
+the status, the categories the digest is cut to, where the row came from (`source`), whether the
+university's directory lists the address now, a pause, and the consent record (when and how the
+person subscribed, and confirmed). Every change to a row is an event: its time, who made it (the
+person, a staff member, an import) and each field's old and new value, so `replay` rebuilds the
+row from its history alone.
+
+The rules live here as plain functions from rows to changes (`import_directory`, `sign_up`,
+`confirm`, `choose`, `unsubscribe`, ...), so a dry run computes exactly what a real run writes.
+`Store` is the only code that speaks SQL to these tables; it works inside the ledger's database and
+transactions. The SQL is kept to what SQLite and PostgreSQL both read.
+
+Who receives a digest (`receives`): an active row, not paused, with a reason to be on the list: the
+directory lists it, or the person (or staff) subscribed it. Ending a directory membership changes
+nothing else, so a person who signed up themselves keeps the digest after leaving the directory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from digest.errors import DigestError
+
+if TYPE_CHECKING:
+    from digest.send.ledger import Ledger
+    from digest.send.subscribers import Subscriber, SubscriberList
+
+
+class SubscriberStatus(StrEnum):
+    """Where a subscription stands; the value is what the database holds."""
+
+    PENDING = "pending"  # signed up, not confirmed yet
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class Source(StrEnum):
+    """Who first put an address on the list; the value is what the database holds."""
+
+    DIRECTORY = "directory"  # the directory import (`subscribers.csv`)
+    SIGNUP = "signup"  # the person, through the sign-up form
+    STAFF = "staff"  # a staff member, by hand
+
+
+# Statuses no import, and no staff `add`, ever undoes: only the person (or staff with a reason).
+ENDED = frozenset({SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED,
+                   SubscriberStatus.COMPLAINED})  # fmt: skip
+IMPORT = "import"  # the actor of a directory import: "import:subscribers.csv"
+
+# Version 3 of the state database: the store's two tables. The one-click suppressions of earlier
+# versions become unsubscribed rows (carried over with their time and source as the first event;
+# replay takes a missing `email` to be the address itself), and their table goes: one record of who
+# unsubscribed. One step, self-contained: a new file runs it too, after version 2's tables.
+SCHEMA_3 = (
+    """CREATE TABLE subscribers (
+    address TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    name TEXT,
+    status TEXT NOT NULL
+        CHECK (status IN ('pending', 'active', 'unsubscribed', 'bounced', 'complained')),
+    categories TEXT,
+    own_categories INTEGER NOT NULL DEFAULT 0 CHECK (own_categories IN (0, 1)),
+    source TEXT NOT NULL CHECK (source IN ('directory', 'signup', 'staff')),
+    in_directory INTEGER NOT NULL DEFAULT 0 CHECK (in_directory IN (0, 1)),
+    paused_until TEXT,
+    subscribed_at TEXT,
+    subscribed_via TEXT,
+    confirmed_at TEXT,
+    confirmed_via TEXT,
+    updated_at TEXT NOT NULL
+)""",
+    """CREATE TABLE subscriber_events (
+    id INTEGER PRIMARY KEY,
+    address TEXT NOT NULL,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    changes TEXT NOT NULL
+)""",
+    "CREATE INDEX subscriber_events_by_address ON subscriber_events (address, id)",
+    """INSERT INTO subscribers (address, email, status, source, in_directory, subscribed_via,
+        updated_at)
+    SELECT address, address, 'unsubscribed', 'directory', 0, 'before the subscriber store', at
+    FROM suppressions""",
+    """INSERT INTO subscriber_events (address, at, actor, action, changes)
+    SELECT address, at, source, 'unsubscribed',
+        '{"status": [null, "unsubscribed"], "source": [null, "directory"], '
+        || '"subscribed_via": [null, "before the subscriber store"]}'
+    FROM suppressions ORDER BY at, address""",
+    "DROP TABLE suppressions",
+)
+
+_COLUMNS = (
+    "address, email, name, status, categories, own_categories, source, in_directory, "
+    "paused_until, subscribed_at, subscribed_via, confirmed_at, confirmed_via, updated_at"
+)
+_SELECT = f"SELECT {_COLUMNS} FROM subscribers"  # noqa: S608 -- constants
+_INSERT = f"INSERT INTO subscribers ({_COLUMNS}) VALUES ({', '.join(['?'] * 14)})"  # noqa: S608
+_UPDATE = (
+    "UPDATE subscribers SET email = ?, name = ?, status = ?, categories = ?, own_categories = ?, "
+    "source = ?, in_directory = ?, paused_until = ?, subscribed_at = ?, subscribed_via = ?, "
+    "confirmed_at = ?, confirmed_via = ?, updated_at = ? WHERE address = ?"
+)
+_EVENT = (
+    "INSERT INTO subscriber_events (address, at, actor, action, changes) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def stamp(moment: datetime) -> str:
+    """Return how the store writes a moment: as the ledger does (UTC, to the second)."""
+    from digest.send.ledger import stamp as ledger_stamp
+
+    return ledger_stamp(moment)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One address's row: what the store knows and what the person chose."""
+
+    key: str  # the address lower-cased: one row per person
+    email: str  # as written: what the digest is sent to
+    name: str | None = None
+    status: SubscriberStatus = SubscriberStatus.ACTIVE
+    categories: frozenset[str] | None = None  # None: every category
+    own_categories: bool = False  # the person chose them: no import changes them
+    source: Source = Source.DIRECTORY
+    in_directory: bool = False
+    paused_until: str | None = None  # UTC stamp; nothing is sent before it
+    subscribed_at: str | None = None
+    subscribed_via: str | None = None
+    confirmed_at: str | None = None
+    confirmed_via: str | None = None
+    updated_at: str = ""
+
+    @property
+    def listed(self) -> bool:
+        """Return whether the address is on the list: active, and the directory lists it or
+        the person (or staff) subscribed it."""
+        if self.status is not SubscriberStatus.ACTIVE:
+            return False
+        # The directory put it here and no longer lists it: nobody else asked for it.
+        return self.in_directory or self.source is not Source.DIRECTORY
+
+    def receives(self, now: datetime) -> bool:
+        """Return whether a digest enrolled at `now` goes to this address: listed, not paused."""
+        return self.listed and (self.paused_until is None or self.paused_until <= stamp(now))
+
+    def as_subscriber(self) -> Subscriber:
+        """Return the recipient a send enrols."""
+        from digest.send.subscribers import Subscriber
+
+        return Subscriber(self.email, self.name, self.categories, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One row's change: what it was (None: new), what it becomes, why and by whom."""
+
+    before: Subscription | None
+    after: Subscription
+    action: str
+    actor: str
+
+    def diff(self) -> dict[str, list[Any]]:
+        """Return each field that changes, as [old, new] in the form the database holds."""
+        old = _values(self.before) if self.before is not None else {}
+        new = _values(self.after)
+        return {
+            name: [old.get(name), value]
+            for name, value in new.items()
+            if name not in ("key", "updated_at") and old.get(name) != value
+            and (self.before is not None or (value is not None and value != 0))
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a row's history."""
+
+    at: str
+    actor: str
+    action: str
+    changes: dict[str, list[Any]]
+
+
+def _categories_text(categories: frozenset[str] | None) -> str | None:
+    return None if categories is None else ";".join(sorted(categories))
+
+
+def _categories(text: str | None) -> frozenset[str] | None:
+    return None if text is None else frozenset(slug for slug in text.split(";") if slug)
+
+
+def _values(row: Subscription) -> dict[str, Any]:
+    """Return the row's fields as the database holds them (text, integers, NULL)."""
+    values: dict[str, Any] = {}
+    for item in fields(row):
+        value = getattr(row, item.name)
+        if item.name == "categories":
+            value = _categories_text(value)
+        elif isinstance(value, bool):
+            value = int(value)
+        elif isinstance(value, StrEnum):
+            value = str(value)
+        values[item.name] = value
+    return values
+
+
+def _row(values: tuple[Any, ...]) -> Subscription:
+    key, email, name, status, categories, own, source, listed, *rest = values
+    return Subscription(
+        key, email, name, SubscriberStatus(status), _categories(categories), bool(own),
+        Source(source), bool(listed), *rest,
+    )  # fmt: skip
+
+
+def replay(key: str, events: Iterable[Event]) -> Subscription | None:
+    """Return the row its history describes (None: no history): the store's rows must match."""
+    values: dict[str, Any] = {}
+    at = ""
+    for event in events:
+        values.update({name: new for name, (_, new) in event.changes.items()})
+        at = event.at
+    if not at:
+        return None
+    columns = _values(Subscription(key, key, updated_at=at)) | values | {"key": key}
+    return _row(tuple(columns[name] for name in _names()))
+
+
+class Store:
+    """The subscriber store in the ledger's database: read rows, apply changes, read history."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def rows(self) -> dict[str, Subscription]:
+        """Return every row, by key, in address order."""
+        return {row.key: row for row in map(_row, self.ledger.query(f"{_SELECT} ORDER BY address"))}
+
+    def get(self, address: str) -> Subscription | None:
+        """Return the row of `address` (any letter case), or None."""
+        found = self.ledger.query(f"{_SELECT} WHERE address = ?", (address.strip().lower(),))
+        return _row(found[0]) if found else None
+
+    def change(
+        self, decide: Callable[[dict[str, Subscription]], list[Change]], now: datetime
+    ) -> list[Change]:
+        """Apply what `decide` makes of the current rows, in one transaction; return the changes.
+
+        The rows are read under the write lock, so nothing changes between deciding and writing.
+        """
+        at = stamp(now)
+        with self.ledger.transaction() as db:
+            rows = {row.key: row for row in map(_row, db.execute(_SELECT).fetchall())}
+            changes = [c for c in decide(rows) if c.before is None or c.diff()]
+            for change in changes:
+                after = replace(change.after, updated_at=at)
+                values = _values(after)
+                if change.before is None:
+                    db.execute(_INSERT, tuple(values[n] for n in _names()))
+                else:
+                    db.execute(_UPDATE, (*[values[n] for n in _names()[1:]], after.key))
+                db.execute(
+                    _EVENT,
+                    (after.key, at, change.actor, change.action, json.dumps(change.diff())),
+                )
+        return changes
+
+    def history(self, address: str) -> list[Event]:
+        """Return every change to `address`'s row, oldest first."""
+        found = self.ledger.query(
+            "SELECT at, actor, action, changes FROM subscriber_events WHERE address = ? "
+            "ORDER BY id",
+            (address.strip().lower(),),
+        )
+        return [
+            Event(at, actor, action, json.loads(changes)) for at, actor, action, changes in found
+        ]
+
+    def suppressed(self) -> set[str]:
+        """Return every address that must get no digest: unsubscribed, bounced or complained."""
+        found = self.ledger.query(
+            "SELECT address FROM subscribers WHERE status IN (?, ?, ?)", tuple(sorted(ENDED))
+        )
+        return {row[0] for row in found}
+
+
+def _names() -> list[str]:
+    return [
+        "key" if name == "address" else name for name in (n.strip() for n in _COLUMNS.split(","))
+    ]
+
+
+# -- the rules: rows in, changes out --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ImportPlan:
+    """What a directory import does: by address, the rows it adds, updates and ends, and keeps."""
+
+    file: str
+    changes: tuple[Change, ...]
+    kept: tuple[Subscription, ...] = ()  # listed, but unsubscribed, bounced or complained: kept so
+    unchanged: int = 0  # listed and already as the file says
+    after: Mapping[str, Subscription] = field(default_factory=dict)
+
+    def of(self, action: str) -> list[Change]:
+        """Return the changes of one kind: "added", "updated" or "ended"."""
+        return [change for change in self.changes if change.action == action]
+
+    @property
+    def nothing(self) -> bool:
+        """Return whether the import changes nothing."""
+        return not self.changes
+
+
+def import_directory(
+    rows: Mapping[str, Subscription], listed: SubscriberList, file: str, now: datetime
+) -> ImportPlan:
+    """Return what importing the directory `listed` (read from `file`) does to `rows`.
+
+    A new address is added, active; a listed one is marked in the directory, its name and address
+    as the directory writes them (for rows the directory added) and its categories as listed
+    (unless the person chose their own); an address no longer listed only leaves the directory.
+    Nobody's status is changed, except that a pending sign-up the directory lists becomes active.
+    """
+    actor = f"{IMPORT}:{file}"
+    changes: list[Change] = []
+    kept: list[Subscription] = []
+    unchanged = 0
+    seen: set[str] = set()
+    for person in listed.subscribers:
+        seen.add(person.key)
+        before = rows.get(person.key)
+        if before is None:
+            after = Subscription(
+                person.key, person.email, person.name, categories=person.categories,
+                in_directory=True, subscribed_at=stamp(now),
+                subscribed_via=f"directory import of {file}",
+            )  # fmt: skip
+            changes.append(Change(None, after, "added", actor))
+            continue
+        after = _listed(before, person)
+        if before.status in ENDED:
+            kept.append(before)
+        if after == before:
+            unchanged += 1
+        else:
+            changes.append(Change(before, after, "updated", actor))
+    for key, before in rows.items():
+        if before.in_directory and key not in seen:
+            changes.append(Change(before, replace(before, in_directory=False), "ended", actor))
+    after_rows = dict(rows) | {change.after.key: change.after for change in changes}
+    return ImportPlan(file, tuple(changes), tuple(kept), unchanged, after_rows)
+
+
+def _listed(before: Subscription, person: Subscriber) -> Subscription:
+    """Return `before` as the directory's row for it says, keeping the person's own choices.
+
+    Only what differs is replaced: an import of an unchanged directory copies no row.
+    """
+    changed: dict[str, Any] = {}
+    if not before.in_directory:
+        changed["in_directory"] = True
+    if before.source is Source.DIRECTORY and (before.email, before.name) != (
+        person.email,
+        person.name,
+    ):
+        changed.update(email=person.email, name=person.name)
+    if not before.own_categories and before.categories != person.categories:
+        changed["categories"] = person.categories
+    if before.status is SubscriberStatus.PENDING:
+        changed["status"] = SubscriberStatus.ACTIVE
+    return replace(before, **changed) if changed else before
+
+
+class StoreError(DigestError):
+    """A change the store refuses: it would override a person's choice, or names nobody."""
+
+
+def sign_up(
+    rows: Mapping[str, Subscription],
+    email: str,
+    name: str | None,
+    categories: frozenset[str] | None,
+    now: datetime,
+    via: str,
+) -> list[Change]:
+    """Return the change of a sign-up: a new address is pending; a known one is left as it is.
+
+    The choices travel in the confirmation link instead, so a sign-up in someone else's name
+    changes nobody's row.
+    """
+    key = email.lower()
+    if key in rows:
+        return []
+    row = Subscription(
+        key, email, name, SubscriberStatus.PENDING, categories, categories is not None,
+        Source.SIGNUP, subscribed_at=stamp(now), subscribed_via=via,
+    )  # fmt: skip
+    return [Change(None, row, "signed up", "subscriber")]
+
+
+def confirm(
+    rows: Mapping[str, Subscription],
+    email: str,
+    name: str | None,
+    categories: frozenset[str] | None,
+    now: datetime,
+    via: str,
+) -> list[Change]:
+    """Return the change of a confirmed sign-up: active, the person's own, consent recorded."""
+    key = email.lower()
+    before = rows.get(key)
+    base = before or Subscription(key, email, subscribed_at=stamp(now), subscribed_via=via)
+    after = replace(
+        base, name=name or base.name, status=SubscriberStatus.ACTIVE, source=Source.SIGNUP,
+        paused_until=None, confirmed_at=stamp(now), confirmed_via=via,
+    )  # fmt: skip
+    if categories is not None:
+        after = replace(after, categories=categories, own_categories=True)
+    return [Change(before, after, "confirmed", "subscriber")]
+
+
+def choose(
+    rows: Mapping[str, Subscription],
+    address: str,
+    actor: str,
+    *,
+    categories: frozenset[str] | None = None,
+    paused_until: datetime | None = None,
+    every: bool = False,
+    resume: bool = False,
+) -> list[Change]:
+    """Return the change of a person's choice: categories (`every`: all of them), a pause, or
+    the end of one (`resume`)."""
+    before = _known(rows, address)
+    after = before
+    if categories is not None or every:
+        after = replace(after, categories=None if every else categories, own_categories=True)
+    if paused_until is not None:
+        after = replace(after, paused_until=stamp(paused_until))
+    if resume:
+        after = replace(after, paused_until=None)
+    return [Change(before, after, "chose", actor)]
+
+
+def unsubscribe(rows: Mapping[str, Subscription], address: str, actor: str) -> list[Change]:
+    """Return the change of an unsubscribe; nothing for an address already off the list.
+
+    An address the store does not know yet (a test copy's link, say) gets a row that says so, so
+    no later import adds it.
+    """
+    key = address.strip().lower()
+    before = rows.get(key)
+    if before is not None and before.status in ENDED:
+        return []
+    base = before or Subscription(key, key, subscribed_via="unsubscribed before it was listed")
+    after = replace(base, status=SubscriberStatus.UNSUBSCRIBED, paused_until=None)
+    return [Change(before, after, "unsubscribed", actor)]
+
+
+def resubscribe(rows: Mapping[str, Subscription], address: str, actor: str) -> list[Change]:
+    """Return the change of a person coming back: active again, their choices as they were."""
+    before = _known(rows, address)
+    if before.status is SubscriberStatus.ACTIVE:
+        return []
+    source = before.source
+    if source is Source.DIRECTORY and not before.in_directory:
+        source = Source.SIGNUP  # their own choice now, not the directory's
+    after = replace(before, status=SubscriberStatus.ACTIVE, source=source)
+    return [Change(before, after, "resubscribed", actor)]
+
+
+def add(
+    rows: Mapping[str, Subscription],
+    email: str,
+    name: str | None,
+    categories: frozenset[str] | None,
+    staff: str,
+    now: datetime,
+) -> list[Change]:
+    """Return the change of staff adding an address; refuse one the person took off the list."""
+    key = email.lower()
+    before = rows.get(key)
+    actor = f"staff:{staff}"
+    if before is not None and before.status in ENDED:
+        raise StoreError(
+            f"{email} is {before.status} since {before.updated_at}; only they can subscribe "
+            "again (from a digest's preferences link, or the sign-up form)"
+        )
+    if before is not None and before.listed:
+        return []
+    base = before or Subscription(
+        key, email, subscribed_at=stamp(now), subscribed_via=f"added by {staff}"
+    )
+    after = replace(
+        base, name=name or base.name, status=SubscriberStatus.ACTIVE, source=Source.STAFF
+    )
+    if categories is not None:
+        after = replace(after, categories=categories, own_categories=True)
+    return [Change(before, after, "added", actor)]
+
+
+def _known(rows: Mapping[str, Subscription], address: str) -> Subscription:
+    key = address.strip().lower()
+    if key not in rows:
+        raise StoreError(
+            f"{address} is not in the subscriber store; `digest subscribers list` shows who is"
+        )
+    return rows[key]
+
+
+def readers(
+    rows: Mapping[str, Subscription], now: datetime, first: Iterable[str] = ()
+) -> list[Subscriber]:
+    """Return who a digest enrolled at `now` goes to: the keys in `first` in their order, then
+    the rest by address."""
+    order = {key: place for place, key in enumerate(first)}
+    chosen = [row for row in rows.values() if row.receives(now)]
+    chosen.sort(key=lambda row: (order.get(row.key, len(order)), row.key))
+    return [row.as_subscriber() for row in chosen]
