@@ -844,14 +844,14 @@ def test_ledger_is_a_context_manager(tmp_path: Path) -> None:
         ledger.suppressed()
 
 
-def test_a_schema_2_ledger_gains_the_editors_history_with_its_rows_kept(tmp_path: Path) -> None:
+def test_a_schema_3_ledger_gains_the_editors_history_with_its_rows_kept(tmp_path: Path) -> None:
     """Opening a ledger from before the editor keeps every send and starts an empty history."""
     path = tmp_path / "state.sqlite3"
     with Ledger(path) as ledger:
         ledger.freeze(NOV, "hash", "Subject", 3)
     db = sqlite3.connect(path)
     db.execute("DROP TABLE edits")
-    db.execute("PRAGMA user_version=2")
+    db.execute("PRAGMA user_version=3")  # the subscriber store, before the editor's history
     db.commit()
     db.close()
     with Ledger(path) as ledger:

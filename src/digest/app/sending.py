@@ -290,15 +290,21 @@ def send_month(
             )  # fmt: skip
         if result.kind != "already sent":
             return Sent(month, result, transport.describe(), outbox, found, len(without), tz=tz)
-        done = ledger.deliveries(str(month), ("sent", "failed"))
-        failed = sum(1 for row in done if row.status == "failed")
-        last = max(row.updated_at for row in done)
-        return Sent(
-            month, result, transport.describe(), outbox, found, len(without), len(done) - failed,
-            failed, last, tz=tz,
-        )  # fmt: skip
+        via = transport.describe()
+        return _already_sent(ledger, month, result, via, outbox, found, len(without), tz)
     finally:
         ledger.close()
+
+
+def _already_sent(
+    ledger: Ledger, month: Month, result: MonthResult, via: str, outbox: Path | None,
+    found: Recipients, without: int, tz: tzinfo,
+) -> Sent:  # fmt: skip
+    """Return what a send of a month everyone already has says: how many have it, and since when."""
+    done = ledger.deliveries(str(month), ("sent", "failed"))
+    failed = sum(1 for row in done if row.status == "failed")
+    last = max(row.updated_at for row in done)
+    return Sent(month, result, via, outbox, found, without, len(done) - failed, failed, last, tz=tz)
 
 
 def _from_store(
