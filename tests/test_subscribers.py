@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from digest.errors import CatalogueError
 from digest.send import subscribers
@@ -303,3 +306,181 @@ def test_one_address_check_for_rows_and_typed_addresses(typed: str, expected: st
     assert subscribers.address(typed) == expected
     with pytest.raises(ValueError, match="is not an email address"):
         subscribers.address("x@")
+
+
+def plain_verdict(text: str) -> str:
+    """Return what email_validator itself makes of `text`: the address, or its refusal."""
+    try:
+        checked = validate_email(text, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        return f"refused: {text!r} is not an email address: {exc}"
+    return str(checked.ascii_email or checked.normalized)
+
+
+def verdict(text: str) -> str:
+    """Return what `subscribers.address` makes of `text`, in `plain_verdict`'s terms."""
+    try:
+        return subscribers.address(text)
+    except ValueError as exc:
+        return f"refused: {exc}"
+
+
+# Pieces that sit on the edges of the validator's rules: capitals and role names it lower-cases,
+# quoting, display names, a second @, non-ASCII and combining marks, NFC, IDNA and Punycode,
+# special-use and numeric top-level domains, hyphens and dots out of place, fullwidth dots.
+LOCAL_PIECES = st.sampled_from(
+    [
+        "a",
+        "chan",
+        "Chan",
+        "info",
+        "Info",
+        "POSTMASTER",
+        "news",
+        "p.q",
+        "x+tag",
+        "o'neil",
+        "a_b",
+        "~{|}",
+        "é",
+        "e\u0301",
+        "\u0301",
+        '"',
+        '"q q"',
+        "\\",
+        "<",
+        ">",
+        " ",
+        "..",
+        ".",
+        "@",
+        "-",
+        "9",
+    ]
+)
+DOMAIN_PIECES = st.sampled_from(
+    [
+        "example.org",
+        "Example.ORG",
+        "faculty.example.org",
+        "bücher.example",
+        "xn--bcher-kva.example",
+        "xn--a.example",
+        "test",
+        "a.test",
+        "localhost",
+        "x.invalid",
+        "x.local",
+        "x.onion",
+        "1.23",
+        "a-b.org",
+        "-a.org",
+        "a-.org",
+        "ab--cd.org",
+        "a..org",
+        "a.org.",
+        ".a.org",
+        "ａ.org",
+        "a。org",
+        "a\u0301.org",
+        "\u0301a.org",
+        "[127.0.0.1]",
+        "a.org>",
+        " a.org",
+        "a.ORG",
+        "b@c.org",
+        "",
+        "é.org",
+        "e\u0301.org",
+        "ß.de",
+        "\u05d0\u05d1.com",
+        "1.\u05d0\u05d1.com",
+        "a" * 63 + ".org",
+        "a" * 64 + ".org",
+    ]
+)
+locals_ = st.one_of(
+    st.lists(LOCAL_PIECES, max_size=4).map("".join),
+    st.text(st.sampled_from("abcXYZ09.+-_'\"@\\ é"), max_size=12),
+    st.integers(60, 70).map(lambda n: "a" * n),
+)
+domains = st.one_of(
+    DOMAIN_PIECES,
+    st.lists(DOMAIN_PIECES, min_size=1, max_size=3).map(".".join),
+    st.text(st.sampled_from("abcXYZ09.-éß@\u0301"), max_size=12),
+    st.integers(1, 250).map(lambda n: ("a" * 60 + ".") * (n // 61) + "b" * (n % 61) + ".org"),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(local=locals_, domain=domains)
+def test_address_is_exactly_the_validators_verdict(local: str, domain: str) -> None:
+    """The quick answer for a list's rows never accepts, refuses or spells one differently."""
+    text = f"{local}@{domain}"
+    assert verdict(text) == plain_verdict(text)
+    assert verdict(text) == plain_verdict(text)  # again, with the domain's verdict remembered
+
+
+# A domain whose UTF-8 form (194 bytes) is longer than its Punycode (164): the address's length
+# limit falls where the longer form says, typed either way.
+CJK = ".".join(["中文大学研究院" * 3] * 3) + ".hk"
+CJK_ASCII = validate_email(f"a@{CJK}", check_deliverability=False).ascii_domain
+# Fullwidth letters: as typed (191 bytes) longer than either normalised form (69).
+FULLWIDTH = "ａ" * 60 + "." + "ａ" * 2 + ".org"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 59 + "@" + CJK,
+        "a" * 60 + "@" + CJK,
+        "a" * 59 + "@" + CJK_ASCII,
+        "a" * 60 + "@" + CJK_ASCII,
+        "b" * 62 + "@" + FULLWIDTH,
+        "b" * 63 + "@" + FULLWIDTH,
+        "a" * 64 + "@example.org",
+        "a" * 65 + "@example.org",
+        "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 59 + ".org",  # 254 in all
+        "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 60 + ".org",  # 255
+        "a@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + "." + "e" * 57 + ".org",  # domain 253
+        "ab@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + "." + "e" * 57 + ".org",
+        "x" * 40 + "@" + "ü" * 50 + ".example",  # longer in ASCII (Punycode) than as typed
+        "info@example.org",
+        "Info@Example.ORG",
+        "chan@bücher.example",
+        "chan@xn--bcher-kva.example",
+        "chan@a.test",
+        "chan@localhost",
+        "chan@a@b.org",
+        '"chan"@example.org',
+        "Chan <chan@example.org>",
+        "chan@example.org ",
+        "chan@ex\u0301ample.org",
+        "chan@\u0338example.org",
+        "chan@example.123",
+        "chan@",
+        "@example.org",
+    ],
+)
+def test_address_edges_are_the_validators(text: str) -> None:
+    """At each length limit and odd form, a row is accepted or refused as the validator says."""
+    verdict("warm@" + text.rpartition("@")[2])  # the domain's verdict remembered first
+    assert verdict(text) == plain_verdict(text)
+
+
+def test_a_domain_is_checked_once_for_the_whole_list(tmp_path: Path) -> None:
+    """A long list of one faculty's addresses is checked without its domain checked per row."""
+    subscribers._domain.cache_clear()
+    rows = "".join(f"person{i}@faculty.example.org,P {i}\n" for i in range(200))
+    listed = load(tmp_path, f"email,name\n{rows}")
+    assert len(listed.subscribers) == 200
+    info = subscribers._domain.cache_info()
+    assert (info.misses, info.hits) == (1, 199)
+
+
+def test_long_junk_addresses_are_not_remembered() -> None:
+    """A list of huge junk addresses is refused without the program keeping each one in memory."""
+    subscribers._domain.cache_clear()
+    junk = "chan@" + "b" * 5000 + ".org"
+    assert verdict(junk) == plain_verdict(junk)
+    assert subscribers._domain.cache_info().currsize == 0

@@ -9,18 +9,19 @@ wrong header, a stray quote, bytes that are not UTF-8) stops everything.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from digest.errors import CatalogueError, Problem
 from digest.publish.catalogue import Catalogue
 
 if TYPE_CHECKING:
-    pass
+    from email_validator import ValidatedEmail
 
 # A name goes into the To header: no control characters, no line breaks of any kind.
 _BAD_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -192,14 +193,70 @@ def address(text: str) -> str:
     The one check of an address, for the list's rows, test copies and the console's forms.
     SMTPUTF8 is not supported: message.build refuses a non-ASCII local part, and a domain goes
     out in its ASCII (IDNA) form, which every server and header can carry. No DNS look-ups.
+
+    A list's rows mostly share a few domains, and email_validator spends most of its time on the
+    domain, so its verdict on each domain is remembered (`_domain`) and an address whose local
+    part is a plain lower-case ASCII dot-atom is answered from it. That answer is exactly the
+    validator's: for such a local part it splits at the one @, keeps the local part as it is
+    (already NFC, already lower case, valid as a dot-atom), checks the domain on its own, and then
+    only the lengths, checked here alike. Anything else, and every refusal, is the validator's own.
     """
-    from email_validator import EmailNotValidError, validate_email
+    local, at, domain = text.partition("@")
+    if at and _PLAIN_LOCAL.fullmatch(local):
+        known = _domain(domain) if len(domain) <= _DOMAIN_MAX else None
+        if known is not None and len(local) + 1 + known.longest <= _ADDRESS_MAX:
+            return f"{local}@{known.ascii}"
+    return _validated(text)
+
+
+# The local parts `address` answers from the remembered domain: email_validator's ASCII dot-atom
+# (rfc_constants.DOT_ATOM_TEXT) without its capitals, which it would keep or, for a few role names
+# ("Info"), lower-case; nothing here is changed by NFC. Lengths are its limits: the domain's in
+# characters, the address's in UTF-8 bytes, in all three forms (as typed, normalised, ASCII). The
+# local part's own limit (64) applies only in its strict mode, which `address` does not ask for.
+_PLAIN_LOCAL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_DOMAIN_MAX = 253
+_ADDRESS_MAX = 254
+
+
+class _Domain(NamedTuple):
+    ascii: str  # as the validator writes it in the address `address` returns
+    longest: int  # in UTF-8 bytes: the longest of the domain as typed, normalised, and in ASCII
+
+
+@functools.lru_cache(maxsize=1024)
+def _domain(domain: str) -> _Domain | None:
+    """Return the validator's verdict on `domain`, taken from `a@domain`; None if it refuses it.
+
+    The local part `a` plays no part in how the domain is checked and normalised; a refusal is
+    not remembered as such: the address is then checked whole, for the validator's own message.
+    """
+    from email_validator import EmailNotValidError
 
     try:
-        checked = validate_email(text, check_deliverability=False, allow_smtputf8=False)
+        checked = _checked(f"a@{domain}")
+    except EmailNotValidError:
+        return None
+    forms = (domain, checked.domain, checked.ascii_domain)
+    return _Domain(checked.ascii_domain, max(len(form.encode()) for form in forms))
+
+
+def _validated(text: str) -> str:
+    """Return `text` as email_validator normalises it, or raise ValueError with its reason."""
+    from email_validator import EmailNotValidError
+
+    try:
+        checked = _checked(text)
     except EmailNotValidError as exc:
         raise ValueError(f"{text!r} is not an email address: {exc}") from exc
     return str(checked.ascii_email or checked.normalized)
+
+
+def _checked(text: str) -> ValidatedEmail:
+    """Return email_validator's verdict on `text`, with the one set of options digest uses."""
+    from email_validator import validate_email
+
+    return validate_email(text, check_deliverability=False, allow_smtputf8=False)
 
 
 def _row(row: list[str], columns: list[str], declared: Collection[str], line: int) -> Subscriber:
