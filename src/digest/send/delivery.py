@@ -16,6 +16,7 @@ the rest stay pending, `held` until the window has room again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import selectors
@@ -493,16 +494,8 @@ def prepare(
     subscribers = without_suppressed(subscribers, ledger.suppressed())
     listed = {s.key for s in subscribers.subscribers}
     key = str(month)
-    renderer = newsletter.Renderer(catalogue)
     made = dict(preview.made) if preview is not None else {}
-    linked = preferences is not None
-
-    def rendered(selection: str, linked: bool = linked) -> newsletter.Rendered:
-        key = f"{_LINKED}{selection}" if linked else selection
-        if key not in made:
-            made[key] = renderer.render(issue, parse_selection(selection), preferences=linked)
-        return made[key]
-
+    rendered = _Rendering(newsletter.Renderer(catalogue), issue, made, preferences is not None)
     full = rendered(selection_key(None))  # the whole issue, as everyone with no choice gets it
     # The fingerprint is of the issue without preferences links, as before they existed: turning
     # the public pages on or off is no change of the digest, and months frozen earlier match.
@@ -534,8 +527,7 @@ def prepare(
             if write:
                 kept = ledger.keep_render(key, selection, kept)
         renders[selection] = kept
-    if not linked:
-        _refuse_linked(month, frozen, renders.values())
+    _refuse_linked(month, frozen, renders.values(), rendered.linked)
     return Send(
         catalogue=catalogue,
         month=month,
@@ -554,14 +546,33 @@ def prepare(
     )
 
 
-# Where `prepare` keeps a selection's rendering with preferences links, beside the plain one.
-_LINKED = "preferences:"
+@dataclass(frozen=True, slots=True)
+class _Rendering:
+    """Renders a prepare's selections, each once: `made` is kept on the Send for the next prepare.
+
+    With `linked` (a preferences maker was given) a selection is rendered with the preferences
+    link, and kept under its own key beside the plain one the fingerprint is taken from.
+    """
+
+    renderer: newsletter.Renderer
+    issue: newsletter.Issue
+    made: dict[str, newsletter.Rendered]
+    linked: bool
+
+    def __call__(self, selection: str, linked: bool | None = None) -> newsletter.Rendered:
+        linked = self.linked if linked is None else linked
+        key = f"preferences:{selection}" if linked else selection
+        if key not in self.made:
+            chosen = parse_selection(selection)
+            self.made[key] = self.renderer.render(self.issue, chosen, preferences=linked)
+        return self.made[key]
 
 
-def _refuse_linked(month: Month, frozen: Frozen, renders: Iterable[Render]) -> None:
-    """Refuse a send without public pages of a month frozen with preferences links."""
+def _refuse_linked(month: Month, frozen: Frozen, renders: Iterable[Render], linked: bool) -> None:
+    """Refuse a send without public pages (not `linked`) of a month frozen with preferences
+    links: their place would be left without a link."""
     token = newsletter.PREFERENCES_TOKEN
-    if any(token in render.html or token in render.text for render in renders):
+    if not linked and any(token in render.html or token in render.text for render in renders):
         raise DeliveryError(
             f"the {month.label} digest was frozen on {_stamp_for_people(frozen.frozen_at)} with "
             "a link to each reader's preferences page, and DIGEST_PUBLIC_URL is not set now: set "
@@ -1128,10 +1139,8 @@ def send_month(
             subscribers = without_suppressed(subscribers, ledger.suppressed())
         # Nothing is written until the plan is confirmed: a declined send (to fix a typo, say)
         # leaves no frozen issue behind, and a declined --resend replaces no copy.
-        preview = prepare(
-            catalogue, subscribers, month, state, now, resend=resend, write=False,
-            preferences=preferences,
-        )  # fmt: skip
+        again = functools.partial(prepare, catalogue, subscribers, month, state, now)
+        preview = again(resend=resend, write=False, preferences=preferences)
         if preview is None:  # pragma: no cover - the issue was checked above
             return MonthResult("no items", limits=limits, rehearsal=rehearsal)
         if not preview.todo and not preview.already and not _any_failed(state, key, resend):
@@ -1144,10 +1153,7 @@ def send_month(
             return _held_back(catalogue, ledger, preview, limits.daily_limit, clock(), limits)
         if confirm is not None and not confirm(preview):
             return MonthResult("declined", preview, limits=limits, rehearsal=rehearsal)
-        plan = prepare(
-            catalogue, subscribers, month, state, now, resend=resend, preview=preview,
-            preferences=preferences,
-        )  # fmt: skip
+        plan = again(resend=resend, preview=preview, preferences=preferences)
         if plan is None:  # pragma: no cover - the issue was checked above
             return MonthResult("no items", limits=limits, rehearsal=rehearsal)
         run = ledger.start_run(key, transport.describe(), holder, kind)
