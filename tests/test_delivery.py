@@ -1186,6 +1186,40 @@ def test_each_message_is_what_the_email_package_builds(
         assert made == delivery.compose(plan, row, NOW, links).as_bytes()
 
 
+def test_each_message_with_a_preferences_link_is_what_the_email_package_builds(
+    tmp_path: Path, bundled: catalogue.Catalogue, ledger: Ledger
+) -> None:
+    """With public pages, the stencil's bytes are still compose()'s, and each reader's HTML and
+    text carry their own preferences link once, whatever their name."""
+    names = ["Zoë Müller", '"><a href="x">', "DIGEST-PERSONAL-PREFERENCES-5f0c2e", ""]
+    with (tmp_path / "subscribers.csv").open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["email", "name", "categories"])
+        writer.writerows([f"person{i}@example.org", name, ""] for i, name in enumerate(names))
+    listed = subscribers.load(tmp_path / "subscribers.csv", declared(bundled))
+
+    def own(address: str) -> str:
+        return f"https://news.example.edu/preferences/{address.split('@')[0]}-t0k3n"
+
+    def links(address: str) -> str:
+        return f"https://news.example.edu/u/{address}.sig"
+
+    plan = delivery.prepare(bundled, listed, NOVEMBER, ledger, NOW, preferences=own)
+    assert plan is not None
+    composer = delivery.Composer(plan, links)
+    assert len(plan.todo) == 4
+    for row in plan.todo:
+        made = composer(row, NOW)
+        assert isinstance(made, bytes)  # the stencil wrote it
+        assert made == delivery.compose(plan, row, NOW, links).as_bytes()
+        email = read_back(made)
+        mine = own(row.address)
+        assert body_text(email).count(mine) == 1
+        assert body_html(email).count(f'href="{mine}"') == 1
+        others = [own(r.address) for r in plan.todo if r is not row]
+        assert [o for o in others if o in body_text(email) + body_html(email)] == []
+
+
 def test_a_send_renders_each_selection_once(
     bundled: catalogue.Catalogue,
     listed: subscribers.SubscriberList,

@@ -426,6 +426,10 @@ LINK_REFUSED = (
     "'DIGEST-PERSONAL-UNSUBSCRIBE-5f0c2e', which digest reserves to mark where each unsubscribe "
     "link goes; reword it"
 )
+PREFERENCES_REFUSED = (
+    "'DIGEST-PERSONAL-PREFERENCES-5f0c2e', which digest reserves to mark where each reader's "
+    "preferences link goes; reword it"
+)
 
 
 @pytest.mark.parametrize(
@@ -440,8 +444,14 @@ LINK_REFUSED = (
             item(id="second", date="2025-11-20", summary="DIGEST&#45;PERSONAL-UNSUBSCRIBE-5f0c2e"),
             f"items.yaml:20: item 'second' contains {LINK_REFUSED}",
         ),
+        # Reserved whether or not this send links to the preferences page: a month frozen
+        # without the link may be finished by a send that has it.
+        (
+            item(id="second", date="2025-11-20", title="See DIGEST-PERSONAL-PREFERENCES-5f0c2e"),
+            f"items.yaml:20: item 'second' contains {PREFERENCES_REFUSED}",
+        ),
     ],
-    ids=["title", "entity-in-summary"],
+    ids=["title", "entity-in-summary", "preferences"],
 )
 def test_catalogue_text_is_never_taken_for_a_personal_part(
     tmp_path: Path, changed: str, error: str

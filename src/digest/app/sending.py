@@ -13,7 +13,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from digest.app import signing, subscribing, wording
+from digest.app import signing, signup, subscribing, wording
 from digest.app.publishing import Warn, load, trigger
 from digest.app.settings import Settings
 from digest.errors import CatalogueError, DigestError, Problem, SendBusyError
@@ -149,14 +149,19 @@ def plan(settings: Settings, month: Month, now: datetime) -> Planned:
     listed, _ = subscribers.of_catalogue(catalogue)
     listed = subscribing.directory(settings, catalogue, listed, now, write=False, warn=_quiet)
     via = settings_transport(settings, month).describe()
+    links = signup.preferences_links(settings, now)
     with Ledger(settings.state_path) as ledger:
         gone = ledger.suppressed()
         if not settings.uses_outbox:
-            made = delivery.prepare(catalogue, listed, month, ledger, now, write=False)
+            made = delivery.prepare(
+                catalogue, listed, month, ledger, now, write=False, preferences=links
+            )
             return Planned(made, len(gone), via, False)
     with Ledger.scratch() as scratch:
         listed = delivery.without_suppressed(listed, gone)
-        made = delivery.prepare(catalogue, listed, month, scratch, now, write=False)
+        made = delivery.prepare(
+            catalogue, listed, month, scratch, now, write=False, preferences=links
+        )
     return Planned(made, len(gone), via, True)
 
 
@@ -262,6 +267,7 @@ def send_month(
         return options.confirm(briefing)
 
     execute = dict(options.execute, stop=options.stop, unsubscribe=settings.one_click())
+    execute["preferences"] = signup.preferences_links(settings, now)
     execute["signer"] = signer
     if options.progress is not None:
         execute["progress"] = options.progress
@@ -383,8 +389,9 @@ def send_tests(
         return TestCopies(month, (), (), via.describe(), 0)
     ids: dict[str, str] = {}
     failures = delivery.send_tests(
-        catalogue, chosen, addresses, via, now, settings.one_click(), signer, ids=ids
-    )
+        catalogue, chosen, addresses, via, now, settings.one_click(), signer, ids=ids,
+        preferences=signup.preferences_links(settings, now),
+    )  # fmt: skip
     failed = {failure.split(":", 1)[0] for failure in failures}
     sent = tuple(a for a in addresses if a not in failed)
     return TestCopies(month, sent, tuple(failures), via.describe(), len(chosen.items), ids)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -196,6 +196,20 @@ def preferences_token(settings: Settings, email: str, now: datetime) -> str:
     from digest.send.tokens import PREFERENCES
 
     return tokens(settings).make(PREFERENCES, {"a": email.lower()}, now)
+
+
+def preferences_links(settings: Settings, now: datetime) -> Callable[[str], str] | None:
+    """Return the maker of each reader's preferences URL, for the digest's footer; None without
+    DIGEST_PUBLIC_URL. Each URL carries a `preferences_token` made at `now`."""
+    if settings.public_url is None:
+        return None
+    base = _public(settings)
+    tokens(settings)  # a missing or short secret key stops the send before anything goes
+
+    def link(email: str) -> str:
+        return f"{base}/preferences/{preferences_token(settings, email, now)}"
+
+    return link
 
 
 def preferences(settings: Settings, token: str, now: datetime) -> Subscription | None:

@@ -38,6 +38,9 @@ GMAIL_CLIP_BYTES = 102 * 1024
 # search finds exactly where a template put each, whatever text is next to it.
 GREETING_TOKEN = "DIGEST-PERSONAL-GREETING-5f0c2e"  # noqa: S105 -- a placeholder, not a secret
 UNSUBSCRIBE_TOKEN = "DIGEST-PERSONAL-UNSUBSCRIBE-5f0c2e"  # noqa: S105
+# Only in digests rendered for a send with public pages (DIGEST_PUBLIC_URL): the reader's own
+# preferences link. A rendering frozen without it (or before it existed) simply lacks it.
+PREFERENCES_TOKEN = "DIGEST-PERSONAL-PREFERENCES-5f0c2e"  # noqa: S105
 
 TEMPLATE_DIRECTORY = "newsletter_templates"
 
@@ -205,13 +208,19 @@ class Rendered:
     text: str
     item_count: int
 
-    def personalise(self, name: str | None, unsubscribe: str) -> tuple[str, str]:
-        """Return (html, text) for one recipient: the greeting and unsubscribe link filled in."""
-        html_values, text_values = personal_values(name, unsubscribe)
+    def personalise(
+        self, name: str | None, unsubscribe: str, preferences: str | None = None
+    ) -> tuple[str, str]:
+        """Return (html, text) for one recipient: the greeting and the footer's links filled in.
+
+        `preferences` is the recipient's preferences URL, needed when the digest was rendered
+        with `preferences=True`.
+        """
+        html_values, text_values = personal_values(name, unsubscribe, preferences)
         return fill(self.html, html_values), fill(self.text, text_values)
 
 
-TOKENS = (GREETING_TOKEN, UNSUBSCRIBE_TOKEN)
+TOKENS = (GREETING_TOKEN, UNSUBSCRIBE_TOKEN, PREFERENCES_TOKEN)
 _TOKEN = re.compile("|".join(map(re.escape, sorted(TOKENS, key=len, reverse=True))))
 
 
@@ -224,14 +233,24 @@ def fill(template: str, values: Mapping[str, str]) -> str:
     return _TOKEN.sub(lambda found: values[found.group()], template)
 
 
-def personal_values(name: str | None, unsubscribe: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Return what each token stands for in one recipient's digest: in its HTML, in its text."""
+def personal_values(
+    name: str | None, unsubscribe: str, preferences: str | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Return what each token stands for in one recipient's digest: in its HTML, in its text.
+
+    Without `preferences` there is no value for PREFERENCES_TOKEN: a digest that holds it cannot
+    be filled (`delivery.prepare` refuses such a send first).
+    """
     greeting = f"Dear {name}," if name else "Dear colleague,"
     html_values = {
         GREETING_TOKEN: html.escape(greeting, quote=False),
         UNSUBSCRIBE_TOKEN: html.escape(unsubscribe),
     }
-    return html_values, {GREETING_TOKEN: greeting, UNSUBSCRIBE_TOKEN: unsubscribe}
+    text_values = {GREETING_TOKEN: greeting, UNSUBSCRIBE_TOKEN: unsubscribe}
+    if preferences is not None:
+        html_values[PREFERENCES_TOKEN] = html.escape(preferences)
+        text_values[PREFERENCES_TOKEN] = preferences
+    return html_values, text_values
 
 
 class Renderer:
@@ -256,29 +275,35 @@ class Renderer:
         self.environment.filters["wrap"] = _wrap
         self._inliner: Any = None
         self._tz = catalogue.publication.tz  # a property that looks the zone up on every use
-        self._cache: dict[tuple[Issue, bool], Rendered] = {}
+        self._cache: dict[tuple[Issue, bool], Rendered] = {}  # by (selection, preferences)
         # An item's fields for the templates, kept: a send shows each item in many selections.
         self._entries: dict[Item, dict[str, Any]] = {}
 
     def render(
-        self, chosen: Issue, categories: frozenset[str] | None = None, *, web: bool = False
+        self,
+        chosen: Issue,
+        categories: frozenset[str] | None = None,
+        *,
+        web: bool = False,
+        preferences: bool = False,
     ) -> Rendered:
         """Return the digest for `chosen`, cut to `categories`.
 
         `web` gives the archive page instead: no personal parts, no text twin, and the CSS left in
         its `<style>` element, where every browser applies it: inlining is for mail clients, and
-        it took two fifths of a build's time.
+        it took two fifths of a build's time. `preferences`: the footer links to each reader's
+        preferences page (PREFERENCES_TOKEN), for a send with public pages.
         """
         selection = chosen.only(categories)
         if web:  # rendered once per build: not kept, as every month's page would be
             return self._render(selection, web)
-        key = (selection, web)
+        key = (selection, preferences)
         if key not in self._cache:
-            self._cache[key] = self._render(selection, web)
+            self._cache[key] = self._render(selection, web, preferences)
         return self._cache[key]
 
-    def _render(self, selection: Issue, web: bool) -> Rendered:
-        context = self._context(selection, web)
+    def _render(self, selection: Issue, web: bool, preferences: bool = False) -> Rendered:
+        context = self._context(selection, web, preferences)
         subject = context["subject"]
         page = self._fill("digest.html.j2", context)
         if web:
@@ -321,7 +346,7 @@ class Renderer:
         except ValueError as exc:
             raise RenderError(f"{self.catalogue.path.name}: {where}: {exc}") from exc
 
-    def _context(self, selection: Issue, web: bool) -> dict[str, Any]:
+    def _context(self, selection: Issue, web: bool, preferences: bool = False) -> dict[str, Any]:
         """Return what the templates are given for `selection`'s digest."""
         publication = self.catalogue.publication
         newsletter = self.catalogue.newsletter
@@ -350,6 +375,8 @@ class Renderer:
             "web": web,
             "greeting": GREETING_TOKEN,
             "unsubscribe": UNSUBSCRIBE_TOKEN,
+            # None unless the public pages exist: the templates then show no such link.
+            "preferences": PREFERENCES_TOKEN if preferences and not web else None,
         }
 
     def _fill(self, name: str, context: dict[str, Any]) -> str:
@@ -405,13 +432,19 @@ class Renderer:
         Entities are decoded first, as the inliner's HTML parser decodes them.
         """
         blank = dict(context, greeting=" ", unsubscribe=" ")
+        if context["preferences"] is not None:
+            blank["preferences"] = " "
         page = self._fill("digest.html.j2", blank)
         text = self._fill("digest.txt.j2", blank)
         found = _TOKEN.search(html.unescape(page) + "\n" + text)
         if found is None:
             return
         token = found.group()
-        what = "each reader's greeting" if token == GREETING_TOKEN else "each unsubscribe link"
+        what = {
+            GREETING_TOKEN: "each reader's greeting",
+            UNSUBSCRIBE_TOKEN: "each unsubscribe link",
+            PREFERENCES_TOKEN: "each reader's preferences link",
+        }[token]
         reserved = f"{token!r}, which digest reserves to mark where {what} goes"
         name = self.catalogue.path.name
         for item in (*selection.items, *selection.coming):

@@ -16,6 +16,7 @@ the rest stay pending, `held` until the window has room again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import selectors
@@ -224,12 +225,17 @@ def test_copy(
     address: str,
     date: datetime,
     unsubscribe: Callable[[str], str] | None,
+    preferences: Callable[[str], str] | None,
 ) -> tuple[EmailMessage, str]:
-    """Return a [TEST] copy of the issue for `address`, outside the ledger, and its sender."""
+    """Return a [TEST] copy of the issue for `address`, outside the ledger, and its sender.
+
+    `preferences(address)`, when given, is the address's preferences URL, linked in the footer.
+    """
     settings = catalogue.mailing()
-    rendered = newsletter.Renderer(catalogue).render(issue)
+    rendered = newsletter.Renderer(catalogue).render(issue, preferences=preferences is not None)
     one_click = unsubscribe(address) if unsubscribe else None
-    html, text = rendered.personalise(None, one_click or settings.unsubscribe)
+    own = preferences(address) if preferences else None
+    html, text = rendered.personalise(None, one_click or settings.unsubscribe, own)
     envelope = _envelope(settings, Mailbox(None, address), f"[TEST] {rendered.subject}", one_click)
     built = message.build(catalogue.publication, issue.month, envelope, html, text, date)
     # A test copy must never share the real Message-ID, or a tester on the list would see the real
@@ -249,11 +255,13 @@ def send_tests(
     signer: Signer | None = None,
     *,
     ids: dict[str, str] | None = None,
+    preferences: Callable[[str], str] | None = None,
 ) -> list[str]:
     """Send a [TEST] copy to each address over one connection; return what was not sent, why.
 
     `signer`, when given, signs each copy as it signs the real digest; `ids`, when given, gets
-    each address's Message-ID (new for every test copy).
+    each address's Message-ID (new for every test copy); `preferences`, the preferences URL
+    maker, as for a send.
     """
     from digest.send.transport import SendError
 
@@ -261,7 +269,7 @@ def send_tests(
     failures = []
     try:
         for address in addresses:
-            built, sender = test_copy(catalogue, issue, address, date, unsubscribe)
+            built, sender = test_copy(catalogue, issue, address, date, unsubscribe, preferences)
             made = built if signer is None else signer.sign(wire_bytes(built))
             if ids is not None:
                 ids[address] = str(built["Message-ID"])
@@ -297,6 +305,9 @@ class Send:
     room: int | None = None
     # Going on with a resend of this issue that did not reach everyone, not beginning another.
     resuming: bool = False
+    # Each reader's preferences URL from their address, when the public pages exist: linked in
+    # the footer of every rendering that has the place for it (PREFERENCES_TOKEN).
+    preferences: Callable[[str], str] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -362,8 +373,9 @@ def compose(
     settings = plan.catalogue.mailing()
     render = plan.renders[row.selection]
     one_click = unsubscribe(row.address) if unsubscribe else None
+    own = plan.preferences(row.address) if plan.preferences else None
     html, text = newsletter.Rendered(render.subject, render.html, render.text, 0).personalise(
-        row.name, one_click or settings.unsubscribe
+        row.name, one_click or settings.unsubscribe, own
     )
     return message.build(
         plan.catalogue.publication,
@@ -418,8 +430,11 @@ class Composer:
     def __call__(self, row: Delivery, date: datetime) -> bytes | EmailMessage:
         """Return the row's message: bytes as SMTP carries them, or an EmailMessage."""
         one_click = self.unsubscribe(row.address) if self.unsubscribe else None
+        preferences = self.plan.preferences
         html_values, text_values = newsletter.personal_values(
-            row.name, one_click or self.settings.unsubscribe
+            row.name,
+            one_click or self.settings.unsubscribe,
+            preferences(row.address) if preferences else None,
         )
         recipient = Mailbox(row.name, row.address)
         stencil = self._stencil(row.selection, one_click is not None)
@@ -461,6 +476,7 @@ def prepare(
     resend: bool = False,
     write: bool = True,
     preview: Send | None = None,
+    preferences: Callable[[str], str] | None = None,
 ) -> Send | None:
     """Freeze the month's issue and enrol its readers; None when the month has no items.
 
@@ -468,6 +484,7 @@ def prepare(
     a resend of this issue that did not reach everyone is gone on with instead, so running it
     again sends nobody a third copy (`Send.resuming`). `write=False` writes nothing: the plan a
     person confirms first. `preview`, such a plan made a moment before, lends its renders.
+    `preferences`, each reader's preferences URL maker: what is rendered now links to it.
     """
     issue = newsletter.issue(catalogue, month, now)
     if not issue.items:
@@ -477,16 +494,12 @@ def prepare(
     subscribers = without_suppressed(subscribers, ledger.suppressed())
     listed = {s.key for s in subscribers.subscribers}
     key = str(month)
-    renderer = newsletter.Renderer(catalogue)
     made = dict(preview.made) if preview is not None else {}
-
-    def rendered(selection: str) -> newsletter.Rendered:
-        if selection not in made:
-            made[selection] = renderer.render(issue, parse_selection(selection))
-        return made[selection]
-
+    rendered = _Rendering(newsletter.Renderer(catalogue), issue, made, preferences is not None)
     full = rendered(selection_key(None))  # the whole issue, as everyone with no choice gets it
-    fingerprint = content_hash(full)
+    # The fingerprint is of the issue without preferences links, as before they existed: turning
+    # the public pages on or off is no change of the digest, and months frozen earlier match.
+    fingerprint = content_hash(rendered(selection_key(None), linked=False))
     earlier = ledger.frozen(key)
     recorded = {r.recipient: r for r in ledger.deliveries(key)}
     resuming = resend and _resend_unfinished(earlier, fingerprint, recorded.values(), listed)
@@ -514,6 +527,7 @@ def prepare(
             if write:
                 kept = ledger.keep_render(key, selection, kept)
         renders[selection] = kept
+    _refuse_linked(month, frozen, renders.values(), rendered.linked)
     return Send(
         catalogue=catalogue,
         month=month,
@@ -528,7 +542,42 @@ def prepare(
         renders=renders,
         made=made,
         resuming=resuming,
+        preferences=preferences,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Rendering:
+    """Renders a prepare's selections, each once: `made` is kept on the Send for the next prepare.
+
+    With `linked` (a preferences maker was given) a selection is rendered with the preferences
+    link, and kept under its own key beside the plain one the fingerprint is taken from.
+    """
+
+    renderer: newsletter.Renderer
+    issue: newsletter.Issue
+    made: dict[str, newsletter.Rendered]
+    linked: bool
+
+    def __call__(self, selection: str, linked: bool | None = None) -> newsletter.Rendered:
+        linked = self.linked if linked is None else linked
+        key = f"preferences:{selection}" if linked else selection
+        if key not in self.made:
+            chosen = parse_selection(selection)
+            self.made[key] = self.renderer.render(self.issue, chosen, preferences=linked)
+        return self.made[key]
+
+
+def _refuse_linked(month: Month, frozen: Frozen, renders: Iterable[Render], linked: bool) -> None:
+    """Refuse a send without public pages (not `linked`) of a month frozen with preferences
+    links: their place would be left without a link."""
+    token = newsletter.PREFERENCES_TOKEN
+    if not linked and any(token in render.html or token in render.text for render in renders):
+        raise DeliveryError(
+            f"the {month.label} digest was frozen on {_stamp_for_people(frozen.frozen_at)} with "
+            "a link to each reader's preferences page, and DIGEST_PUBLIC_URL is not set now: set "
+            "DIGEST_PUBLIC_URL and DIGEST_SECRET_KEY as they were to send the rest"
+        )
 
 
 def _rows(
@@ -1060,14 +1109,16 @@ def send_month(
     connections: int | None = None,
     rate: float | None = None,
     daily_limit: int | None = None,
+    preferences: Callable[[str], str] | None = None,
     **execute: Any,
 ) -> MonthResult:
     """Send `month` under the month's lock: what `digest send` and the scheduler both run.
 
     The relay's limits are the catalogue's (`newsletter.delivery`); `connections`, `rate` and
     `daily_limit`, when given, override them for this run. `confirm`, when given, sees the plan
-    before anything is written and may decline (or raise, as Ctrl-C does). Other keyword
-    arguments go to `Send.execute` (progress, stop, policy, sleep, unsubscribe).
+    before anything is written and may decline (or raise, as Ctrl-C does). `preferences` makes
+    each reader's preferences URL (see `prepare`). Other keyword arguments go to `Send.execute`
+    (progress, stop, policy, sleep, unsubscribe).
 
     A rehearsal transport (the outbox) is sent through the same path against a throwaway ledger:
     every reader's message is written, whatever was sent before, and `ledger` records the run as a
@@ -1088,7 +1139,8 @@ def send_month(
             subscribers = without_suppressed(subscribers, ledger.suppressed())
         # Nothing is written until the plan is confirmed: a declined send (to fix a typo, say)
         # leaves no frozen issue behind, and a declined --resend replaces no copy.
-        preview = prepare(catalogue, subscribers, month, state, now, resend=resend, write=False)
+        again = functools.partial(prepare, catalogue, subscribers, month, state, now)
+        preview = again(resend=resend, write=False, preferences=preferences)
         if preview is None:  # pragma: no cover - the issue was checked above
             return MonthResult("no items", limits=limits, rehearsal=rehearsal)
         if not preview.todo and not preview.already and not _any_failed(state, key, resend):
@@ -1101,7 +1153,7 @@ def send_month(
             return _held_back(catalogue, ledger, preview, limits.daily_limit, clock(), limits)
         if confirm is not None and not confirm(preview):
             return MonthResult("declined", preview, limits=limits, rehearsal=rehearsal)
-        plan = prepare(catalogue, subscribers, month, state, now, resend=resend, preview=preview)
+        plan = again(resend=resend, preview=preview, preferences=preferences)
         if plan is None:  # pragma: no cover - the issue was checked above
             return MonthResult("no items", limits=limits, rehearsal=rehearsal)
         run = ledger.start_run(key, transport.describe(), holder, kind)

@@ -10,6 +10,7 @@ a token was made is inside it: a confirmation link expires 48 hours after it was
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +27,12 @@ CONFIRM_FOR = timedelta(hours=48)
 _LONGEST = 4096  # no genuine token comes near it
 
 
+@functools.lru_cache(maxsize=8)
+def _fernet(secret: str, purpose: str) -> Fernet:
+    """Return the Fernet of `purpose`, made once: a send makes a preferences link per reader."""
+    return Fernet(base64.urlsafe_b64encode(derive(secret, f"token:{purpose}")))
+
+
 @dataclass(frozen=True, slots=True)
 class Tokens:
     """Makes and reads the public pages' tokens of one installation."""
@@ -35,7 +42,7 @@ class Tokens:
     def _fernet(self, purpose: str) -> Fernet:
         if purpose not in PURPOSES:
             raise ValueError(f"unknown token purpose {purpose!r}")
-        return Fernet(base64.urlsafe_b64encode(derive(self.secret, f"token:{purpose}")))
+        return _fernet(self.secret, purpose)
 
     def make(self, purpose: str, payload: dict[str, Any], now: datetime) -> str:
         """Return a token for `purpose` carrying `payload` (plain JSON values), made at `now`."""
