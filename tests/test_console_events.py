@@ -348,3 +348,67 @@ def test_a_time_with_an_offset_is_shown_as_text_and_kept(staff: FlaskClient, pro
     assert save(staff, AEP, fields).status_code == 303
     after = path.read_text()
     assert event_lines(after, AEP) == event_lines(text, AEP)
+
+
+def test_reverting_a_move_puts_the_event_back(staff: FlaskClient, project: Path) -> None:
+    """Revert in the history undoes an event's change: the file is as it was, and the calendar
+    shows the old day again (one SEQUENCE higher still: it changed twice)."""
+    before = (project / "items.yaml").read_bytes()
+    sequence = vevent(project, AEP)["SEQUENCE"]
+    fields = form(staff, AEP)
+    fields["event_start"] = "2025-10-08"
+    assert save(staff, AEP, fields).status_code == 303
+    page = staff.get(f"/items/{AEP}").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    assert staff.post("/edits/1/revert", data={"csrf_token": token.group(1)}).status_code == 303
+    assert (project / "items.yaml").read_bytes() == before
+    back = vevent(project, AEP)
+    assert back["DTSTART"].dt == date(2025, 10, 1)
+    assert back["SEQUENCE"] == sequence + 2
+
+
+def test_a_new_announcement_can_be_an_event(staff: FlaskClient, project: Path) -> None:
+    """Staff add an online talk from the New announcement form: it is on the calendars."""
+    fields = posted(staff.get("/items/new").get_data(as_text=True))
+    assert fields["event_timing"] == "all-day"
+    fields.update(
+        title="Online talk",
+        category="engagement",
+        summary="A talk.",
+        event_timing="timed",
+        event_start="2025-11-25T12:30",
+        event_end="2025-11-25T13:30",
+        event_online="https://meet.example.edu/talk",
+        action="publish",
+    )
+    assert staff.post("/items/new", data=fields).status_code == 303
+    assert (
+        (project / "items.yaml")
+        .read_text()
+        .endswith(
+            "    summary: A talk.\n    event:\n      start: 2025-11-25T12:30\n"
+            "      end: 2025-11-25T13:30\n      online: https://meet.example.edu/talk\n"
+        )
+    )
+    added = vevent(project, "online-talk")
+    assert added["DTSTART"].dt == datetime.fromisoformat("2025-11-25T12:30+08:00")
+
+
+def test_an_explicit_scheduled_status_stays_when_the_event_moves(
+    staff: FlaskClient, project: Path
+) -> None:
+    """A file that writes `status: scheduled` keeps that line when staff move the event."""
+    path = project / "items.yaml"
+    text = path.read_text().replace(
+        "      location: HKUST\n    summary: |\n      Creating",
+        "      location: HKUST\n      status: scheduled\n    summary: |\n      Creating",
+        1,
+    )
+    path.write_text(text)
+    fields = form(staff, AEP)
+    assert fields["event_status"] == "scheduled"
+    fields["event_start"] = "2025-10-02"
+    assert save(staff, AEP, fields).status_code == 303
+    assert event_lines(path.read_text(), AEP)[-1] == "      status: scheduled"
+    assert path.read_text() == text.replace("start: 2025-10-01  #", "start: 2025-10-02  #", 1)

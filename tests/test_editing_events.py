@@ -277,3 +277,27 @@ def test_random_events_always_load_back_as_saved(
     assert editing.values_at(edited.raw, edited.catalogue, index)["event"] == editing.normal(
         "event", event
     )
+
+
+def test_a_block_location_stays_a_block() -> None:
+    """A place written as name: and address: lines keeps that form, at its own indentation."""
+    text = RAW.decode().replace(
+        '      location: {name: Shanghai AI Tower, address: "West Bund, Xuhui District, '
+        'Shanghai"}\n',
+        "      location:\n          name: Shanghai AI Tower\n          address: 'West Bund'\n",
+    )
+    values = {"start": "2025-01-22", "location": "上海 AI Tower: 西岸", "address": "West Bund #1"}
+    edited = replace_in(text.encode(), BUNDLED, SHANGHAI, {"event": values})
+    assert changed_lines(text.encode(), edited.raw) == [
+        (
+            "replace",
+            [
+                "          name: Shanghai AI Tower\n",
+                "          address: 'West Bund'\n",
+            ],
+            [
+                '          name: "上海 AI Tower: 西岸"\n',
+                "          address: 'West Bund #1'\n",
+            ],
+        )
+    ]

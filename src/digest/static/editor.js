@@ -59,7 +59,6 @@
           input.value = start;
         }
       }
-      form.dataset.timing = radio.value;
     });
   }
 })();
