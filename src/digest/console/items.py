@@ -13,7 +13,7 @@ from flask import Flask, abort, flash, redirect, render_template, request, sessi
 from werkzeug.wrappers import Response
 
 from digest.app import editing, wording
-from digest.console import present
+from digest.console import events, present
 from digest.console.web import console
 from digest.errors import CatalogueError, DigestError
 from digest.months import Month
@@ -127,6 +127,8 @@ def update_item(item_id: str) -> Response | tuple[str, int]:
 def _save(item_id: str | None) -> Response | tuple[str, int]:
     config = console().config
     values = values_from(request.form)
+    if problems := events.problems(request.form):
+        return _refused(item_id, values, errors=problems)
     action = request.form.get("action", "save")
     version = request.form.get("version", "")
     staff = str(session.get("user", "someone"))
@@ -198,7 +200,9 @@ def _form_fields(errors: Mapping[str, list[str]]) -> dict[str, list[str]]:
     return out
 
 
-FIELD_NAMES = frozenset({*TEXT_FIELDS, "image_url", "image_alt", "tags", "item", "id"})
+FIELD_NAMES = frozenset(
+    {*TEXT_FIELDS, "image_url", "image_alt", "tags", "item", "id", *events.FIELDS}
+)
 
 
 def _form(
@@ -235,6 +239,10 @@ def _form(
         catalogue=loaded,
         history=history,
         buttons=_buttons(item, now),
+        event=events.shown(
+            values.get("event"),
+            request.form.get("event_timing") if request.method == "POST" else None,
+        ),
     )
     return page, 200
 
@@ -250,10 +258,12 @@ def _buttons(item: Item | None, now: datetime) -> list[tuple[str, str]]:
 
 
 def values_from(form: Mapping[str, str]) -> dict[str, Value]:
-    """Return an item's values from the form: text fields, the image, tags split at commas."""
+    """Return an item's values from the form: text fields, the image, tags split at commas,
+    the event (its fields all empty: none)."""
     values: dict[str, Value] = {k: form.get(k, "") for k in TEXT_FIELDS}
     values["image"] = {"url": form.get("image_url", ""), "alt": form.get("image_alt", "")}
     values["tags"] = tuple(t.strip() for t in form.get("tags", "").split(",") if t.strip())
+    values["event"] = events.event_from(form)
     return values
 
 

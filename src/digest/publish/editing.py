@@ -20,7 +20,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 
@@ -42,14 +42,19 @@ KEYS = (
     "image",
     "tags",
     "draft",
+    "event",
 )
 # Keys whose values are written plain when they have their expected form (as the guide writes
 # them): a date, a slug, a URL.
 _DATES = frozenset({"date", "updated"})
 _WORDS = frozenset({"id", "category", "section"})
 
-# A value is text, a list of tags, an image {url, alt}, the draft flag, or None (no such key).
+# A value is text, a list of tags, an image {url, alt}, the draft flag, an event (see
+# EVENT_KEYS), or None (no such key).
 Value = str | bool | tuple[str, ...] | Mapping[str, str] | None
+# An item's event as the form holds it, flat: `location` is the place's name and `address` its
+# address (in the file, `location: Name` or a mapping {name, address}). Written in this order.
+EVENT_KEYS = ("start", "end", "duration", "location", "address", "online", "status")
 
 
 class EditError(DigestError):
@@ -224,6 +229,8 @@ def _values(region: _Region) -> dict[str, Value]:
 
 
 def _value_of(key: str, node: yaml.Node) -> Value:
+    if key == "event":
+        return _event_values(node)
     if isinstance(node, yaml.ScalarNode):
         text = str(node.value).strip()
         if key == "draft":
@@ -332,11 +339,14 @@ def _scalar(key: str, text: str, *, flow: bool = False, style: str | None = None
     return quoted(text)
 
 
-def _render(key: str, value: Value, style: str | None = None) -> list[str]:
-    """Return the lines (without line ends) of `key: value`, continuations indented by two.
+def _render(key: str, value: Value, style: str | None = None, step: int = 2) -> list[str]:
+    """Return the lines (without line ends) of `key: value`, continuations indented by two
+    (a nested block, the event's, by `step`: as the file indents).
 
     `style` is how the file wrote the value before (a quote mark, or None for plain).
     """
+    if key == "event" and isinstance(value, Mapping):
+        return _render_event(value, step)
     if isinstance(value, bool):
         return [f"{key}: {'true' if value else 'false'}"]
     if isinstance(value, tuple):
@@ -367,6 +377,8 @@ def normal(key: str, value: Value) -> Value:
     if isinstance(value, tuple):
         tags = tuple(t for t in (normal("tag", tag) for tag in value) if isinstance(t, str))
         return tags or None
+    if key == "event" and isinstance(value, Mapping):
+        return _normal_event(value)
     if isinstance(value, Mapping):
         pic = {k: normal(k, value[k]) for k in ("url", "alt") if k in value}
         return {k: v for k, v in pic.items() if isinstance(v, str)} or None
@@ -393,13 +405,13 @@ def _trailing_comment(line: str, node: yaml.Node) -> str:
     return rest if re.fullmatch(r"[ \t]+#.*", rest) else ""
 
 
-def _item_lines(values: Mapping[str, Value]) -> list[str]:
+def _item_lines(values: Mapping[str, Value], step: int = 2) -> list[str]:
     out: list[str] = []
     for key in KEYS:
         value = values.get(key)
         if value is None or value == () or (key == "draft" and value is False):
             continue
-        out.extend(_render(key, value))
+        out.extend(_render(key, value, step=step))
     return out
 
 
@@ -409,6 +421,7 @@ def _replace(region: _Region, changes: Mapping[str, Value], name: str) -> list[s
     newline = region.newline
     keys = _keys(region.item, lines)
     indent = keys[0].column
+    step = _step(lines[0], indent)
     by_name = {k.name: k for k in keys}
     edits: list[tuple[int, int, list[str]]] = []  # (first line, line after, new lines)
     for key, value in changes.items():
@@ -422,8 +435,11 @@ def _replace(region: _Region, changes: Mapping[str, Value], name: str) -> list[s
                 )
             edits.append((old.first, old.last + 1, []))
             continue
+        if key == "event" and _is_block(old.value) and isinstance(value, Mapping):
+            edits.extend(_event_edits(lines, old, value, newline))
+            continue
         style = old.value.style if isinstance(old.value, yaml.ScalarNode) else None
-        rendered = _render(key, value, style)
+        rendered = _render(key, value, style, step)
         rendered[0] = lines[old.first][: old.column] + rendered[0]
         rendered[1:] = [(" " * indent + r if r else "") for r in rendered[1:]]
         if len(rendered) == 1:
@@ -437,7 +453,7 @@ def _replace(region: _Region, changes: Mapping[str, Value], name: str) -> list[s
         after = max(before, key=lambda k: k.last) if before else keys[-1]
         if not lines[after.last].endswith(("\n", "\r")):
             lines[after.last] += newline
-        rendered = [" " * indent + r if r else "" for r in _render(key, changes[key])]
+        rendered = [" " * indent + r if r else "" for r in _render(key, changes[key], step=step)]
         edits.append((after.last + 1, after.last + 1, _join(rendered, newline)))
     # Bottom up, so that earlier line numbers still hold. At one line, a replacement goes first,
     # then the insertions there, the last key first (each lands before the one after it).
@@ -458,7 +474,7 @@ def _append(last: _Region, values: Mapping[str, Value]) -> tuple[list[str], int]
     column = last.item.start_mark.column
     head = lines[0][:column]
     end = _last_line(last.item, lines)
-    rendered = _item_lines(values)
+    rendered = _item_lines(values, _step(lines[0], column))
     new = [head + rendered[0], *[" " * column + r if r else "" for r in rendered[1:]]]
     blank = last.blank_before  # the file separates items with a blank line: so does this one
     if not lines[end].endswith(("\n", "\r")):
@@ -500,8 +516,8 @@ def replace(
     `before` is `raw` as the catalogue loads it (the caller has checked it already).
     """
     name = name or before.path.name
-    changes = {k: normal(k, v) for k, v in changes.items()}
     _known(changes)
+    changes = {k: normal(k, v) for k, v in changes.items()}
     region = _item_region(raw, before, index, name)
     own = _replace(region, changes, name)
     begin, end = region.span
@@ -514,8 +530,8 @@ def replace(
 def append(raw: bytes, before: Catalogue, values: Mapping[str, Value], name: str = "") -> Edited:
     """Return the catalogue with a new item of `values` after the last one."""
     name = name or before.path.name
-    values = {k: normal(k, v) for k, v in values.items()}
     _known(values)
+    values = {k: normal(k, v) for k, v in values.items()}
     if before.items:
         last = _item_region(raw, before, len(before.items) - 1, name)
         own, at = _append(last, values)
@@ -547,6 +563,7 @@ def _known(values: Mapping[str, Value]) -> None:
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise EditError(f"an item has no key {unknown[0]!r}; known keys: {', '.join(KEYS)}")
+    _known_event(values.get("event"))
 
 
 def _prove(proof: _Proof, index: int, wanted: Mapping[str, Value]) -> Edited:
@@ -600,6 +617,7 @@ def _unplaced(item: catalogues.Item) -> tuple[Any, ...]:
         item.image,
         item.tags,
         item.draft,
+        item.event,
     )
 
 
@@ -615,6 +633,9 @@ def _reads_as_text(region: _Region, name: str, written: set[str]) -> None:
     for key in _keys(region.item, region.own):
         if key.name not in written:
             continue  # as the file had it: not this edit's to judge
+        if key.name == "event":
+            _event_reads_as_text(key.value, region, name)
+            continue
         allowed = {_STR}
         if key.name in _DATES:
             allowed.add("tag:yaml.org,2002:timestamp")
@@ -648,7 +669,193 @@ def problems_by_field(error: CatalogueError, index: int) -> tuple[dict[str, list
             field = where[len(prefix) + 1 :] or "item"
             if field == "image":
                 field = "image.url"
+            elif field == "event" or field.startswith("event."):
+                field = event_field(field)
             fields.setdefault(field, []).append(problem.message)
         else:
             other.append(str(problem))
     return fields, other
+
+
+# ------------------------------------------------------------------------------------------------
+# Events: the nested `event:` block, written key by key like the item itself
+
+# The event block's keys in the order they are written (`location` holds the name and address).
+_EVENT_LINES = ("start", "end", "duration", "location", "online", "status")
+# Event keys quoted by the rules of the item key of the same form: dates, a URL, a word.
+_EVENT_AS = {"start": "date", "end": "date", "online": "link", "status": "section"}
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+def _step(first_line: str, column: int) -> int:
+    """Return how far the file indents a nested block: as far as its items' dash is indented
+    under `items:` (two spaces in the bundled catalogue)."""
+    dash = first_line[:column].find("-")
+    return dash if dash > 0 else 2
+
+
+def _is_block(node: yaml.Node) -> TypeGuard[yaml.MappingNode]:
+    """Return whether `node` is a mapping written a key a line (not in braces, not empty)."""
+    return isinstance(node, yaml.MappingNode) and not node.flow_style and bool(node.value)
+
+
+def _event_values(node: yaml.Node) -> Mapping[str, str] | None:
+    """Return an event block as the form holds it, flat (see EVENT_KEYS), or None."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    out: dict[str, str] = {}
+    for key, value in node.value:
+        if not isinstance(key, yaml.ScalarNode):
+            continue
+        if key.value == "location" and isinstance(value, yaml.MappingNode):
+            for part, text in value.value:
+                if isinstance(part, yaml.ScalarNode) and part.value in ("name", "address"):
+                    field = "location" if part.value == "name" else "address"
+                    out[field] = str(getattr(text, "value", ""))
+        elif isinstance(value, yaml.ScalarNode):
+            out[str(key.value)] = str(value.value)
+    return _normal_event(out)
+
+
+def _normal_event(value: Mapping[str, Any]) -> Mapping[str, str] | None:
+    """Return an event as written and read back: each text on one line, stripped, empty ones
+    dropped, and `status: scheduled` (the default) dropped; None when nothing is left."""
+    out: dict[str, str] = {}
+    for key in EVENT_KEYS:
+        text = normal(key, value.get(key))
+        if isinstance(text, str):
+            out[key] = text
+    if out.get("status") == "scheduled":
+        del out["status"]
+    return out or None
+
+
+def _known_event(value: Value) -> None:
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(EVENT_KEYS))
+        if unknown:
+            raise EditError(
+                f"an event has no key {unknown[0]!r}; known keys: {', '.join(EVENT_KEYS)}"
+            )
+    elif value is not None:
+        raise EditError("an event is a mapping of its keys (start, end, ...), or None for none")
+
+
+def _event_scalar(key: str, text: str, *, flow: bool = False, style: str | None = None) -> str:
+    return _scalar(_EVENT_AS.get(key, key), text, flow=flow, style=style)
+
+
+def _render_event(value: Mapping[str, str], step: int) -> list[str]:
+    """Return the lines of a whole `event:` block, its keys `step` in from `event:`."""
+    pad = " " * step
+    out = ["event:"]
+    for key in _EVENT_LINES:
+        if key == "location" and not ({"location", "address"} & set(value)):
+            continue
+        if key == "location" or key in value:
+            out.extend(pad + line for line in _render_event_key(key, value, None, step))
+    return out
+
+
+def _render_event_key(
+    key: str, value: Mapping[str, str], old: yaml.Node | None, step: int
+) -> list[str]:
+    """Return the lines of one event key, continuations relative to it (by `step`).
+
+    `old` is its value as the file wrote it: a quoted text stays quoted the same way, and a
+    location the file wrote in braces stays in braces. A new location is its name alone, or,
+    with an address, a block mapping.
+    """
+    if key != "location":
+        style = old.style if isinstance(old, yaml.ScalarNode) else None
+        return [f"{key}: {_event_scalar(key, value[key], style=style)}"]
+    parts = [(k, value[f]) for k, f in (("name", "location"), ("address", "address")) if f in value]
+    mapping = isinstance(old, yaml.MappingNode)
+    if not mapping and [k for k, _ in parts] == ["name"]:
+        style = old.style if isinstance(old, yaml.ScalarNode) else None
+        return [f"location: {_event_scalar('location', parts[0][1], style=style)}"]
+    styles: dict[str, str | None] = {}
+    if isinstance(old, yaml.MappingNode):
+        styles = {str(k.value): v.style for k, v in old.value if isinstance(v, yaml.ScalarNode)}
+    if isinstance(old, yaml.MappingNode) and old.flow_style:
+        inner = ", ".join(f"{k}: {_scalar(k, t, flow=True, style=styles.get(k))}" for k, t in parts)
+        return [f"location: {{{inner}}}"]
+    pad = " " * step
+    return ["location:", *[f"{pad}{k}: {_scalar(k, t, style=styles.get(k))}" for k, t in parts]]
+
+
+def _event_edits(
+    lines: list[str], old: _Key, value: Mapping[str, str], newline: str
+) -> list[tuple[int, int, list[str]]]:
+    """Return the edits that turn the block event `old` into `value`: only the keys that
+    change are rewritten (a comment on a line of its own, or after an unchanged value, stays);
+    a removed key loses its lines, an added one goes after the key before it in order."""
+    assert _is_block(old.value)  # noqa: S101 -- the caller checked
+    subs = _keys(old.value, lines)
+    by_name = {k.name: k for k in subs}
+    column = subs[0].column
+    step = max(column - old.column, 1)
+    before = _event_values(old.value) or {}
+    edits: list[tuple[int, int, list[str]]] = []
+    for key in _EVENT_LINES:
+        fields = ("location", "address") if key == "location" else (key,)
+        if all(before.get(f) == value.get(f) for f in fields):
+            continue
+        sub = by_name.get(key)
+        if not any(f in value for f in fields):
+            if sub is not None:
+                edits.append((sub.first, sub.last + 1, []))
+            continue
+        if sub is not None:
+            inner = _keys(sub.value, lines) if _is_block(sub.value) else []
+            rendered = _render_event_key(
+                key, value, sub.value, inner[0].column - sub.column if inner else step
+            )
+            rendered[0] = lines[sub.first][: sub.column] + rendered[0]
+            rendered[1:] = [" " * column + r for r in rendered[1:]]
+            if len(rendered) == 1:
+                rendered[0] += _trailing_comment(lines[sub.last], sub.value)
+            end = _line_end(lines[sub.last]) or newline
+            edits.append(
+                (sub.first, sub.last + 1, [*_join(rendered[:-1], newline), rendered[-1] + end])
+            )
+            continue
+        earlier = [by_name[k] for k in _EVENT_LINES[: _EVENT_LINES.index(key)] if k in by_name]
+        at = subs[0].first
+        if earlier:
+            after = max(earlier, key=lambda k: k.last)
+            if not lines[after.last].endswith(("\n", "\r")):
+                lines[after.last] += newline
+            at = after.last + 1
+        rendered = [" " * column + r for r in _render_event_key(key, value, None, step)]
+        edits.append((at, at, _join(rendered, newline)))
+    return edits
+
+
+def _event_reads_as_text(node: yaml.Node, region: _Region, name: str) -> None:
+    """Check that a standard YAML reader takes each of the event's values for text (its
+    times for text or a timestamp)."""
+    found: list[tuple[str, yaml.Node]] = []
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(value, yaml.MappingNode):
+                found.extend((f"event.{key.value}", v) for _, v in value.value)
+            else:
+                found.append((f"event.{key.value}", value))
+    for field, value in found:
+        allowed = {_STR, _TIMESTAMP} if field in ("event.start", "event.end") else {_STR}
+        if isinstance(value, yaml.ScalarNode) and value.tag not in allowed:
+            raise EditError(
+                f"{name}:{region.start + value.start_mark.line + 1}: {field} would be read as "
+                f"{value.tag.rsplit(':', 1)[-1]}, not text; nothing was written. Please report this"
+            )
+
+
+def event_field(field: str) -> str:
+    """Return the form's name for a check problem's event field (`event.location.name`: the
+    place's name, `event.location`; a problem of the whole block: the place, where the fix is)."""
+    if field in ("event", "event.location.name"):
+        return "event.location"
+    if field == "event.location.address":
+        return "event.address"
+    return field

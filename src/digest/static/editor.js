@@ -34,4 +34,31 @@
     });
     update();
   }
+  // The Event section: "All day" asks for days, "At a time" for days and times. Switching keeps
+  // each day (a new time starts at 00:00, to be set); a value an input cannot hold (a time with
+  // an offset) stays as text.
+  const day = /^\d{4}-\d{2}-\d{2}$/;
+  const local = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?$/;
+  const moments = ["event_start", "event_end"]
+    .map(function (name) { return form.querySelector("input[name=" + name + "]"); })
+    .filter(Boolean);
+  for (const radio of form.querySelectorAll("input[name=event_timing]")) {
+    radio.addEventListener("change", function () {
+      if (!radio.checked) {
+        return;
+      }
+      const timed = radio.value === "timed";
+      for (const input of moments) {
+        const value = input.value.trim();
+        const start = value.slice(0, 10);
+        if (timed && (value === "" || local.test(value) || day.test(value))) {
+          input.type = "datetime-local";
+          input.value = day.test(value) ? value + "T00:00" : value;
+        } else if (!timed && (value === "" || day.test(start))) {
+          input.type = "date";
+          input.value = start;
+        }
+      }
+    });
+  }
 })();
