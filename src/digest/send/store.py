@@ -19,6 +19,7 @@ nothing else, so a person who signed up themselves keeps the digest after leavin
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -203,16 +204,22 @@ def _categories(text: str | None) -> frozenset[str] | None:
 def _values(row: Subscription) -> dict[str, Any]:
     """Return the row's fields as the database holds them (text, integers, NULL)."""
     values: dict[str, Any] = {}
-    for item in fields(row):
-        value = getattr(row, item.name)
-        if item.name == "categories":
+    for name in _fields():
+        value = getattr(row, name)
+        if name == "categories":
             value = _categories_text(value)
         elif isinstance(value, bool):
             value = int(value)
         elif isinstance(value, StrEnum):
             value = str(value)
-        values[item.name] = value
+        values[name] = value
     return values
+
+
+@functools.cache
+def _fields() -> tuple[str, ...]:
+    """Return the names of a row's fields (read once: an import reads them twice a row)."""
+    return tuple(item.name for item in fields(Subscription))
 
 
 def _row(values: tuple[Any, ...]) -> Subscription:
@@ -259,21 +266,25 @@ class Store:
         The rows are read under the write lock, so nothing changes between deciding and writing.
         """
         at = stamp(now)
+        names = _names()
         with self.ledger.transaction() as db:
             rows = {row.key: row for row in map(_row, db.execute(_SELECT).fetchall())}
-            changes = [c for c in decide(rows) if c.before is None or c.diff()]
-            for change in changes:
+            decided = [(c, c.diff()) for c in decide(rows)]
+            changes = [(c, diff) for c, diff in decided if c.before is None or diff]
+            inserts, updates, events = [], [], []
+            for change, diff in changes:
                 after = replace(change.after, updated_at=at)
                 values = _values(after)
                 if change.before is None:
-                    db.execute(_INSERT, tuple(values[n] for n in _names()))
+                    inserts.append(tuple(values[n] for n in names))
                 else:
-                    db.execute(_UPDATE, (*[values[n] for n in _names()[1:]], after.key))
-                db.execute(
-                    _EVENT,
-                    (after.key, at, change.actor, change.action, json.dumps(change.diff())),
-                )
-        return changes
+                    updates.append((*[values[n] for n in names[1:]], after.key))
+                events.append((after.key, at, change.actor, change.action, json.dumps(diff)))
+            # Each row is one address, changed once: one statement for all the rows of a kind.
+            db.executemany(_INSERT, inserts)
+            db.executemany(_UPDATE, updates)
+            db.executemany(_EVENT, events)
+        return [change for change, _ in changes]
 
     def history(self, address: str) -> list[Event]:
         """Return every change to `address`'s row, oldest first."""
@@ -294,10 +305,11 @@ class Store:
         return {row[0] for row in found}
 
 
-def _names() -> list[str]:
-    return [
+@functools.cache
+def _names() -> tuple[str, ...]:
+    return tuple(
         "key" if name == "address" else name for name in (n.strip() for n in _COLUMNS.split(","))
-    ]
+    )
 
 
 # -- the rules: rows in, changes out --------------------------------------------------------------
