@@ -240,8 +240,8 @@ def test_the_preview_is_offered_at_two_widths_and_two_schemes(staff: FlaskClient
     assert frame.get("class") == "preview w375 dark"
     assert frame.get("src") == f"/months/{MONTH}/preview?scheme=dark"
     links = lxml.html.fromstring(page).xpath("//nav[@class='preview-look']//a/@href")
-    assert f"/months/{MONTH}?width=600&scheme=dark#look" in links
-    assert f"/months/{MONTH}?width=375&scheme=light#look" in links
+    assert f"/months/{MONTH}?width=600&scheme=dark" in links
+    assert f"/months/{MONTH}?width=375&scheme=light" in links
     dark = staff.get(f"/months/{MONTH}/preview?scheme=dark").get_data(as_text=True)
     light = staff.get(f"/months/{MONTH}/preview").get_data(as_text=True)
     assert "prefers-color-scheme" not in dark
