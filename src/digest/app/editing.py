@@ -25,6 +25,7 @@ from digest import files
 from digest.app import publishing
 from digest.app.settings import Settings
 from digest.errors import CatalogueError, DigestError
+from digest.months import Month
 from digest.publish import catalogue as catalogues
 from digest.publish import editing
 from digest.publish.catalogue import Catalogue, Item
@@ -404,3 +405,98 @@ def _git(folder: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# -- a month's issue -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRequest:
+    """One save of a month's issue (`newsletter.issues."YYYY-MM"`) asked for from a form."""
+
+    month: str  # "YYYY-MM"
+    values: editing.IssueValues
+    version: str
+    staff: str
+    seen: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SavedIssue:
+    """What saving an issue did: the diff written, the history entry and the rebuild."""
+
+    month: str
+    diff: str
+    edit: int | None
+    version: str
+    build: publishing.BuildReport | None = None
+    build_error: str | None = None
+    commit: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def changed(self) -> bool:
+        """Return whether the save changed the file."""
+        return bool(self.diff)
+
+
+def issue_values(opened: Opened, month: str) -> editing.IssueValues:
+    """Return what the catalogue sets for `month`'s issue (all None when nothing)."""
+    loaded = opened.catalogue.newsletter
+    plan = loaded.plan(Month.parse(month)) if loaded else None
+    if plan is None:
+        return editing.IssueValues()
+    return editing.IssueValues(plan.intro, plan.items, plan.subject)
+
+
+def _issue_json(values: editing.IssueValues) -> str:
+    return json.dumps(
+        {
+            "intro": values.intro,
+            "items": list(values.items) if values.items else None,
+            "subject": values.subject,
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+    )
+
+
+def save_issue(
+    settings: Settings, request: IssueRequest, feeds_dir: Path, now: datetime
+) -> SavedIssue:
+    """Write one month's issue into the catalogue, record it, commit it if asked, rebuild."""
+    path = settings.catalogue_path
+    opened = open_catalogue(settings)
+    if opened.version != request.version:
+        raise Conflict(path.name, opened.version, _diff(request.seen, opened.raw, path.name))
+    old = issue_values(opened, request.month)
+    if editing.normal_issue(request.values) == old:
+        return SavedIssue(request.month, "", None, opened.version)
+    try:
+        edited = editing.write_issue(opened.raw, opened.catalogue, request.month, request.values)
+    except CatalogueError as exc:
+        fields, other = editing.issue_problems(exc, request.month)
+        raise Invalid(fields, other) from exc
+    diff = _diff(opened.raw, edited.raw, path.name) or ""
+    _write(path, opened.version, edited.raw)
+    version = version_of(edited.raw)
+    after = editing.normal_issue(request.values)
+    with Ledger(settings.state_path) as ledger:
+        number = ledger.record_edit(
+            f"issue {request.month}",
+            request.staff,
+            now,
+            "issue",
+            diff,
+            _issue_json(old),
+            _issue_json(after),
+            version,
+        )
+    commit, notes = None, []
+    if settings.editor_git_commit:
+        commit, note = git_commit(path, request.staff, f"Shape the {request.month} issue")
+        notes += [note] if note else []
+    build, build_error = _rebuild(settings, feeds_dir, now)
+    return SavedIssue(
+        request.month, diff, number, version, build, build_error, commit, tuple(notes)
+    )

@@ -7,7 +7,8 @@ the server. It never starts the scheduler.
 
 The pages live by group: `auth` (login, logout, lockout, CSRF), `dashboard`, `items` (the
 announcements: list, form, live preview, history, revert), `months` (a month,
-its preview, test copies, the confirmation, the send, its progress and history) and `public`
+its issue form, its preview, test copies, the confirmation, the send, its progress and history;
+the issue form's reading and telling is `issues`'s) and `public`
 (one-click unsubscribe, the built feeds); `state` holds the settings and the sends, `present`
 how times, outcomes and errors read.
 

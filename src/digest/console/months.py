@@ -3,19 +3,23 @@ progress and the month's history."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
-from digest.app import sending, wording
-from digest.console import present
+from digest.app import editing, sending, wording
+from digest.console import issues, present
 from digest.console.state import open_ledger
 from digest.console.web import console, month_of, require_catalogue, who
-from digest.errors import DigestError
+from digest.errors import CatalogueError, DigestError
 from digest.mail import newsletter
 from digest.months import Month
+from digest.publish.editing import IssueValues
 from digest.send.ledger import SendLock
 
 log = logging.getLogger("digest.console")
@@ -28,6 +32,7 @@ def register(app: Flask) -> None:
     for rule, view, methods in (
         ("/months/<month>", month_view, ["GET"]),
         ("/months/<month>/preview", preview, ["GET"]),
+        ("/months/<month>/issue", save_issue, ["POST"]),
         ("/months/<month>/test", send_test, ["POST"]),
         ("/months/<month>/send", confirm_send, ["GET"]),
         ("/months/<month>/send", start_send, ["POST"]),
@@ -39,10 +44,25 @@ def register(app: Flask) -> None:
 
 
 def month_view(month: str) -> str:
-    """Show a month's subject, items, HTML and text versions, test form and send button."""
+    """Show a month's subject, items, issue form, preview, test form and send button."""
+    return month_page(month_of(month))
+
+
+def month_page(
+    chosen_month: Month,
+    values: IssueValues | None = None,
+    positions: Mapping[str, str] | None = None,
+    **told: Any,
+) -> str:
+    """Return the month's page; `values`, `positions` and `told` (errors, other, conflict)
+    are the issue form's as typed when a save was refused."""
     config = console().config
-    chosen_month = month_of(month)
-    loaded = require_catalogue(config.catalogue_path)
+    try:
+        opened = editing.open_catalogue(config.settings)  # its bytes: the form's version
+    except CatalogueError:
+        require_catalogue(config.catalogue_path)  # a page that says what is wrong
+        raise
+    loaded = opened.catalogue
     chosen = newsletter.issue(loaded, chosen_month, config.clock())
     subject = text = None
     if chosen.items and loaded.newsletter is not None:
@@ -59,7 +79,38 @@ def month_view(month: str) -> str:
         transport=config.transport(chosen_month, test=True).describe(),
         outbox=config.writes_files_only(chosen_month),
         job=console().jobs.get(chosen_month),
+        look=issues.view(request.args),
+        errors=told.get("errors") or {},
+        other=told.get("other") or [],
+        conflict=told.get("conflict"),
+        **issues.form_context(opened, chosen_month, values=values, positions=positions),
     )
+
+
+def save_issue(month: str) -> Response | tuple[str, int]:
+    """Save the month's issue (intro, items in order, subject), then show the month again."""
+    config = console().config
+    chosen = month_of(month)
+    values, positions = issues.values_from(request.form)
+    again = functools.partial(month_page, chosen, values, positions)
+    bad = issues.position_problems(positions)
+    if bad:
+        return again(errors=bad), 422
+    version = request.form.get("version", "")
+    staff = str(session.get("user", "someone"))
+    asked = editing.IssueRequest(str(chosen), values, version, staff, console().seen(version))
+    try:
+        saved = editing.save_issue(config.settings, asked, config.feeds_dir, config.clock())
+    except editing.Invalid as exc:
+        return again(errors=exc.fields, other=exc.other), 422
+    except editing.Conflict as exc:
+        return again(conflict=exc), 409
+    except CatalogueError as exc:  # the file itself stopped loading meanwhile
+        return again(other=[str(p) for p in exc.problems]), 422
+    except DigestError as exc:
+        return again(other=[str(exc)]), 422
+    issues.tell(saved, staff)
+    return redirect(url_for("month_view", month=str(chosen)) + "#issue", 303)
 
 
 def preview(month: str) -> Response:
@@ -77,7 +128,9 @@ def preview(month: str) -> Response:
     rendered = newsletter.Renderer(loaded).render(chosen)
     page, _ = rendered.personalise(None, loaded.newsletter.unsubscribe)
     g.kind = "preview"
-    return Response(page, mimetype="text/html")
+    return Response(
+        issues.in_scheme(page, issues.view(request.args)["scheme"]), mimetype="text/html"
+    )
 
 
 def send_test(month: str) -> Response:

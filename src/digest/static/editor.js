@@ -1,14 +1,15 @@
-// The announcement form's live preview: the summary and body as readers will see them, rendered
-// and sanitized by the console itself (the same code as the feeds), fetched from this origin.
+// The live preview of the announcement form (summary, body) and of the month's issue form (intro):
+// the Markdown as readers will see it, rendered and sanitized by the console itself (the same code
+// as the feeds and the digest), fetched from this origin.
 "use strict";
 (function () {
-  const form = document.querySelector("form.item-form");
+  const form = document.querySelector("form.item-form, form.issue-form");
   if (!form) {
     return;
   }
   const url = form.dataset.preview;
   const token = form.querySelector("input[name=csrf_token]").value;
-  for (const name of ["summary", "body"]) {
+  for (const name of ["summary", "body", "intro"]) {
     const area = form.querySelector("textarea[name=" + name + "]");
     const out = document.getElementById(name + "-preview");
     if (!area || !out) {
