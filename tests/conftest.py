@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -285,6 +286,44 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
+
+
+DIGEST = shutil.which("digest") or str(Path(sys.executable).parent / "digest")
+
+
+@contextlib.contextmanager
+def serving(folder: Path, env: dict[str, str]) -> Iterator[str]:
+    """Run `digest serve` in `folder` on a free loopback port; yield its URL once it answers.
+
+    `env` is the whole environment of the server (the caller leaves out the DIGEST_* it does
+    not want). The server is stopped when the block ends.
+    """
+    port = free_port()
+    proc = subprocess.Popen(
+        [DIGEST, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=folder,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/login", timeout=1):  # noqa: S310 -- loopback
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    out, err = proc.communicate(timeout=5) if proc.poll() is not None else ("", "")
+                    pytest.fail(f"digest serve did not start:\n{out}{err}")
+                time.sleep(0.05)  # polling a port that is not open yet: nothing to await
+        yield url
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
 
 
 def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: str) -> None:

@@ -5,11 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,14 +14,13 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from werkzeug.serving import make_server
 
-from conftest import SmtpServer, free_port
+from conftest import SmtpServer, serving
 from digest import console
 from digest.mail import newsletter
 from digest.months import Month
 from digest.publish import catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
-DIGEST = shutil.which("digest") or str(Path(sys.executable).parent / "digest")
 PASSWORD = "a long passphrase for the tests"  # noqa: S105 -- the tests' own
 READERS = 11  # the bundled November readers (smith.john's categories have no November items)
 
@@ -52,32 +47,8 @@ def served(
         env.pop(name)
         if value is not None:
             env[name] = value
-    port = free_port()
-    proc = subprocess.Popen(
-        [DIGEST, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/login", timeout=1):  # noqa: S310 -- loopback
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out, err = proc.communicate(timeout=5) if proc.poll() is not None else ("", "")
-                    pytest.fail(f"digest serve did not start:\n{out}{err}")
-                time.sleep(0.05)
+    with serving(tmp_path, env) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=20)
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -19,11 +15,10 @@ import icalendar
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from conftest import free_port
+from conftest import serving
 from digest.publish import catalogue, feeds
 
 ROOT = Path(__file__).resolve().parent.parent
-DIGEST = shutil.which("digest") or str(Path(sys.executable).parent / "digest")
 PASSWORD = "a long passphrase for the tests"  # noqa: S105 -- the tests' own
 AEP = "aep-fireworks-with-the-provost-2025"
 AEP_TITLE = "Academic Enrichment Program (AEP) - “Fireworks with the Provost” (1 October 2025)"
@@ -43,32 +38,8 @@ def served(copy: Path) -> Iterator[str]:
     """`digest serve` on a free loopback port over the copy."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     env |= {"DIGEST_CONSOLE_PASSWORD": PASSWORD}
-    port = free_port()
-    proc = subprocess.Popen(
-        [DIGEST, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=copy,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/login", timeout=1):  # noqa: S310 -- loopback
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out, err = proc.communicate(timeout=5) if proc.poll() is not None else ("", "")
-                    pytest.fail(f"digest serve did not start:\n{out}{err}")
-                time.sleep(0.05)  # polling a port that is not open yet: nothing to await
+    with serving(copy, env) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=20)
 
 
 def vevent(folder: Path, item_id: str) -> Any:

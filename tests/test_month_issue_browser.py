@@ -9,8 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import lxml.html
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
-from conftest import free_port
+from conftest import serving
 from digest.publish import catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,32 +50,8 @@ def clean_env() -> dict[str, str]:
 def served(checkout: Path) -> Iterator[str]:
     """`digest serve` on a free loopback port over the checkout."""
     env = clean_env() | {"DIGEST_CONSOLE_PASSWORD": PASSWORD}
-    port = free_port()
-    proc = subprocess.Popen(
-        [DIGEST, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=checkout,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/login", timeout=1):  # noqa: S310 -- loopback
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out, err = proc.communicate(timeout=5) if proc.poll() is not None else ("", "")
-                    pytest.fail(f"digest serve did not start:\n{out}{err}")
-                time.sleep(0.05)  # polling a port that is not open yet: nothing to await
+    with serving(checkout, env) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=20)
 
 
 def digest(checkout: Path, *args: str) -> subprocess.CompletedProcess[str]:
