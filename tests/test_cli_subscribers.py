@@ -259,3 +259,20 @@ def test_send_goes_to_whom_the_store_says(
     text = str(chan.get_content())
     assert "GPTX" in text  # collaboration
     assert "Medical School" not in text  # institutional advancement: not chosen
+
+
+def test_a_row_that_left_the_directory_does_not_read_as_receiving(
+    run: Callable[..., Result], tmp_path: Path
+) -> None:
+    """Staff reading the table must not take a row that left the directory for a recipient."""
+    run("subscribers", "import", "subscribers.csv")
+    listed = (tmp_path / "subscribers.csv").read_text(encoding="utf-8")
+    (tmp_path / "subscribers.csv").write_text(
+        listed.replace("ng.chiho@example.org,Prof. Ng Chi-ho,\n", ""), encoding="utf-8"
+    )
+    run("subscribers", "import", "subscribers.csv")
+    table = run("subscribers", "list").stdout.splitlines()
+    ng = next(line for line in table if line.startswith("ng.chiho@example.org"))
+    lee = next(line for line in table if line.startswith("lee.kawai@example.org"))
+    assert "active (left the directory: gets no digest)" in ng
+    assert "left the directory" not in lee

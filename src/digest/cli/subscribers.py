@@ -205,9 +205,13 @@ def export(catalogue_path: Path, state_path: Path | None, output: Path | None) -
 
 def _cell(row: Subscription, column: str) -> str:
     from digest.app.subscribing import cell
+    from digest.send.store import SubscriberStatus
 
     if column == "categories" and row.categories is None:
         return "all"
+    if column == "status" and row.status is SubscriberStatus.ACTIVE and not row.listed:
+        # "active" alone would read as "gets the digest": this row is kept, but sent nothing.
+        return "active (left the directory: gets no digest)"
     return cell(row, column) or "-"
 
 
