@@ -15,8 +15,8 @@ from digest.app import editing as service
 from digest.app import settings as app_settings
 from digest.errors import CatalogueError
 from digest.months import Month
-from digest.publish import catalogue, editing
-from digest.publish.editing import IssueValues
+from digest.publish import catalogue, editing, issue_editing
+from digest.publish.issue_editing import IssueValues
 from test_editing import catalogue_text, paragraphs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ def write(source: Path, month: str, values: IssueValues, raw: bytes | None = Non
     """Write `values` as `month`'s issue of the catalogue `source` (or of `raw`)."""
     raw = source.read_bytes() if raw is None else raw
     before = catalogue.parse(raw, source, source.name)
-    return editing.write_issue(raw, before, month, values).raw
+    return issue_editing.write_issue(raw, before, month, values).raw
 
 
 def plan_of(raw: bytes, source: Path, month: str) -> IssueValues:
@@ -124,7 +124,7 @@ def test_an_unknown_id_is_the_checks_error_at_the_items() -> None:
     """Listing an id no item has raises the catalogue's own error, at the month's items."""
     with pytest.raises(CatalogueError) as caught:
         write(BUNDLED, "2025-11", IssueValues(None, ("no-such-item",), None))
-    fields, other = editing.issue_problems(caught.value, "2025-11")
+    fields, other = issue_editing.issue_problems(caught.value, "2025-11")
     assert list(fields) == ["items"]
     assert "'no-such-item' is not the id of any item" in fields["items"][0]
     assert other == []
@@ -153,12 +153,12 @@ def test_random_issues_always_load_back_as_saved(
     try:
         after = write(source, "2025-11", values)
     except CatalogueError as exc:  # the check refusing a text is fine; it must say where
-        refused = editing.issue_problems(exc, "2025-11")[0]
+        refused = issue_editing.issue_problems(exc, "2025-11")[0]
     else:
         refused = {}
     if refused:
         return
-    assert plan_of(after, source, "2025-11") == editing.normal_issue(values)
+    assert plan_of(after, source, "2025-11") == issue_editing.normal_issue(values)
     if source == BUNDLED:
         old, new = raw.decode().splitlines(True), after.decode().splitlines(True)
         matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)

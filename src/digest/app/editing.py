@@ -27,7 +27,7 @@ from digest.app.settings import Settings
 from digest.errors import CatalogueError, DigestError
 from digest.months import Month
 from digest.publish import catalogue as catalogues
-from digest.publish import editing
+from digest.publish import editing, issue_editing
 from digest.publish.catalogue import Catalogue, Item
 from digest.publish.editing import Value
 from digest.send.ledger import Edit, Ledger
@@ -415,7 +415,7 @@ class IssueRequest:
     """One save of a month's issue (`newsletter.issues."YYYY-MM"`) asked for from a form."""
 
     month: str  # "YYYY-MM"
-    values: editing.IssueValues
+    values: issue_editing.IssueValues
     version: str
     staff: str
     seen: bytes | None = None
@@ -440,16 +440,16 @@ class SavedIssue:
         return bool(self.diff)
 
 
-def issue_values(opened: Opened, month: str) -> editing.IssueValues:
+def issue_values(opened: Opened, month: str) -> issue_editing.IssueValues:
     """Return what the catalogue sets for `month`'s issue (all None when nothing)."""
     loaded = opened.catalogue.newsletter
     plan = loaded.plan(Month.parse(month)) if loaded else None
     if plan is None:
-        return editing.IssueValues()
-    return editing.IssueValues(plan.intro, plan.items, plan.subject)
+        return issue_editing.IssueValues()
+    return issue_editing.IssueValues(plan.intro, plan.items, plan.subject)
 
 
-def _issue_json(values: editing.IssueValues) -> str:
+def _issue_json(values: issue_editing.IssueValues) -> str:
     return json.dumps(
         {
             "intro": values.intro,
@@ -470,17 +470,19 @@ def save_issue(
     if opened.version != request.version:
         raise Conflict(path.name, opened.version, _diff(request.seen, opened.raw, path.name))
     old = issue_values(opened, request.month)
-    if editing.normal_issue(request.values) == old:
+    if issue_editing.normal_issue(request.values) == old:
         return SavedIssue(request.month, "", None, opened.version)
     try:
-        edited = editing.write_issue(opened.raw, opened.catalogue, request.month, request.values)
+        edited = issue_editing.write_issue(
+            opened.raw, opened.catalogue, request.month, request.values
+        )
     except CatalogueError as exc:
-        fields, other = editing.issue_problems(exc, request.month)
+        fields, other = issue_editing.issue_problems(exc, request.month)
         raise Invalid(fields, other) from exc
     diff = _diff(opened.raw, edited.raw, path.name) or ""
     _write(path, opened.version, edited.raw)
     version = version_of(edited.raw)
-    after = editing.normal_issue(request.values)
+    after = issue_editing.normal_issue(request.values)
     with Ledger(settings.state_path) as ledger:
         number = ledger.record_edit(
             f"issue {request.month}",

@@ -20,7 +20,7 @@ from digest.console.web import console
 from digest.mail import newsletter
 from digest.months import Month
 from digest.publish.catalogue import Catalogue, Item
-from digest.publish.editing import IssueValues
+from digest.publish.issue_editing import IssueValues
 
 log = logging.getLogger("digest.console")
 

@@ -19,7 +19,7 @@ from digest.console.web import console, month_of, require_catalogue, who
 from digest.errors import CatalogueError, DigestError
 from digest.mail import newsletter
 from digest.months import Month
-from digest.publish.editing import IssueValues
+from digest.publish.issue_editing import IssueValues
 from digest.send.ledger import SendLock
 
 log = logging.getLogger("digest.console")

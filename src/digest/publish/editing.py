@@ -18,16 +18,36 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import yaml
 
-from digest.errors import CatalogueError, DigestError
-from digest.months import Month
+from digest.errors import CatalogueError
 from digest.publish import catalogue as catalogues
 from digest.publish.catalogue import Catalogue
+from digest.publish.yamltext import (
+    NUMBERISH,
+    STR,
+    Key,
+    decode,
+    join_lines,
+    keys_of,
+    last_line,
+    line_end,
+    newline_of,
+    offset,
+    quoted,
+    split_lines,
+    trailing_comment,
+)
+from digest.publish.yamltext import (
+    EditError as EditError,  # re-exported: callers catch it from here
+)
+from digest.publish.yamltext import (
+    plain_is_safe as plain_is_safe,  # re-exported, as above
+)
 
 # An item's keys in the order a new item is written (the editors' guide's order).
 KEYS = (
@@ -58,10 +78,6 @@ Value = str | bool | tuple[str, ...] | Mapping[str, str] | None
 EVENT_KEYS = ("start", "end", "duration", "location", "address", "online", "status")
 
 
-class EditError(DigestError):
-    """The catalogue could not be edited as asked; nothing was written."""
-
-
 @dataclass(frozen=True, slots=True)
 class Edited:
     """A catalogue's new bytes, checked, and the index of the item the edit concerned."""
@@ -76,15 +92,6 @@ class Edited:
 
 
 @dataclass(frozen=True, slots=True)
-class _Key:
-    name: str
-    first: int  # line (from 0) of the key
-    last: int  # last line of its value
-    column: int  # where the key starts on its line
-    value: yaml.Node
-
-
-@dataclass(frozen=True, slots=True)
 class _Region:
     """One item's lines, composed on their own: a file of 100,000 items is not parsed whole."""
 
@@ -96,35 +103,8 @@ class _Region:
     blank_before: bool = False  # whether a blank line comes before the item
 
 
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 # A line that starts in the first column with something other than a comment: past the items.
 _TOP_LEVEL = re.compile(rb"^[^ \t#\r\n]", re.MULTILINE)
-
-
-def _split(text: str) -> list[str]:
-    return _LINE.findall(text)
-
-
-def _newline(raw: bytes) -> str:
-    end = raw.find(b"\n")
-    return "\r\n" if end > 0 and raw[end - 1 : end] == b"\r" else "\n"
-
-
-def _offset(raw: bytes, line: int, at: int = 0) -> int:
-    """Return where line `line` (from 0) starts, counting on from `at` (the start of line 0)."""
-    for _ in range(line):
-        found = raw.find(b"\n", at)
-        if found < 0:
-            return len(raw)
-        at = found + 1
-    return at
-
-
-def _decode(raw: bytes, name: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise EditError(f"{name} is not UTF-8 ({exc}); save it as UTF-8 first") from exc
 
 
 def _compose(own: list[str], newline: str, name: str, start: int) -> _Region:
@@ -160,15 +140,15 @@ def _item_region(raw: bytes, loaded: Catalogue, index: int, name: str) -> _Regio
     if not 0 <= index < len(loaded.items):
         raise EditError(f"{name} has no item {index}; reload the page")
     start = loaded.items[index].line - 1
-    begin = _offset(raw, start)
+    begin = offset(raw, start)
     if index + 1 < len(loaded.items):
-        end = _offset(raw, loaded.items[index + 1].line - 1 - start, begin)
+        end = offset(raw, loaded.items[index + 1].line - 1 - start, begin)
     else:
         first = raw.find(b"\n", begin) + 1 or len(raw)
         found = _TOP_LEVEL.search(raw, first)
         end = found.start() if found else len(raw)
-    own = _split(_decode(raw[begin:end], name))
-    region = _compose(own, _newline(raw), name, start)
+    own = split_lines(decode(raw[begin:end], name))
+    region = _compose(own, newline_of(raw), name, start)
     before = raw[raw.rfind(b"\n", 0, max(begin - 1, 0)) + 1 : begin]
     return dataclasses.replace(
         region, span=(begin, end), blank_before=begin > 0 and not before.strip()
@@ -188,45 +168,13 @@ def _layout_of_empty(raw: bytes, name: str) -> tuple[yaml.Node | None, yaml.Node
     return None, None
 
 
-def _last_line(node: yaml.Node, lines: Sequence[str]) -> int:
-    """Return the last line (from 0) that holds part of `node`'s value."""
-    if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and not node.flow_style:
-        children = node.value
-        if children:
-            last = children[-1]
-            return _last_line(last[1] if isinstance(last, tuple) else last, lines)
-    end = node.end_mark
-    line = end.line - 1 if end.column == 0 and end.line > node.start_mark.line else end.line
-    # A block scalar's end comes after its trailing blank lines: those belong to the layout.
-    while line > node.start_mark.line and not lines[line].strip():
-        line -= 1
-    return min(line, len(lines) - 1)
-
-
-def _keys(item: yaml.MappingNode, lines: Sequence[str]) -> list[_Key]:
-    found = []
-    for key, value in item.value:
-        if not isinstance(key, yaml.ScalarNode):
-            continue
-        found.append(
-            _Key(
-                key.value,
-                key.start_mark.line,
-                _last_line(value, lines),
-                key.start_mark.column,
-                value,
-            )
-        )
-    return found
-
-
 def values_at(raw: bytes, loaded: Catalogue, index: int) -> dict[str, Value]:
     """Return item `index`'s values as the file writes them (text as text, dates unparsed)."""
     return _values(_item_region(raw, loaded, index, loaded.path.name))
 
 
 def _values(region: _Region) -> dict[str, Value]:
-    return {k.name: _value_of(k.name, k.value) for k in _keys(region.item, region.own)}
+    return {k.name: _value_of(k.name, k.value) for k in keys_of(region.item, region.own)}
 
 
 def _value_of(key: str, node: yaml.Node) -> Value:
@@ -279,59 +227,17 @@ def slug_for(title: str, taken: set[str]) -> str:
 # ------------------------------------------------------------------------------------------------
 # Writing values: plain where every reader agrees, quoted otherwise
 
-# What a plain scalar may not start with: YAML indicators and quotes.
-_INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
-# Number-like words (YAML 1.1 and 1.2 read some as numbers, sexagesimals or dates).
-_NUMBERISH = re.compile(r"[-+.]?[0-9][0-9A-Za-z_.:+-]*")
 _DATE_FORM = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ][0-9:.+\-Z]+)?")
 _SLUG_FORM = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _URL_FORM = re.compile(r"https?://[^\s#,\[\]{}'\"]+")
-_RESOLVER = yaml.resolver.Resolver()
-_STR = "tag:yaml.org,2002:str"
 
 
-def plain_is_safe(text: str, *, flow: bool = False) -> bool:
-    """Return whether `text` written plain reads back, in any YAML reader, as exactly `text`."""
-    if not text or text != text.strip() or not text.isprintable():
-        return False
-    if text[0] in _INDICATORS or ": " in text or " #" in text or text.endswith(":"):
-        return False
-    if flow and any(c in text for c in ",[]{}"):
-        return False
-    if _NUMBERISH.fullmatch(text):
-        return False
-    # PyYAML's YAML 1.1 rules: yes/no/on/off, null, ~, numbers, timestamps, `<<`, `=`.
-    tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
-    return bool(tag == _STR)
-
-
-def quoted(text: str, style: str | None = None) -> str:
-    """Return `text` as a one-line quoted YAML scalar, in `style` (a quote mark) if it can be."""
-    single = text.isprintable() and (style == "'" or ('"' in text and "'" not in text))
-    if single and style != '"':
-        return "'" + text.replace("'", "''") + "'"
-    out = ['"']
-    for char in text:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif char.isprintable() or char == " ":
-            out.append(char)
-        elif ord(char) <= 0xFF:
-            out.append(f"\\x{ord(char):02x}")
-        elif ord(char) <= 0xFFFF:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(f"\\U{ord(char):08x}")
-    out.append('"')
-    return "".join(out)
-
-
-def _scalar(key: str, text: str, *, flow: bool = False, style: str | None = None) -> str:
+def scalar(key: str, text: str, *, flow: bool = False, style: str | None = None) -> str:
     if style in ('"', "'"):  # the file quoted this value: it stays quoted the same way
         return quoted(text, style)
     if key in _DATES and _DATE_FORM.fullmatch(text):
         return text
-    if key in _WORDS and _SLUG_FORM.fullmatch(text) and not _NUMBERISH.fullmatch(text):
+    if key in _WORDS and _SLUG_FORM.fullmatch(text) and not NUMBERISH.fullmatch(text):
         return text
     if key in ("link", "url") and _URL_FORM.fullmatch(text) and plain_is_safe(text, flow=flow):
         return text
@@ -340,7 +246,7 @@ def _scalar(key: str, text: str, *, flow: bool = False, style: str | None = None
     return quoted(text)
 
 
-def _render(key: str, value: Value, style: str | None = None, step: int = 2) -> list[str]:
+def render(key: str, value: Value, style: str | None = None, step: int = 2) -> list[str]:
     """Return the lines (without line ends) of `key: value`, continuations indented by two
     (a nested block, the event's, by `step`: as the file indents).
 
@@ -351,13 +257,13 @@ def _render(key: str, value: Value, style: str | None = None, step: int = 2) -> 
     if isinstance(value, bool):
         return [f"{key}: {'true' if value else 'false'}"]
     if isinstance(value, tuple):
-        return [f"{key}: [{', '.join(_scalar('tag', t, flow=True) for t in value)}]"]
+        return [f"{key}: [{', '.join(scalar('tag', t, flow=True) for t in value)}]"]
     if isinstance(value, Mapping):
-        parts = [f"{k}: {_scalar(k, value[k], flow=True)}" for k in ("url", "alt") if k in value]
+        parts = [f"{k}: {scalar(k, value[k], flow=True)}" for k in ("url", "alt") if k in value]
         return [f"{key}: {{{', '.join(parts)}}}"]
     assert value is not None  # noqa: S101 -- None means "no key", never rendered
     if "\n" not in value:
-        return [f"{key}: {_scalar(key, value, style=style)}"]
+        return [f"{key}: {scalar(key, value, style=style)}"]
     body = value.split("\n")
     first = next((line for line in body if line.strip()), "")
     header = f"{key}: |2" if first.startswith(" ") else f"{key}: |"
@@ -390,29 +296,13 @@ def normal(key: str, value: Value) -> Value:
 # Splicing
 
 
-def _join(lines: Sequence[str], newline: str) -> list[str]:
-    return [line + newline for line in lines]
-
-
-def _line_end(line: str) -> str:
-    return line[len(line.rstrip("\r\n")) :]
-
-
-def _trailing_comment(line: str, node: yaml.Node) -> str:
-    """Return a `  # comment` that follows a one-line value on its line, to keep it."""
-    if node.start_mark.line != node.end_mark.line:
-        return ""
-    rest = line.rstrip("\r\n")[node.end_mark.column :]
-    return rest if re.fullmatch(r"[ \t]+#.*", rest) else ""
-
-
 def _item_lines(values: Mapping[str, Value], step: int = 2) -> list[str]:
     out: list[str] = []
     for key in KEYS:
         value = values.get(key)
         if value is None or value == () or (key == "draft" and value is False):
             continue
-        out.extend(_render(key, value, step=step))
+        out.extend(render(key, value, step=step))
     return out
 
 
@@ -420,7 +310,7 @@ def _replace(region: _Region, changes: Mapping[str, Value], name: str) -> list[s
     """Return the item's region with `changes` written: only the changed keys' lines differ."""
     lines = list(region.own)
     newline = region.newline
-    keys = _keys(region.item, lines)
+    keys = keys_of(region.item, lines)
     indent = keys[0].column
     step = _step(lines[0], indent)
     by_name = {k.name: k for k in keys}
@@ -440,12 +330,12 @@ def _replace(region: _Region, changes: Mapping[str, Value], name: str) -> list[s
             edits.extend(_event_edits(lines, old, value, newline))
             continue
         style = old.value.style if isinstance(old.value, yaml.ScalarNode) else None
-        rendered = _render(key, value, style, step)
+        rendered = render(key, value, style, step)
         rendered[0] = lines[old.first][: old.column] + rendered[0]
         rendered[1:] = [(" " * indent + r if r else "") for r in rendered[1:]]
         if len(rendered) == 1:
-            rendered[0] += _trailing_comment(lines[old.last], old.value)
-        end = _line_end(lines[old.last]) or newline
+            rendered[0] += trailing_comment(lines[old.last], old.value)
+        end = line_end(lines[old.last]) or newline
         new = [r + newline for r in rendered[:-1]] + [rendered[-1] + end]
         edits.append((old.first, old.last + 1, new))
     added = [k for k in KEYS if k in changes and k not in by_name and changes[k] not in (None, ())]
@@ -454,8 +344,8 @@ def _replace(region: _Region, changes: Mapping[str, Value], name: str) -> list[s
         after = max(before, key=lambda k: k.last) if before else keys[-1]
         if not lines[after.last].endswith(("\n", "\r")):
             lines[after.last] += newline
-        rendered = [" " * indent + r if r else "" for r in _render(key, changes[key], step=step)]
-        edits.append((after.last + 1, after.last + 1, _join(rendered, newline)))
+        rendered = [" " * indent + r if r else "" for r in render(key, changes[key], step=step)]
+        edits.append((after.last + 1, after.last + 1, join_lines(rendered, newline)))
     # Bottom up, so that earlier line numbers still hold. At one line, a replacement goes first,
     # then the insertions there, the last key first (each lands before the one after it).
     order = sorted(
@@ -474,13 +364,13 @@ def _append(last: _Region, values: Mapping[str, Value]) -> tuple[list[str], int]
     nl = last.newline
     column = last.item.start_mark.column
     head = lines[0][:column]
-    end = _last_line(last.item, lines)
+    end = last_line(last.item, lines)
     rendered = _item_lines(values, _step(lines[0], column))
     new = [head + rendered[0], *[" " * column + r if r else "" for r in rendered[1:]]]
     blank = last.blank_before  # the file separates items with a blank line: so does this one
     if not lines[end].endswith(("\n", "\r")):
         lines[end] += nl
-    lines[end + 1 : end + 1] = ([nl] if blank else []) + _join(new, nl)
+    lines[end + 1 : end + 1] = ([nl] if blank else []) + join_lines(new, nl)
     return lines, end + 1 + blank
 
 
@@ -491,7 +381,7 @@ def _first_item(raw: bytes, values: Mapping[str, Value], name: str) -> tuple[lis
         raise EditError(f"{name} has no `items:` key; add `items:` at the end of the file")
     if isinstance(node, yaml.SequenceNode) and not node.flow_style:
         raise EditError(f"{name}:{key.start_mark.line + 1}: cannot find where items go")
-    lines, newline = _split(_decode(raw, name)), _newline(raw)
+    lines, newline = split_lines(decode(raw, name)), newline_of(raw)
     line = key.start_mark.line
     if node.end_mark.line != line:
         raise EditError(f"{name}:{line + 1}: write `items:` on one line to add the first item")
@@ -499,9 +389,9 @@ def _first_item(raw: bytes, values: Mapping[str, Value], name: str) -> tuple[lis
     rendered = _item_lines(values)
     head = " " * indent + "- "
     new = [head + rendered[0], *[" " * (indent + 2) + r if r else "" for r in rendered[1:]]]
-    end = _line_end(lines[line]) or newline
+    end = line_end(lines[line]) or newline
     lines[line] = " " * key.start_mark.column + "items:" + end
-    lines[line + 1 : line + 1] = _join(new, newline)
+    lines[line + 1 : line + 1] = join_lines(new, newline)
     return lines, line + 1
 
 
@@ -543,7 +433,7 @@ def append(raw: bytes, before: Catalogue, values: Mapping[str, Value], name: str
         own, at = _first_item(raw, values, name)
         new = "".join(own).encode("utf-8")
         start = at
-    proof = _Proof(new, own[at:], _newline(raw), start, name, before, set(KEYS))
+    proof = _Proof(new, own[at:], newline_of(raw), start, name, before, set(KEYS))
     return _prove(proof, len(before.items), values)
 
 
@@ -594,7 +484,7 @@ def _prove(proof: _Proof, index: int, wanted: Mapping[str, Value]) -> Edited:
         or after.newsletter != before.newsletter
         or grew not in (0, 1)
         or after.items[index].line != proof.start + 1
-        or list(map(_unplaced, others_before)) != list(map(_unplaced, others_after))
+        or list(map(unplaced, others_before)) != list(map(unplaced, others_after))
     ):
         raise EditError(
             f"writing item {index} of {name} would change other parts of the file; nothing was "
@@ -603,7 +493,7 @@ def _prove(proof: _Proof, index: int, wanted: Mapping[str, Value]) -> Edited:
     return Edited(new, after, index)
 
 
-def _unplaced(item: catalogues.Item) -> tuple[Any, ...]:
+def unplaced(item: catalogues.Item) -> tuple[Any, ...]:
     """Return what an item says, without where it is (lines shift below an edit)."""
     return (
         item.id,
@@ -631,13 +521,13 @@ def _first_difference(expected: Mapping[str, Value], got: Mapping[str, Value]) -
 
 def _reads_as_text(region: _Region, name: str, written: set[str]) -> None:
     """Check that a standard YAML reader takes each text of the item for text (not `NO`: false)."""
-    for key in _keys(region.item, region.own):
+    for key in keys_of(region.item, region.own):
         if key.name not in written:
             continue  # as the file had it: not this edit's to judge
         if key.name == "event":
             _event_reads_as_text(key.value, region, name)
             continue
-        allowed = {_STR}
+        allowed = {STR}
         if key.name in _DATES:
             allowed.add("tag:yaml.org,2002:timestamp")
         if key.name == "draft":
@@ -743,7 +633,7 @@ def _known_event(value: Value) -> None:
 
 
 def _event_scalar(key: str, text: str, *, flow: bool = False, style: str | None = None) -> str:
-    return _scalar(_EVENT_AS.get(key, key), text, flow=flow, style=style)
+    return scalar(_EVENT_AS.get(key, key), text, flow=flow, style=style)
 
 
 def _render_event(value: Mapping[str, str], step: int) -> list[str]:
@@ -779,20 +669,20 @@ def _render_event_key(
     if isinstance(old, yaml.MappingNode):
         styles = {str(k.value): v.style for k, v in old.value if isinstance(v, yaml.ScalarNode)}
     if isinstance(old, yaml.MappingNode) and old.flow_style:
-        inner = ", ".join(f"{k}: {_scalar(k, t, flow=True, style=styles.get(k))}" for k, t in parts)
+        inner = ", ".join(f"{k}: {scalar(k, t, flow=True, style=styles.get(k))}" for k, t in parts)
         return [f"location: {{{inner}}}"]
     pad = " " * step
-    return ["location:", *[f"{pad}{k}: {_scalar(k, t, style=styles.get(k))}" for k, t in parts]]
+    return ["location:", *[f"{pad}{k}: {scalar(k, t, style=styles.get(k))}" for k, t in parts]]
 
 
 def _event_edits(
-    lines: list[str], old: _Key, value: Mapping[str, str], newline: str
+    lines: list[str], old: Key, value: Mapping[str, str], newline: str
 ) -> list[tuple[int, int, list[str]]]:
     """Return the edits that turn the block event `old` into `value`: only the keys that
     change are rewritten (a comment on a line of its own, or after an unchanged value, stays);
     a removed key loses its lines, an added one goes after the key before it in order."""
     assert _is_block(old.value)  # noqa: S101 -- the caller checked
-    subs = _keys(old.value, lines)
+    subs = keys_of(old.value, lines)
     by_name = {k.name: k for k in subs}
     column = subs[0].column
     step = max(column - old.column, 1)
@@ -808,17 +698,17 @@ def _event_edits(
                 edits.append((sub.first, sub.last + 1, []))
             continue
         if sub is not None:
-            inner = _keys(sub.value, lines) if _is_block(sub.value) else []
+            inner = keys_of(sub.value, lines) if _is_block(sub.value) else []
             rendered = _render_event_key(
                 key, value, sub.value, inner[0].column - sub.column if inner else step
             )
             rendered[0] = lines[sub.first][: sub.column] + rendered[0]
             rendered[1:] = [" " * column + r for r in rendered[1:]]
             if len(rendered) == 1:
-                rendered[0] += _trailing_comment(lines[sub.last], sub.value)
-            end = _line_end(lines[sub.last]) or newline
+                rendered[0] += trailing_comment(lines[sub.last], sub.value)
+            end = line_end(lines[sub.last]) or newline
             edits.append(
-                (sub.first, sub.last + 1, [*_join(rendered[:-1], newline), rendered[-1] + end])
+                (sub.first, sub.last + 1, [*join_lines(rendered[:-1], newline), rendered[-1] + end])
             )
             continue
         earlier = [by_name[k] for k in _EVENT_LINES[: _EVENT_LINES.index(key)] if k in by_name]
@@ -829,7 +719,7 @@ def _event_edits(
                 lines[after.last] += newline
             at = after.last + 1
         rendered = [" " * column + r for r in _render_event_key(key, value, None, step)]
-        edits.append((at, at, _join(rendered, newline)))
+        edits.append((at, at, join_lines(rendered, newline)))
     return edits
 
 
@@ -844,7 +734,7 @@ def _event_reads_as_text(node: yaml.Node, region: _Region, name: str) -> None:
             else:
                 found.append((f"event.{key.value}", value))
     for field, value in found:
-        allowed = {_STR, _TIMESTAMP} if field in ("event.start", "event.end") else {_STR}
+        allowed = {STR, _TIMESTAMP} if field in ("event.start", "event.end") else {STR}
         if isinstance(value, yaml.ScalarNode) and value.tag not in allowed:
             raise EditError(
                 f"{name}:{region.start + value.start_mark.line + 1}: {field} would be read as "
@@ -860,159 +750,3 @@ def event_field(field: str) -> str:
     if field == "event.location.address":
         return "event.address"
     return field
-
-
-# A month's issue: `newsletter.issues."YYYY-MM"`, written as text like an item
-
-ISSUE_KEYS = ("intro", "items", "subject")
-
-
-@dataclass(frozen=True, slots=True)
-class IssueValues:
-    """What staff set for one month's issue; None (or no ids) leaves that key out."""
-
-    intro: str | None = None
-    items: tuple[str, ...] | None = None
-    subject: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EditedIssue:
-    """A catalogue's new bytes with one month's issue written, checked."""
-
-    raw: bytes
-    catalogue: Catalogue
-    plan: catalogues.IssuePlan | None  # None: the month's entry was removed
-
-
-def normal_issue(values: IssueValues) -> IssueValues:
-    """Return `values` as they are written and read back: texts stripped, empty ones None."""
-    intro = values.intro
-    if intro is not None:
-        intro = intro.replace("\r\n", "\n").replace("\r", "\n").strip()
-        intro = "\n".join(line if line.strip() else "" for line in intro.split("\n")) or None
-    subject = normal("subject", values.subject)
-    items = tuple(values.items) if values.items else None
-    return IssueValues(intro, items, subject if isinstance(subject, str) else None)
-
-
-def _issue_lines(month: str, values: IssueValues) -> list[str]:
-    """Return the month's entry (`"2025-11":` and its keys below it), without line ends."""
-    out = [f'"{month}":']
-    if values.intro is not None:
-        out += ["  " + line if line else "" for line in _render("intro", values.intro)]
-    if values.items:
-        ids = ", ".join(_scalar("id", i, flow=True) for i in values.items)
-        out.append(f"  items: [{ids}]")
-    if values.subject is not None:
-        out.append("  " + _render("subject", values.subject)[0])
-    return out
-
-
-def _indented(lines: list[str], column: int) -> list[str]:
-    return [" " * column + line if line else "" for line in lines]
-
-
-def _mapping_key(node: yaml.Node, name: str) -> tuple[yaml.ScalarNode, yaml.Node] | None:
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value == name:
-                return key, value
-    return None
-
-
-def _issue_splice(
-    raw: bytes, month: str, values: IssueValues, name: str
-) -> tuple[list[str], int, int, list[str]]:
-    """Return the file's lines and the edit to make: replace lines [first, stop) with `new`."""
-    text = _decode(raw, name)
-    try:
-        root = yaml.compose(text, Loader=yaml.CSafeLoader)
-    except yaml.YAMLError as exc:
-        raise EditError(f"{name} is not valid YAML; run `digest check` and fix it first") from exc
-    lines, nl = _split(text), _newline(raw)
-    found = _mapping_key(root, "newsletter") if root is not None else None
-    if found is None or not isinstance(found[1], yaml.MappingNode) or found[1].flow_style:
-        raise EditError(
-            f"{name} has no `newsletter:` block written one key a line; add one (the editors' "
-            "guide shows how) to shape an issue here"
-        )
-    block = found[1]
-    indent = block.value[0][0].start_mark.column
-    entry = [] if values == IssueValues() else _issue_lines(month, values)
-    issues = _mapping_key(block, "issues")
-    if issues is None:
-        at = _last_line(block, lines) + 1
-        new = [" " * indent + "issues:", *_indented(entry, indent + 2)] if entry else []
-        return lines, at, at, _join(new, nl)
-    key, node = issues
-    if isinstance(node, yaml.MappingNode) and node.flow_style and not node.value:
-        first, stop = key.start_mark.line, _last_line(node, lines) + 1
-        new = [" " * indent + "issues:", *_indented(entry, indent + 2)] if entry else []
-        return lines, first, stop, _join(new, nl)
-    if not isinstance(node, yaml.MappingNode) or node.flow_style:
-        raise EditError(
-            f"{name}:{key.start_mark.line + 1}: write `issues:` with one month a line (as the "
-            "editors' guide shows) to shape an issue here"
-        )
-    inner = node.value[0][0].start_mark.column
-    mine = _mapping_key(node, month)
-    if mine is None:
-        at = _last_line(node, lines) + 1
-        return lines, at, at, _join(_indented(entry, inner), nl)
-    if not entry and len(node.value) == 1:  # the only month: `issues:` goes with it
-        return lines, key.start_mark.line, _last_line(node, lines) + 1, []
-    first, stop = mine[0].start_mark.line, _last_line(mine[1], lines) + 1
-    return lines, first, stop, _join(_indented(entry, inner), nl)
-
-
-def write_issue(raw: bytes, before: Catalogue, month: str, values: IssueValues) -> EditedIssue:
-    """Return the catalogue with `newsletter.issues."<month>"` set to `values` (all empty: the
-    month's entry removed). Every other line stays byte-identical; the result is proved by
-    `catalogue.parse` and by the month's plan reading back as exactly what was written."""
-    name = before.path.name
-    values = normal_issue(values)
-    lines, first, stop, new = _issue_splice(raw, month, values, name)
-    if first > 0 and first == stop and not lines[first - 1].endswith(("\n", "\r")):
-        lines[first - 1] += _newline(raw)
-    lines[first:stop] = new
-    written = "".join(lines).encode("utf-8")
-    after = catalogues.parse(written, before.path, name)  # the one validator, lines and all
-    assert after.newsletter is not None  # noqa: S101 -- the block was found above
-    plan = after.newsletter.plan(Month.parse(month))
-    got = IssueValues(plan.intro, plan.items, plan.subject) if plan else IssueValues()
-    if got != values:
-        raise EditError(
-            f'writing newsletter.issues."{month}" of {name} would not read back as entered '
-            f"({values!r} came back as {got!r}); nothing was written. Please report this"
-        )
-    others = [dataclasses.replace(p, line=0) for p in after.newsletter.issues if p is not plan]
-    assert before.newsletter is not None  # noqa: S101 -- as above
-    kept = [dataclasses.replace(p, line=0) for p in before.newsletter.issues if p.month != month]
-    if (
-        after.publication != before.publication
-        or others != kept
-        or dataclasses.replace(after.newsletter, issues=())
-        != dataclasses.replace(before.newsletter, issues=())
-        or list(map(_unplaced, before.items)) != list(map(_unplaced, after.items))
-    ):
-        raise EditError(
-            f'writing newsletter.issues."{month}" of {name} would change other parts of the '
-            "file; nothing was written. Please report this"
-        )
-    return EditedIssue(written, after, plan)
-
-
-def issue_problems(error: CatalogueError, month: str) -> tuple[dict[str, list[str]], list[str]]:
-    """Split a check's problems into those of the month's issue fields and all the others."""
-    prefix = f'newsletter.issues."{month}"'
-    fields: dict[str, list[str]] = {}
-    other: list[str] = []
-    for problem in error.problems:
-        where = problem.path
-        if where == prefix or where.startswith(prefix + "."):
-            field = where[len(prefix) + 1 :].split("[", 1)[0] or "issue"
-            fields.setdefault(field if field in ISSUE_KEYS else "issue", []).append(problem.message)
-        else:
-            other.append(str(problem))
-    return fields, other
