@@ -130,7 +130,7 @@ def load(
     `state_path` is the command line's `--state`, which wins over DIGEST_STATE.
     """
     home = catalogue_path.parent
-    database_url, in_url = _database_url(environ.get("DIGEST_DATABASE_URL"))
+    database_url, in_url = parse_database_url(environ.get("DIGEST_DATABASE_URL"))
     state = (
         state_path
         or (home / in_url if in_url else None)
@@ -158,8 +158,14 @@ def load(
     )
 
 
-def _database_url(value: str | None) -> tuple[str | None, Path | None]:
-    """Return DIGEST_DATABASE_URL as (a PostgreSQL URL, None) or (None, an SQLite file's path)."""
+def parse_database_url(
+    value: str | None, name: str = "DIGEST_DATABASE_URL"
+) -> tuple[str | None, Path | None]:
+    """Return a database URL as (a PostgreSQL URL, None) or (None, an SQLite file's path).
+
+    The path is as written: relative ones are relative to the catalogue's folder. `name` is what
+    the error calls the value (the variable, or `--to`).
+    """
     from digest.send.database import is_postgresql, shown, sqlite_path
 
     url = _text(value)
@@ -169,15 +175,15 @@ def _database_url(value: str | None) -> tuple[str | None, Path | None]:
         return None, sqlite_path(url)
     parts = urlsplit(url)
     try:
-        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
-    except ValueError:
-        parts = parts._replace(netloc="")
-    if not is_postgresql(url) or not parts.hostname or len(parts.path) < 2:
+        port_ok, displayed = parts.port is None or parts.port > 0, shown(url)
+    except ValueError:  # a port that is not a number
+        port_ok, displayed = False, "(not shown: its port is not a number)"
+    if not is_postgresql(url) or not parts.hostname or len(parts.path) < 2 or not port_ok:
         raise DigestError(
-            f"DIGEST_DATABASE_URL {shown(url) if parts.netloc else '(not shown)'} is not a "
-            "database URL: give sqlite:///PATH for a file (sqlite:////srv/digest/state.sqlite3 "
-            "for an absolute path) or postgresql://user@host:5432/database for PostgreSQL (the "
-            "password in the URL, user:password@host, or in PGPASSWORD)"
+            f"{name} {displayed} is not a database URL: give sqlite:///PATH for a file "
+            "(sqlite:////srv/digest/state.sqlite3 for an absolute path) or "
+            "postgresql://user@host:5432/database for PostgreSQL (the password in the URL, "
+            "user:password@host, or in PGPASSWORD)"
         )
     return url, None
 

@@ -115,6 +115,9 @@ class Database:
         """Return whether `error` is a refusal for a lock another program holds."""
         raise NotImplementedError
 
+    def renumber(self) -> None:
+        """After rows were copied in with their numbers: let the next insert number after them."""
+
     def tables(self) -> set[str]:
         """Return the names of the tables in the database (its current schema)."""
         raise NotImplementedError
@@ -234,6 +237,19 @@ class PostgreSQLDatabase(Database):
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
         ).fetchall()
         return {row[0] for row in rows}
+
+    def renumber(self) -> None:
+        """Move each identity column's sequence past the largest number the table holds."""
+        identities = self.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND is_identity = 'YES'"
+        ).fetchall()
+        for table, column in identities:
+            self.execute(
+                f"SELECT setval(pg_get_serial_sequence(?, ?), COALESCE(MAX({column}), 0) + 1, "  # noqa: S608
+                f"false) FROM {table}",
+                (table, column),
+            )
 
     def columns(self, table: str) -> list[str]:
         """Return the columns of `table`, in order."""
