@@ -109,9 +109,13 @@ def copy(catalogue_path: Path, state_path: Path | None, to: str) -> None:
     counts = database.copy(_settings(catalogue_path, state_path), to)
     width = max(len(table) for table, _ in counts)
     for table, rows in counts:
-        click.echo(f"  {table:<{width}}  {plural(rows, 'row')}")
+        click.echo(f"  {table:<{width}}  {_rows(rows)}")
     total = sum(rows for _, rows in counts)
     click.echo(
-        f"Copied {plural(len(counts), 'table')} ({plural(total, 'row')}), every count the same "
-        "on both sides."
+        f"Copied {plural(len(counts), 'table')} ({_rows(total)}), every count the same on both "
+        "sides."
     )
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row{'' if count == 1 else 's'}"
