@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -10,9 +12,9 @@ import pytest
 
 from conftest import free_port
 from digest.app import settings as settings_module
-from digest.errors import DeliveryError, DigestError
+from digest.errors import DeliveryError, DigestError, LedgerBusyError
 from digest.send import migrations
-from digest.send.database import to_postgresql
+from digest.send.database import WRITE_LOCK, to_postgresql
 from digest.send.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger, Mark, Status
 from pgserver import PASSWORD, PostgreSQL
 
@@ -180,3 +182,62 @@ def test_an_sqlite_url_names_the_file_beside_the_catalogue(tmp_path: Path) -> No
     env = {"DIGEST_DATABASE_URL": "postgresql://digest@db.internal:5433/digest"}
     loaded = settings_module.load(tmp_path / "items.yaml", env)
     assert loaded.database_url == "postgresql://digest@db.internal:5433/digest"
+
+
+def test_a_write_lock_held_elsewhere_is_waited_for_then_refused_by_url(
+    postgresql: PostgreSQL,
+) -> None:
+    """Another digest's transaction on the shared database is waited for, said, then named."""
+    url = postgresql.database()
+    told: list[tuple[Path, float]] = []
+    ledger = Ledger(
+        Path("state.sqlite3"), url=url, busy_timeout=1, on_busy=lambda *s: told.append(s)
+    )
+    other = psycopg.connect(url)  # not autocommit: the lock stays until the rollback
+    try:
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        with pytest.raises(LedgerBusyError) as raised:
+            ledger.enrol(NOV, [("a@example.org", "a@example.org", None, "*")])
+        assert raised.value.path == url
+        assert told == [(Path("state.sqlite3"), 1)]
+        other.rollback()
+        ledger.enrol(NOV, [("a@example.org", "a@example.org", None, "*")])
+        assert len(ledger.deliveries(NOV)) == 1
+    finally:
+        other.close()
+        ledger.close()
+
+
+def test_a_row_locked_by_another_program_is_waited_for_too(postgresql: PostgreSQL) -> None:
+    """A single statement blocked by someone's open transaction gives up as on SQLite."""
+    url = postgresql.database()
+    ledger = Ledger(Path("state.sqlite3"), url=url, busy_timeout=1)
+    ledger.enrol(NOV, [("a@example.org", "a@example.org", None, "*")])
+    other = psycopg.connect(url)
+    try:
+        other.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(LedgerBusyError):
+            ledger.record(NOV, [Mark("a@example.org", Status.SENDING, attempt=True)])
+        other.rollback()
+        ledger.record(NOV, [Mark("a@example.org", Status.SENDING, attempt=True)])
+        assert ledger.deliveries(NOV)[0].status is Status.SENDING
+    finally:
+        other.close()
+        ledger.close()
+
+
+def test_an_sqlite_run_never_imports_psycopg(tmp_path: Path) -> None:
+    """The default engine pays nothing for PostgreSQL at start (psycopg takes about 0.2 s)."""
+    script = (
+        "import sys, pathlib\n"
+        "from digest.cli import cli\n"
+        "from digest.app import sending, settings\n"
+        "loaded = settings.load(pathlib.Path(sys.argv[1]) / 'items.yaml', {})\n"
+        "loaded.ledger().close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'alembic')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout == "[]\n"
+    assert (tmp_path / ".digest" / "state.sqlite3").exists()
