@@ -54,6 +54,12 @@ def _no_token_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DIGEST_SMTP_TOKEN_COMMAND", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _no_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep a developer's own DIGEST_DATABASE_URL out of every test: tests choose the engine."""
+    monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
+
+
 @pytest.fixture
 def update_goldens(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-goldens"))
