@@ -12,10 +12,10 @@ import pytest
 
 from conftest import free_port
 from digest.app import settings as settings_module
-from digest.errors import DeliveryError, DigestError, LedgerBusyError
+from digest.errors import DeliveryError, DigestError, LedgerBusyError, SendBusyError
 from digest.send import migrations
 from digest.send.database import WRITE_LOCK, to_postgresql
-from digest.send.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger, Mark, Status
+from digest.send.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger, Mark, SendLock, Status
 from pgserver import PASSWORD, PostgreSQL
 
 NOV = "2025-11"
@@ -241,3 +241,34 @@ def test_an_sqlite_run_never_imports_psycopg(tmp_path: Path) -> None:
     )
     assert done.stdout == "[]\n"
     assert (tmp_path / ".digest" / "state.sqlite3").exists()
+
+
+def test_a_month_is_sent_from_one_machine_at_a_time(tmp_path: Path, postgresql: PostgreSQL) -> None:
+    """Two machines sharing the database (each its own lock folder) never send one month at once."""
+    url = postgresql.database()
+    here = Ledger(tmp_path / "here" / "state.sqlite3", url=url)
+    there = Ledger(tmp_path / "there" / "state.sqlite3", url=url)
+    try:
+        first = SendLock(here.path, NOV, here)
+        first.acquire("digest send by alice")
+        with pytest.raises(SendBusyError) as raised:
+            SendLock(there.path, NOV, there).acquire("digest send by bob")
+        assert str(raised.value) == (
+            f"another send of {NOV} is running on another machine that shares the state "
+            f"database {url}; wait for it to finish, or stop it, then run this again"
+        )
+        with SendLock(there.path, "2025-12", there) as december:  # another month goes ahead
+            december.acquire("digest send by bob")
+        first.release()
+        with SendLock(there.path, NOV, there) as second:
+            second.acquire("digest send by bob")
+        first.acquire("digest send by alice")
+        here.close()  # a killed sender's connection ends: PostgreSQL lets go of its lock
+        with psycopg.connect(url, autocommit=True) as waiter:  # once its server process has gone
+            waiter.execute("SET lock_timeout = '20s'")
+            waiter.execute("SELECT pg_advisory_lock(%s, 202511)", (0x64696773,))
+            waiter.execute("SELECT pg_advisory_unlock(%s, 202511)", (0x64696773,))
+        with SendLock(there.path, NOV, there) as third:
+            third.acquire("digest send by bob")
+    finally:
+        there.close()

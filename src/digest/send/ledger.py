@@ -639,6 +639,19 @@ class Ledger:
                 raise
             self._db.commit()
 
+    def lock_month(self, month: str) -> bool:
+        """Take PostgreSQL's session lock on sending `month`; return False if another has it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT pg_try_advisory_lock(?, ?)", (_SEND_LOCKS, _month_key(month))
+            ).fetchone()
+        return bool(row[0])
+
+    def unlock_month(self, month: str) -> None:
+        """Release `lock_month`'s lock."""
+        with self._lock:
+            self._db.execute("SELECT pg_advisory_unlock(?, ?)", (_SEND_LOCKS, _month_key(month)))
+
     # -- the frozen issue ----------------------------------------------------------------------
 
     def frozen(self, month: str) -> Frozen | None:
@@ -1014,13 +1027,16 @@ class SendLock:
     """One sender per month: an exclusive lock on a file beside the ledger.
 
     The operating system releases the lock when the holder exits, however it exits, so a killed
-    send never leaves a stale lock behind.
+    send never leaves a stale lock behind. Given the `ledger` and it is on PostgreSQL, the lock is
+    also a session advisory lock there, so that a send of the same month from another machine
+    sharing the database is refused too; PostgreSQL releases it when the connection ends.
     """
 
-    def __init__(self, ledger_path: Path, month: str) -> None:
+    def __init__(self, ledger_path: Path, month: str, ledger: Ledger | None = None) -> None:
         self.month = month
         self.path = _lock_path(ledger_path, month)
         self._handle: int | None = None
+        self._shared = ledger if ledger is not None and ledger.engine == POSTGRESQL else None
 
     def acquire(self, holder: str) -> None:
         """Take the lock or raise DeliveryError naming who holds it."""
@@ -1038,6 +1054,14 @@ class SendLock:
                 f"another send of {self.month} is running ({who}); wait for it to finish, "
                 f"or stop it, then run this again"
             ) from None
+        if self._shared is not None and not self._shared.lock_month(self.month):
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.close(handle)
+            raise SendBusyError(
+                f"another send of {self.month} is running on another machine that shares the "
+                f"state database {self._shared.where}; wait for it to finish, or stop it, then "
+                "run this again"
+            )
         os.ftruncate(handle, 0)
         description = f"pid {os.getpid()} on {socket.gethostname()}, {holder}, since {_now()}"
         os.pwrite(handle, description.encode(), 0)
@@ -1046,6 +1070,8 @@ class SendLock:
     def release(self) -> None:
         """Let the next sender in."""
         if self._handle is not None:
+            if self._shared is not None:
+                self._shared.unlock_month(self.month)
             os.ftruncate(self._handle, 0)
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             os.close(self._handle)
@@ -1092,6 +1118,14 @@ class SendLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+# The advisory locks of sends on PostgreSQL: (this number, the month as YYYYMM).
+_SEND_LOCKS = 0x64696773  # "digs"
+
+
+def _month_key(month: str) -> int:
+    return int(month.replace("-", "")) if month.replace("-", "").isdigit() else 0
 
 
 def _lock_path(ledger_path: Path, month: str) -> Path:
