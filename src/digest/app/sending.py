@@ -638,7 +638,6 @@ class _ledger:
     """Open the settings' ledger for a `with` block, and close it after."""
 
     def __init__(self, settings: Settings) -> None:
-
         self.ledger = settings.ledger()
 
     def __enter__(self) -> Ledger:
@@ -650,5 +649,4 @@ class _ledger:
 
 def _open_existing(settings: Settings) -> Ledger | None:
     """Open the ledger if it exists: looking never creates one."""
-
     return settings.ledger() if settings.has_state else None

@@ -324,7 +324,6 @@ class open_store:
     """Open the settings' ledger and its store for a `with` block, and close it after."""
 
     def __init__(self, settings: Settings, on_busy: OnBusy | None = None) -> None:
-
         self.ledger: Ledger = settings.ledger(busy_timeout=settings.ledger_wait, on_busy=on_busy)
 
     def __enter__(self) -> Store:
