@@ -32,8 +32,10 @@ from click.testing import CliRunner, Result
 from playwright.sync_api import Browser, sync_playwright
 
 from digest.cli import cli
+from digest.send.ledger import Ledger
 from dnsserver import DnsServer, Zone
 from imapserver import Account, Dovecot
+from pgserver import PostgreSQL, running
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +52,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _no_token_command(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep a developer's own DIGEST_SMTP_TOKEN_COMMAND out of every test; some set their own."""
     monkeypatch.delenv("DIGEST_SMTP_TOKEN_COMMAND", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep a developer's own DIGEST_DATABASE_URL out of every test: tests choose the engine."""
+    monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
 
 
 @pytest.fixture
@@ -528,3 +536,33 @@ def dovecot() -> Iterator[Dovecot]:
 def imap_user(dovecot: Dovecot) -> Account:
     """A fresh, empty mailbox on the session's Dovecot."""
     return dovecot.add_user()
+
+
+@pytest.fixture(scope="session")
+def postgresql() -> Iterator[PostgreSQL]:
+    """A real PostgreSQL cluster (tests/pgserver.py: initdb, pg_ctl) on loopback, for the run."""
+    with running(free_port()) as server:
+        yield server
+
+
+# The engines every ledger and store test runs on.
+ENGINES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=ENGINES)
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (the SQLite file beside the catalogue), or the URL of a new, empty PostgreSQL one."""
+    if request.param == "sqlite":
+        return None
+    server: PostgreSQL = request.getfixturevalue("postgresql")
+    return server.database()
+
+
+@pytest.fixture
+def open_ledger(tmp_path: Path, database_url: str | None) -> Callable[..., Ledger]:
+    """Open the test's state database (the same one each call) on the engine of the run."""
+
+    def opener(path: Path | None = None, **options: Any) -> Ledger:
+        return Ledger(path or tmp_path / "state" / "state.sqlite3", url=database_url, **options)
+
+    return opener

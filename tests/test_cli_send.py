@@ -298,8 +298,15 @@ def test_test_copies_to_one_address_in_two_cases_are_one(
 # -- SMTP ------------------------------------------------------------------------------------------
 
 
-def test_smtp_send_and_status(run: Callable[..., Result], smtp: SmtpServer) -> None:
-    """Staff would see a wrong count, or subscribers a missing or doubled digest."""
+def test_smtp_send_and_status(
+    run: Callable[..., Result],
+    smtp: SmtpServer,
+    database_url: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Staff would see a wrong count, or subscribers a missing or doubled digest (either engine)."""
+    if database_url is not None:
+        monkeypatch.setenv("DIGEST_DATABASE_URL", database_url)
     where = smtp.url
 
     result = run(*SEND, "--yes")

@@ -795,6 +795,40 @@ def test_one_click_unsubscribe_is_honoured_by_the_next_send(
     assert len(received) == READERS - 1
 
 
+def test_the_console_and_one_click_unsubscribe_work_on_either_engine(
+    project: Path, smtp_server: SmtpServer, database_url: str | None
+) -> None:
+    """On PostgreSQL as on SQLite: an unsubscribe is kept, counted, and skipped by the next send."""
+    app = console.create_app(
+        make_config(
+            project,
+            smtp_url=smtp_server.url,
+            public_url="https://digest.example.edu/",
+            database_url=database_url,
+        )
+    )
+    try:
+        staff = app.test_client()
+        assert log_in(staff) == 303
+        token = links().token("lee.kawai@example.org")
+        done = app.test_client().post(
+            f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}
+        )
+        assert done.status_code == 200
+        with Ledger(Path(".digest/state.sqlite3"), url=database_url) as ledger:
+            assert ledger.suppressed() == {"lee.kawai@example.org"}
+        assert "1 unsubscribed with one click" in staff.get("/").get_data(as_text=True)
+        assert start_send(staff) == 303
+        console.wait_for_jobs(app)
+        received = smtp_server.recorder.by_recipient()
+        assert "lee.kawai@example.org" not in received
+        assert len(received) == READERS - 1
+        with Ledger(Path(".digest/state.sqlite3"), url=database_url) as ledger:
+            assert ledger.months()[0].counts["sent"] == READERS - 1
+    finally:
+        console.wait_for_jobs(app)
+
+
 def test_sent_digest_carries_a_working_one_click_link(
     smtp_app: Flask, smtp_staff: FlaskClient, smtp_server: SmtpServer
 ) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import lxml.html
+import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 from hypothesis import HealthCheck, given, settings
@@ -77,8 +78,9 @@ def readers(listed: subscribers.SubscriberList) -> list[subscribers.Subscriber]:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    opened = Ledger(tmp_path / "state.sqlite3")
+def ledger(open_ledger: Callable[..., Ledger]) -> Iterator[Ledger]:
+    """A new ledger, on each engine (tests/conftest.py `database_url`)."""
+    opened = open_ledger()
     yield opened
     opened.close()
 
@@ -1265,10 +1267,13 @@ class Scripted:
     first line of content arrived and when its end did.
     """
 
-    def __init__(self, ledger_path: Path, messages: int, *, hold: bool = True) -> None:
+    def __init__(
+        self, ledger_path: Path, messages: int, *, hold: bool = True, url: str | None = None
+    ) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.ledger_path = ledger_path
+        self.url = url  # the PostgreSQL database, when the test runs there
         self.messages = messages
         self.hold = hold
         self.seen: list[tuple[str, dict[str, str], dict[str, str]]] = []
@@ -1277,6 +1282,10 @@ class Scripted:
         self.thread.start()
 
     def statuses(self) -> dict[str, str]:
+        """Return each address's status as another connection reads it: what is committed."""
+        if self.url is not None:
+            with psycopg.connect(self.url) as pg:
+                return dict(pg.execute("SELECT address, status FROM deliveries").fetchall())
         with sqlite3.connect(self.ledger_path) as db:
             return dict(db.execute("SELECT address, status FROM deliveries").fetchall())
 
@@ -1327,6 +1336,7 @@ def test_each_message_is_recorded_before_its_first_byte_and_after_its_reply(
     listed: subscribers.SubscriberList,
     readers: list[subscribers.Subscriber],
     ledger: Ledger,
+    database_url: str | None,
 ) -> None:
     """What a kill -9 at any moment leaves is safe to run again.
 
@@ -1335,7 +1345,7 @@ def test_each_message_is_recorded_before_its_first_byte_and_after_its_reply(
     the server holds the whole message unanswered; and it is `sent` before the next one starts.
     """
     plan = prepare(bundled, listed, ledger)
-    server = Scripted(ledger.path, len(readers))
+    server = Scripted(ledger.path, len(readers), url=database_url)
 
     summary = execute(plan, scripted_transport(server))
     server.join()
@@ -1355,13 +1365,14 @@ def test_the_next_envelope_goes_out_with_the_end_of_a_message(
     bundled: catalogue.Catalogue,
     readers: list[subscribers.Subscriber],
     ledger: Ledger,
+    database_url: str | None,
 ) -> None:
     """One round trip a message: the client does not wait for '250' before the next MAIL FROM.
 
     The scripted server answers a message only after the next one's envelope: were the client to
     wait, the send would time out and nothing would be `sent`.
     """
-    server = Scripted(ledger.path, 3)
+    server = Scripted(ledger.path, 3, url=database_url)
     first_three = subscribers.SubscriberList(tuple(readers[:3]), 0)
 
     summary = execute(prepare(bundled, first_three, ledger), scripted_transport(server))

@@ -6,10 +6,11 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from digest.errors import DeliveryError, LedgerBusyError
@@ -33,8 +34,9 @@ DEC = "2025-12"
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    opened = Ledger(tmp_path / "state" / "state.sqlite3")
+def ledger(open_ledger: Callable[..., Ledger]) -> Iterator[Ledger]:
+    """A new ledger, on each engine (tests/conftest.py `database_url`)."""
+    opened = open_ledger()
     yield opened
     opened.close()
 
@@ -90,7 +92,7 @@ def test_statuses_move_as_documented(ledger: Ledger) -> None:
 def test_unknown_status_is_refused(ledger: Ledger) -> None:
     """A typo in a status can never be written: the database checks it."""
     ledger.enrol(NOV, rows("a@example.org"))
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
         ledger.record(NOV, [Mark("a@example.org", "delivered")])
     assert view(ledger) == [("a@example.org", "pending", 0, None, None)]
 
@@ -213,14 +215,13 @@ def test_every_status_and_decision_can_be_written_and_read_back(ledger: Ledger) 
         assert ledger.runs(limit=1)[0].kind is kind
 
 
-def test_rows_survive_reopening(tmp_path: Path) -> None:
+def test_rows_survive_reopening(open_ledger: Callable[..., Ledger]) -> None:
     """What a run recorded is there for the next run, in a new process."""
-    path = tmp_path / "state.sqlite3"
-    first = Ledger(path)
+    first = open_ledger()
     first.enrol(NOV, rows("a@example.org"))
     first.record(NOV, [Mark("a@example.org", Status.SENDING, attempt=True)])
     first.close()
-    second = Ledger(path)
+    second = open_ledger()
     try:
         assert view(second) == [("a@example.org", "sending", 1, None, None)]
     finally:
@@ -412,9 +413,11 @@ def test_month_is_settled_once_everyone_still_subscribed_has_it(ledger: Ledger) 
     assert ledger.months()[0].counts == {**ledger.months()[0].counts, "sent": 1, "pending": 0}
 
 
-def test_a_logged_out_session_is_remembered_until_it_would_have_expired(tmp_path: Path) -> None:
+def test_a_logged_out_session_is_remembered_until_it_would_have_expired(
+    open_ledger: Callable[..., Ledger],
+) -> None:
     """The console refuses a logged-out session while its cookie could still be valid, no longer."""
-    ledger = Ledger(tmp_path / "state.sqlite3")
+    ledger = open_ledger()
     now = datetime(2025, 12, 1, 9, 0, tzinfo=UTC)
     ledger.record_logout("early", now, now + timedelta(hours=1))
     ledger.record_logout("late", now, now + timedelta(hours=12))
@@ -528,14 +531,15 @@ def test_accepted_messages_are_counted_across_months_and_a_resend(ledger: Ledger
     assert ledger.accepted_since(NOON - timedelta(days=30)) == 3
 
 
-def test_a_hold_is_kept_per_month_until_cleared_or_started_over(tmp_path: Path) -> None:
+def test_a_hold_is_kept_per_month_until_cleared_or_started_over(
+    open_ledger: Callable[..., Ledger],
+) -> None:
     """`digest status` can say which month waits for the daily limit, after a restart too."""
-    path = tmp_path / "state.sqlite3"
-    ledger = Ledger(path)
+    ledger = open_ledger()
     ledger.hold(NOV, 20, NOON)
     ledger.hold(DEC, 4, NOON + timedelta(minutes=1))
     ledger.close()
-    ledger = Ledger(path)
+    ledger = open_ledger()
     try:
         assert ledger.holds() == {
             DEC: (4, "2025-12-01T12:01:00+00:00"),
@@ -831,7 +835,7 @@ def test_database_of_another_program_is_refused(tmp_path: Path) -> None:
         Ledger(path)
     assert str(raised.value) == (
         f"{path}: is not a delivery ledger (it holds other tables: parts); give --state (or "
-        "DIGEST_STATE) the ledger's path, or a new file's"
+        "DIGEST_STATE, DIGEST_DATABASE_URL) the ledger's, or a new one"
     )
     assert list(columns(path)) == ["parts"]
 

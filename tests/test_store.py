@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,9 +21,9 @@ FILE = "subscribers.csv"
 
 
 @pytest.fixture
-def kept(tmp_path: Path) -> Iterator[Store]:
-    """A store in a new ledger."""
-    with Ledger(tmp_path / "state.sqlite3") as ledger:
+def kept(open_ledger: Callable[..., Ledger]) -> Iterator[Store]:
+    """A store in a new ledger, on each engine."""
+    with open_ledger() as ledger:
         yield Store(ledger)
 
 

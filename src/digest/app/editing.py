@@ -30,7 +30,7 @@ from digest.publish import catalogue as catalogues
 from digest.publish import editing, issue_editing
 from digest.publish.catalogue import Catalogue, Item
 from digest.publish.editing import Value
-from digest.send.ledger import Edit, Ledger
+from digest.send.ledger import Edit
 
 # What staff can do with an item on saving: keep its draft flag as given, or set where it stands.
 ACTIONS = ("save", "draft", "schedule", "publish", "retire")
@@ -178,7 +178,7 @@ def save_item(settings: Settings, request: Request, feeds_dir: Path, now: dateti
     _write(path, opened.version, edited.raw)
     after = editing.values_at(edited.raw, edited.catalogue, edited.index)
     version = version_of(edited.raw)
-    with Ledger(settings.state_path) as ledger:
+    with settings.ledger() as ledger:
         number = ledger.record_edit(
             item.id,
             request.staff,
@@ -322,9 +322,9 @@ def _rebuild(
 
 def history(settings: Settings, item_id: str | None = None) -> list[Edit]:
     """Return the saves recorded for `item_id` (every item's when None), newest first."""
-    if not settings.state_path.exists():
+    if not settings.has_state:
         return []
-    with Ledger(settings.state_path) as ledger:
+    with settings.ledger() as ledger:
         return ledger.edits(item_id)
 
 
@@ -334,7 +334,7 @@ def revert(settings: Settings, number: int, staff: str, feeds_dir: Path, now: da
     Reverting the save that created an item makes it a draft: its id may be in readers' feeds,
     so it is retired rather than deleted.
     """
-    with Ledger(settings.state_path) as ledger:
+    with settings.ledger() as ledger:
         found = ledger.edit(number)
     if found is None:
         raise DigestError(f"there is no save number {number} in the history")
@@ -483,7 +483,7 @@ def save_issue(
     _write(path, opened.version, edited.raw)
     version = version_of(edited.raw)
     after = issue_editing.normal_issue(request.values)
-    with Ledger(settings.state_path) as ledger:
+    with settings.ledger() as ledger:
         number = ledger.record_edit(
             f"issue {request.month}",
             request.staff,

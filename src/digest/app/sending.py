@@ -150,7 +150,7 @@ def plan(settings: Settings, month: Month, now: datetime) -> Planned:
     listed = subscribing.directory(settings, catalogue, listed, now, write=False, warn=_quiet)
     via = settings_transport(settings, month).describe()
     links = signup.preferences_links(settings, now)
-    with Ledger(settings.state_path) as ledger:
+    with settings.ledger() as ledger:
         gone = ledger.suppressed()
         if not settings.uses_outbox:
             made = delivery.prepare(
@@ -237,7 +237,6 @@ def send_month(
     """
     from digest.mail import newsletter
     from digest.send import delivery
-    from digest.send.ledger import Ledger
 
     catalogue = load(settings, freeze=options.freeze)
     catalogue.mailing()
@@ -272,7 +271,7 @@ def send_month(
     if options.progress is not None:
         execute["progress"] = options.progress
     _, without = delivery.audience(chosen, found.listed)
-    ledger = Ledger(settings.state_path, busy_timeout=settings.ledger_wait, on_busy=options.on_busy)
+    ledger = settings.ledger(busy_timeout=settings.ledger_wait, on_busy=options.on_busy)
     try:
         try:
             result = delivery.send_month(
@@ -639,9 +638,7 @@ class _ledger:
     """Open the settings' ledger for a `with` block, and close it after."""
 
     def __init__(self, settings: Settings) -> None:
-        from digest.send.ledger import Ledger
-
-        self.ledger = Ledger(settings.state_path)
+        self.ledger = settings.ledger()
 
     def __enter__(self) -> Ledger:
         return self.ledger
@@ -652,6 +649,4 @@ class _ledger:
 
 def _open_existing(settings: Settings) -> Ledger | None:
     """Open the ledger if it exists: looking never creates one."""
-    from digest.send.ledger import Ledger
-
-    return Ledger(settings.state_path) if settings.state_path.exists() else None
+    return settings.ledger() if settings.has_state else None

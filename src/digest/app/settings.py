@@ -13,9 +13,13 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from digest.errors import DigestError
+
+if TYPE_CHECKING:
+    from digest.send.ledger import Ledger
 
 # The variables read, with what each is for: `digest --help` and the IT guide list the same.
 VARIABLES = {
@@ -26,6 +30,10 @@ VARIABLES = {
         "access token (msal, oauth2l, a vault), run in the catalogue's folder"
     ),
     "DIGEST_STATE": "the state database (default .digest/state.sqlite3 beside the catalogue)",
+    "DIGEST_DATABASE_URL": (
+        "the state database as a URL: sqlite:///PATH (a file, the default) or "
+        "postgresql://user@host:5432/db (password in the URL or PGPASSWORD)"
+    ),
     "DIGEST_PUBLIC_URL": "the https:// address where `digest serve` is reached from outside",
     "DIGEST_SECRET_KEY": "signs console sessions and unsubscribe links (32+ characters)",
     "DIGEST_CONSOLE_PASSWORD": "the staff console's password",
@@ -60,6 +68,20 @@ class Settings:
     dns_server: tuple[str, int] | None = None  # DIGEST_DNS_SERVER; None: the system's resolver
     editor_git_commit: bool = False  # DIGEST_EDITOR_GIT_COMMIT: commit each console save
     imap_password: str | None = field(default=None, repr=False)  # DIGEST_IMAP_PASSWORD
+    # DIGEST_DATABASE_URL when it names PostgreSQL; None: the SQLite file `state_path`. With
+    # PostgreSQL, `state_path`'s folder still holds this machine's send locks.
+    database_url: str | None = field(default=None, repr=False)
+
+    @property
+    def has_state(self) -> bool:
+        """Return whether there is a state database to read (a PostgreSQL one always is)."""
+        return self.database_url is not None or self.state_path.exists()
+
+    def ledger(self, **options: Any) -> Ledger:
+        """Open the state database: `Ledger(state_path, url=database_url, **options)`."""
+        from digest.send.ledger import Ledger
+
+        return Ledger(self.state_path, url=self.database_url, **options)
 
     @property
     def home(self) -> Path:
@@ -108,7 +130,13 @@ def load(
     `state_path` is the command line's `--state`, which wins over DIGEST_STATE.
     """
     home = catalogue_path.parent
-    state = state_path or _path(environ.get("DIGEST_STATE")) or home / ".digest" / "state.sqlite3"
+    database_url, in_url = parse_database_url(environ.get("DIGEST_DATABASE_URL"))
+    state = (
+        state_path
+        or (home / in_url if in_url else None)
+        or _path(environ.get("DIGEST_STATE"))
+        or home / ".digest" / "state.sqlite3"
+    )
     return Settings(
         catalogue_path=catalogue_path,
         state_path=state,
@@ -126,7 +154,38 @@ def load(
             environ.get("DIGEST_EDITOR_GIT_COMMIT"), "DIGEST_EDITOR_GIT_COMMIT"
         ),
         imap_password=environ.get("DIGEST_IMAP_PASSWORD") or None,
+        database_url=database_url,
     )
+
+
+def parse_database_url(
+    value: str | None, name: str = "DIGEST_DATABASE_URL"
+) -> tuple[str | None, Path | None]:
+    """Return a database URL as (a PostgreSQL URL, None) or (None, an SQLite file's path).
+
+    The path is as written: relative ones are relative to the catalogue's folder. `name` is what
+    the error calls the value (the variable, or `--to`).
+    """
+    from digest.send.database import is_postgresql, shown, sqlite_path
+
+    url = _text(value)
+    if url is None:
+        return None, None
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return None, sqlite_path(url)
+    parts = urlsplit(url)
+    try:
+        port_ok, displayed = parts.port is None or parts.port > 0, shown(url)
+    except ValueError:  # a port that is not a number
+        port_ok, displayed = False, "(not shown: its port is not a number)"
+    if not is_postgresql(url) or not parts.hostname or len(parts.path) < 2 or not port_ok:
+        raise DigestError(
+            f"{name} {displayed} is not a database URL: give sqlite:///PATH for a file "
+            "(sqlite:////srv/digest/state.sqlite3 for an absolute path) or "
+            "postgresql://user@host:5432/database for PostgreSQL (the password in the URL, "
+            "user:password@host, or in PGPASSWORD)"
+        )
+    return url, None
 
 
 def _beside(home: Path, path: Path | None) -> Path | None:

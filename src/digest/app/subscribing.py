@@ -314,7 +314,7 @@ def _address(email: str, check: Callable[[str], str]) -> str:
 
 def _peek(settings: Settings) -> dict[str, Subscription]:
     """Return the store's rows; an absent ledger is an empty store (looking creates nothing)."""
-    if not settings.state_path.exists():
+    if not settings.has_state:
         return {}
     with open_store(settings) as kept:
         return kept.rows()
@@ -324,11 +324,7 @@ class open_store:
     """Open the settings' ledger and its store for a `with` block, and close it after."""
 
     def __init__(self, settings: Settings, on_busy: OnBusy | None = None) -> None:
-        from digest.send.ledger import Ledger
-
-        self.ledger: Ledger = Ledger(
-            settings.state_path, busy_timeout=settings.ledger_wait, on_busy=on_busy
-        )
+        self.ledger: Ledger = settings.ledger(busy_timeout=settings.ledger_wait, on_busy=on_busy)
 
     def __enter__(self) -> Store:
         from digest.send.store import Store

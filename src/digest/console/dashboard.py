@@ -33,7 +33,7 @@ def dashboard() -> str:
     context["listed"], context["list_problems"], context["list_name"] = None, [], None
     context["next_run"] = None
     context["months"] = []
-    ledger = open_ledger(config.state_path)
+    ledger = open_ledger(config.state_path, config.database_url)
     try:
         context["runs"] = ledger.runs(limit=10) if ledger else []
         context["suppressed"] = len(ledger.suppressed()) if ledger else 0

@@ -222,7 +222,7 @@ def history(month: str) -> str:
     config = console().config
     chosen_month = month_of(month)
     key = str(chosen_month)
-    ledger = open_ledger(config.state_path)
+    ledger = open_ledger(config.state_path, config.database_url)
     try:
         status = next((m for m in ledger.months() if m.month == key), None) if ledger else None
         runs = ledger.runs(key) if ledger else []

@@ -67,7 +67,7 @@ def unsubscribe_post(token: str) -> tuple[str, int]:
     address = config.links.address(token)
     if address is None:
         return render_template("unsubscribe.html", address=None, done=False), 400
-    ledger = Ledger(config.state_path)
+    ledger = Ledger(config.state_path, url=config.database_url)
     try:
         ledger.suppress(address, "one-click")
     finally:

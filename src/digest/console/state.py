@@ -57,6 +57,8 @@ class Config:
     outbox: Path = Path("outbox")
     # DIGEST_EDITOR_GIT_COMMIT: each save of the editor is committed when the folder is in git.
     git_commit: bool = False
+    # DIGEST_DATABASE_URL when it names PostgreSQL (None: the SQLite file `state_path`).
+    database_url: str | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, settings: Settings, feeds_dir: Path, clock: Callable[[], datetime]) -> Config:
@@ -84,6 +86,7 @@ class Config:
             trusted_proxies=settings.trusted_proxies,
             outbox=settings.outbox,
             git_commit=settings.editor_git_commit,
+            database_url=settings.database_url,
         )
 
     @property
@@ -101,6 +104,7 @@ class Config:
             console_password=self.password,
             trusted_proxies=self.trusted_proxies,
             editor_git_commit=self.git_commit,
+            database_url=self.database_url,
         )
 
     @property
@@ -219,7 +223,7 @@ class Console:
         self.site_url: tuple[tuple[int, int], str] | None = None
         # Sessions logged out before they expired: a copy of the cookie opens nothing. Kept in the
         # ledger too, so that a restart with the same key does not bring them back.
-        ledger = open_ledger(config.state_path)
+        ledger = open_ledger(config.state_path, config.database_url)
         try:
             self.logged_out = ledger.logouts(config.clock()) if ledger else set()
         finally:
@@ -242,7 +246,7 @@ class Console:
     def log_out(self, session_id: str) -> None:
         """End `session_id` for good, here and in the ledger."""
         self.logged_out.add(session_id)
-        ledger = Ledger(self.config.state_path)
+        ledger = Ledger(self.config.state_path, url=self.config.database_url)
         try:
             now = self.config.clock()
             ledger.record_logout(session_id, now, now + self.config.session_lifetime)
@@ -401,6 +405,9 @@ class Console:
                 self.locked_out(other, now)
 
 
-def open_ledger(path: Path) -> Ledger | None:
-    """Open the ledger if it exists: looking at the console never creates one."""
-    return Ledger(path) if path.exists() else None
+def open_ledger(path: Path, url: str | None = None) -> Ledger | None:
+    """Open the ledger if it exists: looking at the console never creates one.
+
+    `url`: DIGEST_DATABASE_URL when it names PostgreSQL, which is there whenever it is set.
+    """
+    return Ledger(path, url=url) if url is not None or path.exists() else None

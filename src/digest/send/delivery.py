@@ -1133,7 +1133,7 @@ def send_month(
         limits = Limits(connections=limits.connections)
     key = str(month)
     kind = RunKind.REHEARSAL if rehearsal else RunKind.RESEND if resend else RunKind.SEND
-    with SendLock(ledger.path, key) as lock, _deliveries(ledger, rehearsal) as state:
+    with SendLock(ledger.path, key, ledger) as lock, _deliveries(ledger, rehearsal) as state:
         lock.acquire(holder)
         if rehearsal:  # as the real send would be: without those who unsubscribed
             subscribers = without_suppressed(subscribers, ledger.suppressed())

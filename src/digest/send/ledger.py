@@ -1,4 +1,7 @@
-"""The delivery ledger: what was sent to whom, kept in SQLite so that no crash loses or repeats it.
+"""The delivery ledger: what was sent to whom, kept so that no crash loses or repeats it.
+
+The state database is an SQLite file or, with DIGEST_DATABASE_URL, a PostgreSQL database
+(`digest.send.database`); the SQL here is the same for both.
 
 Every (month, recipient) has one row that moves pending -> sending -> sent | failed | deferred.
 `sending` is committed before the message's DATA goes out and `sent` only after the server accepted
@@ -11,9 +14,9 @@ Every attempt at one copy carries the same Message-ID; a new copy carries a new 
 Only what an SMTP server accepted is recorded here. A rehearsal (the outbox) runs against a
 throwaway ledger in memory (`Ledger.scratch`) and leaves nothing here but its `runs` row.
 
-The database runs in WAL mode with synchronous=NORMAL: a commit survives the death of the process
-(kill -9 included) without an fsync per message. A power cut can lose the last few commits; the
-recipients concerned are then sent again, with the same Message-ID.
+An SQLite database runs in WAL mode with synchronous=NORMAL: a commit survives the death of the
+process (kill -9 included) without an fsync per message. A power cut can lose the last few
+commits; the recipients concerned are then sent again, with the same Message-ID.
 
 Another program holding the database locked (an sqlite3 shell with a transaction open, say) is
 waited for, `busy_timeout` seconds, with word to `on_busy` after the first; then LedgerBusyError.
@@ -27,7 +30,6 @@ import json
 import os
 import re
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -39,13 +41,15 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from digest.errors import DeliveryError, LedgerBusyError, SendBusyError
+from digest.send import migrations
+from digest.send.database import POSTGRESQL, Database, connect
+from digest.send.migrations import Migration
 from digest.send.store import SCHEMA_3 as _STORE_SCHEMA
 
 T = TypeVar("T")
 # How long SQLite itself waits for a lock before the ledger hears of it, says so, and tries again.
 _SLICE = 0.5
 
-SCHEMA_VERSION = 4  # 3: the subscriber store; 4: the editor's history
 # What SendLock.acquire writes into the lock file: "pid 123 on host, holder, since ...".
 _HOLDER = re.compile(r"pid (\d+) on ([^,]+),")
 
@@ -183,7 +187,10 @@ _DECISIONS_2 = """CREATE TABLE {name} (
 )"""
 
 # The months whose every run wrote to outbox/: nobody was emailed them.
-_ONLY_REHEARSED = "SELECT month FROM runs GROUP BY month HAVING MIN(kind = 'rehearsal') = 1"
+_ONLY_REHEARSED = (
+    "SELECT month FROM runs GROUP BY month "
+    "HAVING MIN(CASE WHEN kind = 'rehearsal' THEN 1 ELSE 0 END) = 1"
+)
 
 # From version 1 to 2, in one transaction: copies of a resend (each with its own Message-ID) and
 # the earlier ones kept; runs say whether they were rehearsals; decisions as a kind and a detail.
@@ -227,51 +234,6 @@ _UPGRADE_1_TO_2 = (
     f"AND month IN ({_ONLY_REHEARSED})",
 )
 
-# A new file: what version 1 plus the upgrade make, column for column.
-_SCHEMA_2 = (
-    """CREATE TABLE issues (
-    month TEXT PRIMARY KEY,
-    content_hash TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    items INTEGER NOT NULL,
-    frozen_at TEXT NOT NULL,
-    resends INTEGER NOT NULL DEFAULT 0
-)""",
-    _SCHEMA_1[1].replace(" IF NOT EXISTS", ""),
-    """CREATE TABLE deliveries (
-    month TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    address TEXT NOT NULL,
-    name TEXT,
-    selection TEXT NOT NULL,
-    status TEXT NOT NULL
-        CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'deferred')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_code INTEGER,
-    last_reply TEXT,
-    updated_at TEXT NOT NULL,
-    copy INTEGER NOT NULL DEFAULT 0 CHECK (copy >= 0),
-    PRIMARY KEY (month, recipient)
-)""",
-    _DECISIONS_2.format(name="decisions"),
-    """CREATE TABLE runs (
-    id INTEGER PRIMARY KEY,
-    month TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    transport TEXT NOT NULL,
-    started_by TEXT NOT NULL,
-    sent INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0,
-    deferred INTEGER NOT NULL DEFAULT 0,
-    already INTEGER NOT NULL DEFAULT 0,
-    kind TEXT NOT NULL DEFAULT 'send' CHECK (kind IN ('send', 'resend', 'rehearsal'))
-)""",
-    _SCHEMA_1[5].replace(" IF NOT EXISTS", ""),
-    _SCHEMA_1[6].replace(" IF NOT EXISTS", ""),
-    _COPIES,
-)
-
 # The relay's daily limit: `holds` is a month whose last run stopped at the limit, how many it
 # left waiting, and until when. What the relay accepted is not logged apart: a row marked `sent`
 # keeps that moment in `updated_at`, and a copy a --resend replaced keeps it in `copies`, so
@@ -301,6 +263,30 @@ _EDITS_SCHEMA = (
 )""",
     "CREATE INDEX IF NOT EXISTS edits_by_item ON edits (item, id)",
 )
+
+# The migrations, oldest first: version N is what migration N makes of version N-1, and a new,
+# empty database runs them all. To change the schema, append one (docs/developers.md says how);
+# never edit one that shipped, since databases at its version exist.
+MIGRATIONS = (
+    # PostgreSQL has no rowid: `deliveries` gets one, numbered as rows are enrolled, so that
+    # `ORDER BY rowid` means the same on both engines.
+    Migration(
+        1,
+        "the ledger: issues, renders, deliveries, decisions, runs, suppressions, logouts",
+        _SCHEMA_1,
+        postgresql=(
+            "ALTER TABLE deliveries ADD COLUMN rowid BIGINT GENERATED BY DEFAULT AS IDENTITY",
+        ),
+    ),
+    Migration(
+        2,
+        "resends (copies), rehearsals, decisions by kind, the daily limit's holds",
+        _UPGRADE_1_TO_2 + _LIMITS_SCHEMA,
+    ),
+    Migration(3, "the subscriber store: subscribers and their history", _STORE_SCHEMA),
+    Migration(4, "the editor's history: edits", _EDITS_SCHEMA),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,8 +418,9 @@ _MARK = (
 
 # Several rows at once: (recipient, status, attempt, code, reply) in VALUES' column1..column5.
 _MARKS = (
-    "UPDATE deliveries SET status = m.column2, attempts = attempts + m.column3, "
-    "last_code = COALESCE(m.column4, last_code), last_reply = COALESCE(m.column5, last_reply), "
+    "UPDATE deliveries SET status = m.column2, attempts = attempts + CAST(m.column3 AS INTEGER), "
+    "last_code = COALESCE(CAST(m.column4 AS INTEGER), last_code), "
+    "last_reply = COALESCE(m.column5, last_reply), "
     "updated_at = ? FROM (VALUES {rows}) AS m WHERE month = ? AND recipient = m.column1"
 )
 
@@ -484,37 +471,35 @@ _EDIT = "SELECT id, item, staff, at, action, diff, before, after, version FROM e
 
 
 class Ledger:
-    """The SQLite state file; one instance per process, safe to share between threads.
+    """The state database; one instance per process, safe to share between threads.
 
     Use it as a context manager (`with Ledger(path) as ledger:`), or call `close`.
+    `url`: DIGEST_DATABASE_URL when it names PostgreSQL (`path` then only places the send locks);
+    None (or an sqlite:/// URL, which settings turn into `path`) opens the SQLite file `path`.
     `busy_timeout`: how many seconds to wait for a database another program has locked;
-    `on_busy(path, busy_timeout)` is told once a wait has begun (a person may be able to end it).
-    An older ledger is upgraded as it is opened, in one transaction; a newer one is refused.
+    `on_busy(where, busy_timeout)` is told once a wait has begun (a person may be able to end it).
+    A new, empty database is brought to the current schema as it is opened, and so is an older
+    SQLite file, in one transaction; an older PostgreSQL database is refused with word to run
+    `digest db upgrade` (unless `upgrade`, which is how that command opens it), a newer one always.
     """
 
     def __init__(
         self,
         path: Path,
         *,
+        url: str | None = None,
         busy_timeout: float = 30.0,
         on_busy: Callable[[Path, float], None] | None = None,
+        upgrade: bool = False,
     ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self.on_busy = on_busy
         self._lock = threading.Lock()
+        self._db: Database = connect(path, url, wait=min(_SLICE, busy_timeout))
+        self.where = self._db.shown  # the file, or the URL without its password
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                path,
-                timeout=min(_SLICE, busy_timeout),
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except (sqlite3.Error, OSError) as exc:  # OSError: its directory cannot be made
-            raise DeliveryError(f"{path}: cannot open the delivery ledger: {exc}") from exc
-        try:
-            self._open()
+            self._open(upgrade)
         except BaseException:
             self._db.close()
             raise
@@ -524,17 +509,29 @@ class Ledger:
         """Return a throwaway ledger in memory: a rehearsal's, which no later send ever reads."""
         return cls(Path(":memory:"))
 
-    def _open(self) -> None:
-        """Check the version; bring an older ledger (or a new, empty file) up to this one."""
+    @property
+    def engine(self) -> str:
+        """Return "sqlite" or "postgresql"."""
+        return self._db.engine
+
+    @property
+    def database(self) -> Database:
+        """Return the connection, for `digest db` (copy, status): nothing else speaks to it."""
+        return self._db
+
+    def _open(self, upgrade: bool) -> None:
+        """Check the version; bring an older ledger (or a new, empty one) up to this one."""
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            if self._db.engine != POSTGRESQL:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
             version = self._version()
-        except sqlite3.Error as exc:
-            raise DeliveryError(f"{self.path}: cannot open the delivery ledger: {exc}") from exc
+        except self._db.errors as exc:
+            raise DeliveryError(f"{self.where}: cannot open the delivery ledger: {exc}") from exc
         self._refuse_newer(version)
         if version == SCHEMA_VERSION:
             return  # nothing to write: a ledger another program keeps locked still opens
+        self._refuse_older(version, upgrade)
         try:
             with self._transaction() as db:
                 # Again, under the write lock: another process may have upgraded it meanwhile.
@@ -542,46 +539,47 @@ class Ledger:
                 self._refuse_newer(version)
                 if version < SCHEMA_VERSION:
                     self._upgrade(db, version)
-        except sqlite3.Error as exc:
+        except self._db.errors as exc:
             raise DeliveryError(
-                f"{self.path}: cannot upgrade the delivery ledger from schema {version} to "
+                f"{self.where}: cannot upgrade the delivery ledger from schema {version} to "
                 f"{SCHEMA_VERSION} ({exc}); nothing in it was changed. Remove what is in the way "
                 "or move the file aside to start a new ledger"
             ) from exc
 
     def _version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        return migrations.version(self._db)
 
     def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise DeliveryError(
-                f"{self.path}: written by a newer digest (schema {version}); upgrade digest"
+                f"{self.where}: written by a newer digest (schema {version}); upgrade digest"
             )
 
-    def _upgrade(self, db: sqlite3.Connection, version: int) -> None:
+    def _refuse_older(self, version: int, upgrade: bool) -> None:
+        """Refuse a shared (PostgreSQL) database older than this code: an upgrade is deliberate.
+
+        A new, empty one (version 0, no tables) is made at once: a first run just works.
+        """
+        if upgrade or self._db.engine != POSTGRESQL or (version == 0 and not self._db.tables()):
+            return
+        raise DeliveryError(
+            f"{self.where}: the state database is at schema {version} and this digest needs "
+            f"{SCHEMA_VERSION}; nothing was changed. Back it up (pg_dump), stop every digest that "
+            "uses it, then run `digest db upgrade`"
+        )
+
+    def _upgrade(self, db: Database, version: int) -> None:
         """Bring the ledger from `version` to SCHEMA_VERSION, inside the caller's transaction."""
-        tables = {
-            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-        steps: tuple[str, ...] = ()
-        if version == 0 and not tables:
-            steps = _SCHEMA_2 + _LIMITS_SCHEMA  # a new file
-        elif version < 2:
-            if version == 0 and not tables <= _TABLES_1:
-                others = ", ".join(sorted(tables - _TABLES_1))
-                raise DeliveryError(
-                    f"{self.path}: is not a delivery ledger (it holds other tables: {others}); "
-                    "give --state (or DIGEST_STATE) the ledger's path, or a new file's"
-                )
-            # Version 0 with ledger tables: version 1 made them, then could not write its number.
-            # The daily limit's log and holds come last: after `deliveries` has its final shape.
-            steps = _SCHEMA_1 + _UPGRADE_1_TO_2 + _LIMITS_SCHEMA
-        if version < 3:  # Version 3: the subscriber store (digest.send.store), one step.
-            steps += _STORE_SCHEMA
-        steps += _EDITS_SCHEMA  # Version 4: the editor's history; every version below lacks it
-        for statement in steps:
-            db.execute(statement)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        tables = db.tables() - {migrations.VERSION_TABLE}
+        if version == 0 and not tables <= _TABLES_1:
+            others = ", ".join(sorted(tables - _TABLES_1))
+            raise DeliveryError(
+                f"{self.where}: is not a delivery ledger (it holds other tables: {others}); "
+                "give --state (or DIGEST_STATE, DIGEST_DATABASE_URL) the ledger's, or a new one"
+            )
+        # Version 0 with ledger tables: version 1 made them, then could not write its number;
+        # migration 1 makes only the tables it lacks.
+        migrations.apply(db, MIGRATIONS, version)
 
     def close(self) -> None:
         """Close the database."""
@@ -604,11 +602,11 @@ class Ledger:
         while True:
             try:
                 return work()
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            except self._db.errors as exc:
+                if not self._db.busy(exc):
                     raise
                 if time.monotonic() - started >= patience:
-                    raise LedgerBusyError(str(self.path), patience) from exc
+                    raise LedgerBusyError(self.where, patience) from exc
                 if not told and self.on_busy is not None:
                     told = True
                     self.on_busy(self.path, patience)
@@ -618,7 +616,7 @@ class Ledger:
         return self._rows(sql, parameters)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Database]:
         """Hold the write lock for a `with` block, committed at its end or rolled back."""
         with self._transaction() as db:
             yield db
@@ -630,16 +628,29 @@ class Ledger:
             return self._patiently(lambda: self._db.execute(sql, values).fetchall())
 
     @contextmanager
-    def _transaction(self, patience: float | None = None) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, patience: float | None = None) -> Iterator[Database]:
         with self._lock:
             # The write lock is taken here, at once, or not at all: nothing after it waits.
-            self._patiently(lambda: self._db.execute("BEGIN IMMEDIATE"), patience)
+            self._patiently(self._db.begin, patience)
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.rollback()
                 raise
-            self._db.execute("COMMIT")
+            self._db.commit()
+
+    def lock_month(self, month: str) -> bool:
+        """Take PostgreSQL's session lock on sending `month`; return False if another has it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT pg_try_advisory_lock(?, ?)", (_SEND_LOCKS, _month_key(month))
+            ).fetchone()
+        return bool(row[0])
+
+    def unlock_month(self, month: str) -> None:
+        """Release `lock_month`'s lock."""
+        with self._lock:
+            self._db.execute("SELECT pg_advisory_unlock(?, ?)", (_SEND_LOCKS, _month_key(month)))
 
     # -- the frozen issue ----------------------------------------------------------------------
 
@@ -652,8 +663,8 @@ class Ledger:
         """Record the issue about to be sent; return what is frozen (the earlier one if any)."""
         with self._transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO issues (month, content_hash, subject, items, frozen_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO issues (month, content_hash, subject, items, frozen_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (month, content_hash, subject, items, _now()),
             )
             row = db.execute(_ISSUE, (month,)).fetchone()
@@ -671,8 +682,8 @@ class Ledger:
         """Freeze a rendering; return the one kept (an earlier one wins)."""
         with self._transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO renders (month, selection, subject, html, text) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO renders (month, selection, subject, html, text) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (month, selection, render.subject, render.html, render.text),
             )
             row = db.execute(
@@ -719,7 +730,8 @@ class Ledger:
                 "INSERT INTO issues (month, content_hash, subject, items, frozen_at, resends) "
                 "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (month) DO UPDATE SET "
                 "content_hash = excluded.content_hash, subject = excluded.subject, "
-                "items = excluded.items, frozen_at = excluded.frozen_at, resends = resends + 1",
+                "items = excluded.items, frozen_at = excluded.frozen_at, "
+                "resends = issues.resends + 1",
                 (month, content_hash, subject, items, now),
             )
             row = db.execute(_ISSUE, (month,)).fetchone()
@@ -748,9 +760,10 @@ class Ledger:
         now = _now()
         with self._transaction() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO deliveries (month, recipient, address, name, selection, "
+                "INSERT INTO deliveries (month, recipient, address, name, selection, "
                 "status, updated_at, copy) VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT "
-                "COALESCE(MAX(copy) + 1, 0) FROM copies WHERE month = ? AND recipient = ?))",
+                "COALESCE(MAX(copy) + 1, 0) FROM copies WHERE month = ? AND recipient = ?)) "
+                "ON CONFLICT DO NOTHING",
                 ((month, r, a, n, s, Status.PENDING, now, month, r) for r, a, n, s in rows),
             )
 
@@ -805,14 +818,14 @@ class Ledger:
     def accepted_since(self, since: datetime) -> int:
         """Return how many messages servers accepted after `since`, of every month and copy."""
         at = stamp(since)
-        rows = self._rows(f"SELECT COUNT(*) FROM ({_ACCEPTED})", (at, at))  # noqa: S608
+        rows = self._rows(f"SELECT COUNT(*) FROM ({_ACCEPTED}) AS accepted", (at, at))  # noqa: S608
         return int(rows[0][0])
 
     def accepted_at(self, since: datetime, position: int) -> datetime | None:
         """Return when the `position`-th message accepted after `since` was (1: the oldest)."""
         at = stamp(since)
         rows = self._rows(
-            f"SELECT at FROM ({_ACCEPTED}) ORDER BY at LIMIT 1 OFFSET ?",  # noqa: S608
+            f"SELECT at FROM ({_ACCEPTED}) AS accepted ORDER BY at LIMIT 1 OFFSET ?",  # noqa: S608
             (at, at, position - 1),
         )
         return datetime.fromisoformat(rows[0][0]) if rows else None
@@ -825,7 +838,9 @@ class Ledger:
         with self._transaction() as db:
             if held and until is not None:
                 db.execute(
-                    "INSERT OR REPLACE INTO holds VALUES (?, ?, ?)", (month, held, stamp(until))
+                    "INSERT INTO holds (month, held, until) VALUES (?, ?, ?) ON CONFLICT (month) "
+                    "DO UPDATE SET held = excluded.held, until = excluded.until",
+                    (month, held, stamp(until)),
                 )
             else:
                 db.execute("DELETE FROM holds WHERE month = ?", (month,))
@@ -844,10 +859,10 @@ class Ledger:
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO runs (month, started_at, transport, started_by, kind) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (month, _now(), transport, started_by, kind),
             )
-            return int(cursor.lastrowid or 0)
+            return int(cursor.fetchone()[0])
 
     def finish_run(self, run: int, sent: int, failed: int, deferred: int, already: int) -> None:
         """Record how a send ended."""
@@ -862,7 +877,7 @@ class Ledger:
         """Return the newest sends and rehearsals (of `month`, or of every month), newest first."""
         rows = self._rows(
             "SELECT id, month, started_at, finished_at, transport, started_by, sent, failed, "
-            "deferred, already, kind FROM runs WHERE ? IS NULL OR month = ? "
+            "deferred, already, kind FROM runs WHERE CAST(? AS TEXT) IS NULL OR month = ? "
             "ORDER BY id DESC LIMIT ?",
             (month, month, limit),
         )
@@ -896,7 +911,8 @@ class Ledger:
         with self._transaction() as db:
             db.execute("DELETE FROM logouts WHERE until < ?", (stamp(now),))  # expired anyway
             db.execute(
-                "INSERT OR REPLACE INTO logouts (session, until) VALUES (?, ?)",
+                "INSERT INTO logouts (session, until) VALUES (?, ?) "
+                "ON CONFLICT (session) DO UPDATE SET until = excluded.until",
                 (session, stamp(until)),
             )
 
@@ -922,10 +938,10 @@ class Ledger:
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO edits (item, staff, at, action, diff, before, after, version) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (item, staff, stamp(at), action, diff, before, after, version),
             )
-            return int(cursor.lastrowid or 0)
+            return int(cursor.fetchone()[0])
 
     def edits(self, item: str | None = None, limit: int = 200) -> list[Edit]:
         """Return the saves of `item` (of every item when None), newest first."""
@@ -1011,13 +1027,16 @@ class SendLock:
     """One sender per month: an exclusive lock on a file beside the ledger.
 
     The operating system releases the lock when the holder exits, however it exits, so a killed
-    send never leaves a stale lock behind.
+    send never leaves a stale lock behind. Given the `ledger` and it is on PostgreSQL, the lock is
+    also a session advisory lock there, so that a send of the same month from another machine
+    sharing the database is refused too; PostgreSQL releases it when the connection ends.
     """
 
-    def __init__(self, ledger_path: Path, month: str) -> None:
+    def __init__(self, ledger_path: Path, month: str, ledger: Ledger | None = None) -> None:
         self.month = month
         self.path = _lock_path(ledger_path, month)
         self._handle: int | None = None
+        self._shared = ledger if ledger is not None and ledger.engine == POSTGRESQL else None
 
     def acquire(self, holder: str) -> None:
         """Take the lock or raise DeliveryError naming who holds it."""
@@ -1035,6 +1054,14 @@ class SendLock:
                 f"another send of {self.month} is running ({who}); wait for it to finish, "
                 f"or stop it, then run this again"
             ) from None
+        if self._shared is not None and not self._shared.lock_month(self.month):
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.close(handle)
+            raise SendBusyError(
+                f"another send of {self.month} is running on another machine that shares the "
+                f"state database {self._shared.where}; wait for it to finish, or stop it, then "
+                "run this again"
+            )
         os.ftruncate(handle, 0)
         description = f"pid {os.getpid()} on {socket.gethostname()}, {holder}, since {_now()}"
         os.pwrite(handle, description.encode(), 0)
@@ -1043,6 +1070,8 @@ class SendLock:
     def release(self) -> None:
         """Let the next sender in."""
         if self._handle is not None:
+            if self._shared is not None:
+                self._shared.unlock_month(self.month)
             os.ftruncate(self._handle, 0)
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             os.close(self._handle)
@@ -1089,6 +1118,14 @@ class SendLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+# The advisory locks of sends on PostgreSQL: (this number, the month as YYYYMM).
+_SEND_LOCKS = 0x64696773  # "digs"
+
+
+def _month_key(month: str) -> int:
+    return int(month.replace("-", "")) if month.replace("-", "").isdigit() else 0
 
 
 def _lock_path(ledger_path: Path, month: str) -> Path:
