@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -248,3 +249,34 @@ def test_status_values_are_the_databases() -> None:
     assert [str(s) for s in SubscriberStatus] == [
         "pending", "active", "unsubscribed", "bounced", "complained",
     ]  # fmt: skip
+
+
+FULL = Subscription(
+    "full@example.org", "Full@example.org", "Full Name", SubscriberStatus.PENDING,
+    frozenset({"visit", "recognition"}), True, Source.SIGNUP, True, "2026-01-01T00:00:00+00:00",
+    "2025-11-01T08:00:00+00:00", "form", "2025-11-01T08:05:00+00:00", "link",
+)  # fmt: skip
+CHANGED = Subscription(
+    "full@example.org", "FULL@example.org", "Other Name", SubscriberStatus.ACTIVE,
+    frozenset({"engagement"}), False, Source.STAFF, False, None,
+    "2025-11-02T08:00:00+00:00", "added by staff", None, None,
+)  # fmt: skip
+
+
+def test_every_field_of_a_row_is_written_read_back_and_in_its_history(kept: Store) -> None:
+    """A row added and then changed in every field must read back exactly, and its history must
+    rebuild it: otherwise a subscriber's name, status or categories would be lost or swapped."""
+    later = NOW + timedelta(hours=1)
+
+    kept.change(lambda rows: [store.Change(None, FULL, "added", "staff:ann")], NOW)
+    first = kept.rows()["full@example.org"]
+    kept.change(lambda rows: [store.Change(rows[FULL.key], CHANGED, "chose", "staff:ann")], later)
+    second = kept.rows()["full@example.org"]
+
+    assert first == replace(FULL, updated_at=store.stamp(NOW))
+    assert second == replace(CHANGED, updated_at=store.stamp(later))
+    added, chose = kept.history(FULL.key)
+    assert added.changes["categories"] == [None, "recognition;visit"]
+    assert chose.changes["status"] == ["pending", "active"]
+    assert len(chose.changes) == 12  # every field but the key and the time
+    assert_explained(kept)

@@ -153,7 +153,11 @@ class Subscription:
 
     def receives(self, now: datetime) -> bool:
         """Return whether a digest enrolled at `now` goes to this address: listed, not paused."""
-        return self.listed and (self.paused_until is None or self.paused_until <= stamp(now))
+        return self.receives_at(stamp(now))
+
+    def receives_at(self, at: str) -> bool:
+        """Return `receives` at the moment the store writes as `at` (see `stamp`)."""
+        return self.listed and (self.paused_until is None or self.paused_until <= at)
 
     def as_subscriber(self) -> Subscriber:
         """Return the recipient a send enrols."""
@@ -173,14 +177,7 @@ class Change:
 
     def diff(self) -> dict[str, list[Any]]:
         """Return each field that changes, as [old, new] in the form the database holds."""
-        old = _values(self.before) if self.before is not None else {}
-        new = _values(self.after)
-        return {
-            name: [old.get(name), value]
-            for name, value in new.items()
-            if name not in ("key", "updated_at") and old.get(name) != value
-            and (self.before is not None or (value is not None and value != 0))
-        }  # fmt: skip
+        return _diff(None if self.before is None else _record(self.before), _record(self.after))
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,25 +198,41 @@ def _categories(text: str | None) -> frozenset[str] | None:
     return None if text is None else frozenset(slug for slug in text.split(";") if slug)
 
 
+def _record(row: Subscription) -> tuple[Any, ...]:
+    """Return the row's fields as the database holds them (text, integers, NULL), in the order
+    of `_fields()` (which is `_COLUMNS`'s): one tuple, made without a loop, since an import
+    makes one for each of its rows."""
+    return (
+        row.key, row.email, row.name, str(row.status), _categories_text(row.categories),
+        int(row.own_categories), str(row.source), int(row.in_directory), row.paused_until,
+        row.subscribed_at, row.subscribed_via, row.confirmed_at, row.confirmed_via,
+        row.updated_at,
+    )  # fmt: skip
+
+
 def _values(row: Subscription) -> dict[str, Any]:
-    """Return the row's fields as the database holds them (text, integers, NULL)."""
-    values: dict[str, Any] = {}
-    for name in _fields():
-        value = getattr(row, name)
-        if name == "categories":
-            value = _categories_text(value)
-        elif isinstance(value, bool):
-            value = int(value)
-        elif isinstance(value, StrEnum):
-            value = str(value)
-        values[name] = value
-    return values
+    """Return the row's fields by name as the database holds them."""
+    return dict(zip(_fields(), _record(row), strict=True))
 
 
 @functools.cache
 def _fields() -> tuple[str, ...]:
     """Return the names of a row's fields (read once: an import reads them twice a row)."""
     return tuple(item.name for item in fields(Subscription))
+
+
+@functools.cache
+def _diffed() -> tuple[tuple[int, str], ...]:
+    """Return the (place, name) of each field an event records: all but the key and the time."""
+    return tuple((i, n) for i, n in enumerate(_fields()) if n not in ("key", "updated_at"))
+
+
+def _diff(old: tuple[Any, ...] | None, new: tuple[Any, ...]) -> dict[str, list[Any]]:
+    """Return each field that differs between two `_record`s, as [old, new]; from nothing
+    (`old` None), each field that is set (neither NULL nor 0)."""
+    if old is None:
+        return {name: [None, new[i]] for i, name in _diffed() if new[i] is not None and new[i] != 0}
+    return {name: [old[i], new[i]] for i, name in _diffed() if old[i] != new[i]}
 
 
 def _row(values: tuple[Any, ...]) -> Subscription:
@@ -266,25 +279,29 @@ class Store:
         The rows are read under the write lock, so nothing changes between deciding and writing.
         """
         at = stamp(now)
-        names = _names()
         with self.ledger.transaction() as db:
             rows = {row.key: row for row in map(_row, db.execute(_SELECT).fetchall())}
-            decided = [(c, c.diff()) for c in decide(rows)]
-            changes = [(c, diff) for c, diff in decided if c.before is None or diff]
+            changes: list[Change] = []
             inserts, updates, events = [], [], []
-            for change, diff in changes:
-                after = replace(change.after, updated_at=at)
-                values = _values(after)
-                if change.before is None:
-                    inserts.append(tuple(values[n] for n in names))
+            for change in decide(rows):
+                # Each row's values are made once, for its diff and its statement alike.
+                old = None if change.before is None else _record(change.before)
+                new = _record(change.after)
+                diff = _diff(old, new)
+                if old is not None and not diff:
+                    continue
+                written = (*new[:-1], at)  # updated_at is the last column
+                if old is None:
+                    inserts.append(written)
                 else:
-                    updates.append((*[values[n] for n in names[1:]], after.key))
-                events.append((after.key, at, change.actor, change.action, json.dumps(diff)))
+                    updates.append((*written[1:], written[0]))
+                events.append((written[0], at, change.actor, change.action, json.dumps(diff)))
+                changes.append(change)
             # Each row is one address, changed once: one statement for all the rows of a kind.
             db.executemany(_INSERT, inserts)
             db.executemany(_UPDATE, updates)
             db.executemany(_EVENT, events)
-        return [change for change, _ in changes]
+        return changes
 
     def history(self, address: str) -> list[Event]:
         """Return every change to `address`'s row, oldest first."""
@@ -346,6 +363,7 @@ def import_directory(
     Nobody's status is changed, except that a pending sign-up the directory lists becomes active.
     """
     actor = f"{IMPORT}:{file}"
+    at, via = stamp(now), f"directory import of {file}"
     changes: list[Change] = []
     kept: list[Subscription] = []
     unchanged = 0
@@ -356,8 +374,7 @@ def import_directory(
         if before is None:
             after = Subscription(
                 person.key, person.email, person.name, categories=person.categories,
-                in_directory=True, subscribed_at=stamp(now),
-                subscribed_via=f"directory import of {file}",
+                in_directory=True, subscribed_at=at, subscribed_via=via,
             )  # fmt: skip
             changes.append(Change(None, after, "added", actor))
             continue
@@ -538,6 +555,7 @@ def readers(
     """Return who a digest enrolled at `now` goes to: the keys in `first` in their order, then
     the rest by address."""
     order = {key: place for place, key in enumerate(first)}
-    chosen = [row for row in rows.values() if row.receives(now)]
+    at = stamp(now)
+    chosen = [row for row in rows.values() if row.receives_at(at)]
     chosen.sort(key=lambda row: (order.get(row.key, len(order)), row.key))
     return [row.as_subscriber() for row in chosen]
