@@ -40,12 +40,13 @@ from typing import Any, NamedTuple, TypeVar
 
 from digest.errors import DeliveryError, LedgerBusyError, SendBusyError
 from digest.send.store import SCHEMA_3 as _STORE_SCHEMA
+from digest.send.store import SCHEMA_5 as _BOUNCES_SCHEMA
 
 T = TypeVar("T")
 # How long SQLite itself waits for a lock before the ledger hears of it, says so, and tries again.
 _SLICE = 0.5
 
-SCHEMA_VERSION = 4  # 3: the subscriber store; 4: the editor's history
+SCHEMA_VERSION = 5  # 3: the subscriber store; 4: the editor's history; 5: bounces
 # What SendLock.acquire writes into the lock file: "pid 123 on host, holder, since ...".
 _HOLDER = re.compile(r"pid (\d+) on ([^,]+),")
 
@@ -579,6 +580,7 @@ class Ledger:
         if version < 3:  # Version 3: the subscriber store (digest.send.store), one step.
             steps += _STORE_SCHEMA
         steps += _EDITS_SCHEMA  # Version 4: the editor's history; every version below lacks it
+        steps += _BOUNCES_SCHEMA  # Version 5: bounces and complaints (IF NOT EXISTS)
         for statement in steps:
             db.execute(statement)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
