@@ -13,7 +13,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from digest.app import signing, signup, subscribing, wording
+from digest.app import bounces, signing, signup, subscribing, wording
 from digest.app.publishing import Warn, load, trigger
 from digest.app.settings import Settings
 from digest.errors import CatalogueError, DigestError, Problem, SendBusyError
@@ -269,6 +269,7 @@ def send_month(
     execute = dict(options.execute, stop=options.stop, unsubscribe=settings.one_click())
     execute["preferences"] = signup.preferences_links(settings, now)
     execute["signer"] = signer
+    execute["return_path"] = bounces.return_path(settings, catalogue, month)
     if options.progress is not None:
         execute["progress"] = options.progress
     _, without = delivery.audience(chosen, found.listed)

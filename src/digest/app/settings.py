@@ -60,6 +60,10 @@ class Settings:
     dns_server: tuple[str, int] | None = None  # DIGEST_DNS_SERVER; None: the system's resolver
     editor_git_commit: bool = False  # DIGEST_EDITOR_GIT_COMMIT: commit each console save
     imap_password: str | None = field(default=None, repr=False)  # DIGEST_IMAP_PASSWORD
+    # DIGEST_BOUNCE_SOURCE: the mailbox `digest schedule` reads bounces from (imap://, imaps://,
+    # maildir:, mbox:); DIGEST_BOUNCE_PASSWORD: its IMAP password.
+    bounce_source: str | None = None
+    bounce_password: str | None = field(default=None, repr=False)
 
     @property
     def home(self) -> Path:
@@ -126,6 +130,8 @@ def load(
             environ.get("DIGEST_EDITOR_GIT_COMMIT"), "DIGEST_EDITOR_GIT_COMMIT"
         ),
         imap_password=environ.get("DIGEST_IMAP_PASSWORD") or None,
+        bounce_source=_text(environ.get("DIGEST_BOUNCE_SOURCE")),
+        bounce_password=environ.get("DIGEST_BOUNCE_PASSWORD") or None,
     )
 
 
