@@ -75,3 +75,35 @@ def result_line(month: str, summary: Any, transport: str, *, rehearsal: bool = F
         f"{month}: sent {summary.sent}, already sent {summary.already}, deferred "
         f"{summary.deferred}, failed {summary.failed} (via {transport})."
     )
+
+
+# The rates above which mailbox providers start refusing a bulk sender (Gmail's and Yahoo's
+# sender guidelines): bounces of what was sent, and complaints (spam reports).
+BOUNCE_RATE_LIMIT = 0.02
+COMPLAINT_RATE_LIMIT = 0.001
+
+
+def rate(part: int, whole: int) -> str:
+    """Return `part` of `whole` as a percentage people read: 1.25 %, 0 % when nothing was sent."""
+    if not whole:
+        return "0 %"
+    return f"{100 * part / whole:.2f}".rstrip("0").rstrip(".") + " %"
+
+
+def bounce_warnings(month: str, sent: int, bounced: int, complained: int) -> list[str]:
+    """Return what to warn staff of for a month's bounces and complaints (nothing when fine)."""
+    warnings = []
+    if sent and bounced / sent > BOUNCE_RATE_LIMIT:
+        warnings.append(
+            f"{month}: bounce rate {rate(bounced, sent)} is above "
+            f"{rate(int(BOUNCE_RATE_LIMIT * 10000), 10000)}: mailbox providers refuse senders "
+            "whose bounces climb; check the list's old addresses (`digest subscribers list "
+            "--status bounced`)"
+        )
+    if sent and complained / sent > COMPLAINT_RATE_LIMIT:
+        warnings.append(
+            f"{month}: complaint rate {rate(complained, sent)} is above "
+            f"{rate(int(COMPLAINT_RATE_LIMIT * 10000), 10000)}: mailbox providers refuse senders "
+            "whose readers mark them as spam; check that everyone on the list asked for the digest"
+        )
+    return warnings

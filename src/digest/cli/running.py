@@ -174,6 +174,24 @@ def _status_months(found: Status) -> None:
             f"Held by the daily limit: {month}: {plural(held, 'subscriber')}, "
             f"until {_when(until, found.tz)}."
         )
+    _status_bounces(found)
+
+
+def _status_bounces(found: Status) -> None:
+    """Print each month's bounces and complaints with their rates, and warn of high ones."""
+    if not found.bounces:
+        return
+    header = f"{'month':<8} {'sent':>6} {'failed':>6} {'bounced':>7} {'rate':>7} "
+    click.echo(f"{header}{'complained':>10} {'rate':>7}")
+    for entry in found.bounces:
+        click.echo(
+            f"{entry.month:<8} {entry.sent:>6} {entry.failed:>6} {entry.bounced:>7} "
+            f"{wording.rate(entry.bounced, entry.sent):>7} {entry.complained:>10} "
+            f"{wording.rate(entry.complained, entry.sent):>7}"
+        )
+    for entry in found.bounces:
+        for warning in entry.warnings:
+            click.echo(f"Warning: {warning}.", err=True)
 
 
 def _when(stamp: str, tz: tzinfo | None) -> str:

@@ -376,6 +376,15 @@ class Store:
             counts.setdefault(month, dict.fromkeys(BounceKind, 0))[BounceKind(kind)] = count
         return counts
 
+    def bounced_by_month(self) -> dict[str, int]:
+        """Return, by month, how many addresses a bounce (hard or soft) named: each address once,
+        however many reports came back for it."""
+        found = self.ledger.query(
+            "SELECT month, COUNT(DISTINCT address) FROM bounces WHERE month IS NOT NULL "
+            "AND kind IN ('hard', 'soft') GROUP BY month"
+        )
+        return {month: int(count) for month, count in found}
+
 
 def _write(db: Any, decided: Iterable[Change], at: str) -> list[Change]:
     """Write `decided` (rows and their history) through the open transaction `db`; return the
