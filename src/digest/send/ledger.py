@@ -762,6 +762,13 @@ class Ledger:
         rows = self._rows(f"{_DELIVERY} WHERE month = ? ORDER BY rowid", (month,))
         return [_delivery(row) for row in rows if row[5] in wanted]
 
+    def has_recipient(self, recipient: str) -> bool:
+        """Return whether any month's deliveries include `recipient` (any letter case)."""
+        rows = self._rows(
+            "SELECT 1 FROM deliveries WHERE recipient = ? LIMIT 1", (recipient.strip().lower(),)
+        )
+        return bool(rows)
+
     def record(
         self,
         month: str,
