@@ -24,6 +24,7 @@ from digest.months import Month
 if TYPE_CHECKING:
     from digest.publish.catalogue import Catalogue, Publication
     from digest.send.ledger import Ledger
+    from digest.send.mailbox import BounceSource as BounceSourceFile
     from digest.send.store import Bounce, BounceRules, Change, Store
     from digest.send.verp import Verp
 
@@ -145,11 +146,32 @@ def read_bounces(
         matcher = _Matcher(ledger, kept, paths, catalogue.publication)
         pending: list[Bounce] = []
         for message in source.messages():
-            one = _handle(message, matcher, kept, rules, now, dry_run, pending)
-            if one.processed and not dry_run:
-                source.processed(message.key)
-            handled.append(one)
+            handled.append(_handle(message, matcher, kept, rules, now, dry_run, pending))
+    # Moved once everything is read and recorded: the source is never changed mid-listing, and a
+    # run stopped before this moves them the next time (a report recorded before changes nothing).
+    if not dry_run:
+        for one in handled:
+            if one.processed:
+                source.processed(one.key)
     return BounceRun(tuple(handled), dry_run)
+
+
+def open_source(settings: Settings, url: str) -> BounceSourceFile:
+    """Open the bounce source `url` (imap://, imaps://, maildir:, mbox:) with
+    DIGEST_BOUNCE_PASSWORD; a source that cannot be named or opened is a MailboxError."""
+    from digest.send import mailbox
+
+    return mailbox.open_source(url, settings.bounce_password)
+
+
+def scheduled(settings: Settings, now: datetime) -> str:
+    """Read DIGEST_BOUNCE_SOURCE once, as `digest bounces` does; return the line to log."""
+    from digest.app import wording
+
+    if settings.bounce_source is None:  # pragma: no cover - the scheduler polls only with one
+        return "no bounce source (DIGEST_BOUNCE_SOURCE is not set)"
+    with open_source(settings, settings.bounce_source) as source:
+        return wording.bounce_summary(read_bounces(settings, source, dry_run=False, now=now))
 
 
 @contextmanager

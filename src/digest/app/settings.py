@@ -27,7 +27,7 @@ VARIABLES = {
     ),
     "DIGEST_STATE": "the state database (default .digest/state.sqlite3 beside the catalogue)",
     "DIGEST_PUBLIC_URL": "the https:// address where `digest serve` is reached from outside",
-    "DIGEST_SECRET_KEY": "signs console sessions and unsubscribe links (32+ characters)",
+    "DIGEST_SECRET_KEY": "signs console sessions, unsubscribe links, VERP return paths (32+ chars)",
     "DIGEST_CONSOLE_PASSWORD": "the staff console's password",
     "DIGEST_TRUSTED_PROXIES": "how many reverse proxies stand before `digest serve` (default 0)",
     "DIGEST_LEDGER_WAIT": "seconds a send waits for a locked ledger (`digest send --ledger-wait`)",
@@ -35,6 +35,8 @@ VARIABLES = {
     "DIGEST_DNS_SERVER": "the resolver `digest doctor` asks, host[:port] (default: the system's)",
     "DIGEST_EDITOR_GIT_COMMIT": "1: the console's editor commits each save to git (default 0)",
     "DIGEST_IMAP_PASSWORD": "the password of the mailbox `digest doctor --read` opens",
+    "DIGEST_BOUNCE_SOURCE": "the bounce mailbox `digest schedule` reads every 15 minutes",
+    "DIGEST_BOUNCE_PASSWORD": "the IMAP password of the bounce mailbox (`digest bounces`)",
 }
 
 SECRET_KEY_LENGTH = 32

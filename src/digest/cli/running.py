@@ -22,7 +22,11 @@ from digest.errors import DigestError
 from digest.months import Month
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from digest.app.sending import Status
+    from digest.app.settings import Settings
+    from digest.publish.catalogue import Catalogue
 
 import logging
 
@@ -84,8 +88,19 @@ def schedule(catalogue_path: Path, state_path: Path | None, dry_run: bool, rehea
         )
 
     scheduling.Scheduler(
-        expression, tz, run_month, lambda month: services.settled(settings, month), root._now
-    ).run()
+        expression, tz, run_month, lambda month: services.settled(settings, month), root._now,
+        poll=_bounce_poll(settings, catalogue),
+    ).run()  # fmt: skip
+
+
+def _bounce_poll(settings: Settings, catalogue: Catalogue) -> Callable[[], str] | None:
+    """Return the scheduler's read of DIGEST_BOUNCE_SOURCE, when newsletter.bounces is set."""
+    from digest.app import bounces
+
+    news = catalogue.newsletter
+    if news is None or news.bounces is None or settings.bounce_source is None:
+        return None
+    return lambda: bounces.scheduled(settings, root._now())
 
 
 class _ZoneFormatter(logging.Formatter):
