@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import imaplib
 import mailbox
 import re
 import shutil
@@ -16,6 +17,7 @@ from conftest import SmtpServer
 from digest.send.ledger import Ledger
 from digest.send.store import Store, SubscriberStatus
 from digest.send.verp import Verp
+from imapserver import Account, Dovecot
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "b" * 40
@@ -317,3 +319,116 @@ def test_staff_resubscribe_a_bounced_address_only_with_a_reason(
     assert last.actor.startswith("staff:")
     again = run("subscribers", "resubscribe", HARD, "--reason", "twice")
     assert again.stdout == f"{HARD} is on the list already; nothing changed.\n"
+
+
+# -- the acceptance run, on a real IMAP server ----------------------------------------------------
+
+
+def imap_state(dovecot: Dovecot, account: Account, folder: str) -> dict[str, set[str]]:
+    """Return each message's flags by Message-ID in `folder`, looked at read-only (EXAMINE)."""
+    with imaplib.IMAP4("127.0.0.1", dovecot.port, timeout=10) as client:
+        client.login(account.user, account.password)
+        status, _ = client.select(f'"{folder}"', readonly=True)
+        if status != "OK":
+            return {}
+        _, found = client.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+    state: dict[str, set[str]] = {}
+    for part in found:
+        if isinstance(part, tuple):
+            flags = re.search(rb"FLAGS \(([^)]*)\)", part[0])
+            assert flags is not None
+            key = part[1].decode().partition(":")[2].strip()
+            state[key] = set(flags.group(1).decode().split()) - {"\\Recent"}
+    return state
+
+
+def test_acceptance_on_dovecot_two_dsns_and_a_complaint(
+    project: Path,
+    run: Callable[..., Result],
+    smtp_server: SmtpServer,
+    dovecot: Dovecot,
+    imap_user: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As a new user would: send November, drop a hard and a soft DSN and a complaint into the
+    IMAP mailbox, read it: one bounced, one soft bounce counted, one complained; the rates show;
+    the ordinary mail stays unread in INBOX; a second read changes nothing; December skips two."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(dovecot.ca_file))
+    monkeypatch.setenv("DIGEST_BOUNCE_PASSWORD", imap_user.password)
+    assert run("send", "--month", NOV, "--yes").exit_code == 0
+    for raw in november_bounces(smtp_server):
+        dovecot.deliver(imap_user, raw)
+    ordinary = {"<lunch-1@example.edu>", "<maintenance-1@example.edu>"}
+    assert {k: v for k, v in imap_state(dovecot, imap_user, "INBOX").items() if k in ordinary} == {
+        key: set() for key in ordinary
+    }
+
+    result = run("bounces", imap_user.url())
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (
+        "6 messages (1 hard bounce, 1 soft bounce, 1 complaint, 1 auto-reply, 2 not recognised): "
+        "3 new reports recorded, 2 subscriptions were ended, 2 messages left where they were."
+    )
+    assert status_of(project, HARD) is SubscriberStatus.BOUNCED
+    assert status_of(project, SOFT) is SubscriberStatus.ACTIVE
+    assert status_of(project, COMPLAINED) is SubscriberStatus.COMPLAINED
+    inbox = imap_state(dovecot, imap_user, "INBOX")
+    assert inbox == {key: set() for key in ordinary}  # still there, still unread
+    processed = imap_state(dovecot, imap_user, "digest-processed")
+    assert len(processed) == 4
+    assert all("\\Seen" in flags for flags in processed.values())
+
+    before = history(project)
+    again = run("bounces", imap_user.url())
+    assert again.exit_code == 0, again.output
+    assert history(project) == before
+    assert imap_state(dovecot, imap_user, "INBOX") == inbox
+    assert imap_state(dovecot, imap_user, "digest-processed") == processed
+
+    status = run("status")
+    assert "2025-11      11      0       2 18.18 %          1  9.09 %\n" in status.stdout
+
+    text = (project / "items.yaml").read_text(encoding="utf-8")
+    (project / "items.yaml").write_text(text.replace("date: 2025-11-", "date: 2025-12-"))
+    smtp_server.recorder.messages.clear()
+    assert run("send", "--month", "2025-12", "--yes").exit_code == 0
+    got = sent_to(smtp_server)
+    assert len(got) == 9
+    assert HARD not in got
+    assert COMPLAINED not in got
+
+
+SAMPLES = Path(__file__).resolve().parent / "data" / "bounces"
+# Each real-world shape (tests/data/bounces, i18-read's samples) and the subscriber it names.
+SHAPES = {
+    "postfix-dsn-hard.eml": ("h.okafor@physics.example.org", "bounced"),
+    "exim-dsn-soft.eml": ("j.mbeki@chem.example.ac.uk", "active"),
+    "gmail-dsn-hard.eml": ("departed.prof@gmail.com", "bounced"),
+    "office365-ndr-hard.eml": ("emeritus@alumni.example.net", "bounced"),
+    "aol-arf-complaint.eml": ("retired.dean@aol.com", "complained"),
+    "yahoo-arf-complaint.eml": ("gardener42@yahoo.com", "complained"),
+    "flufl-dsn_14.eml": ("userx@example.com.dk", "bounced"),
+    "flufl-exim_01.eml": ("userx@its.example.nl", "bounced"),
+    "flufl-microsoft_01.eml": ("userx@example.com", "bounced"),
+    "flufl-postfix_02.eml": ("yyyyy@digicool.com", "bounced"),
+    "flufl-qmail_03.eml": ("userx@example.jp", "bounced"),
+    "flufl-yahoo_13.eml": ("bogus-address@example.net", "bounced"),
+    "flufl-simple_03.eml": ("userx@example.za", "active"),
+}
+
+
+def test_real_world_bounce_shapes_each_find_their_subscriber(
+    project: Path, run: Callable[..., Result]
+) -> None:
+    """Postfix, Exim, Exchange, Gmail, qmail, Yahoo and AOL bounces must each end (or count
+    against) the subscription of the address they name, and the auto-replies touch nobody."""
+    for address, _ in SHAPES.values():
+        assert run("subscribers", "add", address).exit_code == 0
+    box = project / "Maildir"
+    maildir_with(box, [path.read_bytes() for path in sorted(SAMPLES.glob("*.eml"))])
+    result = run("bounces", f"maildir:{box}")
+    assert result.exit_code == 0, result.output
+    for name, (address, status) in SHAPES.items():
+        assert status_of(project, address) == status, name
+        assert f": {address}, no month (" in result.stdout, name
+    assert "1 message left where it was" in result.stdout  # the ordinary reply

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -104,3 +106,34 @@ def test_without_a_bounce_source_nothing_is_polled(
     runner = started(None)
     runner._add_poll()
     assert runner.scheduler.get_jobs() == []
+
+
+def test_a_scheduled_read_records_the_bounces_of_the_configured_source(
+    tmp_path: Path,
+) -> None:
+    """The scheduler's read must do what `digest bounces` does, and log one summary line."""
+    from digest.app import bounces, settings
+    from digest.send.ledger import Ledger
+    from digest.send.store import Store, SubscriberStatus
+    from test_cli_bounces import dsn, maildir_with
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / "items.yaml", tmp_path / "items.yaml")
+    box = tmp_path / "Maildir"
+    maildir_with(box, [dsn("bounces@example.edu", "gone@example.org", "5.1.1", name="x")])
+    found = settings.load(tmp_path / "items.yaml", {"DIGEST_BOUNCE_SOURCE": f"maildir:{box}"})
+    with Ledger(found.state_path) as ledger:
+        from digest.send import store
+
+        Store(ledger).change(
+            lambda r: store.add(r, "gone@example.org", None, None, "ada", NOW), NOW
+        )
+    line = bounces.scheduled(found, NOW)
+    assert line == (
+        "1 message (1 hard bounce): 1 new report recorded, 1 subscription was ended, "
+        "0 messages left where they were."
+    )
+    with Ledger(found.state_path) as ledger:
+        row = Store(ledger).get("gone@example.org")
+    assert row is not None
+    assert row.status is SubscriberStatus.BOUNCED

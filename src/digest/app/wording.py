@@ -161,7 +161,7 @@ def bounce_summary(run: Any) -> str:
         if (count := sum(1 for one in run.handled if str(one.kind) == kind))
     ]
     head = plural(len(run.handled), "message") + (f" ({', '.join(kinds)})" if kinds else "")
-    verb = "would be" if run.dry_run else "were"
+    verb = "would be" if run.dry_run else "was" if run.ended == 1 else "were"
     ended = f"{plural(run.ended, 'subscription')} {verb} ended"
     left = f"{plural(run.left, 'message')} left where {'it was' if run.left == 1 else 'they were'}"
     tail = "; dry run: nothing was recorded or moved" if run.dry_run else ""
