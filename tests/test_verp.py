@@ -137,3 +137,13 @@ def test_verp_without_a_secret_key_is_refused_before_sending(
     assert result.exit_code == 1
     assert "newsletter.bounces is set, and DIGEST_SECRET_KEY is not set" in result.stderr
     assert smtp_server.recorder.messages == []
+
+
+def test_the_months_codes_map_each_token_to_its_reader() -> None:
+    """Reading many bounces of one month must tie each to the reader `match` would."""
+    codes = PATHS.codes(NOV, [reader.upper() for reader in READERS])
+    for reader in READERS:
+        token = PATHS.read(PATHS.sender(NOV, reader))
+        assert token is not None
+        assert codes[token.code] == reader == PATHS.match(token, READERS)
+    assert len(codes) == len(READERS)

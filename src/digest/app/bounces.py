@@ -238,6 +238,7 @@ class _Matcher:
         self.paths = paths
         self.publication = publication
         self._months: dict[str, list[str]] = {}
+        self._codes: dict[str, dict[str, str]] = {}  # by month: recipient by VERP code
 
     def recipients(self, month: str) -> list[str]:
         """Return the recipients the ledger has for `month` (read once a run)."""
@@ -265,7 +266,11 @@ class _Matcher:
             token = self.paths.read(address) if address else None
             if token is None:
                 continue
-            recipient = self.paths.match(token, self.recipients(token.month))
+            if token.month not in self._codes:
+                self._codes[token.month] = self.paths.codes(
+                    token.month, self.recipients(token.month)
+                )
+            recipient = self._codes[token.month].get(token.code)
             if recipient is not None:
                 return recipient, token.month, "verp"
         return None

@@ -16,6 +16,7 @@ the key can make a token that matches anyone (a tampered token matches nobody).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -29,6 +30,12 @@ CODE_LENGTH = 10  # base32 letters: 50 bits
 # "202511-" and the code: what publish/catalogue.py leaves room for (VERP_TOKEN_LENGTH).
 TOKEN_LENGTH = 7 + CODE_LENGTH
 _TOKEN = re.compile(rf"(\d{{4}})(0[1-9]|1[0-2])-([a-z2-7]{{{CODE_LENGTH}}})")
+
+
+@functools.lru_cache(maxsize=8)
+def _key(secret: str) -> bytes:
+    """Return the VERP key of `secret`, derived once: a send makes a return path per reader."""
+    return derive(secret, PURPOSE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +59,7 @@ class Verp:
         return local, domain
 
     def _code(self, month: str, recipient: str) -> str:
-        key = derive(self.secret, PURPOSE)
+        key = _key(self.secret)
         message = f"{month}\0{recipient.strip().lower()}".encode()
         digest = hmac.new(key, message, hashlib.sha256).digest()
         return base64.b32encode(digest).decode("ascii")[:CODE_LENGTH].lower()
@@ -77,6 +84,11 @@ class Verp:
         if found is None:
             return None
         return Token(f"{found.group(1)}-{found.group(2)}", found.group(3))
+
+    def codes(self, month: str, recipients: Iterable[str]) -> dict[str, str]:
+        """Return, by code, which of `recipients` each of `month`'s tokens was made for: one
+        HMAC per recipient, however many bounces a run reads for the month."""
+        return {self._code(month, recipient): recipient.strip().lower() for recipient in recipients}
 
     def match(self, token: Token, recipients: Iterable[str]) -> str | None:
         """Return which of `recipients` (the month's, from the ledger) `token` was made for, or
