@@ -12,6 +12,10 @@ The rules live here as plain functions from rows to changes (`import_directory`,
 `Store` is the only code that speaks SQL to these tables; it works inside the ledger's database and
 transactions. The SQL is kept to what SQLite and PostgreSQL both read.
 
+Bounces and complaints (schema 5, `bounces`) are recorded once per report and address;
+`bounced` is their rule: a hard bounce or a complaint ends a row at once, soft bounces after a
+limit within a window. Only staff, with a reason, bring such a row back (`resubscribe`).
+
 Who receives a digest (`receives`): an active row, not paused, with a reason to be on the list: the
 directory lists it, or the person (or staff) subscribed it. Ending a directory membership changes
 nothing else, so a person who signed up themselves keeps the digest after leaving the directory.
