@@ -147,3 +147,19 @@ def test_the_months_codes_map_each_token_to_its_reader() -> None:
         assert token is not None
         assert codes[token.code] == reader == PATHS.match(token, READERS)
     assert len(codes) == len(READERS)
+
+
+def test_a_test_copy_keeps_the_from_address_as_its_envelope_sender(
+    project: Path,
+    run: Callable[..., Result],
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bounce of a [TEST] copy must reach the staff member who sent it, not the bounce reader."""
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
+    result = run("send", "--month", NOV, "--to", "editor@example.edu")
+    assert result.exit_code == 0, result.output
+    (message,) = smtp_server.recorder.messages
+    assert message.rcpt_tos == ["editor@example.edu"]
+    assert message.mail_from == "provost@example.edu"
