@@ -256,6 +256,10 @@ def test_maildir_bounces_move_and_nothing_else_is_touched(tmp_path: Path) -> Non
     assert maildir_state(path) == {READ_ID: before[READ_ID], UNREAD_ID: before[UNREAD_ID]}
     assert before[UNREAD_ID] == ("new", "")
     assert maildir_state(path / ".digest-processed") == {mid: ("cur", "S") for mid in BOUNCE_IDS}
+    moved = mailbox.Maildir(path / ".digest-processed", create=False)
+    assert sorted(moved.get_bytes(k) for k in moved.iterkeys()) == sorted(
+        (SAMPLES / name).read_bytes() for name in BOUNCES
+    )
     with open_source(f"maildir:{path}", None) as source:
         assert set(read_all(source)) == {READ_ID, UNREAD_ID}
         assert process_recognised(source) == set()
