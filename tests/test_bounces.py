@@ -216,6 +216,25 @@ def test_a_bounce_without_a_from_address_is_still_read(capfd: pytest.CaptureFixt
 
 
 @pytest.mark.parametrize(
+    ("subject", "kind"),
+    [
+        ("Automatic reply: Provost's digest", Kind.AUTOREPLY),
+        ("Out of Office: Provost's digest", Kind.AUTOREPLY),
+        ("Abwesenheitsnotiz: Provost's digest", Kind.AUTOREPLY),
+        ("Vacation policy for 2026", Kind.UNKNOWN),
+        ("Re: Out of office hours at the library", Kind.UNKNOWN),
+    ],
+)
+def test_only_a_responder_s_subject_makes_an_autoreply(subject: str, kind: Kind) -> None:
+    """A person's mail that talks about vacations must stay in the mailbox, unread."""
+    raw = (
+        f"From: someone@example.org\r\nTo: bounces@provost.example.edu\r\n"
+        f"Subject: {subject}\r\nMessage-ID: <m.1@example.org>\r\n\r\nHello.\r\n"
+    ).encode()
+    assert classify(raw).kind is kind
+
+
+@pytest.mark.parametrize(
     "raw",
     [
         b"",

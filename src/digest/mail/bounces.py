@@ -53,10 +53,10 @@ QUOTED_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[!-~]+>)", re.IGNORECASE |
 
 # Subjects vacation responders use when they set none of the RFC 3834 headers (Outlook sends
 # "Automatic reply:", older Exchange "Out of Office", Lotus Notes "... is out of the office").
+# Only these fixed phrases: a person's own mail about a vacation must stay unrecognised.
 AUTOREPLY_SUBJECT = re.compile(
-    r"^\s*(automatic reply|auto(matic)?[- ]?(reply|response)|out of (the )?office|"
-    r"abwesenheitsnotiz|r[ée]ponse automatique|vacation|away from)\b|"
-    r"\bis out of the office\b|\(auto-?reply\)",
+    r"^\s*(automatic reply|auto[- ]?(reply|response)|out of (the )?office|abwesenheitsnotiz|"
+    r"r[ée]ponse automatique)\b|\bis out of the office\b|\(auto-?reply\)",
     re.IGNORECASE,
 )
 
