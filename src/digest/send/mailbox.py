@@ -123,6 +123,7 @@ class Mailbox:
             raise MailboxError(f"cannot connect to {where}: {exc}") from exc
         self._client = client
         self._capabilities: frozenset[str] | None = None
+        self._folders: dict[str, str] = {}  # a folder's name: its name on the server, made
 
     def _connect(self, context: Callable[[], ssl.SSLContext]) -> imaplib.IMAP4:
         s = self.settings
@@ -219,6 +220,11 @@ class Mailbox:
 
     def folder(self, name: str) -> str:
         """Return `name` in the personal namespace (made and subscribed to if missing)."""
+        if name not in self._folders:
+            self._folders[name] = self._make_folder(name)
+        return self._folders[name]
+
+    def _make_folder(self, name: str) -> str:
         prefix = ""
         if "NAMESPACE" in self.capabilities():
             status, reply = self._plain("namespace", self._client.namespace)
