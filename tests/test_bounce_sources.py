@@ -123,7 +123,7 @@ def test_imap_bounces_move_and_nothing_else_is_touched(imap_server: Dovecot) -> 
     account = imap_server.add_user()
     fill_imap(imap_server, account)
     before = imap_flags(imap_server, account, "INBOX")
-    url = account.url()
+    url = account.url(tls="INBOX." in imap_server.extra)  # imaps:// once, imap:// + STARTTLS
     with open_source(url, PASSWORD, context=imap_server.context) as source:
         assert {mid: kind for mid, (_, kind) in read_all(source).items()} == {
             "20251104141231.4QzK1m3Xb5z9vB@mx1.provost.example.edu": Kind.HARD,
