@@ -97,10 +97,18 @@ def fill_imap(server: Dovecot, account: Account) -> None:
     server.deliver(account, THEIRS_DELETED, flags="(\\Seen \\Deleted)")
 
 
-@pytest.fixture(scope="module", params=["MOVE", "UIDPLUS"])
+SERVERS = {
+    "MOVE": "",
+    "UIDPLUS": "imap_capability = IMAP4rev1 NAMESPACE UIDPLUS\n",
+    # Folders below INBOX, as Courier and Cyrus keep them: digest-processed goes there too.
+    "INBOX.": "namespace inbox {\n  inbox = yes\n  prefix = INBOX.\n  separator = .\n}\n",
+}
+
+
+@pytest.fixture(scope="module", params=list(SERVERS))
 def imap_server(request: pytest.FixtureRequest) -> Iterator[Dovecot]:
-    """A Dovecot offering UID MOVE (as it does), and one offering only UIDPLUS's UID EXPUNGE."""
-    extra = "" if request.param == "MOVE" else "imap_capability = IMAP4rev1 NAMESPACE UIDPLUS\n"
+    """Dovecot offering UID MOVE (as it does), offering only UIDPLUS, and with INBOX. folders."""
+    extra = SERVERS[request.param]
     home = Path(tempfile.mkdtemp(prefix="digest-dovecot-"))
     server = Dovecot.start(home, free_port(), free_port(), extra)
     try:
@@ -115,7 +123,7 @@ def test_imap_bounces_move_and_nothing_else_is_touched(imap_server: Dovecot) -> 
     account = imap_server.add_user()
     fill_imap(imap_server, account)
     before = imap_flags(imap_server, account, "INBOX")
-    url = account.url()
+    url = account.url(tls="INBOX." in imap_server.extra)  # imaps:// once, imap:// + STARTTLS
     with open_source(url, PASSWORD, context=imap_server.context) as source:
         assert {mid: kind for mid, (_, kind) in read_all(source).items()} == {
             "20251104141231.4QzK1m3Xb5z9vB@mx1.provost.example.edu": Kind.HARD,
@@ -134,9 +142,8 @@ def test_imap_bounces_move_and_nothing_else_is_touched(imap_server: Dovecot) -> 
         UNREAD_ID: set(),
         "theirs.1@example.edu": {"\\Seen", "\\Deleted"},
     }
-    assert imap_flags(imap_server, account, "digest-processed") == {
-        mid: {"\\Seen"} for mid in BOUNCE_IDS
-    }
+    processed = "INBOX.digest-processed" if "INBOX." in imap_server.extra else "digest-processed"
+    assert imap_flags(imap_server, account, processed) == {mid: {"\\Seen"} for mid in BOUNCE_IDS}
     with open_source(url, PASSWORD, context=imap_server.context) as source:
         assert set(read_all(source)) == set(left)
         assert process_recognised(source) == set()
@@ -256,6 +263,10 @@ def test_maildir_bounces_move_and_nothing_else_is_touched(tmp_path: Path) -> Non
     assert maildir_state(path) == {READ_ID: before[READ_ID], UNREAD_ID: before[UNREAD_ID]}
     assert before[UNREAD_ID] == ("new", "")
     assert maildir_state(path / ".digest-processed") == {mid: ("cur", "S") for mid in BOUNCE_IDS}
+    moved = mailbox.Maildir(path / ".digest-processed", create=False)
+    assert sorted(moved.get_bytes(k) for k in moved.iterkeys()) == sorted(
+        (SAMPLES / name).read_bytes() for name in BOUNCES
+    )
     with open_source(f"maildir:{path}", None) as source:
         assert set(read_all(source)) == {READ_ID, UNREAD_ID}
         assert process_recognised(source) == set()

@@ -6,6 +6,7 @@ The samples are in tests/data/bounces/ (tests/data/bounces/README.md says where 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,38 @@ def test_text_from_the_report_never_breaks_a_line() -> None:
     assert report.detail.isprintable()
     assert len(report.detail) == 200
     assert report.detail.startswith("550 gone [31m Bcc: victim@example.org x")
+
+
+def test_a_bounce_without_a_from_address_is_still_read(capfd: pytest.CaptureFixture[str]) -> None:
+    """A qmail bounce whose From line is empty must still count, and print no traceback."""
+    raw = sample("flufl-qmail_03.eml")
+    for stripped in (
+        re.sub(rb"^From:[^\n]*\n", b"From: \n", raw, count=1, flags=re.MULTILINE),
+        re.sub(rb"^From:[^\n]*\n", b"", raw, count=1, flags=re.MULTILINE),
+    ):
+        assert stripped != raw
+        report = classify(stripped)
+        assert (report.kind, report.recipients) == (Kind.HARD, ("userx@example.jp",))
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("subject", "kind"),
+    [
+        ("Automatic reply: Provost's digest", Kind.AUTOREPLY),
+        ("Out of Office: Provost's digest", Kind.AUTOREPLY),
+        ("Abwesenheitsnotiz: Provost's digest", Kind.AUTOREPLY),
+        ("Vacation policy for 2026", Kind.UNKNOWN),
+        ("Re: Out of office hours at the library", Kind.UNKNOWN),
+    ],
+)
+def test_only_a_responder_s_subject_makes_an_autoreply(subject: str, kind: Kind) -> None:
+    """A person's mail that talks about vacations must stay in the mailbox, unread."""
+    raw = (
+        f"From: someone@example.org\r\nTo: bounces@provost.example.edu\r\n"
+        f"Subject: {subject}\r\nMessage-ID: <m.1@example.org>\r\n\r\nHello.\r\n"
+    ).encode()
+    assert classify(raw).kind is kind
 
 
 @pytest.mark.parametrize(

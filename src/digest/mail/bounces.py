@@ -17,9 +17,11 @@ Text taken from a report is data, never markup or a header: `detail` is one plai
 
 from __future__ import annotations
 
+import copy
 import email
 import email.policy
 import hashlib
+import logging
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +37,10 @@ import flufl.bounce
 
 DETAIL_LIMIT = 200
 
+# flufl.bounce logs a detector's exception before re-raising it; classify() turns that into "no
+# verdict" (UNKNOWN), so without a handler of the program's own it is not printed as a traceback.
+logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
+
 T = TypeVar("T")
 
 # Headers a report is delivered under: where a VERP return path shows.
@@ -47,10 +53,10 @@ QUOTED_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[!-~]+>)", re.IGNORECASE |
 
 # Subjects vacation responders use when they set none of the RFC 3834 headers (Outlook sends
 # "Automatic reply:", older Exchange "Out of Office", Lotus Notes "... is out of the office").
+# Only these fixed phrases: a person's own mail about a vacation must stay unrecognised.
 AUTOREPLY_SUBJECT = re.compile(
-    r"^\s*(automatic reply|auto(matic)?[- ]?(reply|response)|out of (the )?office|"
-    r"abwesenheitsnotiz|r[ée]ponse automatique|vacation|away from)\b|"
-    r"\bis out of the office\b|\(auto-?reply\)",
+    r"^\s*(automatic reply|auto[- ]?(reply|response)|out of (the )?office|abwesenheitsnotiz|"
+    r"r[ée]ponse automatique)\b|\bis out of the office\b|\(auto-?reply\)",
     re.IGNORECASE,
 )
 
@@ -188,6 +194,12 @@ def _delivery_status(msg: Message) -> _Finding | None:
 
 
 def _non_standard(msg: Message) -> _Finding | None:
+    if not _header(msg, "From").strip():
+        # flufl.bounce 6.0's Yale detector fails on a message without a From address, and then
+        # no detector after it runs: give it the null sender bounces are sent from.
+        msg = copy.deepcopy(msg)
+        del msg["From"]
+        msg["From"] = "<>"
     temporary, permanent = flufl.bounce.all_failures(msg)
     failures, kind, first = (
         (permanent, Kind.HARD, "5") if permanent else (temporary, Kind.SOFT, "4")

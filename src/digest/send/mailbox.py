@@ -123,6 +123,7 @@ class Mailbox:
             raise MailboxError(f"cannot connect to {where}: {exc}") from exc
         self._client = client
         self._capabilities: frozenset[str] | None = None
+        self._folders: dict[str, str] = {}  # a folder's name: its name on the server, made
 
     def _connect(self, context: Callable[[], ssl.SSLContext]) -> imaplib.IMAP4:
         s = self.settings
@@ -219,6 +220,11 @@ class Mailbox:
 
     def folder(self, name: str) -> str:
         """Return `name` in the personal namespace (made and subscribed to if missing)."""
+        if name not in self._folders:
+            self._folders[name] = self._make_folder(name)
+        return self._folders[name]
+
+    def _make_folder(self, name: str) -> str:
         prefix = ""
         if "NAMESPACE" in self.capabilities():
             status, reply = self._plain("namespace", self._client.namespace)
@@ -364,8 +370,9 @@ class MaildirSource(BounceSource):
                 f"the bounce source {self.where} is not a maildir: give the folder that holds "
                 "cur/, new/ and tmp/ (maildir:/home/bounces/Maildir, say)"
             )
+        self._path = path
         self._box = stdmailbox.Maildir(path, factory=None, create=False)
-        self._target: stdmailbox.Maildir | None = None
+        self._target: Path | None = None
 
     def messages(self) -> Iterator[Incoming]:
         try:
@@ -382,23 +389,34 @@ class MaildirSource(BounceSource):
             yield Incoming(key, raw)
 
     def processed(self, key: str) -> None:
+        # The file itself is renamed into the subfolder, as a mail client moves it: its bytes and
+        # its modification time (the "received" date Dovecot and Courier show) stay as they were.
+        colon = self._box.colon
         try:
-            message = self._box.get_message(key)
-            message.set_subdir("cur")
-            message.add_flag("S")
-            self._folder().add(message)
-            self._box.discard(key)
-        except KeyError as exc:
-            raise MailboxError(f"{self.where}: message {key} is gone") from exc
+            source = self._file_of(key)
+            if source is None:
+                raise MailboxError(f"{self.where}: message {key} is gone")
+            _, _, info = source.name.partition(colon)
+            flags = set(info[2:]) if info.startswith("2,") else set()
+            name = f"{key}{colon}2,{''.join(sorted(flags | {'S'}))}"
+            source.rename(self._folder() / "cur" / name)
         except OSError as exc:
             raise MailboxError(f"cannot move {key} in {self.where}: {exc}") from exc
 
-    def _folder(self) -> stdmailbox.Maildir:
+    def _file_of(self, key: str) -> Path | None:
+        for sub in ("new", "cur"):
+            for entry in (self._path / sub).iterdir():
+                if entry.name.split(self._box.colon)[0] == key:
+                    return entry
+        return None
+
+    def _folder(self) -> Path:
         if self._target is None:
             try:
-                self._target = self._box.get_folder(PROCESSED)
+                self._box.get_folder(PROCESSED)
             except stdmailbox.NoSuchMailboxError:
-                self._target = self._box.add_folder(PROCESSED)
+                self._box.add_folder(PROCESSED)
+            self._target = self._path / f".{PROCESSED}"
         return self._target
 
     def close(self) -> None:
