@@ -114,8 +114,9 @@ class Account:
 class Dovecot:
     """One running Dovecot; `stop()` ends it and leaves its directory to the caller."""
 
-    def __init__(self, home: Path, port: int, tls_port: int) -> None:
+    def __init__(self, home: Path, port: int, tls_port: int, extra: str = "") -> None:
         self.home = home
+        self.extra = extra
         self.port = port
         self.tls_port = tls_port
         self.ca = trustme.CA()
@@ -131,11 +132,14 @@ class Dovecot:
         self.uid, self.gid = mail.pw_uid, mail.pw_gid
 
     @classmethod
-    def start(cls, home: Path, port: int, tls_port: int) -> Dovecot:
-        """Configure and start Dovecot in `home`; return once it accepts connections."""
+    def start(cls, home: Path, port: int, tls_port: int, extra: str = "") -> Dovecot:
+        """Configure and start Dovecot in `home`; return once it accepts connections.
+
+        `extra` is added to the configuration (`imap_capability = ...`, say).
+        """
         if not DOVECOT.exists():
             raise RuntimeError("the IMAP tests need Dovecot: apt-get install dovecot-imapd")
-        server = cls(home, port, tls_port)
+        server = cls(home, port, tls_port, extra)
         server._configure()
         server.process = subprocess.Popen(
             [str(DOVECOT), "-F", "-c", str(home / "dovecot.conf")],
@@ -171,7 +175,7 @@ class Dovecot:
             uid=self.uid,
             gid=self.gid,
         )
-        (home / "dovecot.conf").write_text(text)
+        (home / "dovecot.conf").write_text(text + self.extra)
         certificate = self.ca.issue_cert("127.0.0.1", "localhost")
         certificate.cert_chain_pems[0].write_to_path(str(home / "cert.pem"))
         certificate.private_key_pem.write_to_path(str(home / "key.pem"))
@@ -210,11 +214,13 @@ class Dovecot:
         """Return a client TLS context that trusts the server's certificate (and nothing else)."""
         return ssl.create_default_context(cafile=str(self.ca_file))
 
-    def deliver(self, account: Account, message: bytes, folder: str = "INBOX") -> None:
-        """Put `message` into the account's folder (IMAP APPEND)."""
+    def deliver(
+        self, account: Account, message: bytes, folder: str = "INBOX", flags: str | None = None
+    ) -> None:
+        """Put `message` into the account's folder (IMAP APPEND), with `flags` ("(\\Seen)")."""
         with imaplib.IMAP4("127.0.0.1", self.port, timeout=10) as client:
             client.login(account.user, account.password)
-            status, reply = client.append(folder, None, None, message)
+            status, reply = client.append(folder, flags, None, message)
             if status != "OK":
                 raise RuntimeError(f"APPEND to {account.user}/{folder} failed: {reply!r}")
 

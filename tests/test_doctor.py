@@ -906,3 +906,28 @@ def test_a_mailbox_session_lost_while_waiting_is_a_failing_line(
     last = checks[-1]
     assert (last.topic, last.verdict, last.fix) == ("received", "FAIL", "run the doctor again")
     assert last.found.startswith(f"{mailbox.url()}: search failed: ")
+
+
+@pytest.mark.parametrize(
+    ("bounces", "said"),
+    [
+        (
+            "bounces@news.example.edu",
+            "the envelope sender is bounces+...@news.example.edu (newsletter.bounces), aligned, "
+            "so SPF aligns when that domain's SPF allows the relay",
+        ),
+        (
+            "bounces@bulk.example.net",
+            "the envelope sender is bounces+...@bulk.example.net (newsletter.bounces), another "
+            "domain, so SPF cannot align: DMARC rests on DKIM alone",
+        ),
+    ],
+)
+def test_the_from_check_names_the_verp_return_path(
+    run: Run, good: Zone, tmp_path: Path, bounces: str, said: str
+) -> None:
+    """With newsletter.bounces, IT must read which envelope domain SPF is checked against."""
+    catalogue(tmp_path, newsletter=NEWSLETTER + SIGNING + f"  bounces: {{address: {bounces}}}\n")
+    assert lines(run("doctor"))["From"] == (
+        f"ok news@example.edu: signed as d=example.edu (newsletter.dkim), aligned; {said}"
+    )

@@ -290,3 +290,26 @@ def test_feed_page_has_a_sign_up_form_only_with_a_public_url(project: Path) -> N
     assert "mail" not in plain.lower()
     assert f'<form method="get" action="{PUBLIC}/subscribe">' in public
     assert (ROOT / "feeds" / "index.html").read_text(encoding="utf-8") != public
+
+
+def test_a_bounced_reader_cannot_resubscribe_from_an_old_preferences_link(
+    app: Flask, project: Path
+) -> None:
+    """An old link must not put a dead mailbox back on the list: only staff, with a reason, can."""
+    from digest.send import store
+
+    settings = app.extensions["digest_console"].config.settings
+    with Ledger(project / STATE) as ledger:
+        kept = Store(ledger)
+        kept.change(lambda r: store.add(r, "a@example.org", None, None, "ada", NOW), NOW)
+        report = store.Bounce("r1@mx", "a@example.org", "2025-11", store.BounceKind.HARD, "5.1.1")
+        kept.record_bounce(report, store.BounceRules(), NOW)
+    token = signup.preferences_token(settings, "a@example.org", NOW)
+    client = app.test_client()
+    csrf = csrf_of(client.get(f"/preferences/{token}").get_data(as_text=True))
+    answer = client.post(
+        f"/preferences/{token}", data={"csrf_token": csrf, "action": "resubscribe"}
+    )
+    assert answer.status_code == 400
+    assert "ask the digest&#39;s staff" in answer.get_data(as_text=True)
+    assert rows(project)["a@example.org"].status == "bounced"  # type: ignore[attr-defined]

@@ -545,6 +545,15 @@ def _from_aligned(newsletter: Newsletter, domain: str) -> Check:
     topic = "From"
     address = newsletter.sender.address
     spf = "the envelope sender is the same address, so SPF aligns"
+    if newsletter.bounces is not None:  # VERP: the envelope sender is bounces+TOKEN@domain
+        bounce_domain = newsletter.bounces.address.rpartition("@")[2]
+        shape = newsletter.bounces.address.replace("@", "+...@")
+        spf = (
+            f"the envelope sender is {shape} (newsletter.bounces), "
+            + ("aligned, so SPF aligns when that domain's SPF allows the relay"
+               if aligned(bounce_domain, address.rpartition("@")[2])
+               else "another domain, so SPF cannot align: DMARC rests on DKIM alone")
+        )  # fmt: skip
     if newsletter.dkim is None:
         return ok(topic, f"{address}: {spf}; DKIM alignment is the relay's signature's (--read)")
     # The catalogue refuses a signing domain that does not align with From (items.yaml's line).

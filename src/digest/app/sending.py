@@ -13,7 +13,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from digest.app import signing, signup, subscribing, wording
+from digest.app import bounces, signing, signup, subscribing, wording
 from digest.app.publishing import Warn, load, trigger
 from digest.app.settings import Settings
 from digest.errors import CatalogueError, DigestError, Problem, SendBusyError
@@ -268,6 +268,7 @@ def send_month(
     execute = dict(options.execute, stop=options.stop, unsubscribe=settings.one_click())
     execute["preferences"] = signup.preferences_links(settings, now)
     execute["signer"] = signer
+    execute["return_path"] = bounces.return_path(settings, catalogue, month)
     if options.progress is not None:
         execute["progress"] = options.progress
     _, without = delivery.audience(chosen, found.listed)
@@ -562,6 +563,42 @@ class Status:
     tz: Any = None
     held: tuple[tuple[str, int, str], ...] = ()  # (month, how many, until) the daily limit holds
     rehearsals: tuple[Run, ...] = ()  # each month's latest run that only wrote to outbox/
+    # Each month's bounces and complaints; empty until the ledger has recorded one.
+    bounces: tuple[MonthBounces, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MonthBounces:
+    """A month's delivery as the bounce mailbox tells it: sent, refused, bounced later."""
+
+    month: str
+    sent: int  # accepted by the relay
+    failed: int  # refused during the SMTP dialogue
+    bounced: int  # addresses a bounce (hard or soft) named later
+    complained: int  # addresses that reported the digest as spam
+
+    @property
+    def warnings(self) -> list[str]:
+        """Return the warnings of a bounce or complaint rate above what providers accept."""
+        return wording.bounce_warnings(self.month, self.sent, self.bounced, self.complained)
+
+
+def _bounces(ledger: Ledger, months: tuple[MonthStatus, ...]) -> tuple[MonthBounces, ...]:
+    """Return each month's bounces beside what it sent; nothing if no bounce was ever recorded."""
+    from digest.send.store import BounceKind, Store
+
+    kept = Store(ledger)
+    counts = kept.bounce_counts()
+    bounced = kept.bounced_by_month()
+    if not counts and not kept.recent_bounces(limit=1):
+        return ()
+    return tuple(
+        MonthBounces(
+            entry.month, entry.counts["sent"], entry.counts["failed"],
+            bounced.get(entry.month, 0), counts.get(entry.month, {}).get(BounceKind.COMPLAINT, 0),
+        )
+        for entry in months
+    )  # fmt: skip
 
 
 def status(settings: Settings, now: datetime) -> Status:
@@ -601,6 +638,7 @@ def status(settings: Settings, now: datetime) -> Status:
             tz,
             held,
             tuple(latest.values()),
+            _bounces(ledger, months),
         )
     finally:
         ledger.close()

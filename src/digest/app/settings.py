@@ -35,7 +35,7 @@ VARIABLES = {
         "postgresql://user@host:5432/db (password in the URL or PGPASSWORD)"
     ),
     "DIGEST_PUBLIC_URL": "the https:// address where `digest serve` is reached from outside",
-    "DIGEST_SECRET_KEY": "signs console sessions and unsubscribe links (32+ characters)",
+    "DIGEST_SECRET_KEY": "signs console sessions, unsubscribe links, VERP return paths (32+ chars)",
     "DIGEST_CONSOLE_PASSWORD": "the staff console's password",
     "DIGEST_TRUSTED_PROXIES": "how many reverse proxies stand before `digest serve` (default 0)",
     "DIGEST_LEDGER_WAIT": "seconds a send waits for a locked ledger (`digest send --ledger-wait`)",
@@ -43,6 +43,8 @@ VARIABLES = {
     "DIGEST_DNS_SERVER": "the resolver `digest doctor` asks, host[:port] (default: the system's)",
     "DIGEST_EDITOR_GIT_COMMIT": "1: the console's editor commits each save to git (default 0)",
     "DIGEST_IMAP_PASSWORD": "the password of the mailbox `digest doctor --read` opens",
+    "DIGEST_BOUNCE_SOURCE": "the bounce mailbox `digest schedule` reads every 15 minutes",
+    "DIGEST_BOUNCE_PASSWORD": "the IMAP password of the bounce mailbox (`digest bounces`)",
 }
 
 SECRET_KEY_LENGTH = 32
@@ -82,6 +84,11 @@ class Settings:
         from digest.send.ledger import Ledger
 
         return Ledger(self.state_path, url=self.database_url, **options)
+
+    # DIGEST_BOUNCE_SOURCE: the mailbox `digest schedule` reads bounces from (imap://, imaps://,
+    # maildir:, mbox:); DIGEST_BOUNCE_PASSWORD: its IMAP password.
+    bounce_source: str | None = None
+    bounce_password: str | None = field(default=None, repr=False)
 
     @property
     def home(self) -> Path:
@@ -155,6 +162,8 @@ def load(
         ),
         imap_password=environ.get("DIGEST_IMAP_PASSWORD") or None,
         database_url=database_url,
+        bounce_source=_text(environ.get("DIGEST_BOUNCE_SOURCE")),
+        bounce_password=environ.get("DIGEST_BOUNCE_PASSWORD") or None,
     )
 
 

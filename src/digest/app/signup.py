@@ -243,6 +243,11 @@ def change(
         if action == "unsubscribe":
             return store.unsubscribe(rows, row.key, actor)
         if action == "resubscribe":
+            if row.status in store.BOUNCE_ENDED:  # only staff, with a reason (store.resubscribe)
+                raise ValueError(
+                    f"action: mail to this address {row.status}; ask the digest's staff to put "
+                    "it back on the list"
+                )
             return store.resubscribe(rows, row.key, actor)
         if action == "resume":
             return store.choose(rows, row.key, actor, resume=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -237,10 +237,7 @@ def resubscribe(
         )
 
     def decide(rows: dict[str, Subscription]) -> list[Change]:
-        return [
-            replace(change, action=f"resubscribed by staff: {why}")
-            for change in store.resubscribe(rows, email, f"staff:{staff}")
-        ]
+        return store.resubscribe(rows, email, f"staff:{staff}", why)
 
     with open_store(settings) as kept:
         done = kept.change(decide, now)

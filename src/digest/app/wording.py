@@ -75,3 +75,94 @@ def result_line(month: str, summary: Any, transport: str, *, rehearsal: bool = F
         f"{month}: sent {summary.sent}, already sent {summary.already}, deferred "
         f"{summary.deferred}, failed {summary.failed} (via {transport})."
     )
+
+
+# The rates above which mailbox providers start refusing a bulk sender (Gmail's and Yahoo's
+# sender guidelines): bounces of what was sent, and complaints (spam reports).
+BOUNCE_RATE_LIMIT = 0.02
+COMPLAINT_RATE_LIMIT = 0.001
+
+
+def rate(part: int, whole: int) -> str:
+    """Return `part` of `whole` as a percentage people read: 1.25 %, 0 % when nothing was sent."""
+    if not whole:
+        return "0 %"
+    return f"{100 * part / whole:.2f}".rstrip("0").rstrip(".") + " %"
+
+
+def bounce_warnings(month: str, sent: int, bounced: int, complained: int) -> list[str]:
+    """Return what to warn staff of for a month's bounces and complaints (nothing when fine)."""
+    warnings = []
+    if sent and bounced / sent > BOUNCE_RATE_LIMIT:
+        warnings.append(
+            f"{month}: bounce rate {rate(bounced, sent)} is above "
+            f"{rate(int(BOUNCE_RATE_LIMIT * 10000), 10000)}: mailbox providers refuse senders "
+            "whose bounces climb; check the list's old addresses (`digest subscribers list "
+            "--status bounced`)"
+        )
+    if sent and complained / sent > COMPLAINT_RATE_LIMIT:
+        warnings.append(
+            f"{month}: complaint rate {rate(complained, sent)} is above "
+            f"{rate(int(COMPLAINT_RATE_LIMIT * 10000), 10000)}: mailbox providers refuse senders "
+            "whose readers mark them as spam; check that everyone on the list asked for the digest"
+        )
+    return warnings
+
+
+# How `digest bounces` and the scheduler's log name what came back.
+BOUNCE_KINDS = {
+    "hard": ("hard bounce", "hard bounces"),
+    "soft": ("soft bounce", "soft bounces"),
+    "complaint": ("complaint", "complaints"),
+    "autoreply": ("auto-reply", "auto-replies"),
+    "unknown": ("not recognised", "not recognised"),
+}
+
+
+def bounce_kind(kind: str, count: int | None = None) -> str:
+    """Return what a message that came back is, in words ("hard bounce"), or a count of them."""
+    one, many = BOUNCE_KINDS[kind]
+    return one if count is None else f"{count} {one if count == 1 else many}"
+
+
+def month_label(month: str | None) -> str:
+    """Return a ledger month ("2025-11") as people read it ("November 2025"), or "no month"."""
+    if month is None:
+        return "no month"
+    from digest.months import Month
+
+    return Month.parse(month).label
+
+
+def bounce_line(one: Any, dry_run: bool) -> str:
+    """Return the line `digest bounces` prints for one message (an app.bounces.Handled)."""
+    what = bounce_kind(str(one.kind))
+    if str(one.kind) == "autoreply":
+        return f"{one.key}: {what}: ignored, {'would be ' if dry_run else ''}moved to processed"
+    if one.address is None:
+        code = f" ({one.status})" if one.status else ""
+        names = "names nobody on the list" if str(one.kind) != "unknown" else "not a bounce"
+        return f"{one.key}: {what}{code}: {names}; left where it was"
+    code = f"{one.status}, " if one.status else ""
+    told = f"{one.address}, {month_label(one.month)} ({code}matched by {one.matched})"
+    if not one.new:
+        return f"{one.key}: {what}: {told}: recorded before; nothing changes"
+    if one.changes:
+        status = str(one.changes[0].after.status)
+        return f"{one.key}: {what}: {told}: {'would be ' if dry_run else ''}{status}"
+    return f"{one.key}: {what}: {told}: {'would be ' if dry_run else ''}counted"
+
+
+def bounce_summary(run: Any) -> str:
+    """Return the one line that sums up a `digest bounces` run (an app.bounces.BounceRun)."""
+    kinds = [
+        bounce_kind(kind, count)
+        for kind in BOUNCE_KINDS
+        if (count := sum(1 for one in run.handled if str(one.kind) == kind))
+    ]
+    head = plural(len(run.handled), "message") + (f" ({', '.join(kinds)})" if kinds else "")
+    verb = "would be" if run.dry_run else "was" if run.ended == 1 else "were"
+    ended = f"{plural(run.ended, 'subscription')} {verb} ended"
+    left = f"{plural(run.left, 'message')} left where {'it was' if run.left == 1 else 'they were'}"
+    tail = "; dry run: nothing was recorded or moved" if run.dry_run else ""
+    return f"{head}: {plural(run.recorded, 'new report')} recorded, {ended}, {left}{tail}."

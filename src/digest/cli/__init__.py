@@ -5,7 +5,8 @@ service layer (`digest.app.publishing`, `digest.app.sending`) and words what com
 (`digest.app.wording`). This module holds the group and the options the commands share; the
 commands live beside it:
 `publishing` (check, build, render), `sending` (send), `running` (schedule, status, serve),
-`doctor` (doctor), `subscribers` (the subscriber store), `database` (db: the schema, a copy).
+`doctor` (doctor), `subscribers` (the subscriber store), `bounces` (bounces), `database` (db:
+the schema, a copy).
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ def main() -> None:
 
 # The commands, registered on `cli` as their modules load (they import the options above).
 from digest.cli import (  # noqa: E402,F401 -- registers commands
+    bounces,
     database,
     doctor,
     publishing,

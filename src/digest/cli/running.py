@@ -22,7 +22,11 @@ from digest.errors import DigestError
 from digest.months import Month
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from digest.app.sending import Status
+    from digest.app.settings import Settings
+    from digest.publish.catalogue import Catalogue
 
 import logging
 
@@ -84,8 +88,19 @@ def schedule(catalogue_path: Path, state_path: Path | None, dry_run: bool, rehea
         )
 
     scheduling.Scheduler(
-        expression, tz, run_month, lambda month: services.settled(settings, month), root._now
-    ).run()
+        expression, tz, run_month, lambda month: services.settled(settings, month), root._now,
+        poll=_bounce_poll(settings, catalogue),
+    ).run()  # fmt: skip
+
+
+def _bounce_poll(settings: Settings, catalogue: Catalogue) -> Callable[[], str] | None:
+    """Return the scheduler's read of DIGEST_BOUNCE_SOURCE, when newsletter.bounces is set."""
+    from digest.app import bounces
+
+    news = catalogue.newsletter
+    if news is None or news.bounces is None or settings.bounce_source is None:
+        return None
+    return lambda: bounces.scheduled(settings, root._now())
 
 
 class _ZoneFormatter(logging.Formatter):
@@ -174,6 +189,24 @@ def _status_months(found: Status) -> None:
             f"Held by the daily limit: {month}: {plural(held, 'subscriber')}, "
             f"until {_when(until, found.tz)}."
         )
+    _status_bounces(found)
+
+
+def _status_bounces(found: Status) -> None:
+    """Print each month's bounces and complaints with their rates, and warn of high ones."""
+    if not found.bounces:
+        return
+    header = f"{'month':<8} {'sent':>6} {'failed':>6} {'bounced':>7} {'rate':>7} "
+    click.echo(f"{header}{'complained':>10} {'rate':>7}")
+    for entry in found.bounces:
+        click.echo(
+            f"{entry.month:<8} {entry.sent:>6} {entry.failed:>6} {entry.bounced:>7} "
+            f"{wording.rate(entry.bounced, entry.sent):>7} {entry.complained:>10} "
+            f"{wording.rate(entry.complained, entry.sent):>7}"
+        )
+    for entry in found.bounces:
+        for warning in entry.warnings:
+            click.echo(f"Warning: {warning}.", err=True)
 
 
 def _when(stamp: str, tz: tzinfo | None) -> str:

@@ -1,4 +1,4 @@
-"""`digest subscribers`: the subscriber store: import the directory, list, add, remove, export."""
+"""`digest subscribers`: the store: import the directory, list, add, remove, resubscribe, export."""
 
 from __future__ import annotations
 
@@ -234,6 +234,36 @@ def _changed(change: Change) -> str:
         f"{words.get(name, name)}: {show(name, old)} -> {show(name, new)}"
         for name, (old, new) in change.diff().items()
     )
+
+
+@subscribers.command()
+@catalogue_option
+@state_option
+@click.argument("email")
+@click.option(
+    "--reason",
+    required=True,
+    help="Why the address may be mailed again (kept in its history), like 'new mailbox, asked "
+    "by phone'.",
+)
+def resubscribe(catalogue_path: Path, state_path: Path | None, email: str, reason: str) -> None:
+    """Put EMAIL back on the list, as a staff member, with a reason its history keeps.
+
+    For an address that bounced, complained or unsubscribed: it overrides the mail system's
+    verdict or the person's own choice, so a reason is required.
+
+    \b
+    Example:
+        digest subscribers resubscribe chan.taiman@example.org --reason "mailbox restored"
+    """
+    from digest.app import subscribing
+
+    settings = _settings(catalogue_path, state_path)
+    row = subscribing.resubscribe(settings, email, _staff(), reason, root._now())
+    if row is None:
+        click.echo(f"{email.strip()} is on the list already; nothing changed.")
+        return
+    click.echo(f"Resubscribed {row.email}: {row.status} again; its history keeps why.")
 
 
 def _staff() -> str:

@@ -141,6 +141,20 @@ class Dkim:
         return aligned(self.domain, sender.rpartition("@")[2])
 
 
+# The VERP token after "+" in the return path: "202511-" and a 10-letter signature (send/verp.py).
+VERP_TOKEN_LENGTH = 17
+MAX_LOCAL_PART = 64  # RFC 5321: longer local parts are refused by servers
+
+
+@dataclass(frozen=True, slots=True)
+class Bounces:
+    """Where bounces come back (the VERP return path) and how many end a subscription."""
+
+    address: str  # "bounces@provost.example.edu", lower-case: MAIL FROM is bounces+TOKEN@...
+    soft_limit: int = 3  # soft bounces within soft_days that end a subscription
+    soft_days: int = 30
+
+
 def aligned(signer: str, domain: str) -> bool:
     """Return whether DKIM's d= `signer` aligns with the From `domain`, without a suffix list.
 
@@ -196,6 +210,8 @@ class Newsletter:
     dkim: Dkim | None = None
     issues: tuple[IssuePlan, ...] = ()
     brand: Brand | None = None
+    # The VERP return path and the bounce rules; None: the envelope sender is the From address.
+    bounces: Bounces | None = None
 
     def plan(self, month: Month) -> IssuePlan | None:
         """Return what the editors set for `month`'s issue, if anything."""
@@ -894,6 +910,24 @@ def _email(value: Any) -> str:
     return text
 
 
+def _return_path(value: Any) -> str:
+    """Return a bounce address: lower-case (servers case-fold local parts), room for the token."""
+    text = _email(value).lower()
+    local = text.rpartition("@")[0]
+    if "+" in local:
+        raise _Invalid(
+            f"'{text}' already has a '+' in it; give the plain mailbox (like "
+            "bounces@example.edu): digest adds '+' and a code for each message itself"
+        )
+    room = MAX_LOCAL_PART - 1 - VERP_TOKEN_LENGTH
+    if len(local) > room:
+        raise _Invalid(
+            f"the part before '@' of '{text}' is {len(local)} characters; with the code digest "
+            f"adds it must be at most {room}, or servers refuse the messages"
+        )
+    return text
+
+
 def _mailbox(value: Any) -> Mailbox:
     text = _text(value)
     match = re.fullmatch(r"(?:([^<>]*?)\s*)?<([^<>]+)>", text)
@@ -1355,7 +1389,13 @@ class _Checker:
                 "dkim": (False, _identity),
                 "issues": (False, _identity),
                 "brand": (False, _identity),
+                "bounces": (False, _identity),
             },
+        )
+        bounces = (
+            self.bounces(fields["bounces"], _key_line(value, "bounces"))
+            if "bounces" in fields
+            else None
         )
         dkim = self.dkim(fields["dkim"], _key_line(value, "dkim")) if "dkim" in fields else None
         plans = (
@@ -1392,7 +1432,23 @@ class _Checker:
             dkim=dkim,
             issues=tuple(plans),
             brand=brand,
+            bounces=bounces,
         )
+
+    def bounces(self, value: Any, line: int | None) -> Bounces | None:
+        given = self.mapping(
+            value,
+            line,
+            "newsletter.bounces",
+            {
+                "address": (True, _return_path),
+                "soft_limit": (False, _positive_int),
+                "soft_days": (False, _positive_int),
+            },
+        )
+        if "address" not in given:  # reported already
+            return None
+        return Bounces(**given)
 
     def dkim(self, value: Any, line: int | None) -> Dkim | None:
         given = self.mapping(

@@ -329,6 +329,7 @@ class Send:
         rng: random.Random | None = None,
         unsubscribe: Callable[[str], str] | None = None,
         signer: Signer | None = None,
+        return_path: Callable[[str], str] | None = None,
     ) -> Summary:
         """Send every pending, in-flight and deferred message; return the counts.
 
@@ -337,6 +338,8 @@ class Send:
         `daily_limit`: at most that many recipients accepted in any 24 hours, this run's and
         those the ledger counts; the rest are left pending and counted as `held`.
         `signer`, when given, signs each message with DKIM as it goes.
+        `return_path(recipient)`, when given, is each message's envelope sender (a VERP address,
+        send/verp.py); without it every message's is the From address, as before.
         """
         worker = _Worker(
             self,
@@ -351,6 +354,7 @@ class Send:
             rng=rng or random.Random(),  # noqa: S311 -- jitter, not secrets
             unsubscribe=unsubscribe,
             signer=signer,
+            return_path=return_path,
         )
         summary = worker.run(max(1, connections))
         if summary.held and daily_limit is not None:
@@ -768,8 +772,10 @@ class _Worker:
         rng: random.Random,
         unsubscribe: Callable[[str], str] | None = None,
         signer: Signer | None = None,
+        return_path: Callable[[str], str] | None = None,
     ) -> None:
         self.send = send
+        self.return_path = return_path
         self.transport = transport
         self.clock = clock
         self.policy = policy
@@ -883,7 +889,8 @@ class _Worker:
                 self.selector.register(slot.lane, selectors.EVENT_READ, slot)
         task.reached = True
         task.slot = slot
-        job = Job(self.compose(task.row, self.clock()), self.sender, task.row.address, task)
+        sender = self.return_path(task.row.recipient) if self.return_path else self.sender
+        job = Job(self.compose(task.row, self.clock()), sender, task.row.address, task)
         self.jobs.append(job)
         slot.lane.begin(job)
 

@@ -45,6 +45,7 @@ from digest.send import migrations
 from digest.send.database import POSTGRESQL, Database, connect
 from digest.send.migrations import Migration
 from digest.send.store import SCHEMA_3 as _STORE_SCHEMA
+from digest.send.store import SCHEMA_5 as _BOUNCES_SCHEMA
 
 T = TypeVar("T")
 # How long SQLite itself waits for a lock before the ledger hears of it, says so, and tries again.
@@ -285,6 +286,7 @@ MIGRATIONS = (
     ),
     Migration(3, "the subscriber store: subscribers and their history", _STORE_SCHEMA),
     Migration(4, "the editor's history: edits", _EDITS_SCHEMA),
+    Migration(5, "bounces and complaints: bounces", _BOUNCES_SCHEMA),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -772,6 +774,13 @@ class Ledger:
         wanted = set(statuses)
         rows = self._rows(f"{_DELIVERY} WHERE month = ? ORDER BY rowid", (month,))
         return [_delivery(row) for row in rows if row[5] in wanted]
+
+    def has_recipient(self, recipient: str) -> bool:
+        """Return whether any month's deliveries include `recipient` (any letter case)."""
+        rows = self._rows(
+            "SELECT 1 FROM deliveries WHERE recipient = ? LIMIT 1", (recipient.strip().lower(),)
+        )
+        return bool(rows)
 
     def record(
         self,

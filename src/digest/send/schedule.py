@@ -30,6 +30,7 @@ from apscheduler.events import (
 )
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from digest.errors import DigestError
 from digest.months import Month
@@ -39,6 +40,9 @@ JOB_ID = "digest-monthly-send"
 CATCH_UP_WINDOW = timedelta(days=32)
 # A run that left recipients deferred is retried after these pauses, then left for a person.
 RETRY_AFTER = (timedelta(minutes=15), timedelta(hours=1), timedelta(hours=4), timedelta(hours=12))
+# How often the bounce mailbox is read, when one is configured (DIGEST_BOUNCE_SOURCE).
+POLL_EVERY = timedelta(minutes=15)
+POLL_ID = "digest-bounces"
 
 log = logging.getLogger("digest.schedule")
 _EVENT_ALL_DONE = EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED
@@ -127,7 +131,11 @@ class Scheduler:
         send: Callable[[Month, threading.Event], Outcome],
         settled: Callable[[Month], str | None],
         clock: Callable[[], datetime],
+        poll: Callable[[], str] | None = None,
     ) -> None:
+        """`poll`, when given, reads the bounce mailbox every POLL_EVERY and returns the line to
+        log; a poll that fails is logged, and the next one goes ahead."""
+        self.poll = poll
         self.expression = expression
         self.tz = tz
         self.send = send
@@ -170,12 +178,41 @@ class Scheduler:
                 # the catch-up when start-up stalls (a loaded host).
                 misfire_grace_time=None,
             )
+        self._add_poll()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         self.scheduler.add_listener(self._log_next, mask=_EVENT_ALL_DONE)
         self._log_next(None)
         self.scheduler.start()  # blocks until shutdown
         log.info("stopped")
+
+    def _add_poll(self) -> None:
+        """Read the bounce mailbox every POLL_EVERY, the first time one period from now."""
+        if self.poll is None:
+            return
+        first = self.clock() + POLL_EVERY
+        self.scheduler.add_job(
+            self._poll,
+            IntervalTrigger(seconds=POLL_EVERY.total_seconds(), start_date=first),
+            id=POLL_ID,
+            replace_existing=True,
+            max_instances=1,  # a slow mailbox never has two readers
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        log.info("reading bounces every %d minutes", POLL_EVERY.total_seconds() // 60)
+
+    def _poll(self) -> None:
+        """Read the bounce mailbox once; a failure is logged and the schedule goes on."""
+        if self.poll is None or self.stop.is_set():
+            return
+        try:
+            line = self.poll()
+        except DigestError as exc:
+            log.warning("bounces: failed: %s (tried again in %d minutes)", exc,
+                        POLL_EVERY.total_seconds() // 60)  # fmt: skip
+            return
+        log.info("bounces: %s", line)
 
     def _log_next(self, event: Any) -> None:
         upcoming = next(iter(next_runs(self.expression, self.tz, self.clock(), 1)), None)

@@ -12,6 +12,10 @@ The rules live here as plain functions from rows to changes (`import_directory`,
 `Store` is the only code that speaks SQL to these tables; it works inside the ledger's database and
 transactions. The SQL is kept to what SQLite and PostgreSQL both read.
 
+Bounces and complaints (schema 5, `bounces`) are recorded once per report and address;
+`bounced` is their rule: a hard bounce or a complaint ends a row at once, soft bounces after a
+limit within a window. Only staff, with a reason, bring such a row back (`resubscribe`).
+
 Who receives a digest (`receives`): an active row, not paused, with a reason to be on the list: the
 directory lists it, or the person (or staff) subscribed it. Ending a directory membership changes
 nothing else, so a person who signed up themselves keeps the digest after leaving the directory.
@@ -23,7 +27,7 @@ import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +60,9 @@ class Source(StrEnum):
 ENDED = frozenset({SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED,
                    SubscriberStatus.COMPLAINED})  # fmt: skip
 IMPORT = "import"  # the actor of a directory import: "import:subscribers.csv"
+# Statuses the bounce rules set: only staff, with a reason, undo them (`resubscribe`).
+BOUNCE_ENDED = frozenset({SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED})
+BOUNCE = "bounce"  # the actor of a bounce rule: "bounce:<report id>"
 
 # Version 3 of the state database: the store's two tables. The one-click suppressions of earlier
 # versions become unsubscribed rows (carried over with their time and source as the first event;
@@ -98,6 +105,29 @@ SCHEMA_3 = (
         || '"subscribed_via": [null, "before the subscriber store"]}'
     FROM suppressions ORDER BY at, address""",
     "DROP TABLE suppressions",
+)
+
+# Version 5 of the state database: the bounces and complaints `digest bounces` read, one row per
+# (report, address), so reading the same mailbox twice adds nothing. `month` is the month whose
+# delivery the report is about (NULL: it names the subscriber but no month we can tie it to, and
+# counts for nobody's rates); the month's ledger row is the delivery (month, address). `matched`
+# says how the report was tied to the address ("verp", "recipient", "message-id").
+# Self-contained, IF NOT EXISTS: the step can be renumbered beside other steps at a merge.
+SCHEMA_5 = (
+    """CREATE TABLE IF NOT EXISTS bounces (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    report_id TEXT NOT NULL,
+    address TEXT NOT NULL,
+    month TEXT,
+    kind TEXT NOT NULL CHECK (kind IN ('hard', 'soft', 'complaint')),
+    status TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '',
+    arrived TEXT NOT NULL,
+    matched TEXT NOT NULL DEFAULT '',
+    UNIQUE (report_id, address)
+)""",
+    "CREATE INDEX IF NOT EXISTS bounces_by_address ON bounces (address, arrived)",
+    "CREATE INDEX IF NOT EXISTS bounces_by_month ON bounces (month, kind)",
 )
 
 _COLUMNS = (
@@ -278,30 +308,9 @@ class Store:
 
         The rows are read under the write lock, so nothing changes between deciding and writing.
         """
-        at = stamp(now)
         with self.ledger.transaction() as db:
             rows = {row.key: row for row in map(_row, db.execute(_SELECT).fetchall())}
-            changes: list[Change] = []
-            inserts, updates, events = [], [], []
-            for change in decide(rows):
-                # Each row's values are made once, for its diff and its statement alike.
-                old = None if change.before is None else _record(change.before)
-                new = _record(change.after)
-                diff = _diff(old, new)
-                if old is not None and not diff:
-                    continue
-                written = (*new[:-1], at)  # updated_at is the last column
-                if old is None:
-                    inserts.append(written)
-                else:
-                    updates.append((*written[1:], written[0]))
-                events.append((written[0], at, change.actor, change.action, json.dumps(diff)))
-                changes.append(change)
-            # Each row is one address, changed once: one statement for all the rows of a kind.
-            db.executemany(_INSERT, inserts)
-            db.executemany(_UPDATE, updates)
-            db.executemany(_EVENT, events)
-        return changes
+            return _write(db, decide(rows), stamp(now))
 
     def history(self, address: str) -> list[Event]:
         """Return every change to `address`'s row, oldest first."""
@@ -320,6 +329,104 @@ class Store:
             "SELECT address FROM subscribers WHERE status IN (?, ?, ?)", tuple(sorted(ENDED))
         )
         return {row[0] for row in found}
+
+    # -- bounces and complaints (schema 5) ------------------------------------------------------
+
+    def record_bounce(self, report: Bounce, rules: BounceRules, now: datetime) -> Recorded:
+        """Record one bounce or complaint and apply the rules to its subscriber, in one transaction.
+
+        A report already recorded for that address (the same `report_id`) changes nothing: reading
+        the same mailbox twice is harmless. `report.arrived` empty: recorded as arriving `now`.
+        """
+        at = stamp(now)
+        report = report if report.arrived else replace(report, arrived=at)
+        with self.ledger.transaction() as db:
+            cursor = db.execute(_BOUNCE_INSERT, _bounce_values(report))
+            if cursor.rowcount == 0:
+                return Recorded(report, new=False, changes=())
+            changes = _bounce_decision(
+                lambda sql, values: db.execute(sql, tuple(values)).fetchall(), report, rules, ()
+            )
+            return Recorded(report, new=True, changes=tuple(_write(db, changes, at)))
+
+    def plan_bounce(
+        self, report: Bounce, rules: BounceRules, now: datetime, pending: Iterable[Bounce] = ()
+    ) -> Recorded:
+        """Return what `record_bounce` would do, writing nothing (a dry run).
+
+        `pending`: bounces the same dry run would have recorded before this one (they count
+        towards the soft limit as if written).
+        """
+        report = report if report.arrived else replace(report, arrived=stamp(now))
+        known = self.ledger.query(
+            "SELECT 1 FROM bounces WHERE report_id = ? AND address = ?",
+            (report.report_id, report.address),
+        )
+        if known:
+            return Recorded(report, new=False, changes=())
+        changes = _bounce_decision(self.ledger.query, report, rules, tuple(pending))
+        return Recorded(report, new=True, changes=tuple(changes))
+
+    def recent_bounces(self, limit: int = 50) -> list[Bounce]:
+        """Return the newest bounces and complaints of every subscriber, newest first."""
+        found = self.ledger.query(f"{_BOUNCE_SELECT} ORDER BY id DESC LIMIT ?", (limit,))
+        return [_bounce(row) for row in found]
+
+    def bounces_of(self, address: str) -> list[Bounce]:
+        """Return every bounce and complaint recorded for `address` (any letter case), oldest
+        first."""
+        found = self.ledger.query(
+            f"{_BOUNCE_SELECT} WHERE address = ? ORDER BY id", (address.strip().lower(),)
+        )
+        return [_bounce(row) for row in found]
+
+    def bounce_counts(self) -> dict[str, dict[BounceKind, int]]:
+        """Return, by month (newest first), how many addresses bounced (hard, soft) or
+        complained about that month's digest. Each address counts once a kind and month; a
+        bounce not tied to a month counts for none."""
+        found = self.ledger.query(
+            "SELECT month, kind, COUNT(DISTINCT address) FROM bounces WHERE month IS NOT NULL "
+            "GROUP BY month, kind ORDER BY month DESC"
+        )
+        counts: dict[str, dict[BounceKind, int]] = {}
+        for month, kind, count in found:
+            counts.setdefault(month, dict.fromkeys(BounceKind, 0))[BounceKind(kind)] = count
+        return counts
+
+    def bounced_by_month(self) -> dict[str, int]:
+        """Return, by month, how many addresses a bounce (hard or soft) named: each address once,
+        however many reports came back for it."""
+        found = self.ledger.query(
+            "SELECT month, COUNT(DISTINCT address) FROM bounces WHERE month IS NOT NULL "
+            "AND kind IN ('hard', 'soft') GROUP BY month"
+        )
+        return {month: int(count) for month, count in found}
+
+
+def _write(db: Any, decided: Iterable[Change], at: str) -> list[Change]:
+    """Write `decided` (rows and their history) through the open transaction `db`; return the
+    changes that change something."""
+    changes: list[Change] = []
+    inserts, updates, events = [], [], []
+    for change in decided:
+        # Each row's values are made once, for its diff and its statement alike.
+        old = None if change.before is None else _record(change.before)
+        new = _record(change.after)
+        diff = _diff(old, new)
+        if old is not None and not diff:
+            continue
+        written = (*new[:-1], at)  # updated_at is the last column
+        if old is None:
+            inserts.append(written)
+        else:
+            updates.append((*written[1:], written[0]))
+        events.append((written[0], at, change.actor, change.action, json.dumps(diff)))
+        changes.append(change)
+    # Each row is one address, changed once: one statement for all the rows of a kind.
+    db.executemany(_INSERT, inserts)
+    db.executemany(_UPDATE, updates)
+    db.executemany(_EVENT, events)
+    return changes
 
 
 @functools.cache
@@ -498,16 +605,29 @@ def unsubscribe(rows: Mapping[str, Subscription], address: str, actor: str) -> l
     return [Change(before, after, "unsubscribed", actor)]
 
 
-def resubscribe(rows: Mapping[str, Subscription], address: str, actor: str) -> list[Change]:
-    """Return the change of a person coming back: active again, their choices as they were."""
+def resubscribe(
+    rows: Mapping[str, Subscription], address: str, actor: str, reason: str | None = None
+) -> list[Change]:
+    """Return the change of a person coming back: active again, their choices as they were.
+
+    A bounced or complained address comes back only with a `reason` (staff's: the mailbox works
+    again, the person asked), which the history keeps in the change's action.
+    """
     before = _known(rows, address)
     if before.status is SubscriberStatus.ACTIVE:
         return []
+    why = " ".join((reason or "").split())
+    if before.status in BOUNCE_ENDED and not why:
+        raise StoreError(
+            f"{before.email} is {before.status} since {before.updated_at}: only staff can put "
+            "it back on the list, with a reason (say, 'mailbox works again, checked by phone')"
+        )
     source = before.source
     if source is Source.DIRECTORY and not before.in_directory:
         source = Source.SIGNUP  # their own choice now, not the directory's
     after = replace(before, status=SubscriberStatus.ACTIVE, source=source)
-    return [Change(before, after, "resubscribed", actor)]
+    action = f"resubscribed by staff: {why}" if why else "resubscribed"
+    return [Change(before, after, action, actor)]
 
 
 def add(
@@ -559,3 +679,146 @@ def readers(
     chosen = [row for row in rows.values() if row.receives_at(at)]
     chosen.sort(key=lambda row: (order.get(row.key, len(order)), row.key))
     return [row.as_subscriber() for row in chosen]
+
+
+# -- bounces and complaints: the rules -----------------------------------------------------------
+
+
+class BounceKind(StrEnum):
+    """What a report said of one address; the value is what the database holds."""
+
+    HARD = "hard"  # permanent failure (5.x.x): bounced at once
+    SOFT = "soft"  # transient failure (4.x.x): bounced after `soft_limit` in `soft_days`
+    COMPLAINT = "complaint"  # a feedback-loop report (the person marked it as spam)
+
+
+@dataclass(frozen=True, slots=True)
+class BounceRules:
+    """The rules of `newsletter.bounces`: how many soft bounces, within how many days, end it."""
+
+    soft_limit: int = 3
+    soft_days: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Bounce:
+    """One bounce or complaint tied to a subscriber, as `bounces` holds it."""
+
+    report_id: str  # the report's own key (its Message-ID, else a hash of its bytes)
+    address: str  # the subscriber's key (lower-cased)
+    month: str | None  # the month whose digest bounced; None: cannot be tied to one
+    kind: BounceKind
+    status: str = ""  # the enhanced status code ("5.1.1"), or ""
+    detail: str = ""  # the diagnostic, one plain line
+    arrived: str = ""  # when `digest bounces` read it (UTC stamp)
+    matched: str = ""  # how it was tied to the address: "verp", "recipient", "message-id"
+    id: int = 0  # its number in the table (0 until recorded)
+
+    @property
+    def actor(self) -> str:
+        """Return the actor the subscriber's history names for this report's change."""
+        return f"{BOUNCE}:{self.report_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording one bounce did: whether it was new, and the change to the subscriber."""
+
+    bounce: Bounce
+    new: bool  # False: this report was recorded for this address before; nothing changed
+    changes: tuple[Change, ...]
+
+
+_BOUNCE_COLUMNS = "report_id, address, month, kind, status, detail, arrived, matched"
+_BOUNCE_SELECT = f"SELECT {_BOUNCE_COLUMNS}, id FROM bounces"  # noqa: S608 -- constants
+_BOUNCE_INSERT = (
+    f"INSERT INTO bounces ({_BOUNCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "  # noqa: S608
+    "ON CONFLICT (report_id, address) DO NOTHING"
+)
+
+
+def _bounce_values(report: Bounce) -> tuple[Any, ...]:
+    return (
+        report.report_id, report.address, report.month, str(report.kind), report.status,
+        report.detail, report.arrived, report.matched,
+    )  # fmt: skip
+
+
+def _bounce(row: tuple[Any, ...]) -> Bounce:
+    report_id, address, month, kind, status, detail, arrived, matched, number = row
+    return Bounce(report_id, address, month, BounceKind(kind), status, detail, arrived, matched,
+                  number)  # fmt: skip
+
+
+def _bounce_decision(
+    select: Callable[[str, Iterable[Any]], list[Any]],
+    report: Bounce,
+    rules: BounceRules,
+    pending: tuple[Bounce, ...],
+) -> list[Change]:
+    """Read what the rules need about `report`'s subscriber through `select`; return the change."""
+    found = select(f"{_SELECT} WHERE address = ?", (report.address,))
+    rows = {report.address: _row(found[0])} if found else {}
+    since = _back_since(select, report.address)
+    earlier = [
+        _bounce(row)
+        for row in select(
+            f"{_BOUNCE_SELECT} WHERE address = ? AND kind = 'soft' AND arrived >= ?",
+            (report.address, since),
+        )
+    ]
+    return bounced(rows, report, [*earlier, *pending], rules)
+
+
+def _back_since(select: Callable[[str, Iterable[Any]], list[Any]], key: str) -> str:
+    """Return when `key` last became active (its soft bounces before then are forgiven), or ""."""
+    events = select(
+        "SELECT at, changes FROM subscriber_events WHERE address = ? ORDER BY id DESC", (key,)
+    )
+    for at, changes in events:
+        status = json.loads(changes).get("status")
+        if status is not None and status[1] == SubscriberStatus.ACTIVE:
+            return str(at)
+    return ""
+
+
+def bounced(
+    rows: Mapping[str, Subscription],
+    report: Bounce,
+    earlier: Iterable[Bounce],
+    rules: BounceRules,
+) -> list[Change]:
+    """Return the change one new bounce or complaint makes to its subscriber's row.
+
+    A hard bounce makes the row `bounced` and a complaint `complained`, at once; a soft bounce
+    makes it `bounced` when it is the `soft_limit`-th of `earlier` (the address's soft bounces
+    since it last became active) within `soft_days` of it. A row already off the list stays as it
+    is; an address the store does not know gets a row that says so, so no later import adds it.
+    """
+    key = report.address.strip().lower()
+    before = rows.get(key)
+    if before is not None and before.status in ENDED:
+        return []
+    if report.kind is BounceKind.SOFT:
+        since = stamp(datetime.fromisoformat(report.arrived) - timedelta(days=rules.soft_days))
+        count = 1 + sum(
+            1
+            for other in earlier
+            if other.address == key and other.kind is BounceKind.SOFT
+            and other.report_id != report.report_id and since <= other.arrived <= report.arrived
+        )  # fmt: skip
+        if count < rules.soft_limit:
+            return []
+        status = SubscriberStatus.BOUNCED
+        action = f"bounced: {count} soft bounces in {rules.soft_days} days"
+    elif report.kind is BounceKind.HARD:
+        status = SubscriberStatus.BOUNCED
+        action = f"bounced: {report.status or 'permanent failure'}"
+    else:
+        status = SubscriberStatus.COMPLAINED
+        action = "complained: marked the digest as spam"
+    if report.detail:
+        action += f" ({report.detail})"
+    base = before or Subscription(key, key, subscribed_via="bounced before it was listed")
+    after = replace(base, status=status, paused_until=None)
+    return [Change(before, after, action, report.actor)]
