@@ -103,6 +103,9 @@ def test_bounces_page_shows_rates_warnings_and_the_newest_reports(
     assert reports[2][2:] == ["hard bounce", MONTH, "5.1.1", "550 5.1.1 user unknown"]
     assert reports[2][0].endswith("HKT (+08:00)")  # read in the publication's zone
     assert 'href="/subscribers/lee.kawai@example.org"' in html
+    dashboard = staff.get("/").get_data(as_text=True)  # where staff look first
+    shown = re.findall(r'<p class="flash warn" role="alert">(.*?) — <a href="/bounces">', dashboard)
+    assert shown == alerts
 
 
 def test_bounces_page_before_anything_came_back(staff: FlaskClient) -> None:
@@ -110,7 +113,9 @@ def test_bounces_page_before_anything_came_back(staff: FlaskClient) -> None:
     html = staff.get("/bounces").get_data(as_text=True)
     assert "No bounce or complaint has been recorded" in html
     assert "<p>None yet.</p>" in html
-    assert 'href="/bounces"' in staff.get("/").get_data(as_text=True)  # in the menu
+    dashboard = staff.get("/").get_data(as_text=True)
+    assert 'href="/bounces"' in dashboard  # in the menu
+    assert 'role="alert"' not in dashboard  # and no warning
 
 
 def test_bounces_page_needs_a_login(project: Path) -> None:
