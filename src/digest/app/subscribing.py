@@ -24,7 +24,7 @@ from digest.errors import DigestError
 if TYPE_CHECKING:
     from digest.publish.catalogue import Catalogue
     from digest.send.ledger import Ledger
-    from digest.send.store import Change, Event, ImportPlan, Store, Subscription
+    from digest.send.store import Bounce, Change, Event, ImportPlan, Store, Subscription
     from digest.send.subscribers import SubscriberList
 
 OnBusy = Callable[[Path, float], None]
@@ -220,6 +220,22 @@ def subscriber(settings: Settings, address: str) -> tuple[Subscription, list[Eve
         return None
     with open_store(settings) as kept:
         return row, kept.history(row.key)
+
+
+def recent_bounces(settings: Settings, limit: int = 100) -> list[Bounce]:
+    """Return the newest bounces and complaints `digest bounces` recorded, newest first."""
+    if not settings.state_path.exists():
+        return []
+    with open_store(settings) as kept:
+        return kept.recent_bounces(limit)
+
+
+def bounces_of(settings: Settings, address: str) -> list[Bounce]:
+    """Return every bounce and complaint recorded for one address, oldest first."""
+    if not settings.state_path.exists():
+        return []
+    with open_store(settings) as kept:
+        return kept.bounces_of(address)
 
 
 def resubscribe(

@@ -28,7 +28,17 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from digest.console import auth, dashboard, items, months, present, public, signup, subscribers
+from digest.console import (
+    auth,
+    bounces,
+    dashboard,
+    items,
+    months,
+    present,
+    public,
+    signup,
+    subscribers,
+)
 from digest.console.auth import (
     KNOWN_BROWSER_COOKIE,
     KNOWN_BROWSER_LIFETIME,
@@ -121,7 +131,7 @@ def create_app(config: Config) -> Flask:
     app.context_processor(lambda: {"user": session.get("user")})
     app.add_template_global(local, "local")
     app.add_template_global(present.of_run, "run_verdict")
-    for pages in (auth, dashboard, items, months, public, signup, subscribers):
+    for pages in (auth, bounces, dashboard, items, months, public, signup, subscribers):
         pages.register(app)
     return app
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Flask, render_template
 
+from digest.app.settings import Settings
 from digest.console import present
 from digest.console.state import Job, open_ledger
 from digest.console.web import console, load
@@ -41,6 +42,7 @@ def dashboard() -> str:
     finally:
         if ledger is not None:
             ledger.close()
+    context["bounce_warnings"] = bounce_warnings(config.settings, now)
     jobs = [job for job in console().jobs.values() if job.running]
     context["jobs"] = jobs
     context["elsewhere"] = sends_elsewhere(config.state_path, jobs)
@@ -50,6 +52,13 @@ def dashboard() -> str:
         context["months"] = _months(loaded, sent, sending, now)
         context.update(_newsletter(loaded, now))
     return render_template("dashboard.html", **context)
+
+
+def bounce_warnings(settings: Settings, now: datetime) -> list[str]:
+    """Return the warnings of months whose bounce or complaint rate is above what providers take."""
+    from digest.app.sending import status
+
+    return [warning for month in status(settings, now).bounces for warning in month.warnings]
 
 
 def _months(

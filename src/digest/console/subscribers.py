@@ -11,6 +11,7 @@ from flask import Flask, flash, redirect, render_template, request, session, url
 from werkzeug.wrappers import Response
 
 from digest.app import subscribing
+from digest.console.bounces import KINDS
 from digest.console.web import console
 from digest.errors import DigestError
 
@@ -75,7 +76,11 @@ def person(address: str) -> str | tuple[str, int]:
     if found is None:
         return render_template("subscriber.html", row=None, history=[], address=address), 404
     row, history = found
-    return render_template("subscriber.html", row=row, history=history, address=address)
+    bounced = subscribing.bounces_of(console().config.settings, row.key)
+    return render_template(
+        "subscriber.html", row=row, history=history, address=address, bounces=bounced,
+        kinds=KINDS,
+    )  # fmt: skip
 
 
 def add() -> Response:
