@@ -224,7 +224,7 @@ def subscriber(settings: Settings, address: str) -> tuple[Subscription, list[Eve
 
 def recent_bounces(settings: Settings, limit: int = 100) -> list[Bounce]:
     """Return the newest bounces and complaints `digest bounces` recorded, newest first."""
-    if not settings.state_path.exists():
+    if not settings.has_state:
         return []
     with open_store(settings) as kept:
         return kept.recent_bounces(limit)
@@ -232,7 +232,7 @@ def recent_bounces(settings: Settings, limit: int = 100) -> list[Bounce]:
 
 def bounces_of(settings: Settings, address: str) -> list[Bounce]:
     """Return every bounce and complaint recorded for one address, oldest first."""
-    if not settings.state_path.exists():
+    if not settings.has_state:
         return []
     with open_store(settings) as kept:
         return kept.bounces_of(address)
