@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,9 +20,10 @@ NOV = "2025-11"
 
 
 @pytest.fixture
-def kept(tmp_path: Path) -> Iterator[Store]:
-    """A store in a new ledger with two active subscribers from the directory."""
-    with Ledger(tmp_path / "state.sqlite3") as ledger:
+def kept(open_ledger: Callable[..., Ledger]) -> Iterator[Store]:
+    """A store in a new ledger (SQLite, then PostgreSQL) with two active subscribers from the
+    directory."""
+    with open_ledger() as ledger:
         kept = Store(ledger)
         listed = SubscriberList(
             (

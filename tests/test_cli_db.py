@@ -21,12 +21,15 @@ STATE = Path(".digest/state.sqlite3")
 
 
 def fill(ledger: Ledger) -> None:
-    """Write a little of everything: deliveries in an order, a run, an edit, subscribers."""
+    """Write a little of everything: deliveries in an order, a run, an edit, subscribers, a
+    bounce."""
     ledger.enrol(NOV, [(a, a, None, "*") for a in ("c@example.org", "a@example.org", "b@x.org")])
     ledger.record(NOV, [Mark("a@example.org", Status.SENT, attempt=True)])
     ledger.start_run(NOV, "smtp://127.0.0.1:25", "a test")
     ledger.record_edit("item-1", "staff", NOW, "edit", "diff", None, "{}", "v1")
     Store(ledger).change(lambda rows: store.unsubscribe(rows, "gone@example.org", "one-click"), NOW)
+    report = store.Bounce("<dsn-1@mx.example>", "b@x.org", NOV, store.BounceKind.HARD, "5.1.1")
+    Store(ledger).record_bounce(report, store.BounceRules(), NOW)
 
 
 def test_status_of_a_first_run_makes_nothing(run: Callable[..., Result], tmp_path: Path) -> None:
@@ -53,16 +56,20 @@ def test_an_older_postgresql_database_is_upgraded_by_the_command_only(
     looked = run("db", "status")
     assert looked.stdout == (
         f"State database: {url} (postgresql)\n"
-        "Schema: version 3 of 4; `digest db upgrade` applies 1 migration:\n"
+        f"Schema: version 3 of {SCHEMA_VERSION}; `digest db upgrade` applies 2 migrations:\n"
         "  4  the editor's history: edits\n"
+        "  5  bounces and complaints: bounces\n"
     )
     refused = run("status")
     assert refused.exit_code == 1
     assert "run `digest db upgrade`" in refused.stderr
     done = run("db", "upgrade")
-    assert (done.exit_code, done.stdout) == (0, f"{url}: upgraded from schema version 3 to 4.\n")
+    assert (done.exit_code, done.stdout) == (
+        0,
+        f"{url}: upgraded from schema version 3 to {SCHEMA_VERSION}.\n",
+    )
     again = run("db", "upgrade")
-    assert again.stdout == f"{url}: schema version 4, up to date; nothing to do.\n"
+    assert again.stdout == f"{url}: schema version {SCHEMA_VERSION}, up to date; nothing to do.\n"
     assert run("status").exit_code == 0
 
 
@@ -75,14 +82,13 @@ def test_a_copy_to_postgresql_keeps_every_row_and_is_counted(
     url = postgresql.database()
     done = run("db", "copy", "--to", url)
     assert (done.exit_code, done.stderr) == (0, "")
-    counted = {"deliveries": "3 rows", "edits": "1 row", "runs": "1 row"} | {
-        table: "1 row" for table in ("subscriber_events", "subscribers")
-    }
-    tables = ["copies", "decisions", "deliveries", "edits", "holds", "issues", "logouts"]
+    counted = {"deliveries": "3 rows", "edits": "1 row", "runs": "1 row", "bounces": "1 row"}
+    counted |= {"subscriber_events": "2 rows", "subscribers": "2 rows"}
+    tables = ["bounces", "copies", "decisions", "deliveries", "edits", "holds", "issues", "logouts"]
     tables += ["renders", "runs", "subscriber_events", "subscribers"]
     assert done.stdout == "".join(
         f"  {table:<17}  {counted.get(table, '0 rows')}\n" for table in tables
-    ) + ("Copied 11 tables (7 rows), every count the same on both sides.\n")
+    ) + ("Copied 12 tables (10 rows), every count the same on both sides.\n")
     with Ledger(Path("unused"), url=url) as moved:
         assert [row.recipient for row in moved.deliveries(NOV)] == [
             "c@example.org",
@@ -90,7 +96,8 @@ def test_a_copy_to_postgresql_keeps_every_row_and_is_counted(
             "b@x.org",
         ]
         assert [row.status for row in moved.deliveries(NOV)][1] == Status.SENT
-        assert moved.suppressed() == {"gone@example.org"}
+        assert moved.suppressed() == {"gone@example.org", "b@x.org"}
+        assert [b.report_id for b in Store(moved).bounces_of("b@x.org")] == ["<dsn-1@mx.example>"]
         assert moved.start_run(NOV, "smtp://127.0.0.1:25", "next") == 2  # numbering goes on
         assert moved.record_edit("item-1", "staff", NOW, "edit", "d", "{}", "{}", "v2") == 2
 
@@ -105,7 +112,7 @@ def test_a_copy_into_a_database_that_holds_tables_is_refused(
     assert run("db", "copy", "--to", url).exit_code == 0
     again = run("db", "copy", "--to", url)
     assert again.exit_code == 1
-    assert again.stderr.startswith(f"--to {url}: is not empty (it holds copies, decisions, ")
+    assert again.stderr.startswith(f"--to {url}: is not empty (it holds bounces, copies, ")
     with Ledger(Path("unused"), url=url) as moved:
         assert len(moved.deliveries(NOV)) == 3
 

@@ -79,11 +79,14 @@ def test_a_version_4_sqlite_file_is_adopted_at_its_version(tmp_path: Path) -> No
     with Ledger(path) as ledger:
         ledger.enrol(NOV, [("a@example.org", "a@example.org", None, "*")])
         ledger.record(NOV, [Mark("a@example.org", Status.SENT, attempt=True)])
-    db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    # As the ledger of the session before the migrations left it: version 4, no bounces table.
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("DROP TABLE bounces")
+    db.execute("PRAGMA user_version = 4")
     db.close()
     with Ledger(path) as ledger:
         assert migrations.version(ledger.database) == SCHEMA_VERSION
+        assert "bounces" in ledger.database.tables()  # only migration 5 ran
         assert [row.status for row in ledger.deliveries(NOV)] == [Status.SENT]
 
 
