@@ -53,12 +53,13 @@ def logged(log: Path, what: str) -> Callable[[], bool]:
 
 
 def stop(proc: subprocess.Popen[str], signum: int = signal.SIGTERM) -> int:
-    """Send `signum` and return the exit status, failing if it takes more than 5 s."""
+    """Send `signum` and return the exit status, failing if it hangs (no exit within 30 s: a
+    guard against a hang, not a speed test; 5 s was missed once with the machine loaded)."""
     proc.send_signal(signum)
     try:
-        return proc.wait(timeout=5)
+        return proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"digest schedule did not stop within 5 s of {signal.Signals(signum).name}")
+        pytest.fail(f"digest schedule did not stop within 30 s of {signal.Signals(signum).name}")
 
 
 def statuses(tmp_path: Path, month: Month) -> dict[str, str]:
