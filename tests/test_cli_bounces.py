@@ -159,6 +159,8 @@ def test_send_bounce_read_and_the_next_month_skips_them(
     assert status.exit_code == 0, status.output
     assert "month      sent failed bounced    rate complained    rate\n" in status.stdout
     assert "2025-11      11      0       2 18.18 %          1  9.09 %\n" in status.stdout
+    # Off the list, and why: never counted as one-click unsubscribes.
+    assert "2 addresses off the list (1 bounced, 1 complained): never sent again" in status.stdout
     assert "Warning: 2025-11: bounce rate 18.18 % is above 2 %" in status.stderr
     assert "Warning: 2025-11: complaint rate 9.09 % is above 0.1 %" in status.stderr
 
@@ -387,6 +389,8 @@ def test_acceptance_on_dovecot_two_dsns_and_a_complaint(
 
     status = run("status")
     assert "2025-11      11      0       2 18.18 %          1  9.09 %\n" in status.stdout
+    # Off the list, and why: never counted as one-click unsubscribes.
+    assert "2 addresses off the list (1 bounced, 1 complained): never sent again" in status.stdout
 
     text = (project / "items.yaml").read_text(encoding="utf-8")
     (project / "items.yaml").write_text(text.replace("date: 2025-11-", "date: 2025-12-"))

@@ -787,7 +787,8 @@ def test_one_click_unsubscribe_is_honoured_by_the_next_send(
     ledger = Ledger(Path(".digest/state.sqlite3"))
     assert ledger.suppressed() == {"lee.kawai@example.org"}
     ledger.close()
-    assert "1 unsubscribed with one click" in smtp_staff.get("/").get_data(as_text=True)
+    dashboard = smtp_staff.get("/").get_data(as_text=True)
+    assert "1 address off the list (1 unsubscribed), never sent again" in dashboard
     assert start_send(smtp_staff) == 303
     console.wait_for_jobs(smtp_app)
     received = smtp_server.recorder.by_recipient()
@@ -817,7 +818,8 @@ def test_the_console_and_one_click_unsubscribe_work_on_either_engine(
         assert done.status_code == 200
         with Ledger(Path(".digest/state.sqlite3"), url=database_url) as ledger:
             assert ledger.suppressed() == {"lee.kawai@example.org"}
-        assert "1 unsubscribed with one click" in staff.get("/").get_data(as_text=True)
+        dashboard = staff.get("/").get_data(as_text=True)
+        assert "1 address off the list (1 unsubscribed), never sent again" in dashboard
         assert start_send(staff) == 303
         console.wait_for_jobs(app)
         received = smtp_server.recorder.by_recipient()
@@ -1038,7 +1040,7 @@ def test_cli_send_adds_one_click_links_and_status_counts_suppressed(
     # Plain, on one line: folded into RFC 2047 encoded words, no mail client would see a URL.
     assert f"\nList-Unsubscribe: <{links().url('ng.chiho@example.org')}>, <mailto:" in eml
     status = CliRunner().invoke(cli, ["status"])
-    assert "Unsubscribed with one click: 1 address (never sent again" in status.stdout
+    assert "1 address off the list (1 unsubscribed): never sent again" in status.stdout
 
 
 def test_the_console_never_starts_the_scheduler(staff: FlaskClient) -> None:

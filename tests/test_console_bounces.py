@@ -106,6 +106,7 @@ def test_bounces_page_shows_rates_warnings_and_the_newest_reports(
     dashboard = staff.get("/").get_data(as_text=True)  # where staff look first
     shown = re.findall(r'<p class="flash warn" role="alert">(.*?) — <a href="/bounces">', dashboard)
     assert shown == alerts
+    assert "2 addresses off the list (1 bounced, 1 complained), never sent again" in dashboard
 
 
 def test_bounces_page_before_anything_came_back(staff: FlaskClient) -> None:

@@ -131,7 +131,7 @@ class Planned:
     """What a send of a month would do now, nothing written: the plan a person confirms."""
 
     plan: Send | None  # None: the month has no items
-    suppressed: int  # addresses unsubscribed with one click, left out
+    suppressed: int  # addresses off the list for good (unsubscribed, bounced, complained), left out
     transport: str
     outbox: bool
 
@@ -555,7 +555,7 @@ class Status:
     exists: bool
     months: tuple[MonthStatus, ...] = ()
     not_delivered: tuple[str, ...] = ()
-    suppressed: int = 0
+    ended: tuple[tuple[str, int], ...] = ()  # off the list for good, by status: (status, count)
     runs: tuple[Run, ...] = ()
     last_decision: tuple[str, str, str, str] | None = None
     next_run: tuple[datetime, Month] | None = None
@@ -603,6 +603,8 @@ def _bounces(ledger: Ledger, months: tuple[MonthStatus, ...]) -> tuple[MonthBoun
 
 def status(settings: Settings, now: datetime) -> Status:
     """Return the ledger's months, the recipients not reached, and the schedule's next run."""
+    from digest.send.store import Store
+
     next_run, problem, tz = _next_run(settings, now)
     ledger = _open_existing(settings)
     if ledger is None:
@@ -630,7 +632,7 @@ def status(settings: Settings, now: datetime) -> Status:
             True,
             months,
             tuple(problems),
-            len(ledger.suppressed()),
+            tuple(Store(ledger).ended().items()),
             tuple(ledger.runs(limit=10)),
             ledger.last_decision(),
             next_run,

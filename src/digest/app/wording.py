@@ -48,6 +48,13 @@ def moment(at: datetime | str, tz: tzinfo) -> str:
     return f"{here:%Y-%m-%d %H:%M} {name} ({offset})"
 
 
+def off_the_list(ended: dict[str, int]) -> str:
+    """Return who is off the list for good, by why: "3 off the list (2 unsubscribed, 1 bounced)"."""
+    total = sum(ended.values())
+    parts = ", ".join(f"{count} {status}" for status, count in ended.items())
+    return f"{plural(total, 'address')} off the list ({parts})"
+
+
 def kilobytes(size: int) -> str:
     """Return a size in KB with one decimal, as the Gmail clipping warning counts it."""
     return f"{size / 1024:.1f} KB"

@@ -147,10 +147,10 @@ def status(catalogue_path: Path, state_path: Path | None) -> None:
             f"{run.month}: {plural(run.sent, 'message')} written to {run.transport} at "
             f"{_when(run.started_at, found.tz)} (a rehearsal: nothing was emailed)."
         )
-    if found.suppressed:
+    if found.ended:
         click.echo(
-            f"Unsubscribed with one click: {plural(found.suppressed, 'address')} "
-            "(never sent again, whatever subscribers.csv says)."
+            f"{wording.off_the_list(dict(found.ended))}: never sent again, whatever "
+            "subscribers.csv says."
         )
     if found.last_decision is not None:
         at, decided, what, detail = found.last_decision

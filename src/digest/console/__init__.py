@@ -28,6 +28,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
+from digest.app import wording
 from digest.console import (
     auth,
     bounces,
@@ -130,6 +131,7 @@ def create_app(config: Config) -> Flask:
     app.register_error_handler(HTTPException, error_page)
     app.context_processor(lambda: {"user": session.get("user")})
     app.add_template_global(local, "local")
+    app.add_template_global(wording.off_the_list, "off_the_list")
     app.add_template_global(present.of_run, "run_verdict")
     for pages in (auth, bounces, dashboard, items, months, public, signup, subscribers):
         pages.register(app)

@@ -18,6 +18,7 @@ from digest.months import Month
 from digest.publish.catalogue import Catalogue
 from digest.send import schedule, subscribers
 from digest.send.ledger import MonthStatus, SendLock
+from digest.send.store import Store
 
 
 def register(app: Flask) -> None:
@@ -37,7 +38,7 @@ def dashboard() -> str:
     ledger = open_ledger(config.state_path, config.database_url)
     try:
         context["runs"] = ledger.runs(limit=10) if ledger else []
-        context["suppressed"] = len(ledger.suppressed()) if ledger else 0
+        context["ended"] = Store(ledger).ended() if ledger else {}
         sent = {m.month: m for m in ledger.months()} if ledger else {}
     finally:
         if ledger is not None:

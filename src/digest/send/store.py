@@ -330,6 +330,15 @@ class Store:
         )
         return {row[0] for row in found}
 
+    def ended(self) -> dict[str, int]:
+        """Return how many addresses are off the list for good, by status (unsubscribed, bounced,
+        complained); statuses with none are left out."""
+        found = self.ledger.query(
+            "SELECT status, COUNT(*) FROM subscribers WHERE status IN (?, ?, ?) GROUP BY status",
+            tuple(sorted(ENDED)),
+        )
+        return {str(status): int(count) for status, count in sorted(found)}
+
     # -- bounces and complaints (schema 5) ------------------------------------------------------
 
     def record_bounce(self, report: Bounce, rules: BounceRules, now: datetime) -> Recorded:
