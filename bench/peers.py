@@ -457,6 +457,7 @@ def main() -> None:
     parser.add_argument("--no-install", action="store_true", help="install no missing peer")
     args = parser.parse_args()
     tools = tuple(t for t in args.tools.split(",") if t)
+    bench.compile_digest()
     rows: list[bench.Row] = []
     notes: list[str] = []
     for count in (int(s) for s in args.sizes.split(",") if s):

@@ -168,6 +168,11 @@ def test_only_the_known_cmarkgfm_releases_are_reached_into() -> None:
     )
 
 
+def test_the_version_read_beside_the_package_is_the_installed_one() -> None:
+    """A cold build that misread cmarkgfm's version would leak its memory or mis-render."""
+    assert markup._version() == metadata.version("cmarkgfm")
+
+
 def test_the_dependency_bound_matches_the_known_releases() -> None:
     """pip never installs a cmarkgfm whose internals markup.py has not been checked against."""
     low, high = markup.KNOWN_CMARKGFM
