@@ -178,3 +178,17 @@ def test_the_dependency_bound_matches_the_known_releases() -> None:
     low, high = markup.KNOWN_CMARKGFM
     pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
     assert f'"cmarkgfm>={low},<{high}"' in pyproject
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.from_regex(markup._PLAIN_URL, fullmatch=True),
+    st.sampled_from(["https://news.example.edu/", "http://example.org/a/b", "https://x.org"]),
+)
+def test_a_plain_absolute_url_is_kept_as_urljoin_would_keep_it(url: str, base: str) -> None:
+    """A link the shortcut skips urljoin for must still point exactly where urljoin points it."""
+    from urllib.parse import urljoin
+
+    assert urljoin(base, url) == url
+    html_out = markup.to_html(f"[x]({url}) ![y]({url})", base)
+    assert html_out.count(f'"{url}"') == 2

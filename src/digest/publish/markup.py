@@ -151,11 +151,16 @@ def _bind(version: str) -> Callable[[str], str] | None:
 _render: Callable[[str], str] = _bind(_version()) or _render_public
 
 
+# An absolute http(s) URL of plain characters only (no port, user, params, query, fragment,
+# space or escape): `urljoin` returns it exactly as it is, whatever the base, so it is not asked.
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?:/[A-Za-z0-9._~/-]*)?")
+
+
 @lru_cache(maxsize=8)
 def _cleaner(base_url: str) -> nh3.Cleaner:
     def absolute(tag: str, attribute: str, value: str) -> str | None:
         if attribute in _URL_ATTRIBUTES:
-            return urljoin(base_url, value)
+            return value if _PLAIN_URL.fullmatch(value) else urljoin(base_url, value)
         return value
 
     return nh3.Cleaner(
