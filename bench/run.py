@@ -7,6 +7,7 @@ machine slows both alike. Prints a table and writes bench/results.json.
     python bench/run.py                      # everything: 1k, 10k, 100k items; 1k, 10k recipients
     python bench/run.py --sizes 1000 --recipients 1000 --reps 3   # a quick look
     python bench/run.py --only check,build-cold
+    python bench/run.py --peers --sizes 1000,10000,100000    # beside Hugo and Pelican (peers.py)
 """
 
 from __future__ import annotations
@@ -97,6 +98,22 @@ def run_child(
     if timed:
         elapsed = float(out.decode().split()[-1])
     return Sample(elapsed, usage.ru_maxrss / 1024)
+
+
+def compile_digest() -> None:
+    """Compile digest's modules to bytecode (`__pycache__`), as installing a wheel does.
+
+    A source checkout gets its bytecode on the first run, unless PYTHONDONTWRITEBYTECODE is set:
+    then every run would compile digest's own modules again (about 0.1 s of CPU), which no
+    installed digest does. py_compile writes the files whatever that variable says.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("digest")  # found, not imported: this process stays small
+    if spec is None or not spec.submodule_search_locations:
+        return
+    for folder in spec.submodule_search_locations:
+        subprocess.run([PYTHON, "-m", "compileall", "-q", folder], check=True)
 
 
 def free_port() -> int:
@@ -495,7 +512,8 @@ def main() -> None:
     parser.add_argument(
         "--no-install",
         action="store_true",
-        help="do not install Debian's postfix for smtp-sink when it is missing (use aiosmtpd)",
+        help="do not install Debian's postfix for smtp-sink when it is missing (use aiosmtpd), "
+        "nor, with --peers, Debian's hugo or Pelican",
     )
     parser.add_argument(
         "--only",
@@ -503,25 +521,61 @@ def main() -> None:
         help="comma-separated: build-cold, rss, build-noop, build-edit, check, start, messages, "
         "send, send-dkim",
     )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="the peer rows: digest's cold and no-change builds beside Hugo's and Pelican's "
+        "(bench/peers.py); alone, only those (add --only for others)",
+    )
+    parser.add_argument(
+        "--peer-tools", default="hugo,pelican", help="comma-separated peers: hugo, pelican"
+    )
+    parser.add_argument(
+        "--peers-dir",
+        type=Path,
+        default=None,
+        help="where Pelican's own virtualenv is kept (default ~/.cache/digest-bench/peers)",
+    )
     parser.add_argument("--json", type=Path, default=HERE / "results.json", help="results file")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
+    if args.peers and only is None:
+        only = set()
 
     def progress(text: str) -> None:
         print(f"  {text}", file=sys.stderr, flush=True)
 
     recipients = [int(s) for s in args.recipients.split(",") if s]
+    compile_digest()
     sending = bool(recipients) and (only is None or bool({"send", "send-dkim"} & only))
     sink_binary = smtp_sink(install=not args.no_install) if sending else None
     rows: list[Row] = []
+    notes: list[str] = []
     for count in (int(s) for s in args.sizes.split(",") if s):
         reps = args.big_reps if count >= 100_000 else args.reps
-        rows += bench_items(count, reps, only, progress)
+        if only != set():
+            rows += bench_items(count, reps, only, progress)
+        if args.peers:
+            import peers
+
+            tools = tuple(t for t in args.peer_tools.split(",") if t)
+            found, said = peers.bench_peers(
+                count,
+                reps,
+                progress,
+                tools,
+                not args.no_install,
+                args.peers_dir or peers.DEFAULT_PEERS_DIR,
+            )
+            rows += found
+            notes += [note for note in said if note not in notes]
     if only is None or "start" in only:
         rows += bench_start(args.reps, progress)
-    for count in recipients:
+    for count in recipients if only != set() else []:
         rows += bench_recipients(count, args.reps, only, args.connections, progress, sink_binary)
     print(table(rows, args.reps))
+    for note in notes:
+        print(f"note: {note}")
     if sending and sink_binary is None:
         print(
             "note: the SMTP sink was aiosmtpd, which takes about 0.9 ms a message itself: the send "

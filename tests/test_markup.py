@@ -7,6 +7,7 @@ import threading
 from importlib import metadata
 from pathlib import Path
 
+import nh3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -168,8 +169,38 @@ def test_only_the_known_cmarkgfm_releases_are_reached_into() -> None:
     )
 
 
+def test_the_version_read_beside_the_package_is_the_installed_one() -> None:
+    """A cold build that misread cmarkgfm's version would leak its memory or mis-render."""
+    assert markup._version() == metadata.version("cmarkgfm")
+
+
 def test_the_dependency_bound_matches_the_known_releases() -> None:
     """pip never installs a cmarkgfm whose internals markup.py has not been checked against."""
     low, high = markup.KNOWN_CMARKGFM
     pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
     assert f'"cmarkgfm>={low},<{high}"' in pyproject
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.from_regex(markup._PLAIN_URL, fullmatch=True),
+    st.sampled_from(["https://news.example.edu/", "http://example.org/a/b", "https://x.org"]),
+)
+def test_a_plain_absolute_url_is_kept_as_urljoin_would_keep_it(url: str, base: str) -> None:
+    """A link the shortcut skips urljoin for must still point exactly where urljoin points it."""
+    from urllib.parse import urljoin
+
+    assert urljoin(base, url) == url
+    text = f"[x]({url}) ![y]({url})"
+
+    def always(tag: str, attribute: str, value: str) -> str:
+        return urljoin(base, value) if attribute in ("href", "src") else value
+
+    reference = nh3.Cleaner(
+        tags=set(markup.ALLOWED_TAGS),
+        attributes={tag: set(names) for tag, names in markup.ALLOWED_ATTRIBUTES.items()},
+        url_schemes=set(markup.URL_SCHEMES),
+        attribute_filter=always,
+        link_rel=None,
+    )
+    assert markup.sanitize(markup._render(text), base) == reference.clean(markup._render(text))

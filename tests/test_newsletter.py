@@ -515,3 +515,19 @@ def test_a_placeholder_made_by_a_template_filter_is_refused(tmp_path: Path) -> N
         "reserves to mark where each reader's greeting goes; remove it from items.yaml or the "
         "newsletter templates"
     )
+
+
+def test_item_fields_read_in_a_template_as_a_plain_dict_reads_them() -> None:
+    """An office template that reads an item as a dict (keys, get, items) must not change."""
+    import jinja2
+
+    source = (
+        "{{ item.title }}|{{ item['title'] }}|{{ item.get('link', 'none') }}|"
+        "{{ item.items() | list | length }}|{{ 'iso' in item }}|{{ item.missing is defined }}|"
+        "{{ item | dictsort | first | first }}"
+    )
+    template = jinja2.Environment(autoescape=True).from_string(source)
+    fields = {"title": "A <b>title</b>", "iso": "2025-10-01", "link": None}
+    plain = template.render(item=dict(fields))
+    assert template.render(item=newsletter._Fields(fields)) == plain
+    assert plain == "A &lt;b&gt;title&lt;/b&gt;|A &lt;b&gt;title&lt;/b&gt;|None|3|True|False|iso"

@@ -166,3 +166,23 @@ def test_a_folder_where_a_file_goes_changes_nothing(tmp_path: Path) -> None:
     assert (tmp_path / "a.xml").read_bytes() == b"old a"
     assert (tmp_path / "a.xml").stat().st_mtime == OLD
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.xml", "b.xml"]
+
+
+def test_staged_files_are_flushed_together_and_kept_whole(tmp_path: Path) -> None:
+    """A build's files, flushed side by side before the renames, must still be all there, whole."""
+    files = {f"f{i}.xml": bytes([i]) * (1000 + i) for i in range(40)}
+    report = output.write(tmp_path, files)
+    assert sorted(report.written) == sorted(files)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+
+
+def test_a_file_that_cannot_be_flushed_is_named(tmp_path: Path) -> None:
+    """Should the disk refuse a staged file, the error says which file, and nothing is renamed."""
+    from digest import files as staging
+
+    staged = [staging.stage(tmp_path / f"f{i}", b"x") for i in range(3)]
+    staged[1].unlink()  # gone before its flush: what a failing flush looks like to the caller
+    with pytest.raises(OSError, match=str(staged[1].name)) as caught:
+        staging.flush(staged)
+    assert caught.value.filename == str(staged[1])
+    staging.flush(staged[2:])  # one alone is flushed without threads

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import ctypes
 import html
 import re
 import threading
 from collections.abc import Callable
 from functools import lru_cache
-from importlib import metadata
-from typing import Any
+from pathlib import Path
 from urllib.parse import urljoin
 
 import cmarkgfm
 import nh3
-from cffi import FFI, CDefError
 from cmarkgfm.cmark import Options
 
 # What survives in summaries and bodies: text structure, links and images. No scripts, no styles,
@@ -69,6 +68,31 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
+class _Allocator(ctypes.Structure):
+    """cmark-gfm's `cmark_mem`: the functions it allocates and frees with."""
+
+    _fields_ = (
+        ("calloc", ctypes.c_void_p),
+        ("realloc", ctypes.c_void_p),
+        ("free", ctypes.CFUNCTYPE(None, ctypes.c_void_p)),
+    )
+
+
+def _version() -> str:
+    """Return the installed cmarkgfm's version.
+
+    Read from the name of its `.dist-info` folder beside the package when there is one:
+    `importlib.metadata` would cost a cold build more (importing it and scanning every installed
+    distribution) than the Markdown of a thousand items.
+    """
+    folder = Path(cmarkgfm.__file__).resolve().parent.parent
+    for found in folder.glob("cmarkgfm-*.dist-info"):
+        return found.name.removeprefix("cmarkgfm-").removesuffix(".dist-info")
+    from importlib import metadata
+
+    return metadata.version("cmarkgfm")
+
+
 def _bind(version: str) -> Callable[[str], str] | None:
     """Return a renderer that frees what cmark-gfm allocates, or None if cmarkgfm may differ.
 
@@ -88,22 +112,21 @@ def _bind(version: str) -> Callable[[str], str] | None:
         lib = _cmark.lib
         lib.cmark_gfm_core_extensions_ensure_registered()
         extensions = [lib.cmark_find_syntax_extension(n.encode()) for n in _EXTENSION_NAMES]
-        exports = FFI()
-        exports.cdef(
-            """
-            typedef struct cmark_mem {
-                void *(*calloc)(size_t, size_t);
-                void *(*realloc)(void *, size_t);
-                void (*free)(void *);
-            } cmark_mem;
-            cmark_mem *cmark_get_default_mem_allocator(void);
-            void cmark_node_free(void *node);
-            """
-        )
-        library: Any = exports.dlopen(_cmark.__file__)  # C functions: cffi knows no Python types
-        free = library.cmark_get_default_mem_allocator().free
-    except (ImportError, AttributeError, OSError, CDefError):
+        # The two functions cmarkgfm's compiled module does not expose, through ctypes: a cffi
+        # declaration of them would import pycparser, most of a 1,000-item build's start-up.
+        exports = ctypes.CDLL(_cmark.__file__)
+        exports.cmark_get_default_mem_allocator.restype = ctypes.POINTER(_Allocator)
+        exports.cmark_get_default_mem_allocator.argtypes = ()
+        node_free = exports.cmark_node_free
+        node_free.restype = None
+        node_free.argtypes = (ctypes.c_void_p,)
+        free = exports.cmark_get_default_mem_allocator().contents.free
+        ffi = _cmark.ffi
+    except (ImportError, AttributeError, OSError, ValueError):
         return None
+
+    def address(pointer: object) -> int:
+        return int(ffi.cast("uintptr_t", pointer))
 
     def render(markdown: str) -> str:
         text = markdown.encode()
@@ -115,24 +138,29 @@ def _bind(version: str) -> Callable[[str], str] | None:
             document = lib.cmark_parser_finish(parser)
             attached = lib.cmark_parser_get_syntax_extensions(parser)
             output = lib.cmark_render_html(document, _OPTIONS, attached)
-            library.cmark_node_free(document)
+            node_free(address(document))
             lib.cmark_parser_free(parser)
         try:
-            return str(_cmark.ffi.string(output).decode())
+            return str(ffi.string(output).decode())
         finally:
-            free(output)
+            free(address(output))
 
     return render
 
 
-_render: Callable[[str], str] = _bind(metadata.version("cmarkgfm")) or _render_public
+_render: Callable[[str], str] = _bind(_version()) or _render_public
+
+
+# An absolute http(s) URL of plain characters only (no port, user, params, query, fragment,
+# space or escape): `urljoin` returns it exactly as it is, whatever the base, so it is not asked.
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?:/[A-Za-z0-9._~/-]*)?")
 
 
 @lru_cache(maxsize=8)
 def _cleaner(base_url: str) -> nh3.Cleaner:
     def absolute(tag: str, attribute: str, value: str) -> str | None:
         if attribute in _URL_ATTRIBUTES:
-            return urljoin(base_url, value)
+            return value if _PLAIN_URL.fullmatch(value) else urljoin(base_url, value)
         return value
 
     return nh3.Cleaner(

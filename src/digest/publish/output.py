@@ -111,8 +111,14 @@ def write(directory: Path, files: Mapping[str, bytes]) -> WriteReport:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if _is_folder(target):
                     raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
-                staged.append((staging.stage(target, files[name], durable=True), target))
+                staged.append((staging.stage(target, files[name]), target))
+            # Every file on the disk before any is renamed into place, flushed side by side.
+            staging.flush([temporary for temporary, _ in staged])
         except OSError as exc:
+            for temporary, staged_target in staged:
+                if exc.filename == str(temporary):
+                    target, exc.filename = staged_target, None  # the file, not its staged copy
+                    break
             left = [str(t) for t, _ in staged if not staging.discard(t)]
             if exc.errno == errno.ENAMETOOLONG:
                 # Only a name made from the catalogue can be long: a category's slug.
