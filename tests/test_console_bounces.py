@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, expect
 from conftest import serving
 from digest import console
 from digest.app import subscribing
+from digest.console import present
 from digest.send.ledger import Ledger, Mark, Status
 from digest.send.store import Bounce, BounceKind, BounceRules, Store, SubscriberStatus
 from helpers import NOW
@@ -52,7 +53,8 @@ def sent_month(project: Path, failed: str) -> list[str]:
 
 def bounce(project: Path, address: str, kind: BounceKind, detail: str, month: str | None) -> None:
     """Record one report as `digest bounces` does, rules and all."""
-    report = Bounce(f"<{address}-{kind}@mx.example>", address, month, kind, "5.1.1", detail)
+    status = "" if kind is BounceKind.COMPLAINT else "5.1.1"  # a feedback report carries none
+    report = Bounce(f"<{address}-{kind}@mx.example>", address, month, kind, status, detail)
     with Ledger(project / STATE) as ledger:
         Store(ledger).record_bounce(report, BounceRules(), NOW)
 
@@ -93,6 +95,9 @@ def test_bounces_page_shows_rates_warnings_and_the_newest_reports(
         "bounce rate 9.09 % is above 2 %",
         "complaint rate 9.09 % is above 0.1 %",
     ]
+    # The command to run is set as code, not shown with the terminal's backquotes.
+    assert "<code>digest subscribers list --status bounced</code>" in alerts[0]
+    assert "`" not in html
     reports = cells(html, "bounces")
     assert [r[1] for r in reports] == [
         "wong.siuming@example.org",
@@ -101,6 +106,7 @@ def test_bounces_page_shows_rates_warnings_and_the_newest_reports(
     ]
     assert reports[0][2:4] == ["soft bounce", "not tied to a month"]
     assert reports[2][2:] == ["hard bounce", MONTH, "5.1.1", "550 5.1.1 user unknown"]
+    assert reports[1][2:5] == ["complaint (marked as spam)", MONTH, ""]  # a report has no code
     assert reports[2][0].endswith("HKT (+08:00)")  # read in the publication's zone
     assert 'href="/subscribers/lee.kawai@example.org"' in html
     dashboard = staff.get("/").get_data(as_text=True)  # where staff look first
@@ -205,3 +211,11 @@ def test_bounces_page_in_a_browser(
         expect(page.locator("#status")).to_have_text("bounced")
         expect(page.locator("#bounces")).to_contain_text("550 5.1.1 user unknown")
         page.close()
+
+
+def test_a_command_in_a_warning_is_code_and_everything_else_stays_text() -> None:
+    """Only the quoted command becomes <code>; markup in the text around it is escaped."""
+    shown = present.commands("<b>rate</b> & more: run `digest list --x <y>` now")
+    assert shown == (
+        "&lt;b&gt;rate&lt;/b&gt; &amp; more: run <code>digest list --x &lt;y&gt;</code> now"
+    )

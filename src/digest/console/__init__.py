@@ -133,6 +133,7 @@ def create_app(config: Config) -> Flask:
     app.add_template_global(local, "local")
     app.add_template_global(wording.off_the_list, "off_the_list")
     app.add_template_global(present.of_run, "run_verdict")
+    app.add_template_filter(present.commands, "commands")
     for pages in (auth, bounces, dashboard, items, months, public, signup, subscribers):
         pages.register(app)
     return app

@@ -8,12 +8,27 @@ than with an HTTP status.
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import dataclass
 
+from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException
 
 from digest.app import wording
 from digest.send.ledger import MonthStatus, Run
+
+# A command in the shared wording, as the terminal shows it: `digest subscribers list`.
+COMMAND = re.compile(r"`([^`]+)`")
+
+
+def commands(text: str) -> Markup:
+    """Return `text` escaped, each `command` in it set as code (the terminal shows the quotes)."""
+    parts = COMMAND.split(text)  # text, command, text, ...
+    return Markup("").join(
+        Markup("<code>{}</code>").format(part) if odd else escape(part)
+        for odd, part in zip(itertools.cycle((False, True)), parts, strict=False)
+    )
 
 
 @dataclass(frozen=True, slots=True)
