@@ -469,7 +469,7 @@ def test_a_from_domain_that_does_not_exist(run: Run, dns_server: Zone, tmp_path:
     found = lines(run("doctor"))
     assert found["SPF"] == (
         "FAIL example.edu does not exist (NXDOMAIN)\n"
-        "fix: the From address's domain must exist: check newsletter.from in the catalogue"
+        "fix: the envelope sender's domain must exist: check newsletter.from in the catalogue"
     )
 
 
@@ -931,3 +931,22 @@ def test_the_from_check_names_the_verp_return_path(
     assert lines(run("doctor"))["From"] == (
         f"ok news@example.edu: signed as d=example.edu (newsletter.dkim), aligned; {said}"
     )
+
+
+def test_with_bounces_spf_is_judged_on_the_return_paths_domain(
+    run: Run, good: Zone, tmp_path: Path
+) -> None:
+    """Receivers check SPF on the envelope sender: with VERP, the bounce address's domain. A
+    return path on a domain without SPF must fail, though the From domain's record is good."""
+    setting = "  bounces: {address: bounces@news.example.edu}\n"
+    catalogue(tmp_path, newsletter=NEWSLETTER + SIGNING + setting)
+    found = lines(run("doctor"))
+    assert found["SPF"] == (
+        "FAIL news.example.edu does not exist (NXDOMAIN)\n"
+        "fix: the envelope sender's domain must exist: check newsletter.bounces.address in the "
+        "catalogue"
+    )
+    good.txt("news.example.edu", "v=spf1 ip4:127.0.0.1 -all")
+    found = lines(run("doctor"))
+    assert found["SPF"] == "ok news.example.edu: v=spf1 ip4:127.0.0.1 -all"
+    assert found["SPF relay"] == "ok ip4:127.0.0.1 covers the relay 127.0.0.1"

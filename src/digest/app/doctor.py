@@ -93,7 +93,12 @@ def doctor(
     lookup = Lookup(settings.dns_server, timeout=timeout)
     relay = _relay_host(settings)
     checks = smtp(settings)
-    checks += spf(lookup, domain, relay)
+    # SPF is judged on the envelope sender's domain: the VERP return path's, with bounces.
+    if newsletter.bounces is not None:
+        envelope = newsletter.bounces.address.rpartition("@")[2].lower()
+        checks += spf(lookup, envelope, relay, "newsletter.bounces.address")
+    else:
+        checks += spf(lookup, domain, relay)
     checks += dmarc(lookup, domain)
     checks += dkim_dns(lookup, settings, newsletter, domain)
     checks += rules(settings, newsletter, domain)
@@ -190,8 +195,12 @@ def _missing(lookup: Lookup, answer_kind: str, fix: str) -> str:
     return _resolver_fix(lookup) if answer_kind in ("timeout", "error") else fix
 
 
-def spf(lookup: Lookup, domain: str, relay: str | None) -> list[Check]:
-    """Check the From domain's SPF record: one, listing the relay, ending in ~all or -all."""
+def spf(
+    lookup: Lookup, domain: str, relay: str | None, setting: str = "newsletter.from"
+) -> list[Check]:
+    """Check the SPF record of the envelope sender's `domain` (the From address's, or with
+    newsletter.bounces the return path's, named by `setting`): one, listing the relay, ending in
+    ~all or -all."""
     answer = lookup.txt(domain)
     records = [v for v in answer.values if re.match(r"(?i)v=spf1(\s|$)", v)]
     example = f'"v=spf1 {_include_for(relay) or "ip4:RELAY-ADDRESS"} -all"'
@@ -200,7 +209,7 @@ def spf(lookup: Lookup, domain: str, relay: str | None) -> list[Check]:
             fail(
                 "SPF",
                 answer.describe(),
-                "the From address's domain must exist: check newsletter.from in the catalogue",
+                f"the envelope sender's domain must exist: check {setting} in the catalogue",
             )
         ]
     if not records:
