@@ -108,10 +108,13 @@ def test_without_a_bounce_source_nothing_is_polled(
     assert runner.scheduler.get_jobs() == []
 
 
+@pytest.mark.parametrize("written", ["absolute", "relative"])
 def test_a_scheduled_read_records_the_bounces_of_the_configured_source(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: str
 ) -> None:
-    """The scheduler's read must do what `digest bounces` does, and log one summary line."""
+    """The scheduler's read must do what `digest bounces` does, and log one summary line. A
+    relative maildir: in DIGEST_BOUNCE_SOURCE is beside the catalogue, like every path the
+    environment names, wherever the scheduler was started."""
     from digest.app import bounces, settings
     from digest.send.ledger import Ledger
     from digest.send.store import Store, SubscriberStatus
@@ -121,7 +124,10 @@ def test_a_scheduled_read_records_the_bounces_of_the_configured_source(
     shutil.copy(root / "items.yaml", tmp_path / "items.yaml")
     box = tmp_path / "Maildir"
     maildir_with(box, [dsn("bounces@example.edu", "gone@example.org", "5.1.1", name="x")])
-    found = settings.load(tmp_path / "items.yaml", {"DIGEST_BOUNCE_SOURCE": f"maildir:{box}"})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    source = f"maildir:{box}" if written == "absolute" else "maildir:Maildir"
+    found = settings.load(tmp_path / "items.yaml", {"DIGEST_BOUNCE_SOURCE": source})
     with Ledger(found.state_path) as ledger:
         from digest.send import store
 

@@ -156,12 +156,18 @@ def read_bounces(
     return BounceRun(tuple(handled), dry_run)
 
 
-def open_source(settings: Settings, url: str) -> BounceSourceFile:
+def open_source(settings: Settings, url: str, *, beside: bool = False) -> BounceSourceFile:
     """Open the bounce source `url` (imap://, imaps://, maildir:, mbox:) with
-    DIGEST_BOUNCE_PASSWORD; a source that cannot be named or opened is a MailboxError."""
+    DIGEST_BOUNCE_PASSWORD; a source that cannot be named or opened is a MailboxError.
+
+    `beside`: a relative maildir: or mbox: path is the catalogue's folder's, as every path the
+    environment names is (DIGEST_BOUNCE_SOURCE); else the current folder's (a command's argument).
+    """
     from digest.send import mailbox
 
-    return mailbox.open_source(url, settings.bounce_password)
+    return mailbox.open_source(
+        url, settings.bounce_password, base=settings.home if beside else None
+    )
 
 
 def scheduled(settings: Settings, now: datetime) -> str:
@@ -170,7 +176,7 @@ def scheduled(settings: Settings, now: datetime) -> str:
 
     if settings.bounce_source is None:  # pragma: no cover - the scheduler polls only with one
         return "no bounce source (DIGEST_BOUNCE_SOURCE is not set)"
-    with open_source(settings, settings.bounce_source) as source:
+    with open_source(settings, settings.bounce_source, beside=True) as source:
         return wording.bounce_summary(read_bounces(settings, source, dry_run=False, now=now))
 
 

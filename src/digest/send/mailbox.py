@@ -323,19 +323,22 @@ def open_source(
     password: str | None,
     *,
     context: Callable[[], ssl.SSLContext] = ssl.create_default_context,
+    base: Path | None = None,
 ) -> BounceSource:
     """Open the bounce source `url`: imap://, imaps://user@host[:port]/FOLDER, maildir:, mbox:.
 
-    `password` (DIGEST_BOUNCE_PASSWORD) is for IMAP; `context` makes the TLS context.
+    `password` (DIGEST_BOUNCE_PASSWORD) is for IMAP; `context` makes the TLS context; `base`,
+    when given, is the folder a relative maildir: or mbox: path is read from (else the current
+    one).
     """
     text = url.strip()
     if text.startswith(("imap://", "imaps://")):
         return ImapSource(parse_url(text, password, name="the bounce source"), context)
     scheme, _, path = text.partition(":")
-    if scheme == "maildir" and path:
-        return MaildirSource(Path(path).expanduser())
-    if scheme == "mbox" and path:
-        return MboxSource(Path(path).expanduser())
+    if scheme in ("maildir", "mbox") and path:
+        where = Path(path).expanduser()
+        where = base / where if base is not None else where  # an absolute path stays
+        return MaildirSource(where) if scheme == "maildir" else MboxSource(where)
     shown = text if "://" not in text else text.split("://", 1)[0] + "://..."
     raise MailboxError(f"the bounce source {shown!r} must be one of {SOURCE_FORMS}")
 
