@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imaplib
 import mailbox
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -56,9 +57,14 @@ def sent_to(smtp_server: SmtpServer) -> dict[str, str]:
     return {message.rcpt_tos[0]: message.mail_from for message in smtp_server.recorder.messages}
 
 
+def state(project: Path) -> Ledger:
+    """Return the project's state database, on the engine DIGEST_DATABASE_URL names."""
+    return Ledger(project / ".digest" / "state.sqlite3", url=os.environ.get("DIGEST_DATABASE_URL"))
+
+
 def status_of(project: Path, address: str) -> SubscriberStatus:
     """Return a subscriber's status in the project's store."""
-    with Ledger(project / ".digest" / "state.sqlite3") as ledger:
+    with state(project) as ledger:
         row = Store(ledger).get(address)
     assert row is not None
     return row.status
@@ -66,7 +72,7 @@ def status_of(project: Path, address: str) -> SubscriberStatus:
 
 def history(project: Path) -> list[tuple[str, int]]:
     """Return every subscriber's history length and the bounce count: what a run may change."""
-    with Ledger(project / ".digest" / "state.sqlite3") as ledger:
+    with state(project) as ledger:
         kept = Store(ledger)
         return [(key, len(kept.history(key))) for key in kept.rows()] + [
             ("bounces", len(kept.recent_bounces(limit=1000)))
@@ -102,10 +108,17 @@ def files(path: Path) -> dict[str, bytes]:
 
 
 def test_send_bounce_read_and_the_next_month_skips_them(
-    project: Path, run: Callable[..., Result], smtp_server: SmtpServer
+    project: Path,
+    run: Callable[..., Result],
+    smtp_server: SmtpServer,
+    database_url: str | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A hard bounce and a complaint must stop the next digest to those two; a soft one must
-    only be counted; the ordinary mail in the mailbox must be left unread where it was."""
+    only be counted; the ordinary mail in the mailbox must be left unread where it was. The
+    same on PostgreSQL: the send, the bounces, the status and the next send share its state."""
+    if database_url is not None:
+        monkeypatch.setenv("DIGEST_DATABASE_URL", database_url)
     result = run("send", "--month", NOV, "--yes")
     assert result.exit_code == 0, result.output
     senders = sent_to(smtp_server)
@@ -179,6 +192,8 @@ def test_send_bounce_read_and_the_next_month_skips_them(
     assert HARD not in got
     assert COMPLAINED not in got
     assert got[SOFT] == PATHS.sender("2025-12", SOFT)
+    # On PostgreSQL, nothing of it went to a SQLite file beside the catalogue.
+    assert (project / ".digest" / "state.sqlite3").exists() is (database_url is None)
 
 
 def test_a_dry_run_records_nothing_and_moves_nothing(
