@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from datetime import datetime, timedelta
@@ -36,8 +37,11 @@ class Clock:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The bundled catalogue in tmp_path, the working directory."""
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str | None) -> Path:
+    """The bundled catalogue in tmp_path, the working directory; the state on the engine of the
+    run (the public pages work alike on SQLite and PostgreSQL)."""
+    if database_url is not None:
+        monkeypatch.setenv("DIGEST_DATABASE_URL", database_url)
     shutil.copy(ROOT / "items.yaml", tmp_path / "items.yaml")
     shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
     monkeypatch.chdir(tmp_path)
@@ -61,8 +65,14 @@ def app(project: Path, smtp_server: SmtpServer, clock: Clock) -> Flask:
         clock=clock,
         public_url=PUBLIC,
         smtp_url=smtp_server.url,
+        database_url=os.environ.get("DIGEST_DATABASE_URL"),
     )
     return console.create_app(config)
+
+
+def state(project: Path) -> Ledger:
+    """Return the project's state database, on the engine of the run."""
+    return Ledger(project / STATE, url=os.environ.get("DIGEST_DATABASE_URL"))
 
 
 def csrf_of(html: str) -> str:
@@ -87,14 +97,14 @@ def link_in(smtp: SmtpServer, index: int = -1) -> str:
 
 
 def rows(project: Path) -> dict[str, object]:
-    if not (project / STATE).exists():
+    if not (project / STATE).exists() and "DIGEST_DATABASE_URL" not in os.environ:
         return {}
-    with Ledger(project / STATE) as ledger:
+    with state(project) as ledger:
         return dict(Store(ledger).rows())
 
 
 def events(project: Path) -> int:
-    with Ledger(project / STATE) as ledger:
+    with state(project) as ledger:
         return len(ledger.query("SELECT id FROM subscriber_events"))
 
 
@@ -128,6 +138,8 @@ def test_sign_up_confirm_and_choose(app: Flask, smtp_server: SmtpServer, project
     )
     assert changed.status_code == 200
     assert rows(project)["reader@example.org"].categories == {"recognition"}  # type: ignore[attr-defined]
+    # On PostgreSQL every page wrote there, and no SQLite file was made beside the catalogue.
+    assert (project / STATE).exists() is ("DIGEST_DATABASE_URL" not in os.environ)
 
 
 def test_sign_up_answer_is_the_same_for_known_and_unknown(
@@ -235,7 +247,7 @@ def test_preferences_pause_unsubscribe_and_come_back(
 ) -> None:
     """A reader pauses, unsubscribes and resubscribes from their link; no import undoes it."""
     settings = app.extensions["digest_console"].config.settings
-    with Ledger(project / STATE) as ledger:
+    with state(project) as ledger:
         from digest.send import store
 
         Store(ledger).change(lambda r: store.add(r, "a@example.org", None, None, "ada", NOW), NOW)
@@ -299,7 +311,7 @@ def test_a_bounced_reader_cannot_resubscribe_from_an_old_preferences_link(
     from digest.send import store
 
     settings = app.extensions["digest_console"].config.settings
-    with Ledger(project / STATE) as ledger:
+    with state(project) as ledger:
         kept = Store(ledger)
         kept.change(lambda r: store.add(r, "a@example.org", None, None, "ada", NOW), NOW)
         report = store.Bounce("r1@mx", "a@example.org", "2025-11", store.BounceKind.HARD, "5.1.1")
