@@ -3,6 +3,7 @@ honour what the store says."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -41,10 +42,13 @@ NOTHING = "subscribers.csv: nothing to change (12 addresses already as the file 
 
 
 @pytest.fixture(autouse=True)
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The bundled catalogue and list in tmp_path, no delivery settings inherited."""
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str | None) -> Path:
+    """The bundled catalogue and list in tmp_path, no delivery settings inherited; the store on
+    the engine of the run."""
     for name in ("DIGEST_SMTP_URL", "DIGEST_SMTP_PASSWORD", "DIGEST_STATE", "DIGEST_PUBLIC_URL"):
         monkeypatch.delenv(name, raising=False)
+    if database_url is not None:
+        monkeypatch.setenv("DIGEST_DATABASE_URL", database_url)
     shutil.copy(ROOT / "items.yaml", tmp_path / "items.yaml")
     shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
     monkeypatch.chdir(tmp_path)
@@ -57,8 +61,13 @@ def run() -> Callable[..., Result]:
     return lambda *args: CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+def state(tmp_path: Path) -> Ledger:
+    """Return the project's state database, on the engine of the run."""
+    return Ledger(tmp_path / STATE, url=os.environ.get("DIGEST_DATABASE_URL"))
+
+
 def rows(tmp_path: Path) -> dict[str, store.Subscription]:
-    with Ledger(tmp_path / STATE) as ledger:
+    with state(tmp_path) as ledger:
         return Store(ledger).rows()
 
 
@@ -71,6 +80,8 @@ def test_import_dry_run_then_import_then_again(run: Callable[..., Result], tmp_p
         "0 ended (no longer in the directory).\n"
     )
     assert not (tmp_path / STATE).exists()
+    if "DIGEST_DATABASE_URL" in os.environ:
+        assert rows(tmp_path) == {}  # nothing written to PostgreSQL either
 
     done = run("subscribers", "import", "subscribers.csv")
     assert done.exit_code == 0
@@ -110,7 +121,7 @@ def test_import_updates_names_and_unchosen_categories(
 ) -> None:
     """The directory's corrections reach the store, but never categories a person chose."""
     run("subscribers", "import", "subscribers.csv")
-    with Ledger(tmp_path / STATE) as ledger:
+    with state(tmp_path) as ledger:
         Store(ledger).change(
             lambda r: store.choose(r, "lee.kawai@example.org", "subscriber",
                                    categories=frozenset({"engagement"})),
@@ -209,7 +220,7 @@ def test_add_list_and_export(run: Callable[..., Result], tmp_path: Path) -> None
     assert exported[1].startswith("New@example.org,New,active,engagement;visit,staff,no,,20")
     assert ",added by " in exported[1]
     assert run("subscribers", "export").stdout.splitlines() == exported
-    with Ledger(tmp_path / STATE) as ledger:
+    with state(tmp_path) as ledger:
         history = Store(ledger).history("new@example.org")
     assert [(e.action, e.actor.startswith("staff:")) for e in history] == [("added", True)]
 
@@ -232,7 +243,7 @@ def test_send_goes_to_whom_the_store_says(
     run("subscribers", "import", "subscribers.csv")
     run("subscribers", "remove", "lee.kawai@example.org")
     run("subscribers", "add", "new@example.org", "--categories", "engagement")
-    with Ledger(tmp_path / STATE) as ledger:
+    with state(tmp_path) as ledger:
         Store(ledger).change(
             lambda r: store.choose(r, "chan.taiman@example.org", "subscriber",
                                    categories=frozenset({"collaboration"})),
