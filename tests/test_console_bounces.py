@@ -29,19 +29,32 @@ BROWSER_PASSWORD = "a long passphrase for the tests"  # noqa: S105 -- the tests'
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The bundled catalogue and subscriber list in tmp_path, the working directory."""
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str | None) -> Path:
+    """The bundled catalogue and subscriber list in tmp_path, the working directory; the state
+    on the engine of the run."""
+    if database_url is not None:
+        monkeypatch.setenv("DIGEST_DATABASE_URL", database_url)
     for name in ("items.yaml", "subscribers.csv"):
         shutil.copy(ROOT / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
+def config_of(project: Path) -> console.Config:
+    """Return the console's configuration over the project, on the engine of the run."""
+    return make_config(project, database_url=os.environ.get("DIGEST_DATABASE_URL"))
+
+
+def state(project: Path) -> Ledger:
+    """Return the project's state database, on the engine of the run."""
+    return Ledger(project / STATE, url=os.environ.get("DIGEST_DATABASE_URL"))
+
+
 def sent_month(project: Path, failed: str) -> list[str]:
     """Import the list and record November as sent to every subscriber but `failed`."""
-    config = make_config(project)
+    config = config_of(project)
     subscribing.import_file(config.settings, project / "subscribers.csv", NOW, dry_run=False)
-    with Ledger(project / STATE) as ledger:
+    with state(project) as ledger:
         keys = sorted(Store(ledger).rows())
         ledger.enrol(MONTH, [(key, key, None, "all") for key in keys])
         ledger.record(
@@ -55,14 +68,14 @@ def bounce(project: Path, address: str, kind: BounceKind, detail: str, month: st
     """Record one report as `digest bounces` does, rules and all."""
     status = "" if kind is BounceKind.COMPLAINT else "5.1.1"  # a feedback report carries none
     report = Bounce(f"<{address}-{kind}@mx.example>", address, month, kind, status, detail)
-    with Ledger(project / STATE) as ledger:
+    with state(project) as ledger:
         Store(ledger).record_bounce(report, BounceRules(), NOW)
 
 
 @pytest.fixture
 def staff(project: Path) -> FlaskClient:
     """Ada, logged in to a console over the bundled project."""
-    app: Flask = console.create_app(make_config(project))
+    app: Flask = console.create_app(config_of(project))
     client = app.test_client()
     assert log_in(client) == 303
     return client
@@ -127,7 +140,7 @@ def test_bounces_page_before_anything_came_back(staff: FlaskClient) -> None:
 
 def test_bounces_page_needs_a_login(project: Path) -> None:
     """Who bounced is staff's to see: the page sends others to the login."""
-    client = console.create_app(make_config(project)).test_client()
+    client = console.create_app(config_of(project)).test_client()
     response = client.get("/bounces")
     assert response.status_code in (302, 303)
     assert "/login" in response.headers["Location"]
@@ -172,7 +185,7 @@ def test_a_bounced_person_comes_back_only_with_a_reason(staff: FlaskClient, proj
         "staff:Ada",
         "resubscribed by staff: mailbox works again, checked by phone",
     ]
-    with Ledger(project / STATE) as ledger:
+    with state(project) as ledger:
         row = Store(ledger).get("lee.kawai@example.org")
     assert row is not None
     assert row.status is SubscriberStatus.ACTIVE
@@ -196,6 +209,8 @@ def test_bounces_page_in_a_browser(
     bounce(project, "ng.chiho@example.org", BounceKind.COMPLAINT, "", MONTH)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     env |= {"DIGEST_CONSOLE_PASSWORD": BROWSER_PASSWORD, "DIGEST_SECRET_KEY": "k" * 43}
+    if "DIGEST_DATABASE_URL" in os.environ:  # the console reads the state where it was written
+        env["DIGEST_DATABASE_URL"] = os.environ["DIGEST_DATABASE_URL"]
     with serving(project, env) as url:
         page = browser.new_page(viewport={"width": width, "height": 800})
         page.goto(f"{url}/bounces")
