@@ -142,6 +142,8 @@ def status(catalogue_path: Path, state_path: Path | None) -> None:
         click.echo(f"Nothing sent yet ({settings.state_path} does not exist).")
     else:
         _status_months(found)
+    for sent_now, holder in found.sending:
+        click.echo(f"Sending now: {sent_now}, by {holder}.")
     for run in found.rehearsals:
         click.echo(
             f"{run.month}: {plural(run.sent, 'message')} written to {run.transport} at "
