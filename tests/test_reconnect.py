@@ -22,9 +22,10 @@ from aiosmtpd.controller import Controller
 
 from conftest import Recorder, SmtpServer, finish, free_port, wait_for
 from digest.errors import DatabaseLostError, DeliveryError, LockLostError
-from digest.send import database, store
+from digest.send import database, standby, store
 from digest.send.database import PostgreSQLDatabase
 from digest.send.ledger import Decision, Ledger, SendLock, Status
+from digest.send.standby import SchedulerLock
 from pgserver import PASSWORD, PostgreSQL, running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -325,6 +326,21 @@ def test_keepalives_are_on_both_ends_unless_the_url_says_otherwise(
     finally:
         db.close()
         other.close()
+
+
+def test_the_active_scheduler_keeps_its_role_through_a_restart(restartable: PostgreSQL) -> None:
+    """A restart of the database does not hand the schedule to a standby: the lock is retaken."""
+    url = restartable.database()
+    lock = SchedulerLock(url)
+    try:
+        assert lock.acquire(threading.Event())
+        restartable.restart()
+        assert lock.check()
+        with psycopg.connect(url, autocommit=True) as other:
+            taken = other.execute("SELECT pg_try_advisory_lock(%s, %s)", standby.LOCK).fetchone()
+        assert taken == (False,)
+    finally:
+        lock.release()
 
 
 def test_a_store_change_cut_off_is_decided_again_and_written_once(
