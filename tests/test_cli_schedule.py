@@ -436,15 +436,25 @@ def test_the_standby_takes_over_when_the_active_scheduler_is_killed(
         assert {row.status for row in ledger.deliveries(str(project))} == {"sent"}
 
 
-def test_on_sqlite_the_log_says_every_scheduler_acts(
-    spawn: Spawn, tmp_path: Path, project: Month
+def test_two_schedulers_on_one_sqlite_file_both_act_and_send_the_month_once(
+    spawn: Spawn, smtp_server: SmtpServer, tmp_path: Path, project: Month
 ) -> None:
-    """On an SQLite file there is no standby: the log says so, and the month still goes once."""
-    log = tmp_path / "schedule.log"
-    proc = spawn("schedule", log=log)
-    wait_for(logged(log, f"{project}: sent ("), proc, "the send")
-    assert stop(proc) == 0
-    assert (
+    """On an SQLite file there is no standby: both act, the log says so, and the month's lock and
+    the ledger still send it once."""
+    smtp_server.recorder.hold = held = threading.Event()
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = spawn("schedule", log=first_log)
+    wait_for(lambda: len(smtp_server.recorder.messages) >= 1, first, "the first send")
+    second = spawn("schedule", log=second_log)
+    wait_for(logged(second_log, "skipped: another send is running"), second, "the refusal")
+    held.set()
+    wait_for(logged(first_log, f"{project}: sent ({READERS} sent"), first, "the first send")
+    assert stop(first) == 0
+    assert stop(second) == 0
+    role = (
         "role: active (the state is an SQLite file: another scheduler on the same file would act "
-        "too, and each month would still be sent once)\n" in log.read_text(encoding="utf-8")
+        "too, and each month would still be sent once)\n"
     )
+    assert role in first_log.read_text(encoding="utf-8")
+    assert role in second_log.read_text(encoding="utf-8")
+    assert_each_reader_got_one(smtp_server)
