@@ -402,12 +402,13 @@ def test_the_standby_takes_over_when_the_active_scheduler_is_killed(
     monkeypatch.setenv("DIGEST_STATE", str(tmp_path / "host-b" / "state.sqlite3"))
     second_log = tmp_path / "b.log"
     second = spawn("schedule", log=second_log)
-    wait_for(logged(second_log, "is the active scheduler"), second, "the standby to wait")
+    wait_for(logged(second_log, "is the active scheduler"), second, "the standby", seconds=60)
 
     first.send_signal(signal.SIGKILL)
     assert first.wait(timeout=10) == -signal.SIGKILL
     held.set()  # the reply to the message in flight goes nowhere
-    wait_for(logged(second_log, f"{project}: sent ("), second, "the standby's send")
+    # Within a minute of the kill (the promise; here at the standby's next try, 5 s).
+    wait_for(logged(second_log, f"{project}: sent ("), second, "the takeover", seconds=60)
     assert stop(second) == 0
 
     text = second_log.read_text(encoding="utf-8")
