@@ -389,19 +389,7 @@ def _summarise(summary: Summary, sent: Sent) -> None:
 
 def _ledger_busy(where: str, seconds: float) -> None:
     """Say why a send has paused: the ledger is locked by another program."""
-    from digest.send.database import is_postgresql
-
-    wait = f"waiting up to {seconds:g} second{'' if seconds == 1 else 's'} for it."
-    if is_postgresql(where):
-        _warn(
-            f"The state database {where} is locked by another session (a psql session with a "
-            f"transaction open, say: pg_locks shows which); {wait}"
-        )
-        return
-    _warn(
-        f"The delivery ledger {where} is locked by another program (an sqlite3 shell with a "
-        f"transaction open, say); {wait}"
-    )
+    _warn(wording.ledger_busy(where, seconds))
 
 
 @contextmanager
