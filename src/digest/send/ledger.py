@@ -22,6 +22,10 @@ Another program holding the database locked (an sqlite3 shell with a transaction
 PostgreSQL, a session holding the write lock or rows) is waited for, `busy_timeout` seconds,
 with word to `on_busy` after the first; then LedgerBusyError.
 A write refused for a lock changed nothing, so it is safe to try again or to stop there.
+
+On PostgreSQL a lost connection (a restart, a failover) is made again by `send/database.py`,
+which also takes the month's send lock again; a write the server rolled back is made again
+(`again_if_lost`), and a commit whose answer was lost is looked up, never guessed.
 """
 
 from __future__ import annotations
@@ -683,6 +687,8 @@ class Ledger:
         The holder as its session named itself ("pid 12 on host, digest send"), with the moment
         that session began ("since"): the lock is the truth, the name only describes it.
         """
+        if self._db.engine != POSTGRESQL:
+            return {}  # an SQLite file's senders are this machine's: see SendLock.held
         found = {}
         for key, name, began in self._rows(_SENDERS, (_SEND_LOCKS,)):
             month = f"{key // 100:04d}-{key % 100:02d}"
