@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
 from digest.send import standby
+from digest.send.schedule import Outcome, Scheduler
 from digest.send.standby import SchedulerLock
 from pgserver import PostgreSQL
 
@@ -118,3 +122,50 @@ def test_the_active_scheduler_lets_go_when_it_stops(postgresql: PostgreSQL) -> N
         assert after.acquire(threading.Event())
     finally:
         after.release()
+
+
+def test_an_active_scheduler_that_loses_its_lock_stands_by_and_comes_back(
+    postgresql: PostgreSQL, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its session ended and the lock taken by another: it stops acting and stands by, then acts
+    again once the lock is free; SIGTERM then stops it, releasing the lock."""
+    url = postgresql.database()
+    lock = SchedulerLock(url, poll=0.2, reconnect_for=1.0)
+    scheduler = Scheduler(
+        "0 9 1 * *", UTC, lambda month, stop: Outcome(month, "sent"),
+        lambda month: "already sent", lambda: datetime.now(UTC), standby=lock,
+    )  # fmt: skip
+    failed: list[BaseException] = []
+
+    def meanwhile() -> None:
+        try:
+            until(lambda: "role: active:" in caplog.text, "the first term")
+            with psycopg.connect(url, autocommit=True) as other:
+                ((pid, _),) = holder_of(url)
+                other.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+                other.execute("SELECT pg_advisory_lock(%s, %s)", KEY)
+                until(lambda: "role: standby again" in caplog.text, "the lock lost")
+            until(lambda: caplog.text.count("role: active:") == 2, "the second term")
+        except BaseException as exc:  # reported below, from the test's own thread
+            failed.append(exc)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # the scheduler's handler stops it
+
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    helper = threading.Thread(target=meanwhile)
+    try:
+        with caplog.at_level(logging.INFO, "digest.schedule"):
+            helper.start()
+            scheduler.run()
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+        helper.join(timeout=30)
+    assert not failed, failed
+    messages = [record.getMessage() for record in caplog.records]
+    assert (
+        "lost the scheduler lock (its connection went, and another scheduler took it): this "
+        "scheduler stops its runs, finishing the message in flight"
+    ) in messages
+    assert messages[-1] == "stopped"
+    assert holder_of(url) == []
