@@ -334,9 +334,11 @@ def serving(folder: Path, env: dict[str, str]) -> Iterator[str]:
         proc.communicate(timeout=20)
 
 
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: str) -> None:
-    """Poll until `condition` holds; fail (not hang) if the process ends first or 15 s pass."""
-    deadline = time.monotonic() + 15
+def wait_for(
+    condition: Callable[[], bool], proc: subprocess.Popen[str], what: str, seconds: float = 15
+) -> None:
+    """Poll until `condition` holds; fail (not hang) if the process ends first or `seconds` pass."""
+    deadline = time.monotonic() + seconds
     while not condition():
         if proc.poll() is not None:
             out, err = proc.communicate()

@@ -14,7 +14,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
@@ -39,10 +39,24 @@ def bindir() -> Path:
 
 @dataclass
 class PostgreSQL:
-    """A running cluster: make fresh databases on it, each named once."""
+    """A running cluster: make fresh databases on it, each named once; stop and start it."""
 
     port: int
     _names: Iterator[int]
+    _control: Callable[..., None] = lambda *args: None  # runs `pg_ctl -D DATA ARGS...`
+
+    def restart(self) -> None:
+        """Restart the server as an administrator would (`pg_ctl restart -m fast`): every
+        session is ended, open transactions rolled back, then it accepts connections again."""
+        self._control("-m", "fast", "-w", "-t", "60", "restart")
+
+    def stop(self) -> None:
+        """Stop the server (fast: sessions ended); `start` brings it back."""
+        self._control("-m", "fast", "-w", "-t", "60", "stop")
+
+    def start(self) -> None:
+        """Start the server again after `stop`."""
+        self._control("-w", "-t", "60", "start")
 
     def url(self, database: str = "postgres", user: str = "digest") -> str:
         """Return the URL of `database` as `user` (trusted on loopback)."""
@@ -94,8 +108,15 @@ def running(port: int) -> Iterator[PostgreSQL]:
         [binaries / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start"],
         check=True, capture_output=True, env=env, **run_as,
     )  # fmt: skip
+
+    def control(*args: str) -> None:
+        subprocess.run(
+            [binaries / "pg_ctl", "-D", data, "-l", log, "-o", options, *args],
+            check=True, capture_output=True, env=env, **run_as,
+        )  # fmt: skip
+
     try:
-        server = PostgreSQL(port, count(1))
+        server = PostgreSQL(port, count(1), control)
         with server.admin() as db:
             db.execute(f"CREATE ROLE secret LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
         yield server

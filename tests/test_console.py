@@ -33,6 +33,7 @@ from digest.months import Month
 from digest.send import unsubscribe
 from digest.send.ledger import Ledger, SendLock
 from helpers import NOW
+from pgserver import PostgreSQL
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"  # noqa: S105 -- the tests' own
@@ -1322,3 +1323,34 @@ def test_serve_accepts_a_twelve_character_password(
     assert result.exit_code == 1
     assert f"Port {port} is in use by another program." in result.stderr
     assert "DIGEST_CONSOLE_PASSWORD" not in result.stderr
+
+
+def test_a_send_from_another_host_on_postgresql_shows_and_blocks_a_console_send(
+    project: Path, postgresql: PostgreSQL, tmp_path: Path
+) -> None:
+    """On a shared PostgreSQL database the console names a sender on another host, whose lock
+    files it cannot see, and refuses to start the same month beside it."""
+    url = postgresql.database()
+    made = console.create_app(make_config(project, database_url=url))
+    client = made.test_client()
+    assert log_in(client) == 303
+    elsewhere = Ledger(tmp_path / "other-host" / "state.sqlite3", url=url)
+    lock = SendLock(elsewhere.path, MONTH, elsewhere)
+    lock.acquire("digest send, by bob")
+    try:
+        history = client.get(f"/months/{MONTH}/history").get_data(as_text=True)
+        dashboard = client.get("/").get_data(as_text=True)
+        token = token_of(client, f"/months/{MONTH}/send")
+        refused = client.post(f"/months/{MONTH}/send", data={"csrf_token": token})
+    finally:
+        lock.release()
+        elsewhere.close()
+    holder = f"pid {os.getpid()} on {socket.gethostname()}, digest send, by bob, since "
+    assert f"Sending now, outside this console ({holder}" in history
+    assert f"Sending November 2025 outside this console ({holder}" in dashboard
+    assert refused.status_code == 409
+    assert "another send of 2025-11 is running on another machine that shares the state " in (
+        refused.get_data(as_text=True)
+    )
+    assert "outside this console" not in client.get("/").get_data(as_text=True)
+    console.wait_for_jobs(made)

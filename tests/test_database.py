@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from conftest import free_port
 from digest.app import settings as settings_module
+from digest.cli import cli
 from digest.errors import DeliveryError, DigestError, LedgerBusyError, SendBusyError
 from digest.send import migrations
 from digest.send.database import WRITE_LOCK, to_postgresql
@@ -19,6 +26,7 @@ from digest.send.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger, Mark, SendLoc
 from pgserver import PASSWORD, PostgreSQL
 
 NOV = "2025-11"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def stamp_postgresql(url: str, version: int) -> None:
@@ -202,7 +210,12 @@ def test_a_write_lock_held_elsewhere_is_waited_for_then_refused_by_url(
         with pytest.raises(LedgerBusyError) as raised:
             ledger.enrol(NOV, [("a@example.org", "a@example.org", None, "*")])
         assert raised.value.path == url
-        assert told == [(Path("state.sqlite3"), 1)]
+        assert str(raised.value) == (
+            f"the state database {url} stayed locked by another session for 1 second: end "
+            "whatever holds its write lock or its rows (a psql session with a transaction open, "
+            "say: pg_locks and pg_stat_activity show which), then try again"
+        )
+        assert told == [(url, 1)]
         other.rollback()
         ledger.enrol(NOV, [("a@example.org", "a@example.org", None, "*")])
         assert len(ledger.deliveries(NOV)) == 1
@@ -256,10 +269,13 @@ def test_a_month_is_sent_from_one_machine_at_a_time(tmp_path: Path, postgresql: 
         first.acquire("digest send by alice")
         with pytest.raises(SendBusyError) as raised:
             SendLock(there.path, NOV, there).acquire("digest send by bob")
-        assert str(raised.value) == (
-            f"another send of {NOV} is running on another machine that shares the state "
-            f"database {url}; wait for it to finish, or stop it, then run this again"
-        )
+        assert re.fullmatch(
+            rf"another send of {NOV} is running on another machine that shares the state "
+            rf"database {re.escape(url)} \(pid {os.getpid()} on {re.escape(socket.gethostname())}, "
+            r"digest send by alice, since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\); wait for it to "
+            r"finish, or stop it, then run this again",
+            str(raised.value),
+        ), raised.value
         with SendLock(there.path, "2025-12", there) as december:  # another month goes ahead
             december.acquire("digest send by bob")
         first.release()
@@ -275,3 +291,103 @@ def test_a_month_is_sent_from_one_machine_at_a_time(tmp_path: Path, postgresql: 
             third.acquire("digest send by bob")
     finally:
         there.close()
+
+
+def test_who_sends_is_read_from_the_database_on_every_host(
+    tmp_path: Path, postgresql: PostgreSQL
+) -> None:
+    """Another host's send has no lock file here: the database names it, until it stops or dies."""
+    url = postgresql.database()
+    here = Ledger(tmp_path / "here" / "state.sqlite3", url=url)
+    there = Ledger(tmp_path / "there" / "state.sqlite3", url=url)
+    try:
+        assert SendLock.held(there.path, there) == []
+        lock = SendLock(here.path, NOV, here)
+        lock.acquire("digest schedule")
+        holder = SendLock.holder(there.path, NOV, there)
+        assert holder is not None
+        assert re.fullmatch(
+            rf"pid {os.getpid()} on {re.escape(socket.gethostname())}, digest schedule, since "
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00",
+            holder,
+        ), holder
+        assert SendLock.held(there.path, there) == [(NOV, holder)]
+        assert SendLock.holder(there.path, NOV) is None  # this host's lock files know nothing
+        assert SendLock.holder(there.path, "2025-12", there) is None
+        lock.release()
+        assert SendLock.held(there.path, there) == []
+        lock.acquire("digest schedule")
+        here.close()  # killed: its session ends, and so does its lock
+        deadline = time.monotonic() + 15
+        while SendLock.holder(there.path, NOV, there) is not None:
+            assert time.monotonic() < deadline, "the dead sender still counts"
+            time.sleep(0.01)  # the server ending the session: nothing to await
+    finally:
+        here.close()
+        there.close()
+
+
+def test_status_names_a_send_running_on_another_host(
+    tmp_path: Path, postgresql: PostgreSQL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`digest status` on one host says which month another host is sending, and who sends it."""
+    url = postgresql.database()
+    shutil.copy(ROOT / "items.yaml", tmp_path / "items.yaml")
+    shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIGEST_DATABASE_URL", url)
+    elsewhere = Ledger(tmp_path / "other-host" / "state.sqlite3", url=url)
+    try:
+        with SendLock(elsewhere.path, NOV, elsewhere) as lock:
+            lock.acquire("digest send")
+            result = CliRunner().invoke(cli, ["status"], catch_exceptions=False)
+        after = CliRunner().invoke(cli, ["status"], catch_exceptions=False)
+    finally:
+        elsewhere.close()
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        rf"^Sending now: {NOV}, by pid {os.getpid()} on {re.escape(socket.gethostname())}, "
+        r"digest send, since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\.$",
+        result.stdout,
+        re.MULTILINE,
+    ), result.stdout
+    assert "Sending now" not in after.stdout
+
+
+def test_a_send_waiting_for_postgresql_says_so_in_its_terms(
+    tmp_path: Path, postgresql: PostgreSQL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send held up by a session on the server names the database and psql, not sqlite3."""
+    url = postgresql.database()
+    shutil.copy(ROOT / "items.yaml", tmp_path / "items.yaml")
+    shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIGEST_DATABASE_URL", url)
+    monkeypatch.setenv("DIGEST_LEDGER_WAIT", "1")
+    monkeypatch.delenv("DIGEST_SMTP_URL", raising=False)
+    Ledger(tmp_path / "unused", url=url).close()
+    other = psycopg.connect(url)  # not autocommit: the lock stays until the rollback
+    try:
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        result = CliRunner().invoke(cli, ["send", "--month", NOV, "--yes"], catch_exceptions=False)
+    finally:
+        other.rollback()
+        other.close()
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"The state database {url} is locked by another session (a psql session with a "
+        "transaction open, say: pg_locks shows which); waiting up to 1 second for it.\n"
+        f"the state database {url} stayed locked by another session for 1 second: end whatever "
+        "holds its write lock or its rows (a psql session with a transaction open, say: pg_locks "
+        "and pg_stat_activity show which), then try again\n"
+    )
+    assert "sqlite3" not in result.output
+
+
+def test_the_state_option_says_what_it_is_on_both_engines() -> None:
+    """--state's help no longer claims the state is always SQLite."""
+    result = CliRunner().invoke(cli, ["status", "--help"], terminal_width=200)
+    assert (
+        "The state database as an SQLite file; when DIGEST_DATABASE_URL names PostgreSQL the "
+        "state is there, and this file's folder keeps only this machine's send locks."
+    ) in " ".join(result.stdout.split())

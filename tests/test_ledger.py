@@ -485,7 +485,7 @@ def test_a_ledger_locked_elsewhere_is_waited_for_then_refused_by_name(tmp_path: 
                 f"close whatever holds the database open at {path} (an sqlite3 shell, say), "
                 "then try again"
             )
-        assert told == [(path, 1)] * 3
+        assert told == [(str(path), 1)] * 3
         # Reading goes on; so does opening it again (`digest status` while the shell is open).
         assert view(ledger)[0] == ("a@example.org", "pending", 0, None, None)
         Ledger(path, busy_timeout=0.5).close()

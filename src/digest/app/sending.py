@@ -198,7 +198,7 @@ class SendOptions:
     stop: threading.Event = field(default_factory=threading.Event)
     warn: Warn = lambda line: None
     fix: str = ""
-    on_busy: Callable[[Path, float], None] | None = None
+    on_busy: Callable[[str, float], None] | None = None
     # connections, rate, daily_limit (None: the catalogue's newsletter.delivery), policy
     execute: dict[str, Any] = field(default_factory=dict)
     # A one-shot command (`digest send`) moves what it loads out of the cyclic collector's sight;
@@ -565,6 +565,8 @@ class Status:
     rehearsals: tuple[Run, ...] = ()  # each month's latest run that only wrote to outbox/
     # Each month's bounces and complaints; empty until the ledger has recorded one.
     bounces: tuple[MonthBounces, ...] = ()
+    # The months being sent now, with who sends them (on PostgreSQL: from any host).
+    sending: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,6 +605,7 @@ def _bounces(ledger: Ledger, months: tuple[MonthStatus, ...]) -> tuple[MonthBoun
 
 def status(settings: Settings, now: datetime) -> Status:
     """Return the ledger's months, the recipients not reached, and the schedule's next run."""
+    from digest.send.ledger import SendLock
     from digest.send.store import Store
 
     next_run, problem, tz = _next_run(settings, now)
@@ -641,6 +644,7 @@ def status(settings: Settings, now: datetime) -> Status:
             held,
             tuple(latest.values()),
             _bounces(ledger, months),
+            tuple(SendLock.held(settings.state_path, ledger)),
         )
     finally:
         ledger.close()

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from digest.send.store import Bounce, Change, Event, ImportPlan, Store, Subscription
     from digest.send.subscribers import SubscriberList
 
-OnBusy = Callable[[Path, float], None]
+OnBusy = Callable[[str, float], None]
 
 # What `list --format csv` writes, and the first columns of `export`.
 LIST_COLUMNS = ("email", "name", "status", "categories", "source", "directory")

@@ -173,3 +173,22 @@ def bounce_summary(run: Any) -> str:
     left = f"{plural(run.left, 'message')} left where {'it was' if run.left == 1 else 'they were'}"
     tail = "; dry run: nothing was recorded or moved" if run.dry_run else ""
     return f"{head}: {plural(run.recorded, 'new report')} recorded, {ended}, {left}{tail}."
+
+
+def ledger_busy(where: str, seconds: float) -> str:
+    """Return the notice that a send waits for a state database another program keeps locked.
+
+    `where` is the file, or the PostgreSQL URL without its password: each engine has its culprit.
+    """
+    from digest.send.database import is_postgresql
+
+    wait = f"waiting up to {seconds:g} second{'' if seconds == 1 else 's'} for it."
+    if is_postgresql(where):
+        return (
+            f"The state database {where} is locked by another session (a psql session with a "
+            f"transaction open, say: pg_locks shows which); {wait}"
+        )
+    return (
+        f"The delivery ledger {where} is locked by another program (an sqlite3 shell with a "
+        f"transaction open, say); {wait}"
+    )

@@ -90,8 +90,9 @@ def state_option(command: F) -> F:
         type=click.Path(path_type=Path, dir_okay=False),
         default=None,
         show_default=False,
-        help="The delivery ledger (SQLite).  [default: DIGEST_STATE, else "
-        ".digest/state.sqlite3 beside the catalogue]",
+        help="The state database as an SQLite file; when DIGEST_DATABASE_URL names PostgreSQL "
+        "the state is there, and this file's folder keeps only this machine's send locks.  "
+        "[default: DIGEST_STATE, else .digest/state.sqlite3 beside the catalogue]",
     )(command)
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from digest.app.sending import Status
     from digest.app.settings import Settings
     from digest.publish.catalogue import Catalogue
+    from digest.send import schedule as scheduling
 
 import logging
 
@@ -49,7 +50,9 @@ def schedule(catalogue_path: Path, state_path: Path | None, dry_run: bool, rehea
     Each run sends the previous month through the same path as `digest send --yes` (same lock,
     same ledger; a subscriber list with an invalid row stops the run, which is tried again
     later). Started after a missed run, it catches up once. SIGTERM or Ctrl-C stops it cleanly: a
-    message in flight is finished and recorded first. Run one scheduler per ledger.
+    message in flight is finished and recorded first. With DIGEST_DATABASE_URL naming PostgreSQL,
+    run one on each of two or more hosts: one acts, the others stand by and take over within a
+    minute of it stopping. On an SQLite file, run one.
 
     \b
     Example:
@@ -89,8 +92,17 @@ def schedule(catalogue_path: Path, state_path: Path | None, dry_run: bool, rehea
 
     scheduling.Scheduler(
         expression, tz, run_month, lambda month: services.settled(settings, month), root._now,
-        poll=_bounce_poll(settings, catalogue),
+        poll=_bounce_poll(settings, catalogue), standby=_standby(settings),
     ).run()  # fmt: skip
+
+
+def _standby(settings: Settings) -> scheduling.Standby | None:
+    """Return the scheduler lock on PostgreSQL (one scheduler acts), or None on SQLite."""
+    from digest.send import standby
+
+    if settings.database_url is None:
+        return None
+    return standby.SchedulerLock(settings.database_url)
 
 
 def _bounce_poll(settings: Settings, catalogue: Catalogue) -> Callable[[], str] | None:
@@ -142,6 +154,8 @@ def status(catalogue_path: Path, state_path: Path | None) -> None:
         click.echo(f"Nothing sent yet ({settings.state_path} does not exist).")
     else:
         _status_months(found)
+    for sent_now, holder in found.sending:
+        click.echo(f"Sending now: {sent_now}, by {holder}.")
     for run in found.rehearsals:
         click.echo(
             f"{run.month}: {plural(run.sent, 'message')} written to {run.transport} at "

@@ -387,13 +387,9 @@ def _summarise(summary: Summary, sent: Sent) -> None:
         )
 
 
-def _ledger_busy(path: Path, seconds: float) -> None:
+def _ledger_busy(where: str, seconds: float) -> None:
     """Say why a send has paused: the ledger is locked by another program."""
-    _warn(
-        f"The delivery ledger {path} is locked by another program (an sqlite3 shell with a "
-        f"transaction open, say); waiting up to {seconds:g} second{'' if seconds == 1 else 's'} "
-        "for it."
-    )
+    _warn(wording.ledger_busy(where, seconds))
 
 
 @contextmanager

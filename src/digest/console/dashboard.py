@@ -17,7 +17,7 @@ from digest.errors import CatalogueError
 from digest.months import Month
 from digest.publish.catalogue import Catalogue
 from digest.send import schedule, subscribers
-from digest.send.ledger import MonthStatus, SendLock
+from digest.send.ledger import Ledger, MonthStatus, SendLock
 from digest.send.store import Store
 
 
@@ -35,18 +35,18 @@ def dashboard() -> str:
     context["listed"], context["list_problems"], context["list_name"] = None, [], None
     context["next_run"] = None
     context["months"] = []
+    jobs = [job for job in console().jobs.values() if job.running]
     ledger = open_ledger(config.state_path, config.database_url)
     try:
         context["runs"] = ledger.runs(limit=10) if ledger else []
         context["ended"] = Store(ledger).ended() if ledger else {}
         sent = {m.month: m for m in ledger.months()} if ledger else {}
+        context["elsewhere"] = sends_elsewhere(config.state_path, jobs, ledger)
     finally:
         if ledger is not None:
             ledger.close()
     context["bounce_warnings"] = bounce_warnings(config.settings, now)
-    jobs = [job for job in console().jobs.values() if job.running]
     context["jobs"] = jobs
-    context["elsewhere"] = sends_elsewhere(config.state_path, jobs)
     if loaded is not None:
         sending = {job.month for job in jobs} | {month for month, _ in context["elsewhere"]}
         context["counts"] = loaded.counts(now)
@@ -98,11 +98,14 @@ def _newsletter(loaded: Catalogue, now: datetime) -> dict[str, Any]:
     return found
 
 
-def sends_elsewhere(state_path: Path, jobs: list[Job]) -> list[tuple[Month, str]]:
-    """Return the months being sent now by `digest send` or the scheduler, with who sends them."""
+def sends_elsewhere(
+    state_path: Path, jobs: list[Job], ledger: Ledger | None = None
+) -> list[tuple[Month, str]]:
+    """Return the months being sent now by `digest send` or the scheduler, with who sends them
+    (on PostgreSQL, from any host sharing the database)."""
     ours = {str(job.month) for job in jobs}
     found = []
-    for month, holder in SendLock.held(state_path):
+    for month, holder in SendLock.held(state_path, ledger):
         with contextlib.suppress(ValueError):  # a file there that digest did not name
             if month not in ours:
                 found.append((Month.parse(month), holder))

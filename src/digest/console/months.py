@@ -228,6 +228,9 @@ def history(month: str) -> str:
         runs = ledger.runs(key) if ledger else []
         problems = ledger.deliveries(key, ("failed", "deferred")) if ledger else []
         gone = ledger.suppressed() if ledger else set()
+        # A send from `digest send` or the scheduler, on any host: the ledger's counts are its
+        # progress.
+        holder = SendLock.holder(config.state_path, key, ledger)
         waiting = [
             row
             for row in (
@@ -239,8 +242,7 @@ def history(month: str) -> str:
         if ledger is not None:
             ledger.close()
     job = console().jobs.get(chosen_month)
-    # A send from `digest send` or the scheduler: the ledger's counts are its progress.
-    elsewhere = None if job and job.running else SendLock.holder(config.state_path, key)
+    elsewhere = None if job and job.running else holder
     return render_template(
         "history.html",
         month=chosen_month,

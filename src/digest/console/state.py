@@ -265,9 +265,7 @@ class Console:
                     "wait for it to finish."
                 )
             # A send from the CLI or the scheduler holds the same lock: say so now, not later.
-            probe = SendLock(self.config.state_path, str(month))
-            probe.acquire(f"digest serve, checked by {started_by}")
-            probe.release()
+            self._probe(month, started_by)
             chosen = self.config.transport(month)
             job = Job(month, started_by, chosen.describe(), self.config.clock())
             job.thread = threading.Thread(
@@ -276,6 +274,17 @@ class Console:
             self.jobs[month] = job
             job.thread.start()
             return job
+
+    def _probe(self, month: Month, started_by: str) -> None:
+        """Raise SendBusyError if another send of `month` runs, here or on another host."""
+        ledger = open_ledger(self.config.state_path, self.config.database_url)
+        try:
+            probe = SendLock(self.config.state_path, str(month), ledger)
+            probe.acquire(f"digest serve, checked by {started_by}")
+            probe.release()
+        finally:
+            if ledger is not None:
+                ledger.close()
 
     def _run(self, job: Job) -> None:
         """Send `job.month` through the one send every front end runs (`app.sending`)."""

@@ -18,13 +18,15 @@ psycopg is imported only when a PostgreSQL URL is opened.
 from __future__ import annotations
 
 import functools
+import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from digest.errors import DeliveryError
+from digest.errors import DatabaseLostError, DeliveryError, LockLostError
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -32,6 +34,41 @@ POSTGRESQL = "postgresql"
 WRITE_LOCK = 0x646967657374
 # How long one try for a lock lasts before the caller hears of it (and tries again, or gives up).
 SLICE = 0.5
+# How long a lost PostgreSQL connection is tried again before the caller hears of it: a restart
+# takes seconds, a managed server's failover a minute or two.
+RECONNECT_FOR = 120.0
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.1, 2.0
+# TCP keepalives on every connection, both ends, unless the URL sets them: a peer that vanished
+# (a dead host, a cut network) is noticed within about half a minute (idle 10 s, then 3 probes 5 s
+# apart; or 30 s of data unacknowledged). The server then ends the session and releases its locks
+# (a standby scheduler takes over); the client hears, and connects again.
+CLIENT_KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
+# The session holding a two-key advisory lock of this database, if any.
+_LOCK_HOLDER = (
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+    "AND classid::bigint = %s AND objid::bigint = %s "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+log = logging.getLogger("digest.database")
+T = TypeVar("T")
+P = ParamSpec("P")
+# How many times a transaction is run again after the connection was lost in it (each time the
+# connection was made again, so a database that keeps failing is reported by the reconnect).
+_RERUNS = 3
 
 
 class Cursor(Protocol):
@@ -180,24 +217,47 @@ class SQLiteDatabase(Database):
 
 
 class PostgreSQLDatabase(Database):
-    """A PostgreSQL database through psycopg 3, in autocommit mode."""
+    """A PostgreSQL database through psycopg 3, in autocommit mode, that reconnects.
+
+    A connection lost (a restart of the server, a failover, a cut network) is made again, for up
+    to `reconnect_for` seconds, and the session is set up as before: its settings, and the
+    session locks it held (`session_lock`), taken again; one another session took meanwhile ends
+    in LockLostError. Then:
+
+    - a statement outside a transaction is run again (each such statement is idempotent: a read,
+      a lock, or a write that gives the same rows applied twice);
+    - inside a transaction, the server rolled it back: DatabaseLostError(written=False), and the
+      caller runs the transaction again (`Ledger._write`);
+    - a COMMIT whose answer was lost is the ambiguous case: the transaction's id, taken with the
+      write lock, is looked up (`pg_xact_status`), so the caller hears "committed" (nothing to
+      do) or DatabaseLostError(written=False), never a guess.
+    """
 
     engine = POSTGRESQL
 
-    def __init__(self, url: str, wait: float) -> None:
+    def __init__(
+        self, url: str, wait: float, reconnect_for: float = RECONNECT_FOR, name: str = ""
+    ) -> None:
         import psycopg
 
+        self._psycopg = psycopg
+        self._url = url
         self.shown = shown(url)
         self._errors = psycopg.errors
         self.errors = (psycopg.Error,)
+        self.wait = wait
+        self.reconnect_for = reconnect_for
+        # Re-applied to every new connection: a statement waits this long for a lock, then
+        # refuses (busy) and the caller tries again; the server's keepalives end the session
+        # (and so release its locks) within about half a minute of this client vanishing.
+        self._session = {"lock_timeout": f"{max(1, round(wait * 1000))}ms", **SERVER_KEEPALIVES}
+        if name:
+            self._session["application_name"] = name[:63]
+        self._locks: dict[tuple[int, int], str] = {}  # session locks held, and what they guard
+        self._xid: str | None = None  # the open transaction's id, once it holds the write lock
+        self._open = False  # whether a transaction is open
         try:
-            self.connection = psycopg.connect(
-                url, autocommit=True, connect_timeout=max(1, round(wait * 10))
-            )
-            # A statement waits this long for a lock, then refuses (busy): the caller tries again.
-            self.connection.execute(
-                "SELECT set_config('lock_timeout', %s, false)", (f"{max(1, round(wait * 1000))}ms",)
-            )
+            self.connection = self._connect()
         except psycopg.Error as exc:
             raise DeliveryError(
                 f"{self.shown}: cannot connect to the state database "
@@ -205,23 +265,188 @@ class PostgreSQLDatabase(Database):
                 "database), the password (in the URL or PGPASSWORD) and that the server runs"
             ) from None
 
+    def _connect(self) -> Any:
+        """Open a connection (keepalives on, unless the URL says otherwise) and set it up."""
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        params: dict[str, Any] = {**CLIENT_KEEPALIVES, **conninfo_to_dict(self._url)}
+        params["connect_timeout"] = max(1, round(self.wait * 10))
+        connection = self._psycopg.connect(make_conninfo(**params), autocommit=True)
+        try:
+            names = list(self._session)
+            calls = ", ".join("set_config(%s, %s, false)" for _ in names)
+            values = [part for name in names for part in (name, self._session[name])]
+            connection.execute(f"SELECT {calls}", values)  # one round trip for all
+        except BaseException:
+            connection.close()
+            raise
+        self._pid = connection.info.backend_pid  # the server process of this session
+        return connection
+
+    def set_name(self, name: str) -> None:
+        """Name this session for other sessions to see (pg_stat_activity.application_name)."""
+        self._session["application_name"] = name[:63]
+        self.execute("SELECT set_config('application_name', ?, false)", (name[:63],))
+
+    def _lost(self, error: BaseException) -> bool:
+        """Return whether `error` came with the connection gone (not a refusal on a live one)."""
+        return isinstance(error, self._psycopg.Error) and bool(self.connection.closed)
+
+    def _run(self, work: Callable[[], T]) -> T:
+        """Return `work()`; after a lost connection: reconnect and run it again, or raise."""
+        try:
+            return work()
+        except self._psycopg.Error as exc:
+            if not self._lost(exc):
+                raise
+            opened = self._open
+            self._open, self._xid = False, None
+            self.reconnect(exc)
+            if opened:
+                raise DatabaseLostError(self.shown, written=False) from exc
+        return work()
+
+    def reconnect(self, cause: BaseException) -> None:
+        """Connect again (for up to `reconnect_for` seconds) and take the session locks again.
+
+        Raise DeliveryError naming the database when it cannot be reached in that time, and
+        LockLostError when another session took one of the locks meanwhile.
+        """
+        psycopg = self._psycopg
+        why = _first_line(cause, self._url)
+        log.warning(
+            "%s: lost the connection to the state database (%s); connecting again, for up to "
+            "%s", self.shown, why, _seconds(self.reconnect_for),
+        )  # fmt: skip
+        started = time.monotonic()
+        deadline = started + self.reconnect_for
+        pause = _FIRST_PAUSE
+        old = self._pid  # the session that held our locks
+        while True:
+            try:
+                self.connection = self._connect()
+                break
+            except psycopg.Error as exc:
+                if time.monotonic() + pause > deadline:
+                    raise DeliveryError(
+                        f"{self.shown}: lost the connection to the state database ({why}) and "
+                        f"could not connect again within {_seconds(self.reconnect_for)} "
+                        f"({_first_line(exc, self._url)}); what was recorded before stays "
+                        "recorded: check that the server runs and can be reached, then run "
+                        "this again"
+                    ) from None
+                time.sleep(pause)  # the server is restarting: nothing to wait on but time
+                pause = min(pause * 2, _LONGEST_PAUSE)
+        self._retake(deadline, old)
+        log.warning("%s: connected again after %.1f s", self.shown, time.monotonic() - started)
+
+    def _retake(self, deadline: float, old: int) -> None:
+        """Take the session locks again, waiting while the old session (`old`, its server pid)
+        still holds one (the server has not noticed yet that it is gone), not while another
+        does."""
+        for (first, second), what in list(self._locks.items()):
+            pause = _FIRST_PAUSE
+            while not self._try_lock(first, second):
+                holder = self.connection.execute(_LOCK_HOLDER, (first, second)).fetchone()
+                taken = holder is not None and holder[0] != old
+                if taken or time.monotonic() + pause > deadline:
+                    del self._locks[(first, second)]  # not ours now: never taken again
+                    raise LockLostError(
+                        f"{self.shown}: while the connection to the state database was lost, "
+                        f"another process took {what}; this one stops there, and the other "
+                        "goes on"
+                    )
+                time.sleep(pause)  # the server has not yet ended the old session
+                pause = min(pause * 2, _LONGEST_PAUSE)
+
+    def _try_lock(self, first: int, second: int) -> bool:
+        row = self.connection.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", (first, second)
+        ).fetchone()
+        return bool(row[0])
+
+    def session_lock(self, first: int, second: int, what: str) -> bool:
+        """Take the session advisory lock (first, second) if free; keep it across reconnects.
+
+        `what` names it for the error if another session takes it while the connection is lost.
+        """
+        if self._run(lambda: self._try_lock(first, second)):
+            self._locks[(first, second)] = what
+            return True
+        return False
+
+    def session_unlock(self, first: int, second: int) -> None:
+        """Release `session_lock`'s lock."""
+        self._locks.pop((first, second), None)
+        self.execute("SELECT pg_advisory_unlock(?, ?)", (first, second))
+
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
         """Run one statement; return its cursor."""
-        return self.connection.execute(to_postgresql(sql), tuple(parameters))
+        statement, values = to_postgresql(sql), tuple(parameters)
+        return self._run(lambda: self.connection.execute(statement, values))  # type: ignore[no-any-return]
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one statement once for each row of parameters."""
-        with self.connection.cursor() as cursor:
-            cursor.executemany(to_postgresql(sql), [tuple(row) for row in rows])
+        statement, values = to_postgresql(sql), [tuple(row) for row in rows]
+
+        def work() -> None:
+            with self.connection.cursor() as cursor:
+                cursor.executemany(statement, values)
+
+        self._run(work)
 
     def begin(self) -> None:
-        """BEGIN, then the write lock, waiting at most `lock_timeout` (`wait` at connect)."""
-        self.connection.execute("BEGIN")
+        """BEGIN, then the write lock, waiting at most `lock_timeout` (`wait` at connect).
+
+        The transaction's id is kept, so that a COMMIT whose answer is lost can be looked up.
+        """
+        self._run(lambda: self.connection.execute("BEGIN"))
+        self._open = True
         try:
-            self.connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-        except BaseException:
-            self.connection.execute("ROLLBACK")
-            raise
+            row = self.connection.execute(
+                "SELECT pg_advisory_xact_lock(%s), pg_current_xact_id()::text", (WRITE_LOCK,)
+            ).fetchone()
+        except self._psycopg.Error as exc:
+            self._open = False
+            if not self._lost(exc):
+                self.connection.execute("ROLLBACK")
+                raise
+            self.reconnect(exc)  # nothing was written yet: begin again
+            self.begin()
+            return
+        self._xid = str(row[1])
+
+    def commit(self) -> None:
+        """Commit; a lost answer is looked up by the transaction's id once connected again."""
+        xid, self._xid, self._open = self._xid, None, False
+        try:
+            self.connection.execute("COMMIT")
+        except self._psycopg.Error as exc:
+            if not self._lost(exc):
+                raise
+            self.reconnect(exc)
+            if xid is None or not self._committed(xid):
+                raise DatabaseLostError(self.shown, written=False) from exc
+            log.warning("%s: the commit whose answer was lost had been made", self.shown)
+
+    def _committed(self, xid: str) -> bool:
+        """Return whether transaction `xid` committed (waiting while the server still runs it)."""
+        deadline = time.monotonic() + self.reconnect_for
+        while True:
+            row = self.execute("SELECT pg_xact_status(CAST(? AS xid8))", (xid,)).fetchone()
+            if row[0] != "in progress" or time.monotonic() > deadline:
+                return bool(row[0] == "committed")
+            time.sleep(_FIRST_PAUSE)  # the old session is still finishing it
+
+    def rollback(self) -> None:
+        """Roll back; nothing to do when the connection was lost (the server rolled it back)."""
+        opened, self._open, self._xid = self._open, False, None
+        if opened and not self.connection.closed:
+            try:
+                self.connection.execute("ROLLBACK")
+            except self._psycopg.Error as exc:
+                if not self._lost(exc):
+                    raise
 
     def busy(self, error: BaseException) -> bool:
         """Return whether PostgreSQL refused for a lock, a deadlock or a serialization conflict."""
@@ -261,19 +486,51 @@ class PostgreSQLDatabase(Database):
         return [row[0] for row in rows]
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (its session locks go with it)."""
+        self._locks.clear()
         self.connection.close()
 
 
-def connect(path: Path, url: str | None = None, *, wait: float = SLICE) -> Database:
+def again_if_lost(method: Callable[P, T]) -> Callable[P, T]:
+    """Run a method again when the connection was lost before its transaction committed.
+
+    For the ledger's and the store's methods that write in one transaction and take plain values
+    (never an iterator, which the first call would have used up): the server rolled the
+    transaction back, the connection was made again (`PostgreSQLDatabase`), and the method runs
+    afresh, reading what it reads anew. A commit made before the connection went is not run
+    twice: `commit` looks it up and reports success.
+    """
+
+    @functools.wraps(method)
+    def again(*args: P.args, **kwargs: P.kwargs) -> T:
+        for _ in range(_RERUNS):
+            try:
+                return method(*args, **kwargs)
+            except DatabaseLostError as exc:
+                if exc.written is not False:
+                    raise
+        return method(*args, **kwargs)
+
+    return again
+
+
+def connect(
+    path: Path,
+    url: str | None = None,
+    *,
+    wait: float = SLICE,
+    reconnect_for: float = RECONNECT_FOR,
+    name: str = "",
+) -> Database:
     """Open the state database: PostgreSQL when `url` names one, else the SQLite file `path`.
 
     `wait`: seconds one try for a lock lasts (SQLite's busy timeout; the connect timeout is ten
-    times it on PostgreSQL, at least a second). Raise DeliveryError naming the database (without
-    its password) when it cannot be opened.
+    times it on PostgreSQL, at least a second). `reconnect_for`: seconds a lost PostgreSQL
+    connection is tried again; `name`: the session's application_name there. Raise
+    DeliveryError naming the database (without its password) when it cannot be opened.
     """
     if url is not None and is_postgresql(url):
-        return PostgreSQLDatabase(url, wait)
+        return PostgreSQLDatabase(url, wait, reconnect_for, name)
     try:
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -292,3 +549,7 @@ def _first_line(error: BaseException, url: str) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     password = urlsplit(url).password
     return text.replace(password, "***") if password else text
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} second{'' if value == 1 else 's'}"

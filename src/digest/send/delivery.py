@@ -126,11 +126,7 @@ class Halted(DeliveryError):
         self.summary = summary
         self.left = left
         self.unrecorded = unrecorded
-        locked = (
-            f"the delivery ledger {cause.path} stayed locked by another program for "
-            f"{cause.how_long}"
-        )
-        fix = f"close whatever holds the database open at {cause.path} (an sqlite3 shell, say)"
+        locked, fix = cause.locked, cause.fix
         if left:
             text = (
                 f"Stopped: {_count(left, 'subscriber')} not sent yet, because {locked}. "

@@ -18,9 +18,14 @@ An SQLite database runs in WAL mode with synchronous=NORMAL: a commit survives t
 process (kill -9 included) without an fsync per message. A power cut can lose the last few
 commits; the recipients concerned are then sent again, with the same Message-ID.
 
-Another program holding the database locked (an sqlite3 shell with a transaction open, say) is
-waited for, `busy_timeout` seconds, with word to `on_busy` after the first; then LedgerBusyError.
+Another program holding the database locked (an sqlite3 shell with a transaction open, say; on
+PostgreSQL, a session holding the write lock or rows) is waited for, `busy_timeout` seconds,
+with word to `on_busy` after the first; then LedgerBusyError.
 A write refused for a lock changed nothing, so it is safe to try again or to stop there.
+
+On PostgreSQL a lost connection (a restart, a failover) is made again by `send/database.py`,
+which also takes the month's send lock again; a write the server rolled back is made again
+(`again_if_lost`), and a commit whose answer was lost is looked up, never guessed.
 """
 
 from __future__ import annotations
@@ -42,7 +47,14 @@ from typing import Any, NamedTuple, TypeVar
 
 from digest.errors import DeliveryError, LedgerBusyError, SendBusyError
 from digest.send import migrations
-from digest.send.database import POSTGRESQL, Database, connect
+from digest.send.database import (
+    POSTGRESQL,
+    RECONNECT_FOR,
+    Database,
+    PostgreSQLDatabase,
+    again_if_lost,
+    connect,
+)
 from digest.send.migrations import Migration
 from digest.send.store import SCHEMA_3 as _STORE_SCHEMA
 from digest.send.store import SCHEMA_5 as _BOUNCES_SCHEMA
@@ -479,7 +491,10 @@ class Ledger:
     `url`: DIGEST_DATABASE_URL when it names PostgreSQL (`path` then only places the send locks);
     None (or an sqlite:/// URL, which settings turn into `path`) opens the SQLite file `path`.
     `busy_timeout`: how many seconds to wait for a database another program has locked;
-    `on_busy(where, busy_timeout)` is told once a wait has begun (a person may be able to end it).
+    `on_busy(where, busy_timeout)` is told once a wait has begun (a person may be able to end it);
+    `where` is the file, or the URL without its password.
+    `reconnect_for`: how many seconds a lost PostgreSQL connection is tried again, after which
+    the error names the database.
     A new, empty database is brought to the current schema as it is opened, and so is an older
     SQLite file, in one transaction; an older PostgreSQL database is refused with word to run
     `digest db upgrade` (unless `upgrade`, which is how that command opens it), a newer one always.
@@ -491,14 +506,17 @@ class Ledger:
         *,
         url: str | None = None,
         busy_timeout: float = 30.0,
-        on_busy: Callable[[Path, float], None] | None = None,
+        on_busy: Callable[[str, float], None] | None = None,
         upgrade: bool = False,
+        reconnect_for: float = RECONNECT_FOR,
     ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self.on_busy = on_busy
         self._lock = threading.Lock()
-        self._db: Database = connect(path, url, wait=min(_SLICE, busy_timeout))
+        self._db: Database = connect(
+            path, url, wait=min(_SLICE, busy_timeout), reconnect_for=reconnect_for
+        )
         self.where = self._db.shown  # the file, or the URL without its password
         try:
             self._open(upgrade)
@@ -608,10 +626,10 @@ class Ledger:
                 if not self._db.busy(exc):
                     raise
                 if time.monotonic() - started >= patience:
-                    raise LedgerBusyError(self.where, patience) from exc
+                    raise LedgerBusyError(self.where, patience, self._db.engine) from exc
                 if not told and self.on_busy is not None:
                     told = True
-                    self.on_busy(self.path, patience)
+                    self.on_busy(self.where, patience)
 
     def query(self, sql: str, parameters: Iterable[Any] = ()) -> list[Any]:
         """Return every row `sql` selects: for the subscriber store, which shares this database."""
@@ -641,18 +659,43 @@ class Ledger:
                 raise
             self._db.commit()
 
-    def lock_month(self, month: str) -> bool:
-        """Take PostgreSQL's session lock on sending `month`; return False if another has it."""
+    def lock_month(self, month: str, holder: str = "") -> bool:
+        """Take PostgreSQL's session lock on sending `month`; return False if another has it.
+
+        The lock is taken again if the connection is lost and made again (LockLostError if
+        another session took it meanwhile). `holder` ("pid 12 on host, digest send") names the
+        session in pg_stat_activity, which is how other hosts learn who sends (`SendLock.holder`).
+        """
+        db = self._db
+        assert isinstance(db, PostgreSQLDatabase)  # noqa: S101 -- called on PostgreSQL only
         with self._lock:
-            row = self._db.execute(
-                "SELECT pg_try_advisory_lock(?, ?)", (_SEND_LOCKS, _month_key(month))
-            ).fetchone()
-        return bool(row[0])
+            taken = db.session_lock(_SEND_LOCKS, _month_key(month), f"the lock of sending {month}")
+            if taken and holder:
+                db.set_name(f"{_NAME_PREFIX}{holder}")
+        return taken
 
     def unlock_month(self, month: str) -> None:
         """Release `lock_month`'s lock."""
+        db = self._db
+        assert isinstance(db, PostgreSQLDatabase)  # noqa: S101 -- called on PostgreSQL only
         with self._lock:
-            self._db.execute("SELECT pg_advisory_unlock(?, ?)", (_SEND_LOCKS, _month_key(month)))
+            db.session_unlock(_SEND_LOCKS, _month_key(month))
+
+    def sending(self) -> dict[str, str]:
+        """Return, by month, who holds its send lock on PostgreSQL now, from any host.
+
+        The holder as its session named itself ("pid 12 on host, digest send"), with the moment
+        that session began ("since"): the lock is the truth, the name only describes it.
+        """
+        if self._db.engine != POSTGRESQL:
+            return {}  # an SQLite file's senders are this machine's: see SendLock.held
+        found = {}
+        for key, name, began in self._rows(_SENDERS, (_SEND_LOCKS,)):
+            month = f"{key // 100:04d}-{key % 100:02d}"
+            who = str(name or "").removeprefix(_NAME_PREFIX) or "a session that gave no name"
+            since = f", since {stamp(began)}" if began is not None else ""
+            found[month] = f"{who}{since}"
+        return found
 
     # -- the frozen issue ----------------------------------------------------------------------
 
@@ -661,6 +704,7 @@ class Ledger:
         rows = self._rows(_ISSUE, (month,))
         return Frozen(*rows[0]) if rows else None
 
+    @again_if_lost
     def freeze(self, month: str, content_hash: str, subject: str, items: int) -> Frozen:
         """Record the issue about to be sent; return what is frozen (the earlier one if any)."""
         with self._transaction() as db:
@@ -680,6 +724,7 @@ class Ledger:
         )
         return Render(*rows[0]) if rows else None
 
+    @again_if_lost
     def keep_render(self, month: str, selection: str, render: Render) -> Render:
         """Freeze a rendering; return the one kept (an earlier one wins)."""
         with self._transaction() as db:
@@ -694,6 +739,7 @@ class Ledger:
             ).fetchone()
         return Render(*row)
 
+    @again_if_lost
     def start_over(
         self,
         month: str,
@@ -759,6 +805,10 @@ class Ledger:
 
         A recipient with earlier copies of the month (replaced by a resend) gets the next copy.
         """
+        self._enrol(month, list(rows))
+
+    @again_if_lost
+    def _enrol(self, month: str, rows: list[tuple[str, str, str | None, str]]) -> None:
         now = _now()
         with self._transaction() as db:
             db.executemany(
@@ -839,6 +889,7 @@ class Ledger:
         )
         return datetime.fromisoformat(rows[0][0]) if rows else None
 
+    @again_if_lost
     def hold(self, month: str, held: int, until: datetime | None) -> None:
         """Record that `held` of `month`'s recipients wait for the daily limit until `until`.
 
@@ -861,6 +912,7 @@ class Ledger:
 
     # -- runs and status -----------------------------------------------------------------------
 
+    @again_if_lost
     def start_run(
         self, month: str, transport: str, started_by: str, kind: RunKind = RunKind.SEND
     ) -> int:
@@ -873,6 +925,7 @@ class Ledger:
             )
             return int(cursor.fetchone()[0])
 
+    @again_if_lost
     def finish_run(self, run: int, sent: int, failed: int, deferred: int, already: int) -> None:
         """Record how a send ended."""
         with self._transaction() as db:
@@ -915,6 +968,7 @@ class Ledger:
 
         return Store(self).suppressed()
 
+    @again_if_lost
     def record_logout(self, session: str, now: datetime, until: datetime) -> None:
         """Record that the console session `session` ended: refused until `until`, its expiry."""
         with self._transaction() as db:
@@ -932,6 +986,7 @@ class Ledger:
 
     # -- the editor's history ------------------------------------------------------------------
 
+    @again_if_lost
     def record_edit(
         self,
         item: str,
@@ -965,6 +1020,7 @@ class Ledger:
 
     # -- the scheduler -------------------------------------------------------------------------
 
+    @again_if_lost
     def record_decision(self, at: str, month: str, decision: Decision, detail: str = "") -> None:
         """Record what the scheduler decided for a month, for `digest status` and restarts."""
         with self._transaction() as db:
@@ -1038,7 +1094,8 @@ class SendLock:
     The operating system releases the lock when the holder exits, however it exits, so a killed
     send never leaves a stale lock behind. Given the `ledger` and it is on PostgreSQL, the lock is
     also a session advisory lock there, so that a send of the same month from another machine
-    sharing the database is refused too; PostgreSQL releases it when the connection ends.
+    sharing the database is refused too; PostgreSQL releases it when the connection ends. There,
+    who holds it is read from the database (`held`, `holder`), whatever host it runs on.
     """
 
     def __init__(self, ledger_path: Path, month: str, ledger: Ledger | None = None) -> None:
@@ -1063,17 +1120,19 @@ class SendLock:
                 f"another send of {self.month} is running ({who}); wait for it to finish, "
                 f"or stop it, then run this again"
             ) from None
-        if self._shared is not None and not self._shared.lock_month(self.month):
+        who = f"pid {os.getpid()} on {socket.gethostname()}, {holder}"
+        if self._shared is not None and not self._shared.lock_month(self.month, who):
             fcntl.flock(handle, fcntl.LOCK_UN)
             os.close(handle)
+            elsewhere = self._shared.sending().get(self.month)
+            named = f" ({elsewhere})" if elsewhere else ""
             raise SendBusyError(
                 f"another send of {self.month} is running on another machine that shares the "
-                f"state database {self._shared.where}; wait for it to finish, or stop it, then "
-                "run this again"
+                f"state database {self._shared.where}{named}; wait for it to finish, or stop it, "
+                "then run this again"
             )
         os.ftruncate(handle, 0)
-        description = f"pid {os.getpid()} on {socket.gethostname()}, {holder}, since {_now()}"
-        os.pwrite(handle, description.encode(), 0)
+        os.pwrite(handle, f"{who}, since {_now()}".encode(), 0)
         self._handle = handle
 
     def release(self) -> None:
@@ -1090,8 +1149,14 @@ class SendLock:
         return self
 
     @staticmethod
-    def held(ledger_path: Path) -> list[tuple[str, str]]:
-        """Return (month, holder) for every month being sent now, newest month first."""
+    def held(ledger_path: Path, ledger: Ledger | None = None) -> list[tuple[str, str]]:
+        """Return (month, holder) for every month being sent now, newest month first.
+
+        With a `ledger` on PostgreSQL: every send on the database, from any host (its locks);
+        else the lock files beside `ledger_path`, this machine's.
+        """
+        if ledger is not None and ledger.engine == POSTGRESQL:
+            return sorted(ledger.sending().items(), reverse=True)
         found = []
         for path in sorted(ledger_path.parent.glob("send-*.lock"), reverse=True):
             month = path.name.removeprefix("send-").removesuffix(".lock")
@@ -1101,12 +1166,15 @@ class SendLock:
         return found
 
     @staticmethod
-    def holder(ledger_path: Path, month: str) -> str | None:
-        """Return who is sending `month` now, as the lock file says, or None; never takes it.
+    def holder(ledger_path: Path, month: str, ledger: Ledger | None = None) -> str | None:
+        """Return who is sending `month` now, or None; never takes the lock.
 
-        A holder that exits releases the lock and empties the file; one that was killed leaves its
+        With a `ledger` on PostgreSQL, the database says, for every host. Else the lock file: a
+        holder that exits releases the lock and empties the file; one that was killed leaves its
         description behind, so a holder on this machine whose process is gone counts as none.
         """
+        if ledger is not None and ledger.engine == POSTGRESQL:
+            return ledger.sending().get(month)
         try:
             text = (
                 _lock_path(ledger_path, month).read_text(encoding="utf-8", errors="replace").strip()
@@ -1131,6 +1199,16 @@ class SendLock:
 
 # The advisory locks of sends on PostgreSQL: (this number, the month as YYYYMM).
 _SEND_LOCKS = 0x64696773  # "digs"
+# How a sending session names itself (application_name): "digest: pid 12 on host, digest send".
+_NAME_PREFIX = "digest: "
+# Who holds each month's send lock on PostgreSQL: the locks themselves (a holder that died has
+# none), and the name each holder gave its session. Locks of this database only.
+_SENDERS = (
+    "SELECT l.objid::bigint, a.application_name, a.backend_start FROM pg_locks l "
+    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+    "AND l.objsubid = 2 AND l.classid::bigint = ? "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
 
 
 def _month_key(month: str) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import islice
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -43,6 +43,7 @@ RETRY_AFTER = (timedelta(minutes=15), timedelta(hours=1), timedelta(hours=4), ti
 # How often the bounce mailbox is read, when one is configured (DIGEST_BOUNCE_SOURCE).
 POLL_EVERY = timedelta(minutes=15)
 POLL_ID = "digest-bounces"
+HEARTBEAT_ID = "digest-scheduler-lock"
 
 log = logging.getLogger("digest.schedule")
 _EVENT_ALL_DONE = EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED
@@ -121,8 +122,28 @@ class Outcome:
     held_until: datetime | None = None  # the daily limit holds the rest until then
 
 
+class Standby(Protocol):
+    """The lock that makes one scheduler among several the active one (`standby.SchedulerLock`)."""
+
+    poll: float  # seconds between two checks that the lock is still held
+
+    @property
+    def role(self) -> str: ...
+
+    def acquire(self, stop: threading.Event) -> bool: ...
+
+    def check(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
 class Scheduler:
-    """Runs `send(month) -> Outcome` on the cron schedule, in the foreground, until stopped."""
+    """Runs `send(month) -> Outcome` on the cron schedule, in the foreground, until stopped.
+
+    With a `standby` lock, it acts only while it holds the lock: until then it stands by, and if
+    the lock is lost (its connection gone and the lock taken by another) it stops its runs and
+    stands by again. Without one (SQLite), it always acts.
+    """
 
     def __init__(
         self,
@@ -132,6 +153,7 @@ class Scheduler:
         settled: Callable[[Month], str | None],
         clock: Callable[[], datetime],
         poll: Callable[[], str] | None = None,
+        standby: Standby | None = None,
     ) -> None:
         """`poll`, when given, reads the bounce mailbox every POLL_EVERY and returns the line to
         log; a poll that fails is logged, and the next one goes ahead."""
@@ -141,18 +163,52 @@ class Scheduler:
         self.send = send
         self.settled = settled
         self.clock = clock
-        self.stop = threading.Event()
+        self.standby = standby
+        self.stop = threading.Event()  # SIGTERM or SIGINT: the process ends
+        self.halt = threading.Event()  # this term as the active scheduler ends: sends stop
+        self.lost = False  # the term ended because the lock was lost
         self.retries: dict[Month, int] = {}
         self.scheduler = BlockingScheduler(timezone=tz)
-        self.scheduler.add_listener(self._on_error, EVENT_JOB_ERROR)
 
     def run(self) -> None:
-        """Catch up once if a run was missed, then follow the schedule until SIGTERM or SIGINT."""
+        """Stand by until active (with a standby lock), then follow the schedule until stopped."""
+        trigger(self.expression, self.tz)  # a bad line is reported before anything else
+        log.info("started: %s in %s", self.expression, self.tz)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        if self.standby is None:
+            log.info(
+                "role: active (the state is an SQLite file: another scheduler on the same file "
+                "would act too, and each month would still be sent once)"
+            )
+            self._term()
+            log.info("stopped")
+            return
+        log.info("role: standby until this scheduler holds the scheduler lock, as %s",
+                 self.standby.role)  # fmt: skip
+        try:
+            while self.standby.acquire(self.stop):
+                log.info("role: active: this scheduler holds the scheduler lock and sends")
+                self._term()
+                if not self.lost:
+                    break
+                log.warning("role: standby again: another scheduler holds the lock now")
+        finally:
+            self.standby.release()
+        log.info("stopped")
+
+    def _term(self) -> None:
+        """Follow the schedule as the active scheduler until stopped or the lock is lost."""
+        self.lost = False
+        self.halt = threading.Event()
+        if self.stop.is_set():
+            return
+        self.scheduler = BlockingScheduler(timezone=self.tz)
+        self.scheduler.add_listener(self._on_error, EVENT_JOB_ERROR)
         now = self.clock()
-        cron = trigger(self.expression, self.tz)
         self.scheduler.add_job(
             self._fire,
-            cron,
+            trigger(self.expression, self.tz),
             id=JOB_ID,
             replace_existing=True,
             max_instances=1,  # never two runs at once (the month's lock also guarantees it)
@@ -162,7 +218,15 @@ class Scheduler:
             # makes it send only what is missing.
             misfire_grace_time=None,
         )
-        log.info("started: %s in %s", self.expression, self.tz)
+        self._catch_up(now)
+        self._add_poll()
+        self._add_heartbeat()
+        self.scheduler.add_listener(self._log_next, mask=_EVENT_ALL_DONE)
+        self._log_next(None)
+        self.scheduler.start()  # blocks until shutdown
+
+    def _catch_up(self, now: datetime) -> None:
+        """Send the month whose run was due while no scheduler ran, unless the ledger has it."""
         due = due_month(self.expression, self.tz, now)
         why = None if due is None else self.settled(due)
         if why is not None:
@@ -178,13 +242,31 @@ class Scheduler:
                 # the catch-up when start-up stalls (a loaded host).
                 misfire_grace_time=None,
             )
-        self._add_poll()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
-        self.scheduler.add_listener(self._log_next, mask=_EVENT_ALL_DONE)
-        self._log_next(None)
-        self.scheduler.start()  # blocks until shutdown
-        log.info("stopped")
+
+    def _add_heartbeat(self) -> None:
+        """Check every `standby.poll` seconds that this scheduler still holds the lock."""
+        if self.standby is None:
+            return
+        self.scheduler.add_job(
+            self._heartbeat,
+            IntervalTrigger(seconds=self.standby.poll),
+            id=HEARTBEAT_ID,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+
+    def _heartbeat(self) -> None:
+        """Stop this term's runs if the lock was lost: another scheduler acts now."""
+        if self.standby is None or self.halt.is_set() or self.standby.check():
+            return
+        log.warning(
+            "lost the scheduler lock (its connection went, and another scheduler took it): "
+            "this scheduler stops its runs, finishing the message in flight"
+        )
+        self.lost = True
+        self.halt.set()
+        threading.Thread(target=self._shutdown, daemon=True).start()
 
     def _add_poll(self) -> None:
         """Read the bounce mailbox every POLL_EVERY, the first time one period from now."""
@@ -204,7 +286,7 @@ class Scheduler:
 
     def _poll(self) -> None:
         """Read the bounce mailbox once; a failure is logged and the schedule goes on."""
-        if self.poll is None or self.stop.is_set():
+        if self.poll is None or self.halt.is_set():
             return
         try:
             line = self.poll()
@@ -225,12 +307,12 @@ class Scheduler:
         self._run_month(month_of_run(self.clock(), self.tz))
 
     def _run_month(self, month: Month) -> None:
-        if self.stop.is_set():
+        if self.halt.is_set():
             return
-        outcome = self.send(month, self.stop)
+        outcome = self.send(month, self.halt)
         detail = f" ({outcome.detail})" if outcome.detail else ""
         log.info("%s: %s%s", month, outcome.decision, detail)
-        if outcome.retry and not self.stop.is_set():
+        if outcome.retry and not self.halt.is_set():
             tries = self.retries.get(month, 0)
             if tries < len(RETRY_AFTER):
                 self.retries[month] = tries + 1
@@ -250,7 +332,7 @@ class Scheduler:
                 log.info("%s: gave up retrying after %d tries; see `digest status`", month, tries)
         else:
             self.retries.pop(month, None)
-        if outcome.held_until is not None and not self.stop.is_set():
+        if outcome.held_until is not None and not self.halt.is_set():
             self._resume(month, outcome.held_until)
 
     def _resume(self, month: Month, when: datetime) -> None:
@@ -278,12 +360,19 @@ class Scheduler:
             return
         log.info("stopping (%s): a message in flight is finished and recorded first", name)
         self.stop.set()
+        self.halt.set()
         threading.Thread(target=self._shutdown, daemon=True).start()
 
     def _shutdown(self) -> None:
         # A signal can land before the scheduler has started: shutdown() would then raise and
-        # start() block for good, so wait until it runs.
-        while not self.scheduler.running:
+        # start() block for good, so wait until it runs. A standby never starts one (`stop` ends
+        # its wait): this thread then gives up after a while, having nothing to shut down.
+        scheduler = self.scheduler
+        deadline = time.monotonic() + 30
+        while not scheduler.running:
+            if time.monotonic() > deadline:
+                return
             time.sleep(0.01)
-        # Jobs see `stop` between messages; shutdown waits for the one running to return.
-        self.scheduler.shutdown(wait=True)
+            scheduler = self.scheduler  # a term may have begun meanwhile
+        # Jobs see `halt` between messages; shutdown waits for the one running to return.
+        scheduler.shutdown(wait=True)

@@ -32,6 +32,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from digest.errors import DigestError
+from digest.send.database import again_if_lost
 
 if TYPE_CHECKING:
     from digest.send.ledger import Ledger
@@ -301,6 +302,7 @@ class Store:
         found = self.ledger.query(f"{_SELECT} WHERE address = ?", (address.strip().lower(),))
         return _row(found[0]) if found else None
 
+    @again_if_lost
     def change(
         self, decide: Callable[[dict[str, Subscription]], list[Change]], now: datetime
     ) -> list[Change]:
@@ -341,6 +343,7 @@ class Store:
 
     # -- bounces and complaints (schema 5) ------------------------------------------------------
 
+    @again_if_lost
     def record_bounce(self, report: Bounce, rules: BounceRules, now: datetime) -> Recorded:
         """Record one bounce or complaint and apply the rules to its subscriber, in one transaction.
 
