@@ -274,7 +274,6 @@ _EDITS_SCHEMA = (
 # begin. Self-contained, IF NOT EXISTS where it can be: the step can be renumbered at a merge.
 _CLAIMS_COLUMNS = (("deliveries", "claimer", "TEXT"), ("deliveries", "lease_until", "TEXT"))
 _CLAIMS_SCHEMA = (
-    "CREATE INDEX IF NOT EXISTS deliveries_by_status ON deliveries (month, status)",
     """CREATE TABLE IF NOT EXISTS sends (
     month TEXT PRIMARY KEY,
     opened_at TEXT NOT NULL,
