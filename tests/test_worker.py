@@ -6,6 +6,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -439,3 +440,35 @@ def test_a_version_5_ledger_gains_claims(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     db.close()
+
+
+def test_marks_naming_a_row_twice_are_the_claimers_too(ledger: Ledger) -> None:
+    """Two marks of one row in one commit (sending, then sent) obey the claim as one mark does."""
+    ledger.enrol(NOV, [("r@example.org", "r@example.org", None, "*")])
+    mine = Claim("a:1:x", stamp(NOW + timedelta(seconds=60)))
+    assert ledger.claim(NOV, ["r@example.org"], mine, NOW)
+    twice = [Mark("r@example.org", Status.SENDING, True), Mark("r@example.org", Status.SENT)]
+    assert ledger.record(NOV, twice, claim=Claim("b:2:y", mine.until)) == {"r@example.org"}
+    assert ledger.leases(NOV)["r@example.org"] == ("pending", "a:1:x", mine.until)
+    assert ledger.record(NOV, twice, claim=mine) == set()
+    assert ledger.leases(NOV)["r@example.org"] == ("sent", "a:1:x", None)
+
+
+def test_a_dead_sender_on_this_host_is_not_waited_for(
+    bundled: catalogues.Catalogue,
+    listed: subscribers.SubscriberList,
+    ledger: Ledger,
+    smtp_server: SmtpServer,
+) -> None:
+    """A killed send on this machine leaves nothing to wait a lease for: the rerun takes it all."""
+    plan = plan_of(bundled, listed, ledger)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = Claim(f"{socket.gethostname()}:{gone.pid}:0000", stamp(NOW + timedelta(seconds=60)))
+    assert len(ledger.claim(NOV, [row.recipient for row in plan.todo], dead, NOW)) == 11
+    clock = Clock(NOW)
+
+    summary = run_plan(plan, smtp_server, clock)
+
+    assert summary.sent == 11
+    assert clock.paused == []  # its rows were freed at the first look, not after its lease

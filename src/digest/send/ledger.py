@@ -917,19 +917,20 @@ class Ledger:
             )
             if claim is None:
                 return set()
-            held = {m.recipient for m in marks}
+            held = sorted({m.recipient for m in marks})
+            listed = ", ".join("?" * len(held))
             rows = db.execute(
-                "SELECT recipient FROM deliveries WHERE month = ? AND claimer = ?",
-                (month, claim.claimer),
+                f"SELECT recipient FROM deliveries WHERE month = ? AND claimer = ? "  # noqa: S608
+                f"AND recipient IN ({listed})",
+                (month, claim.claimer, *held),
             ).fetchall()
-            lost = held - {row[0] for row in rows}
             db.execute(
-                "UPDATE deliveries SET lease_until = CASE WHEN status IN ('pending', 'sending') "
+                "UPDATE deliveries SET lease_until = CASE WHEN status IN ('pending', 'sending') "  # noqa: S608 -- placeholders only
                 "THEN ? WHEN status = 'deferred' THEN ? ELSE NULL END "
-                "WHERE month = ? AND claimer = ?",
-                (claim.until, DEFERRED_LEASE, month, claim.claimer),
+                f"WHERE month = ? AND claimer = ? AND recipient IN ({listed})",
+                (claim.until, DEFERRED_LEASE, month, claim.claimer, *held),
             )
-        return lost
+        return set(held) - {row[0] for row in rows}
 
     # -- claims: several senders share a month ---------------------------------------------------
 
