@@ -1018,10 +1018,13 @@ class _Worker:
         """Renew the lease when due; claim the next batch when the queue runs low."""
         if self.stopping:
             return
-        try:
-            if self.now() >= self.renew_at:
-                self.renew_at = self.now() + self.sharing.lease / 3
+        if self.now() >= self.renew_at:
+            self.renew_at = self.now() + self.sharing.lease / 3
+            try:
                 self.send.ledger.renew(self.key, self.claims.claim())
+            except LedgerBusyError:  # one try: the next round's marks renew too, and so on
+                self.renew_at = self.now() + 1.0
+        try:
             if len(queue) < 2 * slots and not self.exhausted:
                 queue.extend(_Task(row, row.status) for row in self.claims.more())
         except LedgerBusyError as exc:
@@ -1060,7 +1063,13 @@ class _Worker:
         outside a shared send, this process's own."""
         if not self.slots:
             count = max(1, min(len(queue) + 1, round(0.5 / self.interval)))
-            first = self.send.ledger.take_slots(self.key, count, self.interval, now + self.epoch)
+            try:
+                first = self.send.ledger.take_slots(
+                    self.key, count, self.interval, now + self.epoch
+                )
+            except LedgerBusyError as exc:
+                self.halted = self.halted or exc
+                return False
             if first is None:
                 if self.next_start > now:
                     return False
