@@ -535,8 +535,7 @@ def prepare(
     again sends nobody a third copy (`Send.resuming`). `write=False` writes nothing: the plan a
     person confirms first. `preview`, such a plan made a moment before, lends its renders.
     `preferences`, each reader's preferences URL maker: what is rendered now links to it.
-    Writing, the month's shared send is opened (again) by `holder`: workers may join it, and its
-    rows deferred before go again.
+    Writing opens the month's shared send (by `holder`): workers may join; the deferred go again.
     """
     issue = newsletter.issue(catalogue, month, now)
     if not issue.items:
@@ -544,8 +543,7 @@ def prepare(
     catalogue.mailing()
     # Whoever unsubscribed is neither enrolled nor sent the rest of a half-sent month.
     subscribers = without_suppressed(subscribers, ledger.suppressed())
-    listed = {s.key for s in subscribers.subscribers}
-    key = str(month)
+    listed, key = {s.key for s in subscribers.subscribers}, str(month)
     made = dict(preview.made) if preview is not None else {}
     rendered = _Rendering(newsletter.Renderer(catalogue), issue, made, preferences is not None)
     full = rendered(selection_key(None))  # the whole issue, as everyone with no choice gets it
