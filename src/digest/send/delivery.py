@@ -98,8 +98,21 @@ def claimer_name() -> str:
     """
     pid = os.getpid()
     if pid not in _CLAIMERS:
-        _CLAIMERS[pid] = f"{socket.gethostname()}:{pid}:{secrets.token_hex(4)}"
+        _CLAIMERS[pid] = f"{_place()}:{pid}:{secrets.token_hex(4)}"
     return _CLAIMERS[pid]
+
+
+def _place() -> str:
+    """Return where this process's number means this process: the host and its PID namespace.
+
+    Two containers (or cloned machines) may share a host name; only a claimer of the same
+    namespace can be looked up by its process number (`_gone`).
+    """
+    try:
+        namespace = "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit())
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}/{namespace}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -794,10 +807,12 @@ class _Slot:
 
 
 def _gone(claimer: str | None) -> bool:
-    """Return whether `claimer` (see `claimer_name`) was a process on this host that has ended."""
-    host, _, rest = (claimer or "").partition(":")
+    """Return whether `claimer` (see `claimer_name`) was a process here that has ended."""
+    place, _, rest = (claimer or "").partition(":")
     pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    if place != _place() or not place.partition("/")[2] or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
         return False
     try:
         os.kill(int(pid), 0)
