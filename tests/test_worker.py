@@ -472,3 +472,45 @@ def test_a_dead_sender_on_this_host_is_not_waited_for(
 
     assert summary.sent == 11
     assert clock.paused == []  # its rows were freed at the first look, not after its lease
+
+
+def test_a_claim_refused_for_a_lock_stops_the_send_cleanly(
+    bundled: catalogues.Catalogue,
+    listed: subscribers.SubscriberList,
+    tmp_path: Path,
+    smtp_server: SmtpServer,
+) -> None:
+    """A ledger another program keeps locked when the first batch is claimed sends nobody."""
+    path = tmp_path / "locked" / "state.sqlite3"
+    ledger = Ledger(path, busy_timeout=0.3)
+    plan = plan_of(bundled, listed, ledger)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(delivery.Halted) as stopped:
+            run_plan(plan, smtp_server, Clock(NOW))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert (stopped.value.left, stopped.value.summary.sent) == (11, 0)
+    assert str(stopped.value).startswith("Stopped: 11 subscribers not sent yet, because ")
+    assert smtp_server.recorder.messages == []
+    assert {row.status for row in ledger.deliveries(NOV)} == {Status.PENDING}
+    ledger.close()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "why"),
+    [
+        ("--lease", "0", "0.0 is not in the range x>=1."),
+        ("--batch", "0", "0 is not in the range 1<=x<=1000."),
+        ("--poll", "0", "0.0 is not in the range x>=0.05."),
+    ],
+)
+def test_worker_options_out_of_range_are_usage_errors(
+    run: Callable[..., Result], option: str, value: str, why: str
+) -> None:
+    """A lease, batch or poll that would make a worker spin or never hold a row is refused."""
+    done = run("worker", option, value)
+    assert done.exit_code == 2
+    assert done.stderr.endswith(f"Error: Invalid value for '{option}': {why}\n")
