@@ -7,6 +7,7 @@ machine slows both alike. Prints a table and writes bench/results.json.
     python bench/run.py                      # everything: 1k, 10k, 100k items; 1k, 10k recipients
     python bench/run.py --sizes 1000 --recipients 1000 --reps 3   # a quick look
     python bench/run.py --only check,build-cold
+    python bench/run.py --sizes '' --recipients '' --only shared --big-reps 1   # several senders
     python bench/run.py --peers --sizes 1000,10000,100000    # beside Hugo and Pelican (peers.py)
 """
 
@@ -460,6 +461,75 @@ def bench_signed_send(
         sink.stop()
 
 
+def bench_shared(
+    count: int,
+    reps: int,
+    connections: int,
+    progress: Callable[[str], None],
+    sink_binary: str | None,
+) -> list[Row]:
+    """Time a send of `count` recipients: one process on SQLite and on PostgreSQL, then four.
+
+    The four are `digest send` and three `digest worker --forever` started before it, on one
+    PostgreSQL database (a throwaway cluster, tests/pgserver.py: synchronous_commit off, which
+    is as durable as the SQLite ledger's WAL with synchronous=NORMAL); each process has its own
+    smtp-sink, so that the sink is not what is measured. The send's time is `digest send`'s: it
+    exits once no recipient is left, whoever sent it.
+    """
+    sys.path.insert(0, str(ROOT / "tests"))
+    import pgserver
+
+    work = Path(tempfile.mkdtemp(prefix=f"digest-bench-w{label(count)}-"))
+    size = label(count) + " recipients"
+    sinks = [Sink(sink_binary) for _ in range(4)]
+    try:
+        catalogue = make(work, 1000, count)
+        with pgserver.running(free_port()) as server:
+
+            def worker(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+                argv = [DIGEST, "worker", "--forever", "--poll", "0.2", "-c", str(catalogue)]
+                argv += ["--connections", str(connections)]
+                own = {**os.environ, **env, "DIGEST_SMTP_URL": f"smtp://127.0.0.1:{port}"}
+                return subprocess.Popen(argv, cwd=work, stdout=subprocess.DEVNULL, env=own)
+
+            def send(url: str | None, workers: int) -> Sample:
+                fresh(work, ".digest")
+                env = {"DIGEST_SMTP_URL": f"smtp://127.0.0.1:{sinks[0].port}"}
+                if url is not None:
+                    env["DIGEST_DATABASE_URL"] = url = server.database()
+                helpers = [worker(env, sinks[n + 1].port) for n in range(workers - 1)]
+                try:
+                    argv = [DIGEST, "send", "--yes", "--month", MONTH, "-c", str(catalogue)]
+                    return run_child([*argv, "--connections", str(connections)], work, env)
+                finally:
+                    for helper in helpers:
+                        helper.terminate()
+                        helper.wait()
+
+            one = Row(
+                f"send, 1 process on PostgreSQL, {connections} connections",
+                size,
+                baseline_name="the same on SQLite",
+                target="<= 1.5",
+            )
+            alternate(one, reps, lambda: send(None, 1), lambda: send("pg", 1), progress)
+            four = Row(
+                f"send, 4 processes on PostgreSQL, {connections} connections each",
+                size,
+                baseline_name="1 process on PostgreSQL",
+                target="<= 0.4",  # at least 2.5 times as fast
+            )
+            four.baseline = one.subject
+            for rep in range(reps):
+                four.subject.append(send("pg", 4))
+                progress(f"{four.name} {four.size} {rep + 1}/{reps}")
+            return [one, four]
+    finally:
+        for sink in sinks:
+            sink.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -519,7 +589,13 @@ def main() -> None:
         "--only",
         default=None,
         help="comma-separated: build-cold, rss, build-noop, build-edit, check, start, messages, "
-        "send, send-dkim",
+        "send, send-dkim, shared",
+    )
+    parser.add_argument(
+        "--shared-recipients",
+        type=int,
+        default=100_000,
+        help="subscribers of the shared-send rows (--only shared): SQLite, PostgreSQL, 4 senders",
     )
     parser.add_argument(
         "--peers",
@@ -548,6 +624,7 @@ def main() -> None:
     recipients = [int(s) for s in args.recipients.split(",") if s]
     compile_digest()
     sending = bool(recipients) and (only is None or bool({"send", "send-dkim"} & only))
+    sending = sending or (only is not None and "shared" in only)
     sink_binary = smtp_sink(install=not args.no_install) if sending else None
     rows: list[Row] = []
     notes: list[str] = []
@@ -573,6 +650,10 @@ def main() -> None:
         rows += bench_start(args.reps, progress)
     for count in recipients if only != set() else []:
         rows += bench_recipients(count, args.reps, only, args.connections, progress, sink_binary)
+    if only is not None and "shared" in only:
+        rows += bench_shared(
+            args.shared_recipients, args.big_reps, args.connections, progress, sink_binary
+        )
     print(table(rows, args.reps))
     for note in notes:
         print(f"note: {note}")

@@ -234,5 +234,5 @@ def test_a_schema_4_ledger_gains_the_bounces_table(tmp_path: Path) -> None:
         kept.record_bounce(report(BounceKind.HARD, address="x@example.org"), RULES, NOW)
         assert len(kept.bounces_of("x@example.org")) == 1
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     db.close()

@@ -25,6 +25,7 @@ def fill(ledger: Ledger) -> None:
     bounce."""
     ledger.enrol(NOV, [(a, a, None, "*") for a in ("c@example.org", "a@example.org", "b@x.org")])
     ledger.record(NOV, [Mark("a@example.org", Status.SENT, attempt=True)])
+    ledger.open_send(NOV, "a test", NOW)
     ledger.start_run(NOV, "smtp://127.0.0.1:25", "a test")
     ledger.record_edit("item-1", "staff", NOW, "edit", "diff", None, "{}", "v1")
     Store(ledger).change(lambda rows: store.unsubscribe(rows, "gone@example.org", "one-click"), NOW)
@@ -51,14 +52,17 @@ def test_an_older_postgresql_database_is_upgraded_by_the_command_only(
     Ledger(Path("unused"), url=url).close()
     with psycopg.connect(url, autocommit=True) as db:  # as version 3 left it
         db.execute("DROP TABLE edits")
+        db.execute("DROP TABLE sends")
+        db.execute("ALTER TABLE deliveries DROP COLUMN claimer, DROP COLUMN lease_until")
         db.execute("UPDATE digest_schema SET version = 3")
     monkeypatch.setenv("DIGEST_DATABASE_URL", url)
     looked = run("db", "status")
     assert looked.stdout == (
         f"State database: {url} (postgresql)\n"
-        f"Schema: version 3 of {SCHEMA_VERSION}; `digest db upgrade` applies 2 migrations:\n"
+        f"Schema: version 3 of {SCHEMA_VERSION}; `digest db upgrade` applies 3 migrations:\n"
         "  4  the editor's history: edits\n"
         "  5  bounces and complaints: bounces\n"
+        "  6  several senders: claims with leases, shared sends\n"
     )
     refused = run("status")
     assert refused.exit_code == 1
@@ -83,12 +87,13 @@ def test_a_copy_to_postgresql_keeps_every_row_and_is_counted(
     done = run("db", "copy", "--to", url)
     assert (done.exit_code, done.stderr) == (0, "")
     counted = {"deliveries": "3 rows", "edits": "1 row", "runs": "1 row", "bounces": "1 row"}
+    counted |= {"sends": "1 row"}
     counted |= {"subscriber_events": "2 rows", "subscribers": "2 rows"}
     tables = ["bounces", "copies", "decisions", "deliveries", "edits", "holds", "issues", "logouts"]
-    tables += ["renders", "runs", "subscriber_events", "subscribers"]
+    tables += ["renders", "runs", "sends", "subscriber_events", "subscribers"]
     assert done.stdout == "".join(
         f"  {table:<17}  {counted.get(table, '0 rows')}\n" for table in tables
-    ) + ("Copied 12 tables (10 rows), every count the same on both sides.\n")
+    ) + ("Copied 13 tables (11 rows), every count the same on both sides.\n")
     with Ledger(Path("unused"), url=url) as moved:
         assert [row.recipient for row in moved.deliveries(NOV)] == [
             "c@example.org",
@@ -96,6 +101,7 @@ def test_a_copy_to_postgresql_keeps_every_row_and_is_counted(
             "b@x.org",
         ]
         assert [row.status for row in moved.deliveries(NOV)][1] == Status.SENT
+        assert moved.open_sends() == [NOV]  # a send in progress goes on after the move
         assert moved.suppressed() == {"gone@example.org", "b@x.org"}
         assert [b.report_id for b in Store(moved).bounces_of("b@x.org")] == ["<dsn-1@mx.example>"]
         assert moved.start_run(NOV, "smtp://127.0.0.1:25", "next") == 2  # numbering goes on

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from digest.app import bounces, signing, signup, subscribing, wording
 from digest.app.publishing import Warn, load, trigger
 from digest.app.settings import Settings
-from digest.errors import CatalogueError, DigestError, Problem, SendBusyError
+from digest.errors import CatalogueError, DeliveryError, DigestError, Problem, SendBusyError
 from digest.months import Month
 
 if TYPE_CHECKING:
@@ -300,6 +300,112 @@ def send_month(
         return _already_sent(ledger, month, result, via, outbox, found, len(without), tz)
     finally:
         ledger.close()
+
+
+# -- several senders: a worker joins the sends in progress ---------------------------------------
+
+
+@dataclass(slots=True)
+class WorkerOptions:
+    """How `digest worker` takes part: once or for ever, and its claims' lease and polling."""
+
+    holder: str
+    forever: bool = False
+    connections: int | None = None  # None: the catalogue's newsletter.delivery.connections
+    poll: float = 2.0  # seconds between looks for a send, or at rows other senders hold
+    lease: float = 60.0  # seconds a claim holds without renewal
+    batch: int = 100  # rows claimed at a time
+    stop: threading.Event = field(default_factory=threading.Event)
+    # How to wait `poll` seconds: by default the stop event's wait (a stop ends it at once).
+    pause: Callable[[float], object] | None = None
+    progress: Callable[[Any], None] | None = None
+    on_month: Callable[[Joined], None] | None = None  # told as each month's share ends
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """What one worker did in one month's shared send."""
+
+    month: Month
+    summary: Any  # delivery.Summary: what this worker sent, deferred, failed
+    transport: str
+
+
+def work(settings: Settings, clock: Callable[[], datetime], options: WorkerOptions) -> list[Joined]:
+    """Take part in every send in progress on the state database; what `digest worker` runs.
+
+    Once (`forever` False): join each open send until nothing of it is left to do, and return
+    when no open send has anything this worker could do. For ever: then wait for the next, looking
+    every `poll` seconds, until `stop`.
+    """
+    done: list[Joined] = []
+    wait = options.pause or options.stop.wait
+    while not options.stop.is_set():
+        months: list[str] = []
+        if settings.has_state:
+            with _ledger(settings) as ledger:
+                months = ledger.open_sends()
+        busy = False
+        for key in months:
+            joined = _join(settings, Month.parse(key), clock, options)
+            if joined is None:
+                continue
+            done.append(joined)
+            if options.on_month is not None:
+                options.on_month(joined)
+            summary = joined.summary
+            busy = busy or bool(summary.sent + summary.failed + summary.deferred)
+            if options.stop.is_set():
+                return done
+        if not busy and not options.forever:
+            return done
+        if not busy:
+            wait(options.poll)
+    return done
+
+
+def _join(
+    settings: Settings, month: Month, clock: Callable[[], datetime], options: WorkerOptions
+) -> Joined | None:
+    """Send what this worker can of `month`'s open send; None when nothing of it is left to do."""
+    from digest.send import delivery
+    from digest.send.ledger import RunKind
+
+    if settings.uses_outbox:
+        raise DeliveryError(
+            f"a send of {month} is in progress on {settings.database_url or settings.state_path}, "
+            "and DIGEST_SMTP_URL is not set here: a worker sends only through the mail server. "
+            "Set DIGEST_SMTP_URL (and its password) as on the host that started the send"
+        )
+    catalogue = load(settings)
+    catalogue.mailing()
+    signer = signing.signer(settings, catalogue)
+    now = clock()
+    found = recipients(catalogue, skip_invalid=True, warn=_quiet, fix="")
+    listed = subscribing.directory(settings, catalogue, found.listed, now, write=False, warn=_quiet)
+    transport = settings_transport(settings, month)
+    limits = delivery.limits_of(catalogue, connections=options.connections)
+    key = str(month)
+    with _ledger(settings) as ledger:
+        links = signup.preferences_links(settings, now)
+        plan = delivery.prepare(
+            catalogue, listed, month, ledger, now, write=False, preferences=links
+        )
+        if plan is None or not plan.todo:
+            ledger.close_send(key, now)
+            return None
+        run = ledger.start_run(key, transport.describe(), options.holder, RunKind.SEND)
+        sharing = delivery.Sharing(
+            lease=options.lease, poll=options.poll, batch=options.batch, pause=options.pause
+        )
+        summary = plan.execute(
+            transport, clock=clock, connections=limits.connections, rate=limits.rate,
+            daily_limit=limits.daily_limit, stop=options.stop, progress=options.progress,
+            unsubscribe=settings.one_click(), signer=signer,
+            return_path=bounces.return_path(settings, catalogue, month), sharing=sharing,
+        )  # fmt: skip
+        ledger.finish_run(run, summary.sent, summary.failed, summary.deferred, summary.already)
+    return Joined(month, summary, transport.describe())
 
 
 def _already_sent(

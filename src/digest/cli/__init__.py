@@ -4,9 +4,9 @@ Each command reads its options and the environment into `Settings`, makes one ca
 service layer (`digest.app.publishing`, `digest.app.sending`) and words what comes back
 (`digest.app.wording`). This module holds the group and the options the commands share; the
 commands live beside it:
-`publishing` (check, build, render), `sending` (send), `running` (schedule, status, serve),
-`doctor` (doctor), `subscribers` (the subscriber store), `bounces` (bounces), `database` (db:
-the schema, a copy).
+`publishing` (check, build, render), `sending` (send), `worker` (worker: joins the sends in
+progress), `running` (schedule, status, serve), `doctor` (doctor), `subscribers` (the subscriber
+store), `bounces` (bounces), `database` (db: the schema, a copy).
 """
 
 from __future__ import annotations
@@ -156,4 +156,5 @@ from digest.cli import (  # noqa: E402,F401 -- registers commands
     running,
     sending,
     subscribers,
+    worker,
 )

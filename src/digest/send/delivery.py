@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import random
+import secrets
 import selectors
+import socket
 import threading
 import time
 from collections import deque
@@ -36,6 +39,8 @@ from digest.mail import message, newsletter
 from digest.months import Month
 from digest.publish.catalogue import Catalogue, Limits, Mailbox, Newsletter
 from digest.send.ledger import (
+    DEFERRED_LEASE,
+    Claim,
     Delivery,
     Frozen,
     Ledger,
@@ -80,6 +85,51 @@ class RetryPolicy:
         """Return the pause before retry number `attempt`: exponential, with jitter."""
         ceiling: float = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return ceiling / 2 + rng.random() * ceiling / 2
+
+
+_CLAIMERS: dict[int, str] = {}
+
+
+def claimer_name() -> str:
+    """Return this process's name for its claims, unique among every sender on every host.
+
+    One name per process: a run that could not let go of its claims (the ledger was locked) is
+    followed by one that takes them back at once, rather than waiting for the lease.
+    """
+    pid = os.getpid()
+    if pid not in _CLAIMERS:
+        _CLAIMERS[pid] = f"{_place()}:{pid}:{secrets.token_hex(4)}"
+    return _CLAIMERS[pid]
+
+
+def _place() -> str:
+    """Return where this process's number means this process: the host and its PID namespace.
+
+    Two containers (or cloned machines) may share a host name; only a claimer of the same
+    namespace can be looked up by its process number (`_gone`).
+    """
+    try:
+        namespace = "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit())
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}/{namespace}"
+
+
+@dataclass(frozen=True, slots=True)
+class Sharing:
+    """How a send shares its month with other senders: claims, their lease, and waiting.
+
+    Rows are claimed `batch` at a time under a lease of `lease` seconds, renewed a third of the way
+    through; once nothing is left to claim but rows other senders hold, the send looks again
+    every `poll` seconds (through `pause`, default the stop event's wait) until they are done, or
+    their lease runs out and they are claimed here.
+    """
+
+    claimer: str = field(default_factory=claimer_name)
+    lease: float = 60.0
+    poll: float = 2.0
+    batch: int = 100
+    pause: Callable[[float], object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,8 +376,14 @@ class Send:
         unsubscribe: Callable[[str], str] | None = None,
         signer: Signer | None = None,
         return_path: Callable[[str], str] | None = None,
+        sharing: Sharing | None = None,
     ) -> Summary:
         """Send every pending, in-flight and deferred message; return the counts.
+
+        The rows are claimed in batches as the send goes (`sharing`): other senders of the month
+        take the rest, and this one waits for theirs to be done or reclaims them once their lease
+        ran out, so it returns when none of the plan's rows is left to do (or it was stopped, or
+        the daily limit is reached).
 
         `unsubscribe(address)`, when given, is the recipient's one-click unsubscribe URL: it goes
         into List-Unsubscribe beside the catalogue's address, and replaces it in the body.
@@ -351,6 +407,8 @@ class Send:
             unsubscribe=unsubscribe,
             signer=signer,
             return_path=return_path,
+            sharing=sharing or Sharing(),
+            daily_limit=daily_limit,
         )
         summary = worker.run(max(1, connections))
         if summary.held and daily_limit is not None:
@@ -477,6 +535,7 @@ def prepare(
     write: bool = True,
     preview: Send | None = None,
     preferences: Callable[[str], str] | None = None,
+    holder: str = "digest",
 ) -> Send | None:
     """Freeze the month's issue and enrol its readers; None when the month has no items.
 
@@ -485,6 +544,7 @@ def prepare(
     again sends nobody a third copy (`Send.resuming`). `write=False` writes nothing: the plan a
     person confirms first. `preview`, such a plan made a moment before, lends its renders.
     `preferences`, each reader's preferences URL maker: what is rendered now links to it.
+    Writing opens the month's shared send (by `holder`): workers may join; the deferred go again.
     """
     issue = newsletter.issue(catalogue, month, now)
     if not issue.items:
@@ -492,8 +552,7 @@ def prepare(
     catalogue.mailing()
     # Whoever unsubscribed is neither enrolled nor sent the rest of a half-sent month.
     subscribers = without_suppressed(subscribers, ledger.suppressed())
-    listed = {s.key for s in subscribers.subscribers}
-    key = str(month)
+    listed, key = {s.key for s in subscribers.subscribers}, str(month)
     made = dict(preview.made) if preview is not None else {}
     rendered = _Rendering(newsletter.Renderer(catalogue), issue, made, preferences is not None)
     full = rendered(selection_key(None))  # the whole issue, as everyone with no choice gets it
@@ -513,6 +572,7 @@ def prepare(
     if write:
         ledger.enrol(key, enrolment)
         recorded = {r.recipient: r for r in ledger.deliveries(key)}
+        ledger.open_send(key, holder)
     elif again:
         recorded = {}
     rows = _rows(key, recorded, listed, enrolment, copies, stamp(now))
@@ -742,6 +802,93 @@ class _Slot:
     until: float = 0.0  # no new message before this moment
 
 
+def _gone(claimer: str | None) -> bool:
+    """Return whether `claimer` (see `claimer_name`) was a process here that has ended."""
+    place, _, rest = (claimer or "").partition(":")
+    pid = rest.partition(":")[0]
+    if place != _place() or not place.partition("/")[2] or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+class _Claims:
+    """This sender's claims on a plan's rows: taken in batches, in the plan's order, under a lease.
+
+    The first pass goes through the plan once; after it, `rescan` reads what is still to do: rows
+    other senders hold are waited for, and taken once their lease runs out.
+    """
+
+    def __init__(
+        self,
+        send: Send,
+        sharing: Sharing,
+        clock: Callable[[], datetime],
+        daily_limit: int | None,
+    ) -> None:
+        self.ledger = send.ledger
+        self.key = str(send.month)
+        self.sharing = sharing
+        self.clock = clock
+        self.daily_limit = daily_limit
+        self.todo = [row.recipient for row in send.todo]
+        self.pool = list(self.todo)  # what this pass may still claim
+        self.cursor = 0
+        self.full = False  # the daily limit had room for no more claims
+
+    def claim(self) -> Claim:
+        """Return the claim as it stands now: this sender, and a lease from now."""
+        until = self.clock() + timedelta(seconds=self.sharing.lease)
+        return Claim(self.sharing.claimer, stamp(until))
+
+    def more(self) -> list[Delivery]:
+        """Claim the next batch of this pass that anyone left; [] at the end of the pass."""
+        batch = max(1, self.sharing.batch)
+        while self.cursor < len(self.pool) and not self.full:
+            chunk = self.pool[self.cursor : self.cursor + batch]
+            self.cursor += batch
+            got = self.ledger.claim(self.key, chunk, self.claim(), self.clock(), self.daily_limit)
+            if got:
+                return got
+            if self.daily_limit is not None and self.ledger.taken(self.clock()) >= self.daily_limit:
+                self.full = True
+        return []
+
+    def rescan(self) -> str:
+        """Read what of the plan is left: "done", "waiting" (on other senders) or "ready"."""
+        now = stamp(self.clock())
+        leases = self.ledger.leases(self.key)
+        left = []
+        for recipient in self.todo:
+            status, who, until = leases.get(recipient, (Status.SENT, None, None))
+            if status in _TODO and until != DEFERRED_LEASE:
+                left.append((recipient, who, until))
+        if not left:
+            return "done"
+        dead = {who for _, who, until in left if who and until and until >= now and _gone(who)}
+        for who in dead:  # killed on this host: its claims are free now, not when they run out
+            self.ledger.release(self.key, who)
+        self.pool = [r for r, who, until in left if until is None or until < now or who in dead]
+        self.cursor = 0
+        return "ready" if self.pool else "waiting"
+
+    def open_rows(self) -> int:
+        """Return how many of the plan's rows are still to do and nobody holds."""
+        self.rescan()
+        return len(self.pool)
+
+    def release(self, patience: float | None = None) -> None:
+        """Let go of the rows claimed and not done: another sender (or the next run) takes them."""
+        self.ledger.release(self.key, self.sharing.claimer, patience)
+
+
 class _Worker:
     """Sends the rows of a prepared Send over one or more connections, in the calling thread.
 
@@ -769,9 +916,17 @@ class _Worker:
         unsubscribe: Callable[[str], str] | None = None,
         signer: Signer | None = None,
         return_path: Callable[[str], str] | None = None,
+        sharing: Sharing | None = None,
+        daily_limit: int | None = None,
     ) -> None:
         self.send = send
         self.return_path = return_path
+        self.sharing = sharing or Sharing()
+        self.claims = _Claims(send, self.sharing, clock, daily_limit)
+        self.lost: set[str] = set()  # rows another sender took: this one's lease ran out
+        self.renew_at = 0.0  # when to renew the lease next (monotonic)
+        self.slots: deque[float] = deque()  # starts the shared rate reserved for this sender
+        self.epoch = time.time() - time.monotonic()  # the shared rate's moments are wall time
         self.transport = transport
         self.clock = clock
         self.policy = policy
@@ -799,7 +954,7 @@ class _Worker:
     @property
     def stopping(self) -> bool:
         """Whether to begin nothing more: the caller asked, or the ledger cannot be written."""
-        return self.halted is not None or self.stop.is_set()
+        return self.halted is not None or self.stop.is_set() or bool(self.lost)
 
     @property
     def exhausted(self) -> bool:
@@ -810,11 +965,12 @@ class _Worker:
         return accepted + len(self.jobs) >= self.budget
 
     def run(self, connections: int) -> Summary:
-        queue = deque(_Task(row, row.status) for row in self.send.todo)
-        slots = [_Slot() for _ in range(max(1, min(connections, len(queue))))]
+        queue: deque[_Task] = deque()
+        slots = [_Slot() for _ in range(max(1, min(connections, len(self.send.todo))))]
         ready: list[Job] = []
         try:
             while True:
+                self._keep(queue, len(slots))
                 if not self.stopping:
                     for slot in slots:
                         self._start(slot, queue)
@@ -824,6 +980,8 @@ class _Worker:
                     if slot.lane is not None:
                         slot.lane.flush()
                 if not self.jobs and not queue and not any(slot.retry for slot in slots):
+                    if self._more(queue):
+                        continue
                     break
                 if not self.jobs and self.exhausted:
                     break  # the daily limit is reached: the rest are held
@@ -845,8 +1003,16 @@ class _Worker:
                 if slot.lane is not None:
                     slot.lane.close()
             self.selector.close()
-        if self.exhausted and not self.stop.is_set():
-            self.summary.held = len(queue) + sum(len(slot.retry) for slot in slots)
+            self._release()
+        return self._end()
+
+    def _end(self) -> Summary:
+        """Count what the daily limit holds back; raise Halted if the ledger stayed locked."""
+        if (self.exhausted or self.claims.full) and not self.stop.is_set():
+            try:
+                self.summary.held = self.claims.open_rows()
+            except LedgerBusyError as exc:
+                self.halted = self.halted or exc
         if self.halted is not None:
             self._commit(patience=0.0)  # one last try: the lock may have gone meanwhile
             left = len(self.send.todo) - self.summary.sent
@@ -854,6 +1020,75 @@ class _Worker:
             unrecorded = sum(1 for _, kind in self.outcomes if kind == "sent")
             raise Halted(self.halted, self.summary, left, unrecorded)
         return self.summary
+
+    # -- claims -----------------------------------------------------------------------------------
+
+    def _keep(self, queue: deque[_Task], slots: int) -> None:
+        """Renew the lease when due; claim the next batch when the queue runs low."""
+        if self.stopping:
+            return
+        if self.now() >= self.renew_at:
+            self.renew_at = self.now() + self.sharing.lease / 3
+            try:
+                self.send.ledger.renew(self.key, self.claims.claim())
+            except LedgerBusyError:  # one try: the next round's marks renew too, and so on
+                self.renew_at = self.now() + 1.0
+        try:
+            if len(queue) < 2 * slots and not self.exhausted:
+                queue.extend(_Task(row, row.status) for row in self.claims.more())
+        except LedgerBusyError as exc:
+            self.halted = self.halted or exc
+
+    def _more(self, queue: deque[_Task]) -> bool:
+        """With nothing in hand: claim more, or wait for other senders' rows; False: done."""
+        if self.stopping or self.exhausted:
+            return False
+        try:
+            claimed = self.claims.more()
+            if claimed:
+                queue.extend(_Task(row, row.status) for row in claimed)
+                return True
+            if self.claims.full:
+                return False
+            state = self.claims.rescan()
+            if state == "done":
+                self.send.ledger.close_send(self.key, self.clock())
+                return False
+        except LedgerBusyError as exc:
+            self.halted = self.halted or exc
+            return False
+        if state == "waiting":
+            (self.sharing.pause or self.stop.wait)(self.sharing.poll)
+        return not self.stopping
+
+    def _release(self) -> None:
+        try:  # once halted, one try: the lock was held long enough already
+            self.claims.release(0.0 if self.halted is not None else None)
+        except LedgerBusyError as exc:  # the lease runs out on its own
+            self.halted = self.halted or exc
+
+    def _rate_allows(self, now: float, queue: deque[_Task]) -> bool:
+        """Take the next start the rate allows, if it has come: the send's shared pace, or,
+        outside a shared send, this process's own."""
+        if not self.slots:
+            count = max(1, min(len(queue) + 1, round(0.5 / self.interval)))
+            try:
+                first = self.send.ledger.take_slots(
+                    self.key, count, self.interval, now + self.epoch
+                )
+            except LedgerBusyError as exc:
+                self.halted = self.halted or exc
+                return False
+            if first is None:
+                if self.next_start > now:
+                    return False
+                self.next_start = max(now, self.next_start) + self.interval
+                return True
+            self.slots.extend(first - self.epoch + i * self.interval for i in range(count))
+        if self.slots[0] > now:
+            return False
+        self.slots.popleft()
+        return True
 
     # -- starting messages ------------------------------------------------------------------------
 
@@ -866,10 +1101,8 @@ class _Worker:
             if slot.lane.alive:
                 return
             self._drop(slot)
-        if self.interval:
-            if self.next_start > now:
-                return
-            self.next_start = max(now, self.next_start) + self.interval
+        if self.interval and not self._rate_allows(now, queue):
+            return
         task = slot.retry.popleft() if slot.retry else queue.popleft()
         task.tries += 1
         if slot.lane is None:
@@ -915,7 +1148,7 @@ class _Worker:
         if starting and not self.exhausted:  # exhausted: only replies can change anything
             wakes += [slot.until for slot in slots if slot.retry or (queue and slot.until > now)]
             if self.interval and queue:
-                wakes.append(self.next_start)
+                wakes.append(self.slots[0] if self.slots else self.next_start)
         timeout = max(0.0, min(wakes) - now) if wakes else None
         if not any(lane.expecting for lane in lanes):
             if timeout:
@@ -1028,11 +1261,14 @@ class _Worker:
         if self.halted is not None and patience is None:
             return
         try:
-            self.send.ledger.record(self.key, self.marks, patience=patience, at=self.clock())
+            lost = self.send.ledger.record(
+                self.key, self.marks, patience=patience, at=self.clock(), claim=self.claims.claim()
+            )
         except LedgerBusyError as exc:
             self.halted = self.halted or exc  # nothing was written: the marks are kept
             return
         self.marks = []
+        self.lost |= lost
         outcomes, self.outcomes = self.outcomes, []
         for outcome, kind in outcomes:
             self._record(outcome, kind)
@@ -1156,7 +1392,7 @@ def send_month(
             return _held_back(catalogue, ledger, preview, limits.daily_limit, clock(), limits)
         if confirm is not None and not confirm(preview):
             return MonthResult("declined", preview, limits=limits, rehearsal=rehearsal)
-        plan = again(resend=resend, preview=preview, preferences=preferences)
+        plan = again(resend=resend, preview=preview, preferences=preferences, holder=holder)
         if plan is None:  # pragma: no cover - the issue was checked above
             return MonthResult("no items", limits=limits, rehearsal=rehearsal)
         run = ledger.start_run(key, transport.describe(), holder, kind)

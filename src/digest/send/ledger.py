@@ -277,6 +277,24 @@ _EDITS_SCHEMA = (
     "CREATE INDEX IF NOT EXISTS edits_by_item ON edits (item, id)",
 )
 
+# Several senders (schema 6). A row a sender has claimed names it (`claimer`) and says until when
+# the claim holds (`lease_until`, a stamp): a claim whose lease has run out (its sender was killed
+# or lost its network) is anyone's to take. A row deferred in a send keeps a lease that never runs
+# out (DEFERRED_LEASE) until the month's send is opened again: nobody retries it meanwhile.
+# `sends` holds each month's shared send: open from its enrolment until none of its rows is left
+# to do, and `next_at`, the moment (seconds since the epoch) the shared rate lets the next message
+# begin. Self-contained, IF NOT EXISTS where it can be: the step can be renumbered at a merge.
+_CLAIMS_COLUMNS = (("deliveries", "claimer", "TEXT"), ("deliveries", "lease_until", "TEXT"))
+_CLAIMS_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS sends (
+    month TEXT PRIMARY KEY,
+    opened_at TEXT NOT NULL,
+    opened_by TEXT NOT NULL,
+    closed_at TEXT,
+    next_at DOUBLE PRECISION NOT NULL DEFAULT 0
+)""",
+)
+
 # The migrations, oldest first: version N is what migration N makes of version N-1, and a new,
 # empty database runs them all. To change the schema, append one (docs/developers.md says how);
 # never edit one that shipped, since databases at its version exist.
@@ -299,6 +317,12 @@ MIGRATIONS = (
     Migration(3, "the subscriber store: subscribers and their history", _STORE_SCHEMA),
     Migration(4, "the editor's history: edits", _EDITS_SCHEMA),
     Migration(5, "bounces and complaints: bounces", _BOUNCES_SCHEMA),
+    Migration(
+        6,
+        "several senders: claims with leases, shared sends",
+        _CLAIMS_SCHEMA,
+        columns=_CLAIMS_COLUMNS,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -423,10 +447,11 @@ class Mark(NamedTuple):
     reply: str | None = None
 
 
+# The last two: a claimer, None or the same again (only rows it holds; any row when None).
 _MARK = (
     "UPDATE deliveries SET status = ?, attempts = attempts + ?, "
     "last_code = COALESCE(?, last_code), last_reply = COALESCE(?, last_reply), "
-    "updated_at = ? WHERE month = ? AND recipient = ?"
+    "updated_at = ? WHERE month = ? AND recipient = ? AND (CAST(? AS TEXT) IS NULL OR claimer = ?)"
 )
 
 
@@ -435,8 +460,44 @@ _MARKS = (
     "UPDATE deliveries SET status = m.column2, attempts = attempts + CAST(m.column3 AS INTEGER), "
     "last_code = COALESCE(CAST(m.column4 AS INTEGER), last_code), "
     "last_reply = COALESCE(m.column5, last_reply), "
-    "updated_at = ? FROM (VALUES {rows}) AS m WHERE month = ? AND recipient = m.column1"
+    "updated_at = ?{lease} FROM (VALUES {rows}) AS m WHERE month = ? AND recipient = m.column1"
+    "{claimed}"
 )
+# With a claim: the lease a row keeps (to do: the claim's; deferred: until the send opens again).
+_LEASE = (
+    ", lease_until = CASE WHEN m.column2 IN ('pending', 'sending') THEN ? "
+    "WHEN m.column2 = 'deferred' THEN ? ELSE NULL END"
+)
+_CLAIMED = " AND claimer = ? RETURNING recipient"
+
+# A deferred row's lease within a send: later than any moment, until `open_send` clears it.
+DEFERRED_LEASE = "9999-12-31T23:59:59+00:00"
+
+
+class Claim(NamedTuple):
+    """A sender's claim on rows: who it is (unique among senders) and until when it holds."""
+
+    claimer: str
+    until: str  # a stamp
+
+
+# The rows a claim takes: of the given recipients, those to do that nobody holds, oldest first.
+_CLAIM = (
+    "UPDATE deliveries SET claimer = ?, lease_until = ? WHERE month = ? AND recipient IN ("
+    "SELECT recipient FROM deliveries WHERE month = ? AND recipient IN ({recipients}) "
+    "AND status IN ('pending', 'sending', 'deferred') "
+    "AND (lease_until IS NULL OR lease_until < ? OR (claimer = ? AND lease_until <> ?)) "
+    "ORDER BY rowid LIMIT ?{skip}) "
+    "RETURNING month, recipient, address, name, selection, status, attempts, last_code, "
+    "last_reply, updated_at, copy"
+)
+# What the daily limit has taken: accepted in the last 24 hours, and claimed (live) to go now.
+_TAKEN = (
+    "SELECT (SELECT COUNT(*) FROM ({accepted}) AS accepted) + (SELECT COUNT(*) FROM deliveries "
+    "WHERE status IN ('pending', 'sending') AND lease_until >= ?)"
+)
+# The advisory lock of claims counted against a daily limit (PostgreSQL): "clam".
+_CLAIM_LOCK = 0x636C616D
 
 _DELIVERY = (
     "SELECT month, recipient, address, name, selection, status, attempts, last_code, last_reply, "
@@ -839,38 +900,239 @@ class Ledger:
         *,
         patience: float | None = None,
         at: datetime | None = None,
-    ) -> None:
+        claim: Claim | None = None,
+    ) -> set[str]:
         """Record several rows' new statuses in one transaction: one commit for them all.
 
         `patience`: seconds to wait for a lock held by another program (default `busy_timeout`).
         `at`: the moment to record (default now); a row marked `sent` counts against the daily
-        limit from then.
+        limit from then. `claim`, when given: only rows that claimer holds are written, a row
+        still to do keeps the claim until `claim.until`, a deferred one until the send is opened
+        again. Return the recipients whose marks were not written because another sender has
+        taken their rows (this one's lease ran out): always empty without `claim`.
         """
         marks = list(marks)
         if not marks:
-            return
+            return set()
         now = _stamp_up(at or datetime.now(UTC))
-        if len({m.recipient for m in marks}) == len(marks):
-            # One statement needs no BEGIN and COMMIT around it: in autocommit mode SQLite commits
-            # it on its own, as durably, with a third of the calls (a send runs this every round).
-            rows = ", ".join(["(?, ?, ?, ?, ?)"] * len(marks))
-            values: list[object] = [now]
-            for m in marks:
-                values += [m.recipient, m.status, 1 if m.attempt else 0, m.code, m.reply]
-            values.append(month)
-            sql = _MARKS.format(rows=rows)
-            with self._lock:
-                # Refused for a lock, the statement changed nothing: it is tried again whole.
-                self._patiently(lambda: self._db.execute(sql, values), patience)
-        else:  # the same row twice: in order, in one transaction
-            with self._transaction(patience) as db:
-                db.executemany(
-                    _MARK,
-                    [
-                        (m.status, 1 if m.attempt else 0, m.code, m.reply, now, month, m.recipient)
-                        for m in marks
-                    ],
+        if len({m.recipient for m in marks}) != len(marks):
+            return self._record_in_order(month, marks, now, patience, claim)
+        # One statement needs no BEGIN and COMMIT around it: in autocommit mode SQLite commits
+        # it on its own, as durably, with a third of the calls (a send runs this every round).
+        rows = ", ".join(["(?, ?, ?, ?, ?)"] * len(marks))
+        values: list[object] = [now]
+        if claim is not None:
+            values += [claim.until, DEFERRED_LEASE]
+        for m in marks:
+            values += [m.recipient, m.status, 1 if m.attempt else 0, m.code, m.reply]
+        values.append(month)
+        if claim is None:
+            sql = _MARKS.format(rows=rows, lease="", claimed="")
+        else:
+            values.append(claim.claimer)
+            sql = _MARKS.format(rows=rows, lease=_LEASE, claimed=_CLAIMED)
+        with self._lock:
+            # Refused for a lock, the statement changed nothing: it is tried again whole.
+            cursor = self._patiently(lambda: self._db.execute(sql, values), patience)
+            written = {row[0] for row in cursor.fetchall()} if claim is not None else None
+        return set() if written is None else {m.recipient for m in marks} - written
+
+    def _record_in_order(
+        self,
+        month: str,
+        marks: list[Mark],
+        now: str,
+        patience: float | None,
+        claim: Claim | None,
+    ) -> set[str]:
+        """Record marks naming the same row more than once: in order, in one transaction."""
+        claimer = None if claim is None else claim.claimer
+        with self._transaction(patience) as db:
+            db.executemany(
+                _MARK,
+                [
+                    (
+                        m.status,
+                        1 if m.attempt else 0,
+                        m.code,
+                        m.reply,
+                        now,
+                        month,
+                        m.recipient,
+                        claimer,
+                        claimer,
+                    )
+                    for m in marks
+                ],
+            )
+            if claim is None:
+                return set()
+            held = sorted({m.recipient for m in marks})
+            listed = ", ".join("?" * len(held))
+            rows = db.execute(
+                f"SELECT recipient FROM deliveries WHERE month = ? AND claimer = ? "  # noqa: S608
+                f"AND recipient IN ({listed})",
+                (month, claim.claimer, *held),
+            ).fetchall()
+            db.execute(
+                "UPDATE deliveries SET lease_until = CASE WHEN status IN ('pending', 'sending') "  # noqa: S608 -- placeholders only
+                "THEN ? WHEN status = 'deferred' THEN ? ELSE NULL END "
+                f"WHERE month = ? AND claimer = ? AND recipient IN ({listed})",
+                (claim.until, DEFERRED_LEASE, month, claim.claimer, *held),
+            )
+        return set(held) - {row[0] for row in rows}
+
+    # -- claims: several senders share a month ---------------------------------------------------
+
+    def open_send(self, month: str, by: str, at: datetime | None = None) -> None:
+        """Open `month`'s shared send (again): senders may join it; its deferred rows go again.
+
+        The shared rate starts afresh, as each run's own did before sends were shared.
+        """
+        when = stamp(at or datetime.now(UTC))
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO sends (month, opened_at, opened_by) VALUES (?, ?, ?) "
+                "ON CONFLICT (month) DO UPDATE SET opened_at = excluded.opened_at, "
+                "opened_by = excluded.opened_by, closed_at = NULL, next_at = 0",
+                (month, when, by),
+            )
+            db.execute(
+                "UPDATE deliveries SET lease_until = NULL WHERE month = ? AND status = 'deferred'",
+                (month,),
+            )
+
+    def close_send(self, month: str, at: datetime | None = None) -> None:
+        """Close `month`'s shared send: nothing of it is left to do; workers no longer join it."""
+        when = stamp(at or datetime.now(UTC))
+        with self._lock:
+            self._patiently(
+                lambda: self._db.execute(
+                    "UPDATE sends SET closed_at = ? WHERE month = ? AND closed_at IS NULL",
+                    (when, month),
                 )
+            )
+
+    def open_sends(self) -> list[str]:
+        """Return the months whose shared send is open, oldest month first."""
+        rows = self._rows("SELECT month FROM sends WHERE closed_at IS NULL ORDER BY month")
+        return [row[0] for row in rows]
+
+    def claim(
+        self,
+        month: str,
+        recipients: list[str],
+        claim: Claim,
+        now: datetime,
+        daily_limit: int | None = None,
+    ) -> list[Delivery]:
+        """Claim those of `recipients`' rows that are to do and nobody holds; return them, in order.
+
+        A row is to do when pending, deferred before the send was opened, or `sending` (perhaps
+        delivered: it goes again with the same Message-ID) with no live lease. On PostgreSQL rows
+        another claim has locked are skipped (FOR UPDATE SKIP LOCKED), never waited for. With a
+        `daily_limit`, no more are claimed than the limit has room for, counting every sender's
+        live claims: the count and the claim are one transaction, serialised by an advisory lock.
+        """
+        if not recipients:
+            return []
+        at = stamp(now)
+        marks = ", ".join("?" * len(recipients))
+        skip = " FOR UPDATE SKIP LOCKED" if self.engine == POSTGRESQL else ""
+        sql = _CLAIM.format(recipients=marks, skip=skip)
+        with self._claiming(daily_limit is not None) as db:
+            limit = len(recipients)
+            if daily_limit is not None:
+                since = stamp(now - timedelta(hours=24))
+                taken = db.execute(_TAKEN.format(accepted=_ACCEPTED), (since, since, at)).fetchone()
+                limit = max(0, min(limit, daily_limit - int(taken[0])))
+            if not limit:
+                return []
+            values: list[object] = [claim.claimer, claim.until, month, month, *recipients]
+            values += [at, claim.claimer, DEFERRED_LEASE, limit]
+            rows = db.execute(sql, values).fetchall()
+        got = {row[1]: _delivery(row) for row in rows}
+        return [got[r] for r in recipients if r in got]
+
+    def renew(self, month: str, claim: Claim) -> int:
+        """Extend the lease of every row of `month` this claimer holds; return how many."""
+        with self._lock:
+            cursor = self._patiently(
+                lambda: self._db.execute(
+                    "UPDATE deliveries SET lease_until = ? WHERE month = ? AND claimer = ? "
+                    "AND status IN ('pending', 'sending')",
+                    (claim.until, month, claim.claimer),
+                ),
+                0.0,
+            )
+        return cursor.rowcount
+
+    def release(self, month: str, claimer: str, patience: float | None = None) -> None:
+        """Let go of every row of `month` this claimer holds and did not finish: anyone's now.
+
+        `patience`: as for `record`.
+        """
+        with self._lock:
+            self._patiently(
+                lambda: self._db.execute(
+                    "UPDATE deliveries SET lease_until = NULL WHERE month = ? AND claimer = ? "
+                    "AND status IN ('pending', 'sending')",
+                    (month, claimer),
+                ),
+                patience,
+            )
+
+    def leases(self, month: str) -> dict[str, tuple[str, str | None, str | None]]:
+        """Return each of `month`'s rows' (status, claimer, lease_until), by recipient."""
+        rows = self._rows(
+            "SELECT recipient, status, claimer, lease_until FROM deliveries WHERE month = ?",
+            (month,),
+        )
+        return {recipient: (status, who, until) for recipient, status, who, until in rows}
+
+    def taken(self, now: datetime) -> int:
+        """Return what the daily limit has taken at `now`: accepted in 24 hours, and claimed."""
+        since = stamp(now - timedelta(hours=24))
+        rows = self._rows(_TAKEN.format(accepted=_ACCEPTED), (since, since, stamp(now)))
+        return int(rows[0][0])
+
+    def take_slots(self, month: str, count: int, interval: float, now: float) -> float | None:
+        """Reserve `count` starts of the shared rate, `interval` seconds apart; return the first.
+
+        The moments are seconds since the epoch, on every sender's clock: the hosts' clocks must
+        agree (NTP) as closely as the rate needs.
+        """
+        with self._lock:
+            row = self._patiently(
+                lambda: self._db.execute(
+                    "UPDATE sends SET next_at = CASE WHEN next_at > ? THEN next_at ELSE ? END "
+                    "+ ? WHERE month = ? RETURNING next_at",
+                    (now, now, count * interval, month),
+                ).fetchone()
+            )
+        if row is None:  # no shared send (a plan executed without one)
+            return None
+        return float(row[0]) - count * interval
+
+    @contextmanager
+    def _claiming(self, limited: bool) -> Iterator[Database]:
+        """A claim's transaction: on PostgreSQL without the write lock every other writer takes
+        (claims lock rows, not the database), with the claims' own lock when `limited`; on
+        SQLite BEGIN IMMEDIATE, as any write."""
+        db = self._db
+        with self._lock:
+            if db.engine == POSTGRESQL:
+                self._patiently(lambda: db.execute("BEGIN"))
+            else:
+                self._patiently(db.begin)
+            try:
+                if limited and db.engine == POSTGRESQL:
+                    db.execute("SELECT pg_advisory_xact_lock(?, ?)", (_CLAIM_LOCK, 0))
+                yield db
+            except BaseException:
+                db.rollback()
+                raise
+            db.commit()
 
     # -- the daily limit -----------------------------------------------------------------------
 

@@ -30,6 +30,9 @@ class Migration:
     title: str  # what it adds, for `digest db status`
     steps: tuple[str, ...]
     postgresql: tuple[str, ...] = ()  # run after `steps` on PostgreSQL only
+    # (table, column, type): added before `steps` unless the table has it, so that the step can
+    # be run again over a database that has it (SQLite has no ADD COLUMN IF NOT EXISTS).
+    columns: tuple[tuple[str, str, str], ...] = ()
 
 
 def for_engine(db: Database, statement: str) -> str:
@@ -61,6 +64,9 @@ def apply(db: Database, migrations: tuple[Migration, ...], current: int) -> int:
         if migration.version <= current:
             continue
         extra = migration.postgresql if db.engine == POSTGRESQL else ()
+        for table, column, kind in migration.columns:
+            if column not in db.columns(table):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         for statement in migration.steps + extra:
             db.execute(for_engine(db, statement))
         head = migration.version
