@@ -136,8 +136,12 @@ class Database:
         """Run one statement once for each row of parameters."""
         raise NotImplementedError
 
-    def begin(self) -> None:
-        """Begin a writing transaction holding the write lock, or raise an error `busy` knows."""
+    def begin(self, *, lock: bool = True) -> None:
+        """Begin a writing transaction holding the write lock, or raise an error `busy` knows.
+
+        `lock=False`: on PostgreSQL, without the write lock (for a statement that locks the rows
+        it writes itself, as a claim does); SQLite has only the one lock.
+        """
         raise NotImplementedError
 
     def commit(self) -> None:
@@ -188,7 +192,7 @@ class SQLiteDatabase(Database):
         """Run one statement once for each row of parameters."""
         self.connection.executemany(sql, rows)
 
-    def begin(self) -> None:
+    def begin(self, *, lock: bool = True) -> None:
         """BEGIN IMMEDIATE: the write lock at once, or a busy error within `timeout`."""
         self.connection.execute("BEGIN IMMEDIATE")
 
@@ -395,16 +399,18 @@ class PostgreSQLDatabase(Database):
 
         self._run(work)
 
-    def begin(self) -> None:
-        """BEGIN, then the write lock, waiting at most `lock_timeout` (`wait` at connect).
+    def begin(self, *, lock: bool = True) -> None:
+        """BEGIN, then the write lock (unless `lock` is False), waiting at most `lock_timeout`
+        (`wait` at connect).
 
         The transaction's id is kept, so that a COMMIT whose answer is lost can be looked up.
         """
         self._run(lambda: self.connection.execute("BEGIN"))
         self._open = True
+        locking = "pg_advisory_xact_lock(%s)" if lock else "%s"
         try:
             row = self.connection.execute(
-                "SELECT pg_advisory_xact_lock(%s), pg_current_xact_id()::text", (WRITE_LOCK,)
+                f"SELECT {locking}, pg_current_xact_id()::text", (WRITE_LOCK,)
             ).fetchone()
         except self._psycopg.Error as exc:
             self._open = False
@@ -412,7 +418,7 @@ class PostgreSQLDatabase(Database):
                 self.connection.execute("ROLLBACK")
                 raise
             self.reconnect(exc)  # nothing was written yet: begin again
-            self.begin()
+            self.begin(lock=lock)
             return
         self._xid = str(row[1])
 

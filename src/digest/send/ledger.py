@@ -937,6 +937,7 @@ class Ledger:
             written = {row[0] for row in cursor.fetchall()} if claim is not None else None
         return set() if written is None else {m.recipient for m in marks} - written
 
+    @again_if_lost
     def _record_in_order(
         self,
         month: str,
@@ -984,6 +985,7 @@ class Ledger:
 
     # -- claims: several senders share a month ---------------------------------------------------
 
+    @again_if_lost
     def open_send(self, month: str, by: str, at: datetime | None = None) -> None:
         """Open `month`'s shared send (again): senders may join it; its deferred rows go again.
 
@@ -1018,6 +1020,7 @@ class Ledger:
         rows = self._rows("SELECT month FROM sends WHERE closed_at IS NULL ORDER BY month")
         return [row[0] for row in rows]
 
+    @again_if_lost
     def claim(
         self,
         month: str,
@@ -1121,10 +1124,8 @@ class Ledger:
         SQLite BEGIN IMMEDIATE, as any write."""
         db = self._db
         with self._lock:
-            if db.engine == POSTGRESQL:
-                self._patiently(lambda: db.execute("BEGIN"))
-            else:
-                self._patiently(db.begin)
+            # Through `begin`, so a connection lost in it is known to have lost the transaction.
+            self._patiently(lambda: db.begin(lock=False))
             try:
                 if limited and db.engine == POSTGRESQL:
                     db.execute("SELECT pg_advisory_xact_lock(?, ?)", (_CLAIM_LOCK, 0))
