@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -321,17 +322,19 @@ class Stencil:
             values = self._headers(recipient, one_click, date, copy)
         except RenderError:
             return None  # `build` says what is wrong
-        personal = (*html_values.values(), *text_values.values())
-        if values is None or any(_LINE_BREAK.search(value) for value in personal):
-            return None  # a line break in a value would change the lines around it
+        # A line break in a value would change the lines around it (one search over them all).
+        personal = "".join((*html_values.values(), *text_values.values()))
+        if values is None or _LINE_BREAK.search(personal):
+            return None
         out: list[bytes] = []
         dotted = self.dotted
         for piece in self.pieces:
             if isinstance(piece, bytes):
                 out.append(piece)
             elif piece in values:  # a header line
-                out.append(values[piece])
-                dotted = dotted or _dotted(values[piece])
+                line = values[piece]
+                out.append(line)
+                dotted = dotted or line[:1] == b"." or b"\n." in line
             else:  # a part: "html" or "text"
                 chosen = html_values if piece == "html" else text_values
                 dotted = self.parts[piece].put(out, chosen) or dotted
@@ -362,21 +365,24 @@ class _Line:
     is the same address) is not filled and encoded again.
     """
 
-    __slots__ = ("last", "texts", "tokens")
+    __slots__ = ("last", "texts", "tokens", "values")
 
     def __init__(self, parts: list[str]) -> None:
         self.texts = parts[0::2]  # the text before, between and after the tokens
         self.tokens = tuple(parts[1::2])
+        # The values of its tokens, from a recipient's: one value, or a tuple of several.
+        self.values = operator.itemgetter(*self.tokens)
         # The last values, the line they make (encoded) and whether it starts a line with a dot:
         # one tuple, replaced whole, so that threads sharing a stencil never mix two fillings.
-        self.last: tuple[tuple[str, ...], bytes, bool] | None = None
+        self.last: tuple[str | tuple[str, ...], bytes, bool] | None = None
 
     def put(self, values: Mapping[str, str]) -> tuple[bytes, bool]:
-        chosen = tuple(values[token] for token in self.tokens)
+        chosen = self.values(values)
         last = self.last
         if last is None or last[0] != chosen:
             made = [self.texts[0]]
-            for value, text in zip(chosen, self.texts[1:], strict=True):
+            several = chosen if len(self.tokens) > 1 else (chosen,)
+            for value, text in zip(several, self.texts[1:], strict=True):
                 made += (value, text)
             encoded = _encoded_line("".join(made).encode("utf-8"))
             last = self.last = (chosen, encoded, _dotted(encoded))
