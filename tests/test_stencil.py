@@ -223,6 +223,44 @@ def test_stencil_never_differs_from_build(
         return  # the subject itself cannot be a header: no stencil, and build refuses it too
     if filled is not None:
         assert filled == built
+        # Undotted exactly when no line starts with a dot: the transport then does not look.
+        assert isinstance(filled, message.Undotted) == (not dotted(filled))
+
+
+def dotted(data: bytes) -> bool:
+    return data.startswith(b".") or b"\n." in data
+
+
+def test_only_a_message_without_a_line_that_starts_with_a_dot_is_undotted() -> None:
+    """A recipient whose own line starts with a dot (the greeting's continuation after a soft
+    break, here) gets plain bytes, which the transport dot-stuffs; the others Undotted ones."""
+    text = f"{GREETING}\n\nUnsubscribe: {LINK}\n"
+    long = "A" * 70 + ".dot"  # "Dear AAA...": broken after 75 characters, right before the dot
+    for name, expected in [("Chan Tai-man", False), (long, True), (".Chan", False)]:
+        recipient = Mailbox(name, "c@example.org")
+        filled, built = both(HTML.replace("·", ""), text, recipient, None, SENT)
+        assert filled == built
+        assert filled is not None
+        assert dotted(filled) == expected
+        assert isinstance(filled, message.Undotted) == (not expected)
+    # A constant line with a dot: nobody's message is Undotted.
+    filled, _ = both(HTML, TEXT, Mailbox("Chan Tai-man", "c@example.org"), None, SENT)
+    assert filled is not None
+    assert b"\r\n.\r\n" in filled
+    assert not isinstance(filled, message.Undotted)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.binary(max_size=120).map(lambda line: line.replace(b"\r", b"").replace(b"\n", b"")))
+@example(b"")
+@example(b"x" * 76)
+@example(b"x" * 77)
+@example(b"ends in a space ")
+@example(b"tab\t")
+@example(b"a = b")
+def test_a_line_is_encoded_as_the_email_package_encodes_it(line: bytes) -> None:
+    """The quick look at a line that needs no encoding gives what quoted-printable gives."""
+    assert message._encoded_line(line) == message._quoted_printable([line])
 
 
 def test_a_skeleton_it_does_not_understand_makes_it_decline(

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from conftest import Recorder, SmtpServer, free_port, greet
 from digest.errors import DeliveryError
+from digest.mail.message import Undotted
 from digest.send import transport
 from digest.send.transport import (
     Fatal,
@@ -611,6 +612,22 @@ def test_lines_that_start_with_a_dot_arrive_whole(smtp_server: SmtpServer, wire:
     [received] = smtp_server.recorder.messages
     text = received.message.get_content().replace("\r\n", "\n")
     assert text == "Hello\n.\n..\n.hidden\nend\n"
+
+
+def test_undotted_bytes_are_written_as_they_are(smtp_server: SmtpServer) -> None:
+    """Bytes a Stencil marks Undotted (no line starts with a dot) go out unstuffed; any other
+    bytes are still looked through, so a line of '.' never ends a message early."""
+    email = sample()
+    email.set_content("Hello\nend\n")
+    plain = email.as_bytes(policy=policy.SMTP)
+    dotted = plain.replace(b"Hello", b".Hello")
+    connection = SmtpTransport(parse_url(smtp_server.url)).open()
+    connection.send(Undotted(plain), "provost@example.edu", "chan@example.org")
+    connection.send(dotted, "provost@example.edu", "lee@example.org")
+    connection.close()
+    first, second = smtp_server.recorder.messages
+    assert first.message.get_content().replace("\r\n", "\n") == "Hello\nend\n"
+    assert second.message.get_content().replace("\r\n", "\n") == ".Hello\nend\n"
 
 
 def test_pipelining_sends_the_envelope_before_any_reply() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,9 +69,15 @@ def message_id(publication: Publication, month: Month, recipient: str, copy: int
     `copy` counts deliberate resends: each is a new message, which mail clients that hold the
     first would otherwise drop as a duplicate. Copy 0 has no mark, as before copies were counted.
     """
+    head, tail = _id_parts(publication, month, copy)
     digest = hashlib.sha256(f"{month}\0{recipient.strip().lower()}".encode()).hexdigest()[:24]
+    return f"{head}{digest}{tail}"
+
+
+def _id_parts(publication: Publication, month: Month, copy: int) -> tuple[str, str]:
+    """Return what a Message-ID of `month` has before and after its recipient's hash."""
     mark = f".r{copy}" if copy else ""
-    return f"<digest.{month}.{digest}{mark}@{publication.host}>"
+    return f"<digest.{month}.", f"{mark}@{publication.host}>"
 
 
 def list_id(publication: Publication) -> str:
@@ -191,7 +198,10 @@ class Stencil:
         self.month = month
         self.envelope = envelope
         self.one_click = envelope.one_click is not None
-        self._date: tuple[tuple[int, timedelta | None] | None, bytes] = (None, b"")
+        self._date: tuple[tuple[int, timedelta | None] | None, bytes, bool] = (None, b"", False)
+        # What message_id hashes is the month, a NUL and the address: the first two once.
+        self._id_key = f"{month}\0".encode()
+        self._ids: dict[int, tuple[bytes, bytes, bool]] = {}  # by copy, see _id_line
         # The policy `build` serializes with, which folds the headers.
         self.width = 998 if self.one_click else _WIDTH
         self.policy = _POLICY.clone(max_line_length=self.width)
@@ -225,9 +235,10 @@ class Stencil:
         # Empty when the skeleton is not as expected (a future email package that writes these
         # headers differently, say): fill then declines everyone, and `build` makes each message.
         self.pieces: list[bytes | str] = []
+        self.dotted = True  # whether a constant line starts with a dot (see `fill`)
         for name, line in slots:
             start = skeleton.find(b"\n" + line) + 1 if name in values else skeleton.find(line)
-            if start <= 0 or skeleton.count(line) != 1:
+            if start <= 0 or skeleton.count(line) != 1 or skeleton[start - 1] != ord("\n"):
                 return
             found.append((start, start + len(line), name))
         at = 0
@@ -235,6 +246,9 @@ class Stencil:
             self.pieces += [skeleton[at:start], name]
             at = end
         self.pieces.append(skeleton[at:])
+        # Every piece is whole lines, so a line starts with a dot only where a piece has one.
+        constant = [piece for piece in self.pieces if isinstance(piece, bytes)]
+        self.dotted = any(map(_dotted, constant)) or any(p.dotted for p in self.parts.values())
 
     def _headers(
         self, recipient: Mailbox, one_click: str | None, date: datetime, copy: int = 0
@@ -243,18 +257,23 @@ class Stencil:
             return None  # `build` writes the zone as -0000; send_message handles SMTPUTF8
         to = _to_value(recipient)
         to_line = f"To: {to}\r\n".encode("ascii") if to else b""
-        mid = message_id(self.publication, self.month, recipient.address, copy)
+        # The Message-ID line is the same length for every recipient of a copy, and the Date line
+        # for every moment of the same second: whether either fits is decided once.
+        prefix, suffix, fits_id = self._ids.get(copy) or self._id_line(copy)
+        digest = hashlib.sha256(self._id_key + recipient.address.strip().lower().encode())
         # A send stamps many messages within the same second, which is all the header shows of
         # the moment; the key has the offset too, as equal moments in two zones compare equal.
         when = (math.floor(date.timestamp()), date.utcoffset())
-        if when != self._date[0]:
-            self._date = (when, f"Date: {format_datetime(date)}\r\n".encode("ascii"))
-        lines = {
-            "date": self._date[1],
-            "id": f"Message-ID: {mid}\r\n".encode("ascii"),
-        }
-        if any(len(line) > self.width + 2 for line in lines.values()):
+        dated = self._date  # one read: a Composer may share the stencil between threads
+        if when != dated[0]:
+            line = f"Date: {format_datetime(date)}\r\n".encode("ascii")
+            dated = self._date = (when, line, len(line) <= self.width + 2)
+        if not (fits_id and dated[2]):
             return None  # the email package would fold it
+        lines = {
+            "date": dated[1],
+            "id": prefix + digest.hexdigest()[:24].encode("ascii") + suffix,
+        }
         fits = 0 < len(to_line) <= self.width + 2
         lines["to"] = to_line if fits else self._fold("To", recipient)
         if self.one_click:
@@ -267,6 +286,16 @@ class Stencil:
         elif one_click is not None:
             return None
         return lines
+
+    def _id_line(self, copy: int) -> tuple[bytes, bytes, bool]:
+        """Return the Message-ID line of `copy` around its hash, and whether it fits unfolded:
+        `message_id`'s, made once per copy (its host is looked up from the site's URL)."""
+        head, tail = _id_parts(self.publication, self.month, copy)
+        prefix = f"Message-ID: {head}".encode("ascii")
+        suffix = f"{tail}\r\n".encode("ascii")
+        made = (prefix, suffix, len(prefix) + 24 + len(suffix) <= self.width + 2)
+        self._ids[copy] = made
+        return made
 
     def _fold(self, name: str, mailbox: Mailbox) -> bytes:
         """Return the header line the email package writes for `mailbox` (RFC 2047 and all)."""
@@ -282,21 +311,82 @@ class Stencil:
         text_values: Mapping[str, str],
         copy: int = 0,
     ) -> bytes | None:
-        """Return the recipient's message as `build` would serialize it, or None (see above)."""
+        """Return the recipient's message as `build` would serialize it, or None (see above).
+
+        The bytes are `Undotted` when no line of them starts with a dot, which is known from the
+        pieces: the constant ones were looked at once, the personal ones are a few short lines.
+        """
         if not self.pieces:
             return None
         try:
             values = self._headers(recipient, one_click, date, copy)
         except RenderError:
             return None  # `build` says what is wrong
-        personal = (*html_values.values(), *text_values.values())
-        if values is None or any(_LINE_BREAK.search(value) for value in personal):
-            return None  # a line break in a value would change the lines around it
-        values["html"] = self.parts["html"].encode(html_values)
-        values["text"] = self.parts["text"].encode(text_values)
-        return b"".join(
-            piece if isinstance(piece, bytes) else values[piece] for piece in self.pieces
-        )
+        # A line break in a value would change the lines around it (one search over them all).
+        personal = "".join((*html_values.values(), *text_values.values()))
+        if values is None or _LINE_BREAK.search(personal):
+            return None
+        out: list[bytes] = []
+        dotted = self.dotted
+        for piece in self.pieces:
+            if isinstance(piece, bytes):
+                out.append(piece)
+            elif piece in values:  # a header line
+                line = values[piece]
+                out.append(line)
+                dotted = dotted or line[:1] == b"." or b"\n." in line
+            else:  # a part: "html" or "text"
+                chosen = html_values if piece == "html" else text_values
+                dotted = self.parts[piece].put(out, chosen) or dotted
+        made = b"".join(out)
+        return made if dotted else Undotted(made)
+
+
+class Undotted(bytes):
+    """A message's bytes that hold no line starting with a dot ("."), as their maker knows.
+
+    SMTP doubles such a dot (RFC 5321 4.5.2), which means looking through every message for one
+    (about 20 microseconds for a 20 KB digest); a Stencil knows the answer from its pieces, and
+    says so with this type, so that the transport need not look. Otherwise plain bytes.
+    """
+
+    __slots__ = ()
+
+
+def _dotted(data: bytes) -> bool:
+    """Return whether a line of `data` (which starts at the start of a line) starts with a dot."""
+    return data[:1] == b"." or b"\n." in data
+
+
+class _Line:
+    """A line of a part that holds tokens: its text split around them, and the last filling.
+
+    A line whose values are those of the recipient before (the unsubscribe line, when everyone's
+    is the same address) is not filled and encoded again.
+    """
+
+    __slots__ = ("last", "texts", "tokens", "values")
+
+    def __init__(self, parts: list[str]) -> None:
+        self.texts = parts[0::2]  # the text before, between and after the tokens
+        self.tokens = tuple(parts[1::2])
+        # The values of its tokens, from a recipient's: one value, or a tuple of several.
+        self.values = operator.itemgetter(*self.tokens)
+        # The last values, the line they make (encoded) and whether it starts a line with a dot:
+        # one tuple, replaced whole, so that threads sharing a stencil never mix two fillings.
+        self.last: tuple[str | tuple[str, ...], bytes, bool] | None = None
+
+    def put(self, values: Mapping[str, str]) -> tuple[bytes, bool]:
+        chosen = self.values(values)
+        last = self.last
+        if last is None or last[0] != chosen:
+            made = [self.texts[0]]
+            several = chosen if len(self.tokens) > 1 else (chosen,)
+            for value, text in zip(several, self.texts[1:], strict=True):
+                made += (value, text)
+            encoded = _encoded_line("".join(made).encode("utf-8"))
+            last = self.last = (chosen, encoded, _dotted(encoded))
+        return last[1], last[2]
 
 
 class _Lines:
@@ -311,9 +401,8 @@ class _Lines:
         # Longest first: where one token starts another, the longer is the one meant.
         ordered = sorted(tokens, key=len, reverse=True)
         splitter = re.compile("(" + "|".join(map(re.escape, ordered)) + ")") if tokens else None
-        # Encoded constant runs, and each line with a token as its text split around its tokens:
-        # the odd places of such a list hold tokens.
-        self.pieces: list[bytes | list[str]] = []
+        # Encoded constant runs of whole lines, and each line with a token.
+        self.pieces: list[bytes | _Line] = []
         run: list[bytes] = []
         for line in text.encode("utf-8").splitlines():
             parts = splitter.split(line.decode("utf-8")) if splitter else []
@@ -321,32 +410,56 @@ class _Lines:
                 if run:
                     self.pieces.append(b"".join(map(_encoded_line, run)))
                     run = []
-                self.pieces.append(parts)
+                self.pieces.append(_Line(parts))
             else:
                 run.append(line)
         if run:
             self.pieces.append(b"".join(map(_encoded_line, run)))
         elif not self.pieces:  # an empty text is encoded as one empty line
             self.pieces.append(_quoted_printable(run))
+        # Each piece is whole lines: a line of the part starts with a dot only if one of its
+        # pieces does, or holds one after a line break.
+        self.dotted = any(_dotted(p) for p in self.pieces if isinstance(p, bytes))
+
+    def put(self, out: list[bytes], values: Mapping[str, str]) -> bool:
+        """Append the part's encoded lines, filled with `values`, to `out`; return whether a
+        line that holds a token starts with a dot (the constant ones: `dotted`)."""
+        dotted = False
+        for piece in self.pieces:
+            if isinstance(piece, bytes):
+                out.append(piece)
+            else:
+                line, starts = piece.put(values)
+                out.append(line)
+                dotted = dotted or starts
+        return dotted
 
     def encode(self, values: Mapping[str, str]) -> bytes:
-        out = []
-        for piece in self.pieces:
-            if isinstance(piece, list):
-                filled = [values[part] if at % 2 else part for at, part in enumerate(piece)]
-                piece = _encoded_line("".join(filled).encode("utf-8"))
-            out.append(piece)
+        """Return the part's encoded lines, filled with `values`."""
+        out: list[bytes] = []
+        self.put(out, values)
         return b"".join(out)
 
 
-@functools.lru_cache(maxsize=16384)
+# A line quoted-printable leaves as it is: printable ASCII but "=", spaces and tabs, and not ending
+# in either (they are encoded there); up to 76 characters, which is never broken.
+_UNENCODED = re.compile(rb"[\t !-<>-~]*[!-<>-~]")
+
+
 def _encoded_line(line: bytes) -> bytes:
-    """Return one line as `_quoted_printable` encodes it, remembered.
+    """Return one line (no line break in it) as `_quoted_printable` encodes it, in CRLF.
 
     Quoted-printable encodes each line on its own, so a text is the concatenation of its encoded
-    lines. A send's selections share most of their lines (each item appears in many), and many
-    recipients' filled lines are alike (the unsubscribe line, a common name): each is encoded once.
+    lines. Most lines are left as they are, which is seen at once; any other is encoded once
+    (`_encoded`): a send's selections share most of their lines (each item appears in many).
     """
+    if len(line) <= _WIDTH and (not line or _UNENCODED.fullmatch(line)):
+        return line + b"\r\n"
+    return _encoded(line)
+
+
+@functools.lru_cache(maxsize=16384)
+def _encoded(line: bytes) -> bytes:
     return _quoted_printable([line])
 
 

@@ -481,7 +481,7 @@ class Composer:
         self.unsubscribe = unsubscribe
         self.signer = signer
         self.settings = plan.catalogue.mailing()
-        self._stencils: dict[str, message.Stencil] = {}
+        self._stencils: dict[tuple[bool, str], message.Stencil] = {}
         self._skeletons: dict[message.Envelope, bytes] = {}  # the same for every selection
         self._lock = threading.Lock()
 
@@ -501,7 +501,10 @@ class Composer:
         return made if self.signer is None else self.signer.sign(wire_bytes(made))
 
     def _stencil(self, selection: str, one_click: bool) -> message.Stencil:
-        key = f"{one_click}:{selection}"
+        key = (one_click, selection)
+        stencil = self._stencils.get(key)  # made once: only its making takes the lock
+        if stencil is not None:
+            return stencil
         with self._lock:
             stencil = self._stencils.get(key)
             if stencil is None:

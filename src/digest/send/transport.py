@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from digest import files as staging
 from digest.errors import DeliveryError
+from digest.mail.message import Undotted
 from digest.send.oauth import AccessToken, TokenCommand, Xoauth2
 
 
@@ -610,8 +611,11 @@ class Pipe:
     def carry(self, job: Job) -> None:
         """Queue the message of a `ready` job: it goes before any command queued behind it."""
         data = wire_bytes(job.message)
-        # Dot-stuffing (RFC 5321 4.5.2), then the end of the data.
-        stuff = data[:1] == b"." or _DOT_AFTER_NEWLINE.search(data)  # 3x quicker than `in`
+        # Dot-stuffing (RFC 5321 4.5.2), then the end of the data. A Stencil's message says
+        # whether a line starts with a dot (Undotted: none does); any other is looked through.
+        stuff = not isinstance(data, Undotted) and (
+            data[:1] == b"." or _DOT_AFTER_NEWLINE.search(data)  # 3x quicker than `in`
+        )
         body = _LEADING_DOT.sub(b"..", data) if stuff else data
         body += b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"
         self._out.insert(0, (body, "dot", job))
