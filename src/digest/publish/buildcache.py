@@ -32,10 +32,8 @@ FORMAT = 1
 # What renders the output besides digest itself: a new version of any may change the bytes.
 LIBRARIES = (
     "cmarkgfm",
-    "feedgen",
     "icalendar",
     "jinja2",
-    "lxml",
     "markupsafe",
     "nh3",
     "tzdata",
