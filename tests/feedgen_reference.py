@@ -20,14 +20,14 @@ from digest.publish.catalogue import Catalogue
 
 def render_feed(catalogue: Catalogue, feed: feeds.Feed) -> dict[str, bytes]:
     """Return one channel's Atom and RSS files as feedgen writes them, by file name."""
-    entries = [feeds._Entry.of(catalogue.publication, item) for item in feed.items]
+    entries = [feeds.Entry.of(catalogue.publication, item) for item in feed.items]
     return {
         feed.filename(form): xml(catalogue, feed, entries, form) for form in (feeds.ATOM, feeds.RSS)
     }
 
 
 def xml(
-    catalogue: Catalogue, feed: feeds.Feed, entries: Sequence[feeds._Entry], form: feeds.Format
+    catalogue: Catalogue, feed: feeds.Feed, entries: Sequence[feeds.Entry], form: feeds.Format
 ) -> bytes:
     publication = catalogue.publication
     self_url = publication.feeds_url + feed.filename(form)
@@ -66,7 +66,7 @@ def _hex_references(match: re.Match[bytes]) -> bytes:
     return b"<title>" + text + b"</title>"
 
 
-def _add_entry(fg: Any, entry: feeds._Entry) -> None:
+def _add_entry(fg: Any, entry: feeds.Entry) -> None:
     item = entry.item
     fe = fg.add_entry(order="append")
     fe.id(entry.id)

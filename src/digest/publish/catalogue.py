@@ -829,7 +829,7 @@ def _explain(exc: yaml.MarkedYAMLError, raw: bytes) -> tuple[int | None, str]:
             f"read on to the next quote mark, on line {where}; close the quote at the end of "
             "this value (for a quote inside the value, wrap the value in the other kind)"
         )
-    if exc.problem in _INDENTATION_PROBLEMS and _TEXT_AFTER_QUOTE.match(line):
+    if exc.problem in _INDENTATION_PROBLEMS and re.match(_TEXT_AFTER_QUOTE, line):
         return where, (
             "invalid YAML: text follows the closing quote; put the quotes around the whole value, "
             """like title: '"Quoted" and more'"""
@@ -841,8 +841,8 @@ def _explain(exc: yaml.MarkedYAMLError, raw: bytes) -> tuple[int | None, str]:
             f"with '{closing}' on its line, or a value inside holds ', ', ': ' or ' #'; close "
             "it, and put such values in quotes"
         )
-    if exc.problem == "mapping values are not allowed in this context" and _COLON_IN_VALUE.match(
-        line
+    if exc.problem == "mapping values are not allowed in this context" and re.match(
+        _COLON_IN_VALUE, line
     ):
         return where, (
             "invalid YAML: ': ' inside an unquoted value starts a new key; put the value in "
@@ -878,10 +878,12 @@ def _runaway_quote(raw: bytes, error_line: int | None) -> int | None:
     return opened
 
 
+# Only a YAML error reads these two, so they are compiled then (by `re`, once), not on every
+# start: the second, with its Unicode classes, takes about 8 ms to compile.
 # A line `key: "quoted" more`: text after the closing quote.
-_TEXT_AFTER_QUOTE = re.compile(r"""\s*(?:- )?[\w-]+:\s+(["'])[^"']*\1[ \t]*[^\s#]""")
+_TEXT_AFTER_QUOTE = r"""\s*(?:- )?[\w-]+:\s+(["'])[^"']*\1[ \t]*[^\s#]"""
 # A line `key: text: more`, the colon after the first being inside a plain value.
-_COLON_IN_VALUE = re.compile(r"\s*(?:- )?[\w-]+:\s+[^\s\"'{\[|>][^#]*?:(?:\s|$)")
+_COLON_IN_VALUE = r"\s*(?:- )?[\w-]+:\s+[^\s\"'{\[|>][^#]*?:(?:\s|$)"
 _INDENTATION_PROBLEMS = frozenset(
     {
         "mapping values are not allowed in this context",

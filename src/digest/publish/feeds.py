@@ -72,14 +72,29 @@ def channels(catalogue: Catalogue, now: datetime) -> list[Feed]:
 def render(catalogue: Catalogue, now: datetime) -> dict[str, bytes]:
     """Return every feed file, by file name."""
     files: dict[str, bytes] = {}
+    made: dict[int, Entry] = {}
     for feed in channels(catalogue, now):
-        files.update(render_feed(catalogue, feed))
+        files.update(render_feed(catalogue, feed, made))
     return files
 
 
-def render_feed(catalogue: Catalogue, feed: Feed) -> dict[str, bytes]:
-    """Return one channel's files, one per format, by file name."""
-    entries = [_Entry.of(catalogue.publication, item) for item in feed.items]
+def render_feed(
+    catalogue: Catalogue, feed: Feed, made: dict[int, Entry] | None = None
+) -> dict[str, bytes]:
+    """Return one channel's files, one per format, by file name.
+
+    `made` keeps each item's entry (by the item's id) for the build's other channels: an item is
+    in the combined feed and in its category's, and its Markdown need not be rendered twice.
+    """
+    publication = catalogue.publication
+    if made is None:
+        made = {}
+    entries = []
+    for item in feed.items:
+        entry = made.get(id(item))
+        if entry is None:
+            entry = made[id(item)] = Entry.of(publication, item)
+        entries.append(entry)
     return {
         feed.filename(ATOM): _xml(catalogue, feed, entries, ATOM),
         feed.filename(RSS): _xml(catalogue, feed, entries, RSS),
@@ -88,7 +103,7 @@ def render_feed(catalogue: Catalogue, feed: Feed) -> dict[str, bytes]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
+class Entry:
     """What every format says about one item, computed once per build."""
 
     item: Item
@@ -99,7 +114,7 @@ class _Entry:
     category_name: str
 
     @classmethod
-    def of(cls, publication: Publication, item: Item) -> _Entry:
+    def of(cls, publication: Publication, item: Item) -> Entry:
         base = publication.site_url
         summary_html = markup.to_html(item.summary, base)
         parts = []
@@ -127,11 +142,11 @@ def _img(url: str, alt: str) -> str:
     return markup.sanitize(f'<p><img src="{escape(url)}" alt="{escape(alt)}"></p>', url)
 
 
-def _updated(entries: Sequence[_Entry]) -> datetime:
+def _updated(entries: Sequence[Entry]) -> datetime:
     return max((e.item.modified for e in entries), default=EPOCH)
 
 
-def _xml(catalogue: Catalogue, feed: Feed, entries: Sequence[_Entry], form: Format) -> bytes:
+def _xml(catalogue: Catalogue, feed: Feed, entries: Sequence[Entry], form: Format) -> bytes:
     """Return the Atom or RSS document, written directly (see `_atom`, `_rss`)."""
     lines = _atom(catalogue, feed, entries) if form is ATOM else _rss(catalogue, feed, entries)
     return "\n".join(lines).encode("utf-8")
@@ -188,7 +203,7 @@ def _rfc2822(moment: datetime) -> str:
     return f"{day}, {moment.day:02d} {month} {moment.year:04d} {moment:%H:%M:%S %z}"
 
 
-def _atom(catalogue: Catalogue, feed: Feed, entries: Sequence[_Entry]) -> list[str]:
+def _atom(catalogue: Catalogue, feed: Feed, entries: Sequence[Entry]) -> list[str]:
     publication = catalogue.publication
     language = f' xml:lang="{_attr(publication.language)}"' if publication.language else ""
     author = publication.author
@@ -217,7 +232,7 @@ def _atom(catalogue: Catalogue, feed: Feed, entries: Sequence[_Entry]) -> list[s
     return out
 
 
-def _atom_entry(out: list[str], entry: _Entry) -> None:
+def _atom_entry(out: list[str], entry: Entry) -> None:
     item = entry.item
     out += [
         "  <entry>",
@@ -246,7 +261,7 @@ def _html_element(name: str, html: str) -> str:
     return f'    <{name} type="html">{_text(html)}</{name}>'
 
 
-def _categories(entry: _Entry) -> list[tuple[str, str]]:
+def _categories(entry: Entry) -> list[tuple[str, str]]:
     """Return each category of an entry, its term and label escaped for an attribute."""
     item = entry.item
     found = [(_attr(item.category), _attr(entry.category_name))]
@@ -267,7 +282,7 @@ def _media(item: Item, indent: str) -> list[str]:
     ]
 
 
-def _rss(catalogue: Catalogue, feed: Feed, entries: Sequence[_Entry]) -> list[str]:
+def _rss(catalogue: Catalogue, feed: Feed, entries: Sequence[Entry]) -> list[str]:
     publication = catalogue.publication
     self_url = _attr(publication.feeds_url + feed.filename(RSS))
     out = [
@@ -291,7 +306,7 @@ def _rss(catalogue: Catalogue, feed: Feed, entries: Sequence[_Entry]) -> list[st
     return out
 
 
-def _rss_item(out: list[str], entry: _Entry) -> None:
+def _rss_item(out: list[str], entry: Entry) -> None:
     item = entry.item
     out += ["    <item>", f"      <title>{_rss_title(item.title)}</title>"]
     if item.link:
@@ -312,7 +327,7 @@ def _rss_item(out: list[str], entry: _Entry) -> None:
     out.append("    </item>")
 
 
-def _json(catalogue: Catalogue, feed: Feed, entries: Sequence[_Entry]) -> bytes:
+def _json(catalogue: Catalogue, feed: Feed, entries: Sequence[Entry]) -> bytes:
     publication = catalogue.publication
     author: dict[str, str] = {"name": publication.author.name}
     if publication.author.email:
@@ -330,7 +345,7 @@ def _json(catalogue: Catalogue, feed: Feed, entries: Sequence[_Entry]) -> bytes:
     return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
-def _json_item(entry: _Entry) -> dict[str, Any]:
+def _json_item(entry: Entry) -> dict[str, Any]:
     item = entry.item
     out: dict[str, Any] = {"id": entry.id}
     if item.link:

@@ -69,11 +69,12 @@ def build(
             return False
         return True
 
+    made: dict[int, feeds.Entry] = {}  # each item's feed entry, for every channel it is in
     for feed in feeds.channels(catalogue, now):
         names = [feed.filename(form) for form in feeds.FORMATS]
         content = key(common, "feed", feed.slug, feed.title, _items_key(feed.items, stamps))
         if wanted(names, content):
-            files.update(feeds.render_feed(catalogue, feed))
+            files.update(feeds.render_feed(catalogue, feed, made))
     _calendars(catalogue, now, common, previous or {}, wanted, files, stamps)
     archive = []
     renderer = newsletter.Renderer(catalogue)
