@@ -451,16 +451,14 @@ class _Seq(list[Any]):
         self.item_lines: list[int] = []
 
 
-class _Loader(Composer, yaml.CSafeLoader):
+class _Loader(yaml.CSafeLoader):
     """CSafeLoader that keeps scalars as text, so the schema, not YAML 1.1, decides types.
 
     `title: NO` stays "NO", `date: 2025-11-31` reaches the date check instead of raising inside
     PyYAML, and `feed_limit: 50` is turned into a number by the field that expects one.
 
-    libyaml parses; the nodes are composed by PyYAML's Composer (see `compose_node`), so that the
-    top-level `items` list is constructed one item at a time as it is read (`_stream_items`):
-    libyaml's own composer makes the tree of the whole file first, 620 MB of nodes for 100,000
-    items, which was two thirds of a cold build's peak memory.
+    libyaml parses the file and composes the tree of all of it, which the constructor then reads
+    (for a large file, `_StreamingLoader` reads the items one by one instead).
     """
 
     # Start both registries empty: no implicit types, and no constructor for explicit tags such as
@@ -475,86 +473,10 @@ class _Loader(Composer, yaml.CSafeLoader):
     _comment_lines: dict[int, int] | None = None
 
     def __init__(self, stream: bytes) -> None:
-        yaml.CSafeLoader.__init__(self, stream)
-        Composer.__init__(self)
-        self._level = 0  # how deep compose_node is: 1 for the document, 2 for its keys and values
-        # The items list's node -> its entries made into values, and how many values they hold.
+        super().__init__(stream)
+        # The items list's node -> its entries made into values, and how many values they hold
+        # (only `_StreamingLoader` makes them before the tree is constructed).
         self._streamed: dict[yaml.SequenceNode, tuple[_Seq, int]] = {}
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        """Compose the next node as libyaml's composer does, in its words for a bad anchor.
-
-        PyYAML's Composer names the anchor in these two messages and consults path resolvers,
-        which this loader has none of; otherwise it is the same composer.
-        """
-        event: Any  # typed as the base Event, which has no anchor
-        if self.check_event(yaml.AliasEvent):
-            event = self.get_event()
-            if event.anchor not in self.anchors:
-                raise yaml.composer.ComposerError(
-                    None, None, "found undefined alias", event.start_mark
-                )
-            return self.anchors[event.anchor]
-        event = self.peek_event()
-        anchor = event.anchor
-        if anchor is not None and anchor in self.anchors:
-            raise yaml.composer.ComposerError(
-                "found duplicate anchor; first occurrence",
-                self.anchors[anchor].start_mark,
-                "second occurrence",
-                event.start_mark,
-            )
-        self._level += 1
-        try:
-            if self.check_event(yaml.ScalarEvent):
-                return self.compose_scalar_node(anchor)
-            if self.check_event(yaml.SequenceStartEvent):
-                if (
-                    self._level == 2
-                    and not self._streamed  # a second `items` key is a duplicate, never made
-                    and _is_items_key(index)
-                    and anchor is None
-                    and not self.anchors
-                ):
-                    return self._stream_items()
-                return self.compose_sequence_node(anchor)
-            return self.compose_mapping_node(anchor)
-        finally:
-            self._level -= 1
-
-    def _stream_items(self) -> yaml.SequenceNode:
-        """Compose and construct the top-level `items` list one entry at a time.
-
-        Returns the list's node without its entries; `construct_seq` gives what they were made
-        into. Only while the file has no anchor so far: then no entry can be an alias's target,
-        and once made into values, its nodes are forgotten. An anchor further on stops the
-        forgetting, so that its aliases find it, as they would in a tree of the whole file.
-        """
-        start: Any = self.get_event()  # a SequenceStartEvent
-        tag = start.tag
-        if tag is None or tag == "!":
-            tag = self.resolve(yaml.SequenceNode, None, start.implicit)
-        node = yaml.SequenceNode(tag, [], start.start_mark, None, flow_style=start.flow_style)
-        data = _Seq(node.start_mark.line + 1)
-        size = 1
-        index = 0
-        while not self.check_event(yaml.SequenceEndEvent):
-            child = self.compose_node(node, index)
-            # As construct_seq would have done with the whole list.
-            aliased = child in self.constructed_objects
-            line = node.start_mark.line + 1 if aliased else child.start_mark.line + 1
-            value, value_size = self._child(child, line)
-            size += value_size
-            data.append(value)
-            data.item_lines.append(line)
-            if not self.anchors:
-                self.constructed_objects.clear()
-                self.sizes.clear()
-            index += 1
-        end: Any = self.get_event()
-        node.end_mark = end.end_mark
-        self._streamed[node] = (data, size)
-        return node
 
     def note(self, mark: Any, message: str) -> None:
         self.problems.append(Problem(self.display_name, mark.line + 1, "", message))
@@ -740,6 +662,102 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_seq)
 _Loader.add_constructor(None, _Loader.construct_unsupported)
 
 
+# Catalogues from this size on are read item by item (about 17,000 items): below it libyaml's own
+# composer is quicker (PyYAML's, in Python, costs about 7 % of a cold build of 1,000 items), and
+# the tree of the whole file is small; above it, the tree is what fills the memory.
+STREAM_FROM_BYTES = 16_000_000
+
+
+class _StreamingLoader(Composer, _Loader):
+    """The loader for a large catalogue: the top-level `items` list is made one item at a time.
+
+    libyaml parses; the nodes are composed by PyYAML's Composer (see `compose_node`), so that
+    each entry of `items` is constructed as soon as it is read and its nodes forgotten
+    (`_stream_items`). libyaml's composer makes the tree of the whole file first: 620 MB of nodes
+    for 100,000 items, two thirds of a cold build's peak memory.
+    """
+
+    def __init__(self, stream: bytes) -> None:
+        _Loader.__init__(self, stream)
+        Composer.__init__(self)
+        self._level = 0  # how deep compose_node is: 1 for the document, 2 for its keys and values
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        """Compose the next node as libyaml's composer does, in its words for a bad anchor.
+
+        PyYAML's Composer names the anchor in these two messages and consults path resolvers,
+        which this loader has none of; otherwise it is the same composer.
+        """
+        event: Any  # typed as the base Event, which has no anchor
+        if self.check_event(yaml.AliasEvent):
+            event = self.get_event()
+            if event.anchor not in self.anchors:
+                raise yaml.composer.ComposerError(
+                    None, None, "found undefined alias", event.start_mark
+                )
+            return self.anchors[event.anchor]
+        event = self.peek_event()
+        anchor = event.anchor
+        if anchor is not None and anchor in self.anchors:
+            raise yaml.composer.ComposerError(
+                "found duplicate anchor; first occurrence",
+                self.anchors[anchor].start_mark,
+                "second occurrence",
+                event.start_mark,
+            )
+        self._level += 1
+        try:
+            if self.check_event(yaml.ScalarEvent):
+                return self.compose_scalar_node(anchor)
+            if self.check_event(yaml.SequenceStartEvent):
+                if (
+                    self._level == 2
+                    and not self._streamed  # a second `items` key is a duplicate, never made
+                    and _is_items_key(index)
+                    and anchor is None
+                    and not self.anchors
+                ):
+                    return self._stream_items()
+                return self.compose_sequence_node(anchor)
+            return self.compose_mapping_node(anchor)
+        finally:
+            self._level -= 1
+
+    def _stream_items(self) -> yaml.SequenceNode:
+        """Compose and construct the top-level `items` list one entry at a time.
+
+        Returns the list's node without its entries; `construct_seq` gives what they were made
+        into. Only while the file has no anchor so far: then no entry can be an alias's target,
+        and once made into values, its nodes are forgotten. An anchor further on stops the
+        forgetting, so that its aliases find it, as they would in a tree of the whole file.
+        """
+        start: Any = self.get_event()  # a SequenceStartEvent
+        tag = start.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(yaml.SequenceNode, None, start.implicit)
+        node = yaml.SequenceNode(tag, [], start.start_mark, None, flow_style=start.flow_style)
+        data = _Seq(node.start_mark.line + 1)
+        size = 1
+        index = 0
+        while not self.check_event(yaml.SequenceEndEvent):
+            child = self.compose_node(node, index)
+            # As construct_seq would have done with the whole list.
+            aliased = child in self.constructed_objects
+            line = node.start_mark.line + 1 if aliased else child.start_mark.line + 1
+            value, value_size = self._child(child, line)
+            size += value_size
+            data.append(value)
+            data.item_lines.append(line)
+            if not self.anchors:
+                self.constructed_objects.clear()
+                self.sizes.clear()
+            index += 1
+        end: Any = self.get_event()
+        node.end_mark = end.end_mark
+        self._streamed[node] = (data, size)
+        return node
+
+
 def _utf8(raw: bytes, name: str, problems: list[Problem]) -> bool:
     """Return whether `raw` is UTF-8; if not, append a problem that names the line and byte."""
     try:
@@ -771,7 +789,7 @@ def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
         )
     if problems:
         return None
-    loader = _Loader(raw)
+    loader = (_StreamingLoader if len(raw) >= STREAM_FROM_BYTES else _Loader)(raw)
     loader.source = raw
     loader.problems = problems
     loader.display_name = name
