@@ -443,18 +443,3 @@ def test_text_and_attributes_are_escaped_as_lxml_escapes_them(value: str) -> Non
     assert f'<e a="{feeds._attr(value)}">{feeds._text(value)}</e>' == expected or (
         not value and expected == '<e a=""/>'
     )
-
-
-_json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
-    ),
-    max_leaves=12,
-)
-
-
-@given(_json_values)
-def test_json_feed_is_indented_as_json_dumps_indents(value: object) -> None:
-    """The JSON Feed's own writer gives exactly what json.dumps(indent=2) gave."""
-    assert feeds._indented(value, "\n") == json.dumps(value, ensure_ascii=False, indent=2)

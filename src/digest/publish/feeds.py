@@ -342,31 +342,7 @@ def _json(catalogue: Catalogue, feed: Feed, entries: Sequence[Entry]) -> bytes:
         "authors": [author],
         "items": [_json_item(e) for e in entries],
     }
-    return (_indented(document, "\n") + "\n").encode("utf-8")
-
-
-def _indented(value: Any, newline: str) -> str:
-    """Return `value` as `json.dumps(value, ensure_ascii=False, indent=2)` writes it.
-
-    json's indenting encoder is written in Python, and was two fifths of the JSON feeds' time;
-    here each string and number still goes through json's C encoder. `newline` is the line break
-    and indentation of `value`'s own level. Held to json.dumps by tests/test_feeds.py.
-    """
-    if value.__class__ is str:
-        return json.dumps(value, ensure_ascii=False)
-    inner = newline + "  "
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        fields = [
-            f"{json.dumps(k, ensure_ascii=False)}: {_indented(v, inner)}" for k, v in value.items()
-        ]
-        return "{" + inner + ("," + inner).join(fields) + newline + "}"
-    if isinstance(value, list):
-        if not value:
-            return "[]"
-        return "[" + inner + ("," + inner).join(_indented(v, inner) for v in value) + newline + "]"
-    return json.dumps(value)
+    return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
 def _json_item(entry: Entry) -> dict[str, Any]:
