@@ -588,3 +588,61 @@ def test_dkim_domain_that_does_not_align_with_from_is_refused(domain: str) -> No
         "with a good signature; sign as 'example.edu' (or a domain it is a subdomain of), or "
         "leave newsletter.dkim out and let the relay sign"
     ]
+
+
+def _loaded_or_problems(text: str, tmp_path: Path) -> object:
+    """Return the catalogue `text` loads into, or the problems it is refused with."""
+    try:
+        return load_text(text, tmp_path)
+    except CatalogueError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        yaml_catalogue(item(), item(id="second", title="Second")),
+        # Anchors in the items: aliases to them, in later items, still find them.
+        yaml_catalogue(
+            item(summary="&sum A shared summary."),
+            item(id="second", summary="*sum"),
+            item(id="third", tags="&t [a, b]"),
+            item(id="fourth", tags="*t"),
+        ),
+        # An anchor before the items (in the publication), used inside them.
+        HEADER.replace("  language: en\n", "  language: &lang en\n")
+        + item(title="*lang")
+        + item(id="second"),
+        # Mistakes inside the items, and an alias the file never anchored.
+        yaml_catalogue(item(date="2025-13-01"), item(id="x", category="nope"), item(id="y")),
+        yaml_catalogue(item(summary="*nowhere")),
+        yaml_catalogue(item(summary="&a one"), item(id="b", summary="&a two")),
+        # `items` twice: the second is a duplicate key, reported and never checked.
+        yaml_catalogue(item()) + "items:\n" + item(id="again", date="2025-99-99"),
+        # Not a list, a list of text, an entry that is an alias of a whole item.
+        HEADER + "  just text\n",
+        HEADER + "  - one\n  - two\n",
+        yaml_catalogue(
+            "  - &whole\n" + item(id="w").replace("  - id", "    id", 1), "  - *whole\n"
+        ),
+        # Aliases past the budget.
+        yaml_catalogue(item(tags="&t0 [a, a, a, a, a, a, a, a, a, a]"))
+        + "".join(
+            item(id=f"i{n}", tags="[" + ", ".join([f"*t{n - 1}"] * 10) + "]").replace(
+                "tags: [", f"tags: &t{n} [", 1
+            )
+            for n in range(1, 6)
+        ),
+    ],
+)
+def test_items_read_one_by_one_load_as_the_whole_file_does(
+    text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large catalogue's items are made as they are read (to save memory), to the same result.
+
+    Every catalogue here is small, so it is read whole; with the size for reading item by item
+    set to nothing, it must load, or be refused with the same problems, exactly alike.
+    """
+    whole = _loaded_or_problems(text, tmp_path)
+    monkeypatch.setattr(catalogue, "STREAM_FROM_BYTES", 0)
+    assert _loaded_or_problems(text, tmp_path) == whole

@@ -139,6 +139,7 @@ def build(
     from digest.publish import output, site  # not before: a build with nothing to do needs neither
 
     catalogue = load(settings, raw, freeze=freeze)
+    del raw  # the catalogue's bytes (90 MB at 100k items) are not needed while rendering
     current = manifest.current(output_dir) if manifest is not None else set()
     reusable = {name: manifest.keys[name] for name in current if manifest and name in manifest.keys}
     previous = _calendar_record(output_dir)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from yaml.composer import Composer
 
 from digest.errors import CatalogueError, DigestError, Problem
 from digest.months import Month
@@ -412,6 +413,16 @@ def _parse(raw: bytes, path: Path, name: str, problems: list[Problem]) -> Catalo
     return catalogue
 
 
+def _is_items_key(key: Any) -> bool:
+    """Return whether `key` is the node of the top-level `items` key, written plainly."""
+    return (
+        key.__class__ is yaml.ScalarNode
+        and key.value == "items"
+        and key.tag == _STR_TAG
+        and not key.style
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # YAML: a safe C loader where every scalar is text and every mapping knows its lines
 
@@ -445,6 +456,9 @@ class _Loader(yaml.CSafeLoader):
 
     `title: NO` stays "NO", `date: 2025-11-31` reaches the date check instead of raising inside
     PyYAML, and `feed_limit: 50` is turned into a number by the field that expects one.
+
+    libyaml parses the file and composes the tree of all of it, which the constructor then reads
+    (for a large file, `_StreamingLoader` reads the items one by one instead).
     """
 
     # Start both registries empty: no implicit types, and no constructor for explicit tags such as
@@ -457,6 +471,12 @@ class _Loader(yaml.CSafeLoader):
     alias_extra: int
     source: bytes
     _comment_lines: dict[int, int] | None = None
+
+    def __init__(self, stream: bytes) -> None:
+        super().__init__(stream)
+        # The items list's node -> its entries made into values, and how many values they hold
+        # (only `_StreamingLoader` makes them before the tree is constructed).
+        self._streamed: dict[yaml.SequenceNode, tuple[_Seq, int]] = {}
 
     def note(self, mark: Any, message: str) -> None:
         self.problems.append(Problem(self.display_name, mark.line + 1, "", message))
@@ -564,6 +584,10 @@ class _Loader(yaml.CSafeLoader):
         return f"{node.value} {text[end.column :].strip()}"
 
     def construct_seq(self, node: yaml.SequenceNode) -> _Seq:
+        streamed = self._streamed.get(node)
+        if streamed is not None:  # the items, made into values as they were read
+            self.sizes[node] = streamed[1]
+            return streamed[0]
         data = _Seq(node.start_mark.line + 1)
         size = 1
         for child in node.value:
@@ -638,6 +662,102 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_seq)
 _Loader.add_constructor(None, _Loader.construct_unsupported)
 
 
+# Catalogues from this size on are read item by item (about 17,000 items): below it libyaml's own
+# composer is quicker (PyYAML's, in Python, costs about 7 % of a cold build of 1,000 items), and
+# the tree of the whole file is small; above it, the tree is what fills the memory.
+STREAM_FROM_BYTES = 16_000_000
+
+
+class _StreamingLoader(Composer, _Loader):
+    """The loader for a large catalogue: the top-level `items` list is made one item at a time.
+
+    libyaml parses; the nodes are composed by PyYAML's Composer (see `compose_node`), so that
+    each entry of `items` is constructed as soon as it is read and its nodes forgotten
+    (`_stream_items`). libyaml's composer makes the tree of the whole file first: 620 MB of nodes
+    for 100,000 items, two thirds of a cold build's peak memory.
+    """
+
+    def __init__(self, stream: bytes) -> None:
+        _Loader.__init__(self, stream)
+        Composer.__init__(self)
+        self._level = 0  # how deep compose_node is: 1 for the document, 2 for its keys and values
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        """Compose the next node as libyaml's composer does, in its words for a bad anchor.
+
+        PyYAML's Composer names the anchor in these two messages and consults path resolvers,
+        which this loader has none of; otherwise it is the same composer.
+        """
+        event: Any  # typed as the base Event, which has no anchor
+        if self.check_event(yaml.AliasEvent):
+            event = self.get_event()
+            if event.anchor not in self.anchors:
+                raise yaml.composer.ComposerError(
+                    None, None, "found undefined alias", event.start_mark
+                )
+            return self.anchors[event.anchor]
+        event = self.peek_event()
+        anchor = event.anchor
+        if anchor is not None and anchor in self.anchors:
+            raise yaml.composer.ComposerError(
+                "found duplicate anchor; first occurrence",
+                self.anchors[anchor].start_mark,
+                "second occurrence",
+                event.start_mark,
+            )
+        self._level += 1
+        try:
+            if self.check_event(yaml.ScalarEvent):
+                return self.compose_scalar_node(anchor)
+            if self.check_event(yaml.SequenceStartEvent):
+                if (
+                    self._level == 2
+                    and not self._streamed  # a second `items` key is a duplicate, never made
+                    and _is_items_key(index)
+                    and anchor is None
+                    and not self.anchors
+                ):
+                    return self._stream_items()
+                return self.compose_sequence_node(anchor)
+            return self.compose_mapping_node(anchor)
+        finally:
+            self._level -= 1
+
+    def _stream_items(self) -> yaml.SequenceNode:
+        """Compose and construct the top-level `items` list one entry at a time.
+
+        Returns the list's node without its entries; `construct_seq` gives what they were made
+        into. Only while the file has no anchor so far: then no entry can be an alias's target,
+        and once made into values, its nodes are forgotten. An anchor further on stops the
+        forgetting, so that its aliases find it, as they would in a tree of the whole file.
+        """
+        start: Any = self.get_event()  # a SequenceStartEvent
+        tag = start.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(yaml.SequenceNode, None, start.implicit)
+        node = yaml.SequenceNode(tag, [], start.start_mark, None, flow_style=start.flow_style)
+        data = _Seq(node.start_mark.line + 1)
+        size = 1
+        index = 0
+        while not self.check_event(yaml.SequenceEndEvent):
+            child = self.compose_node(node, index)
+            # As construct_seq would have done with the whole list.
+            aliased = child in self.constructed_objects
+            line = node.start_mark.line + 1 if aliased else child.start_mark.line + 1
+            value, value_size = self._child(child, line)
+            size += value_size
+            data.append(value)
+            data.item_lines.append(line)
+            if not self.anchors:
+                self.constructed_objects.clear()
+                self.sizes.clear()
+            index += 1
+        end: Any = self.get_event()
+        node.end_mark = end.end_mark
+        self._streamed[node] = (data, size)
+        return node
+
+
 def _utf8(raw: bytes, name: str, problems: list[Problem]) -> bool:
     """Return whether `raw` is UTF-8; if not, append a problem that names the line and byte."""
     try:
@@ -669,7 +789,7 @@ def _read_yaml(raw: bytes, name: str, problems: list[Problem]) -> Any:
         )
     if problems:
         return None
-    loader = _Loader(raw)
+    loader = (_StreamingLoader if len(raw) >= STREAM_FROM_BYTES else _Loader)(raw)
     loader.source = raw
     loader.problems = problems
     loader.display_name = name
@@ -727,7 +847,7 @@ def _explain(exc: yaml.MarkedYAMLError, raw: bytes) -> tuple[int | None, str]:
             f"read on to the next quote mark, on line {where}; close the quote at the end of "
             "this value (for a quote inside the value, wrap the value in the other kind)"
         )
-    if exc.problem in _INDENTATION_PROBLEMS and _TEXT_AFTER_QUOTE.match(line):
+    if exc.problem in _INDENTATION_PROBLEMS and re.match(_TEXT_AFTER_QUOTE, line):
         return where, (
             "invalid YAML: text follows the closing quote; put the quotes around the whole value, "
             """like title: '"Quoted" and more'"""
@@ -739,8 +859,8 @@ def _explain(exc: yaml.MarkedYAMLError, raw: bytes) -> tuple[int | None, str]:
             f"with '{closing}' on its line, or a value inside holds ', ', ': ' or ' #'; close "
             "it, and put such values in quotes"
         )
-    if exc.problem == "mapping values are not allowed in this context" and _COLON_IN_VALUE.match(
-        line
+    if exc.problem == "mapping values are not allowed in this context" and re.match(
+        _COLON_IN_VALUE, line
     ):
         return where, (
             "invalid YAML: ': ' inside an unquoted value starts a new key; put the value in "
@@ -776,10 +896,12 @@ def _runaway_quote(raw: bytes, error_line: int | None) -> int | None:
     return opened
 
 
+# Only a YAML error reads these two, so they are compiled then (by `re`, once), not on every
+# start: the second, with its Unicode classes, takes about 8 ms to compile.
 # A line `key: "quoted" more`: text after the closing quote.
-_TEXT_AFTER_QUOTE = re.compile(r"""\s*(?:- )?[\w-]+:\s+(["'])[^"']*\1[ \t]*[^\s#]""")
+_TEXT_AFTER_QUOTE = r"""\s*(?:- )?[\w-]+:\s+(["'])[^"']*\1[ \t]*[^\s#]"""
 # A line `key: text: more`, the colon after the first being inside a plain value.
-_COLON_IN_VALUE = re.compile(r"\s*(?:- )?[\w-]+:\s+[^\s\"'{\[|>][^#]*?:(?:\s|$)")
+_COLON_IN_VALUE = r"\s*(?:- )?[\w-]+:\s+[^\s\"'{\[|>][^#]*?:(?:\s|$)"
 _INDENTATION_PROBLEMS = frozenset(
     {
         "mapping values are not allowed in this context",
@@ -1250,14 +1372,27 @@ class _Checker:
         return out
 
     def sequence(
-        self, value: Any, line: int | None, path: str, each: Callable[[Any, int, str], T | None]
+        self,
+        value: Any,
+        line: int | None,
+        path: str,
+        each: Callable[[Any, int, str], T | None],
+        *,
+        release: bool = False,
     ) -> list[T]:
+        """Check each entry of a list; `release` lets go of each parsed entry once checked.
+
+        Released, the items' parsed mappings (a third of the catalogue's memory while it is
+        checked) are freed one by one as their items are made, not all at the end.
+        """
         if not isinstance(value, _Seq):
             self.error(line, path, f"expected a list, found {_describe(value)}")
             return []
         out = []
         for index, (entry, line) in enumerate(zip(value, value.item_lines, strict=True)):
             result = each(entry, line, f"{path}[{index}]")
+            if release:
+                value[index] = None
             if result is not None:
                 out.append(result)
         return out
@@ -1546,7 +1681,7 @@ class _Checker:
                 event=got.get("event"),
             )
 
-        return self.sequence(value, line, "items", each)
+        return self.sequence(value, line, "items", each, release=True)
 
     def image(self, entry: Any, value: Any, path: str) -> Image | None:
         """Check an item's image: a URL and its alt text, both required."""
