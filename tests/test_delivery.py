@@ -244,10 +244,11 @@ def test_temporary_refusal_is_retried_once(
     assert len(counts(smtp_server)) == 11
     lee = row_of(ledger, "lee.kawai@example.org")
     assert (lee.status, lee.attempts, lee.last_code, lee.last_reply) == ("sent", 2, 250, "accepted")
-    # One pause before the retry, at most the policy's first step: what is left of it when the
-    # loop waits (the time since the refusal has already passed; on a busy machine, most of it).
-    assert len(pauses) == 1
-    assert 0 < pauses[0] <= 0.01
+    # At most one pause before the retry, at most the policy's first step: what is left of it
+    # when the loop waits (the time since the refusal has already passed; on a busy machine all
+    # of it may pass while the loop waits for the server's replies, and no pause is left).
+    assert len(pauses) <= 1
+    assert all(0 < pause <= 0.01 for pause in pauses)
 
 
 def test_permanent_refusal_fails_that_reader_only(
@@ -304,7 +305,9 @@ def test_persistent_451_is_deferred_then_sent_by_a_later_run(
         451,
         "4.3.0 mailbox busy",
     )
-    assert len(pauses) == 2  # between the policy's three attempts
+    # Between the policy's three attempts, what is left of each pause once the loop has waited
+    # for the server's replies (on a busy machine, none may be left).
+    assert len(pauses) <= 2
     assert "ho.kinfai@example.org" not in counts(smtp_server)
 
     del smtp_server.recorder.refuse["ho.kinfai@example.org"]
