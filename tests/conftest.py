@@ -29,6 +29,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from click.testing import CliRunner, Result
+from hypothesis import settings
 from playwright.sync_api import Browser, sync_playwright
 
 from digest.cli import cli
@@ -36,6 +37,11 @@ from digest.send.ledger import Ledger
 from dnsserver import DnsServer, Zone
 from imapserver import Account, Dovecot
 from pgserver import PostgreSQL, running
+
+# Property tests check behaviour, not speed (the benchmarks under bench/ measure that): no
+# per-example deadline, which a loaded machine (CI, or several test runs at once) would miss.
+settings.register_profile("digest", deadline=None)
+settings.load_profile("digest")
 
 ROOT = Path(__file__).resolve().parent.parent
 
