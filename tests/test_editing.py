@@ -314,6 +314,24 @@ def test_plain_is_used_only_where_every_reader_agrees() -> None:
             assert not editing.plain_is_safe(text), text
 
 
+@settings(max_examples=300)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=8))
+def test_a_value_written_plain_in_braces_reads_back_as_itself(text: str) -> None:
+    """An event's `location: {name: ...}` is a flow mapping: a value the editor writes there
+    plain must read back as exactly that value (`0?` once broke the whole file)."""
+    if editing.plain_is_safe(text, flow=True):
+        assert yaml.safe_load(f"location: {{name: {text}}}\n") == {"location": {"name": text}}
+    if editing.plain_is_safe(text):
+        assert yaml.safe_load(f"title: {text}\n") == {"title": text}
+
+
+def test_a_question_mark_or_colon_in_braces_is_quoted() -> None:
+    """The shapes PyYAML misreads inside braces, whatever follows them."""
+    for text in ("0?", "a?b", "Room 1:2", "what?"):
+        assert not editing.plain_is_safe(text, flow=True), text
+        assert yaml.safe_load(f"x: {{name: {editing.quoted(text)}}}") == {"x": {"name": text}}
+
+
 def test_a_comment_after_a_value_in_chinese_stays_in_place() -> None:
     """Columns count characters: a comment after a CJK and emoji title survives a new title."""
     text = RICH.read_text().replace(

@@ -110,7 +110,8 @@ def plain_is_safe(text: str, *, flow: bool = False) -> bool:
         return False
     if text[0] in _INDICATORS or ": " in text or " #" in text or text.endswith(":"):
         return False
-    if flow and any(c in text for c in ",[]{}"):
+    # Inside braces PyYAML ends a plain value at `?` and at `:` too, whatever follows them.
+    if flow and any(c in text for c in ",[]{}?:"):
         return False
     if NUMBERISH.fullmatch(text):
         return False
