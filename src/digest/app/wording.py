@@ -78,8 +78,10 @@ def result_line(month: str, summary: Any, transport: str, *, rehearsal: bool = F
             f"{month}: {plural(summary.sent, 'message')} written to {transport}, none emailed "
             f"(a rehearsal), failed {summary.failed}."
         )
+    others = getattr(summary, "others", 0)  # sent meanwhile by the senders sharing the month
+    sent = f"{summary.sent} ({others} more by other senders)" if others else str(summary.sent)
     return (
-        f"{month}: sent {summary.sent}, already sent {summary.already}, deferred "
+        f"{month}: sent {sent}, already sent {summary.already}, deferred "
         f"{summary.deferred}, failed {summary.failed} (via {transport})."
     )
 

@@ -157,6 +157,9 @@ class Summary:
     held: int = 0
     held_until: datetime | None = None
     outcomes: list[Outcome] = field(default_factory=list)
+    # Sent meanwhile by the other senders sharing the month (`digest worker`): with them, this
+    # run's `sent` is only its own part, and the result line says how many more went.
+    others: int = 0
 
     @property
     def ok(self) -> bool:
@@ -411,6 +414,8 @@ class Send:
             daily_limit=daily_limit,
         )
         summary = worker.run(max(1, connections))
+        sent = self.ledger.sent_count(str(self.month))
+        summary.others = max(0, sent - summary.already - summary.sent)
         if summary.held and daily_limit is not None:
             until = free_at(self.ledger, daily_limit, clock(), summary.held)
             summary.held_until = until.astimezone(self.catalogue.publication.tz)

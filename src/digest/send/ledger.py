@@ -886,6 +886,13 @@ class Ledger:
         rows = self._rows(f"{_DELIVERY} WHERE month = ? ORDER BY rowid", (month,))
         return [_delivery(row) for row in rows if row[5] in wanted]
 
+    def sent_count(self, month: str) -> int:
+        """Return how many of `month`'s recipients a server has accepted the digest for."""
+        rows = self._rows(
+            "SELECT COUNT(*) FROM deliveries WHERE month = ? AND status = 'sent'", (month,)
+        )
+        return int(rows[0][0])
+
     def has_recipient(self, recipient: str) -> bool:
         """Return whether any month's deliveries include `recipient` (any letter case)."""
         rows = self._rows(
