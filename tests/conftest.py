@@ -258,10 +258,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    """A real SMTP server (aiosmtpd) on a free loopback port, recording what it accepts."""
-    recorder = Recorder()
+@contextlib.contextmanager
+def smtp_serving(recorder: Recorder) -> Iterator[SmtpServer]:
+    """Run `recorder` as a real SMTP server (aiosmtpd) on a free loopback port, until the end."""
     port = free_port()
     controller = Controller(recorder, hostname="127.0.0.1", port=port)
     controller.start()
@@ -269,6 +268,13 @@ def smtp_server() -> Iterator[SmtpServer]:
         yield SmtpServer("127.0.0.1", port, recorder)
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, recording what it accepts."""
+    with smtp_serving(Recorder()) as server:
+        yield server
 
 
 DIGEST = shutil.which("digest") or str(Path(sys.executable).parent / "digest")

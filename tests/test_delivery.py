@@ -24,11 +24,10 @@ from zoneinfo import ZoneInfo
 import lxml.html
 import psycopg
 import pytest
-from aiosmtpd.controller import Controller
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Recorder, SmtpServer, free_port, greet
+from conftest import Recorder, SmtpServer, free_port, greet, smtp_serving
 from digest.errors import DeliveryError, LedgerBusyError
 from digest.mail import message, newsletter
 from digest.months import Month
@@ -925,14 +924,8 @@ def test_hostile_name_adds_no_recipient(
 @pytest.fixture(scope="module")
 def shared_server() -> Iterator[SmtpServer]:
     """One recording server for every hypothesis example (function fixtures are not reset)."""
-    recorder = Recorder()
-    port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield SmtpServer("127.0.0.1", port, recorder)
-    finally:
-        controller.stop()
+    with smtp_serving(Recorder()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from aiosmtpd.controller import Controller
 
-from conftest import Recorder, SmtpServer, finish, free_port, wait_for
+from conftest import Recorder, SmtpServer, finish, free_port, smtp_serving, wait_for
 from digest.errors import DatabaseLostError, DeliveryError, LockLostError
 from digest.send import database, standby, store
 from digest.send.database import PostgreSQLDatabase
@@ -58,14 +57,11 @@ class Gated(Recorder):
 @pytest.fixture
 def gated() -> Iterator[SmtpServer]:
     recorder = Gated()
-    port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield SmtpServer("127.0.0.1", port, recorder)
-    finally:
-        recorder.go.set()
-        controller.stop()
+    with smtp_serving(recorder) as server:
+        try:
+            yield server
+        finally:
+            recorder.go.set()  # a reply still held back lets the server stop
 
 
 def test_a_send_goes_on_through_two_restarts_of_postgresql(
