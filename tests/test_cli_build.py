@@ -243,6 +243,10 @@ def test_a_build_in_progress_keeps_its_temporaries(
     proc = spawn("build")
     wait_for(lambda: bool(temporaries(feeds_dir)), proc, "the build's temporary files")
     proc.send_signal(signal.SIGSTOP)
+    # The signal only asks: wait until every thread of the build has stopped (the kernel tells
+    # the parent), or a file its flushing threads were creating would appear after the look.
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status), status
     try:
         staged = temporaries(feeds_dir)
         second = run("build")
