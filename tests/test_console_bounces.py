@@ -109,7 +109,9 @@ def test_bounces_page_shows_rates_warnings_and_the_newest_reports(
         "complaint rate 9.09 % is above 0.1 %",
     ]
     # The command to run is set as code, not shown with the terminal's backquotes.
-    assert "<code>digest subscribers list --status bounced</code>" in alerts[0]
+    words = ["digest", "subscribers", "list", "--status", "bounced"]
+    command = " ".join(f'<span class="word">{word}</span>' for word in words)
+    assert f"<code>{command}</code>" in alerts[0]  # each word kept whole on a phone
     assert "`" not in html
     reports = cells(html, "bounces")
     assert [r[1] for r in reports] == [
@@ -232,5 +234,7 @@ def test_a_command_in_a_warning_is_code_and_everything_else_stays_text() -> None
     """Only the quoted command becomes <code>; markup in the text around it is escaped."""
     shown = present.commands("<b>rate</b> & more: run `digest list --x <y>` now")
     assert shown == (
-        "&lt;b&gt;rate&lt;/b&gt; &amp; more: run <code>digest list --x &lt;y&gt;</code> now"
+        '&lt;b&gt;rate&lt;/b&gt; &amp; more: run <code><span class="word">digest</span> '
+        '<span class="word">list</span> <span class="word">--x</span> '
+        '<span class="word">&lt;y&gt;</span></code> now'
     )

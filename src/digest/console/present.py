@@ -23,11 +23,21 @@ COMMAND = re.compile(r"`([^`]+)`")
 
 
 def commands(text: str) -> Markup:
-    """Return `text` escaped, each `command` in it set as code (the terminal shows the quotes)."""
+    """Return `text` escaped, each `command` in it set as code (the terminal shows the quotes).
+
+    A command's words never break inside (`--status` is not split after its first dash on a
+    phone): each is a `.word`, which console.css keeps on one line; lines break between words.
+    """
     parts = COMMAND.split(text)  # text, command, text, ...
     return Markup("").join(
-        Markup("<code>{}</code>").format(part) if odd else escape(part)
+        Markup("<code>{}</code>").format(_words(part)) if odd else escape(part)
         for odd, part in zip(itertools.cycle((False, True)), parts, strict=False)
+    )
+
+
+def _words(command: str) -> Markup:
+    return Markup(" ").join(
+        Markup('<span class="word">{}</span>').format(w) for w in command.split(" ")
     )
 
 
