@@ -112,6 +112,18 @@ def test_enrol_keeps_existing_rows(ledger: Ledger) -> None:
     ]
 
 
+def test_enrol_keeps_every_character_of_a_name_and_the_order(ledger: Ledger) -> None:
+    """A name with a tab, a backslash or a line break reaches the ledger as written, in order."""
+    names = ["Tab\there", "Back\\slash \\N", "Line\nbreak", "\\.", None, 'O\'Brien "Jo"']
+    enrolled = [
+        (f"p{n}@example.org", f"p{n}@example.org", name, "*") for n, name in enumerate(names)
+    ]
+    ledger.enrol(NOV, reversed(enrolled))
+    assert [(r.recipient, r.name) for r in ledger.deliveries(NOV)] == [
+        (recipient, name) for recipient, _, name, _ in reversed(enrolled)
+    ]
+
+
 def test_months_are_kept_apart(ledger: Ledger) -> None:
     """November's deliveries say nothing about December's."""
     ledger.enrol(NOV, rows("a@example.org"))
