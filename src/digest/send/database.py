@@ -140,7 +140,9 @@ class Database:
         """Insert `rows` (values of `columns`, in order) into `table`, in the order given.
 
         `table` and `columns` are names from the code, never from input. For bulk writes (an
-        enrolment, an import): SQLite runs one INSERT per row, PostgreSQL one COPY for them all.
+        enrolment, an import), inside a transaction (`begin`): a COPY is not idempotent, so one
+        cut off is rolled back and run again whole. SQLite runs one INSERT per row, PostgreSQL
+        one COPY for them all.
         """
         names = ", ".join(columns)
         marks = ", ".join("?" * len(columns))
