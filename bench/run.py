@@ -770,6 +770,9 @@ def main() -> None:
                         "subject_rss_mb": [s.rss_mb for s in row.subject],
                         "baseline_seconds": [s.seconds for s in row.baseline],
                         "baseline_rss_mb": [s.rss_mb for s in row.baseline],
+                        # CPU-seconds by process kind ("machine": how busy it was), where counted.
+                        "subject_cpu": [s.cpu for s in row.subject],
+                        "baseline_cpu": [s.cpu for s in row.baseline],
                         "ratio": row.ratio,
                         "verdict": row.verdict,
                     }
