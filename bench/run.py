@@ -42,6 +42,7 @@ MONTH = "2025-10"  # a month of the synthetic catalogue, for the message and sen
 class Sample:
     seconds: float
     rss_mb: float
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU-seconds by process kind
 
 
 @dataclass
@@ -98,7 +99,7 @@ def run_child(
         )
     if timed:
         elapsed = float(out.decode().split()[-1])
-    return Sample(elapsed, usage.ru_maxrss / 1024)
+    return Sample(elapsed, usage.ru_maxrss / 1024, {"process": usage.ru_utime + usage.ru_stime})
 
 
 def compile_digest() -> None:
@@ -467,14 +468,16 @@ def bench_shared(
     connections: int,
     progress: Callable[[str], None],
     sink_binary: str | None,
-) -> list[Row]:
+) -> tuple[list[Row], list[str]]:
     """Time a send of `count` recipients: one process on SQLite and on PostgreSQL, then four.
 
     The four are `digest send` and three `digest worker --forever` started before it, on one
     PostgreSQL database (a throwaway cluster, tests/pgserver.py: synchronous_commit off, which
     is as durable as the SQLite ledger's WAL with synchronous=NORMAL); each process has its own
     smtp-sink, so that the sink is not what is measured. The send's time is `digest send`'s: it
-    exits once no recipient is left, whoever sent it.
+    exits once no recipient is left, whoever sent it. Each sample also counts the CPU of every
+    process in it (`digest`s, PostgreSQL's, the sinks) and how busy the machine was, for the
+    notes under the table: on a machine without a free core per process the ratios measure it.
     """
     sys.path.insert(0, str(ROOT / "tests"))
     import pgserver
@@ -485,6 +488,12 @@ def bench_shared(
     try:
         catalogue = make(work, 1000, count)
         with pgserver.running(free_port()) as server:
+            with server.admin() as admin:
+                data = Path(str(admin.execute("SHOW data_directory").fetchone()[0]))
+            postmaster = int((data / "postmaster.pid").read_text().split()[0])
+
+            def sinks_cpu() -> float:
+                return sum(_proc_cpu(sink.process.pid)[1] for sink in sinks)
 
             def worker(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
                 argv = [DIGEST, "worker", "--forever", "--poll", "0.2", "-c", str(catalogue)]
@@ -497,14 +506,26 @@ def bench_shared(
                 env = {"DIGEST_SMTP_URL": f"smtp://127.0.0.1:{sinks[0].port}"}
                 if url is not None:
                     env["DIGEST_DATABASE_URL"] = url = server.database()
+                idle = len(_children(postmaster))  # the server's own: checkpointer and so on
+                before = (postgresql_cpu(postmaster), sinks_cpu(), busy_jiffies())
                 helpers = [worker(env, sinks[n + 1].port) for n in range(workers - 1)]
+                helpers_cpu = 0.0
                 try:
                     argv = [DIGEST, "send", "--yes", "--month", MONTH, "-c", str(catalogue)]
-                    return run_child([*argv, "--connections", str(connections)], work, env)
+                    sample = run_child([*argv, "--connections", str(connections)], work, env)
                 finally:
                     for helper in helpers:
                         helper.terminate()
-                        helper.wait()
+                        _, _, usage = os.wait4(helper.pid, 0)
+                        helper.returncode = 0
+                        helpers_cpu += usage.ru_utime + usage.ru_stime
+                busy, ticks = busy_jiffies()
+                sample.cpu = {"digest": sample.cpu.pop("process") + helpers_cpu}
+                if url is not None:
+                    sample.cpu["postgresql"] = postgresql_cpu(postmaster, idle) - before[0]
+                sample.cpu["sinks"] = sinks_cpu() - before[1]
+                sample.cpu["machine"] = (busy - before[2][0]) / max(1, ticks - before[2][1])
+                return sample
 
             one = Row(
                 f"send, 1 process on PostgreSQL, {connections} connections",
@@ -523,11 +544,81 @@ def bench_shared(
             for rep in range(reps):
                 four.subject.append(send("pg", 4))
                 progress(f"{four.name} {four.size} {rep + 1}/{reps}")
-            return [one, four]
+            sqlite = Row(one.baseline_name, size, subject=one.baseline)
+            sqlite.name = "send, 1 process on SQLite"
+            return [one, four], [cpu_note(row, os.cpu_count() or 1) for row in (sqlite, one, four)]
     finally:
         for sink in sinks:
             sink.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_cpu(pid: int) -> tuple[int, float, float]:
+    """Return a process's parent, its own CPU-seconds, and those of its children it reaped."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return int(fields[1]), (utime + stime) / _TICK, (cutime + cstime) / _TICK
+
+
+def _children(parent: int) -> list[float]:
+    """Return the CPU-seconds of each running child of `parent`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid, own, _ = _proc_cpu(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+            if ppid == parent:
+                found.append(own)
+    return found
+
+
+def postgresql_cpu(postmaster: int, processes: int | None = None) -> float:
+    """Return the CPU-seconds of a PostgreSQL cluster so far: its postmaster, every process it
+    runs (backends, checkpointer, ...) and those that have ended (which it reaped).
+
+    `processes`: first wait (up to 5 s) until it runs no more than that many, so that the
+    sessions of the clients that just exited have ended and are counted.
+    """
+    deadline = time.monotonic() + 5
+    while processes is not None and len(_children(postmaster)) > processes:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)  # another program's processes: nothing to wait on but /proc
+    _, own, reaped = _proc_cpu(postmaster)
+    return sum(_children(postmaster)) + own + reaped
+
+
+def busy_jiffies() -> tuple[int, int]:
+    """Return (busy, all) ticks of every core since boot, from /proc/stat."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def cpu_note(row: Row, cores: int) -> str:
+    """Say where a row's CPU went (medians): by process kind, against cores x wall."""
+    kinds = sorted({kind for sample in row.subject for kind in sample.cpu} - {"machine"})
+    if not kinds:
+        return ""
+
+    def used(sample: Sample) -> float:
+        return sum(value for kind, value in sample.cpu.items() if kind != "machine")
+
+    samples = row.subject
+    medians = {kind: statistics.median(s.cpu.get(kind, 0) for s in samples) for kind in kinds}
+    parts = [f"{kind} {value:.2f}" for kind, value in medians.items()]
+    share = statistics.median(used(s) / (cores * s.seconds) for s in samples)
+    busy = statistics.median(s.cpu.get("machine", float("nan")) for s in samples)
+    return (
+        f"CPU of '{row.name}' (medians, CPU-seconds): {', '.join(parts)}; all "
+        f"{statistics.median(used(s) for s in samples):.2f}, {share:.0%} of {cores} cores x wall; "
+        f"the machine was busy {busy:.0%} of the time (other programs included)"
+    )
 
 
 def machine() -> str:
@@ -651,9 +742,11 @@ def main() -> None:
     for count in recipients if only != set() else []:
         rows += bench_recipients(count, args.reps, only, args.connections, progress, sink_binary)
     if only is not None and "shared" in only:
-        rows += bench_shared(
+        shared, said = bench_shared(
             args.shared_recipients, args.big_reps, args.connections, progress, sink_binary
         )
+        rows += shared
+        notes += said
     print(table(rows, args.reps))
     for note in notes:
         print(f"note: {note}")
@@ -677,6 +770,9 @@ def main() -> None:
                         "subject_rss_mb": [s.rss_mb for s in row.subject],
                         "baseline_seconds": [s.seconds for s in row.baseline],
                         "baseline_rss_mb": [s.rss_mb for s in row.baseline],
+                        # CPU-seconds by process kind ("machine": how busy it was), where counted.
+                        "subject_cpu": [s.cpu for s in row.subject],
+                        "baseline_cpu": [s.cpu for s in row.baseline],
                         "ratio": row.ratio,
                         "verdict": row.verdict,
                     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import subprocess
@@ -28,6 +29,7 @@ from digest.send.ledger import (
     parse_selection,
     selection_key,
 )
+from pgserver import PostgreSQL
 
 NOV = "2025-11"
 DEC = "2025-12"
@@ -110,6 +112,32 @@ def test_enrol_keeps_existing_rows(ledger: Ledger) -> None:
         ("b@example.org", "Name of b@example.org", "pending"),
         ("c@example.org", "Name of c@example.org", "pending"),
     ]
+
+
+def test_enrol_keeps_every_character_of_a_name_and_the_order(ledger: Ledger) -> None:
+    """A name with a tab, a backslash or a line break reaches the ledger as written, in order."""
+    names = ["Tab\there", "Back\\slash \\N", "Line\nbreak", "\\.", None, 'O\'Brien "Jo"']
+    enrolled = [
+        (f"p{n}@example.org", f"p{n}@example.org", name, "*") for n, name in enumerate(names)
+    ]
+    ledger.enrol(NOV, reversed(enrolled))
+    assert [(r.recipient, r.name) for r in ledger.deliveries(NOV)] == [
+        (recipient, name) for recipient, _, name, _ in reversed(enrolled)
+    ]
+
+
+def test_an_enrolment_goes_ahead_while_autovacuum_holds_the_table(
+    postgresql: PostgreSQL, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A send is not stopped by PostgreSQL analysing its ledger: the enrolment's ANALYZE waits."""
+    caplog.set_level(logging.INFO, logger="digest.database")
+    url = postgresql.database()
+    with Ledger(tmp_path / "state.sqlite3", url=url) as ledger, psycopg.connect(url) as other:
+        # The lock VACUUM and ANALYZE hold (autovacuum's too), kept until `other` closes.
+        other.execute("LOCK TABLE deliveries IN SHARE UPDATE EXCLUSIVE MODE")
+        ledger.enrol(NOV, rows("a@example.org", "b@example.org"))
+        assert [r.recipient for r in ledger.deliveries(NOV)] == ["a@example.org", "b@example.org"]
+    assert "ANALYZE deliveries skipped" in caplog.text
 
 
 def test_months_are_kept_apart(ledger: Ledger) -> None:

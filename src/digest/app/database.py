@@ -131,8 +131,7 @@ def _copy_table(source: Database, target: Database, table: str) -> int:
     names = ", ".join(columns)
     order = " ORDER BY rowid" if "rowid" in have else ""
     rows = source.execute(f"SELECT {names} FROM {table}{order}").fetchall()  # noqa: S608
-    marks = ", ".join(["?"] * len(columns))
-    target.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608
+    target.insert(table, columns, rows)  # by COPY onto PostgreSQL
     counted = [
         int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
         for db in (source, target)

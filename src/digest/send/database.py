@@ -136,6 +136,25 @@ class Database:
         """Run one statement once for each row of parameters."""
         raise NotImplementedError
 
+    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Insert `rows` (values of `columns`, in order) into `table`, in the order given.
+
+        `table` and `columns` are names from the code, never from input. For bulk writes (an
+        enrolment, an import), inside a transaction (`begin`): a COPY is not idempotent, so one
+        cut off is rolled back and run again whole. SQLite runs one INSERT per row, PostgreSQL
+        one COPY for them all.
+        """
+        names = ", ".join(columns)
+        marks = ", ".join("?" * len(columns))
+        self.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608
+
+    def analyze(self, table: str) -> None:
+        """Bring the planner's statistics of `table` up to date after a bulk write.
+
+        PostgreSQL plans from them (stale, it would plan a lookup by key as a scan of the
+        month); SQLite plans from its indexes alone, so there it does nothing.
+        """
+
     def begin(self, *, lock: bool = True) -> None:
         """Begin a writing transaction holding the write lock, or raise an error `busy` knows.
 
@@ -398,6 +417,30 @@ class PostgreSQLDatabase(Database):
                 cursor.executemany(statement, values)
 
         self._run(work)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Insert `rows` into `table` by one COPY: one statement, rows streamed, not parsed."""
+        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        values = [tuple(row) for row in rows]
+        if not values:
+            return
+
+        def work() -> None:
+            with self.connection.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in values:
+                    copy.write_row(row)
+
+        self._run(work)
+
+    def analyze(self, table: str) -> None:
+        """ANALYZE `table`; skipped, with a note in the log, when another session holds it
+        (autovacuum is analysing it, say): the statistics are then being brought up to date."""
+        try:
+            self.execute(f"ANALYZE {table}")
+        except self._psycopg.Error as exc:
+            if not self.busy(exc):
+                raise
+            log.info("%s: ANALYZE %s skipped: %s", self.shown, table, _first_line(exc, self._url))
 
     def begin(self, *, lock: bool = True) -> None:
         """BEGIN, then the write lock (unless `lock` is False), waiting at most `lock_timeout`

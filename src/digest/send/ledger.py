@@ -482,8 +482,12 @@ class Claim(NamedTuple):
 
 
 # The rows a claim takes: of the given recipients, those to do that nobody holds, oldest first.
+# Both the rows updated and the rows chosen are named by key, (month, recipient IN the list):
+# PostgreSQL then finds each by the primary key, where `recipient IN (chosen)` alone it would
+# join with a scan of the whole month.
 _CLAIM = (
-    "UPDATE deliveries SET claimer = ?, lease_until = ? WHERE month = ? AND recipient IN ("
+    "UPDATE deliveries SET claimer = ?, lease_until = ? WHERE month = ? "
+    "AND recipient IN ({recipients}) AND recipient IN ("
     "SELECT recipient FROM deliveries WHERE month = ? AND recipient IN ({recipients}) "
     "AND status IN ('pending', 'sending', 'deferred') "
     "AND (lease_until IS NULL OR lease_until < ? OR (claimer = ? AND lease_until <> ?)) "
@@ -498,6 +502,13 @@ _TAKEN = (
 )
 # The advisory lock of claims counted against a daily limit (PostgreSQL): "clam".
 _CLAIM_LOCK = 0x636C616D
+
+# The rows an enrolment adds, for the length of its transaction. (The INSERT ... SELECT from it
+# says WHERE true: SQLite reads an ON CONFLICT after a SELECT only after a WHERE.)
+_ENROLLING = (
+    "CREATE TEMPORARY TABLE enrolling (n INTEGER NOT NULL, recipient TEXT NOT NULL, "
+    "address TEXT NOT NULL, name TEXT, selection TEXT NOT NULL)"
+)
 
 _DELIVERY = (
     "SELECT month, recipient, address, name, selection, status, attempts, last_code, last_reply, "
@@ -866,19 +877,40 @@ class Ledger:
 
         A recipient with earlier copies of the month (replaced by a resend) gets the next copy.
         """
-        self._enrol(month, list(rows))
+        rows = list(rows)
+        if not rows:
+            return
+        if self._enrol(month, rows):
+            # Every mark and claim of the send finds its rows by key; on PostgreSQL only once
+            # the planner knows the month has these rows (it plans from statistics autovacuum
+            # brings up to date only later, and would meanwhile scan the month for each claim).
+            with self._lock:
+                self._db.analyze("deliveries")
 
     @again_if_lost
-    def _enrol(self, month: str, rows: list[tuple[str, str, str | None, str]]) -> None:
+    def _enrol(self, month: str, rows: list[tuple[str, str, str | None, str]]) -> int:
+        """Add the rows not there yet; return how many that was."""
         now = _now()
         with self._transaction() as db:
-            db.executemany(
-                "INSERT INTO deliveries (month, recipient, address, name, selection, "
-                "status, updated_at, copy) VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT "
-                "COALESCE(MAX(copy) + 1, 0) FROM copies WHERE month = ? AND recipient = ?)) "
-                "ON CONFLICT DO NOTHING",
-                ((month, r, a, n, s, Status.PENDING, now, month, r) for r, a, n, s in rows),
+            # The rows go in by one COPY on PostgreSQL (Database.insert), into a table of this
+            # transaction, and from there into the month: a row kept from before stays as it
+            # is, a new one gets its copy number, in the order given.
+            db.execute(_ENROLLING)
+            db.insert(
+                "enrolling",
+                ("n", "recipient", "address", "name", "selection"),
+                ((n, *row) for n, row in enumerate(rows)),
             )
+            added = db.execute(
+                "INSERT INTO deliveries (month, recipient, address, name, selection, status, "
+                "updated_at, copy) SELECT ?, e.recipient, e.address, e.name, e.selection, ?, ?, "
+                "(SELECT COALESCE(MAX(c.copy) + 1, 0) FROM copies AS c WHERE c.month = ? "
+                "AND c.recipient = e.recipient) FROM enrolling AS e WHERE true ORDER BY e.n "
+                "ON CONFLICT DO NOTHING",
+                (month, Status.PENDING, now, month),
+            ).rowcount
+            db.execute("DROP TABLE enrolling")
+        return added
 
     def deliveries(self, month: str, statuses: Iterable[str] = tuple(Status)) -> list[Delivery]:
         """Return the month's rows with the given statuses, in the order they were enrolled."""
@@ -1058,8 +1090,8 @@ class Ledger:
                 limit = max(0, min(limit, daily_limit - int(taken[0])))
             if not limit:
                 return []
-            values: list[object] = [claim.claimer, claim.until, month, month, *recipients]
-            values += [at, claim.claimer, DEFERRED_LEASE, limit]
+            values: list[object] = [claim.claimer, claim.until, month, *recipients, month]
+            values += [*recipients, at, claim.claimer, DEFERRED_LEASE, limit]
             rows = db.execute(sql, values).fetchall()
         got = {row[1]: _delivery(row) for row in rows}
         return [got[r] for r in recipients if r in got]

@@ -136,15 +136,13 @@ _COLUMNS = (
     "paused_until, subscribed_at, subscribed_via, confirmed_at, confirmed_via, updated_at"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM subscribers"  # noqa: S608 -- constants
-_INSERT = f"INSERT INTO subscribers ({_COLUMNS}) VALUES ({', '.join(['?'] * 14)})"  # noqa: S608
+_COLUMN_NAMES = tuple(_COLUMNS.split(", "))
 _UPDATE = (
     "UPDATE subscribers SET email = ?, name = ?, status = ?, categories = ?, own_categories = ?, "
     "source = ?, in_directory = ?, paused_until = ?, subscribed_at = ?, subscribed_via = ?, "
     "confirmed_at = ?, confirmed_via = ?, updated_at = ? WHERE address = ?"
 )
-_EVENT = (
-    "INSERT INTO subscriber_events (address, at, actor, action, changes) VALUES (?, ?, ?, ?, ?)"
-)
+_EVENT_COLUMNS = ("address", "at", "actor", "action", "changes")
 
 
 def stamp(moment: datetime) -> str:
@@ -434,10 +432,11 @@ def _write(db: Any, decided: Iterable[Change], at: str) -> list[Change]:
             updates.append((*written[1:], written[0]))
         events.append((written[0], at, change.actor, change.action, json.dumps(diff)))
         changes.append(change)
-    # Each row is one address, changed once: one statement for all the rows of a kind.
-    db.executemany(_INSERT, inserts)
+    # Each row is one address, changed once: one statement for all the rows of a kind (new
+    # rows and the history by COPY on PostgreSQL: a first import writes thousands of each).
+    db.insert("subscribers", _COLUMN_NAMES, inserts)
     db.executemany(_UPDATE, updates)
-    db.executemany(_EVENT, events)
+    db.insert("subscriber_events", _EVENT_COLUMNS, events)
     return changes
 
 
