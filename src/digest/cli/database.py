@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from digest.app.wording import plural
-from digest.cli import _settings, catalogue_option, cli, state_option
+from digest.cli.group import _settings, catalogue_option, cli, state_option
 
 
 @cli.group()

@@ -10,7 +10,7 @@ import click
 import digest.cli as root
 from digest.app import wording
 from digest.app.wording import plural
-from digest.cli import (
+from digest.cli.group import (
     _settings,
     _warn,
     catalogue_option,
@@ -100,14 +100,15 @@ def build(catalogue_path: Path, output_dir: Path | None, check_only: bool) -> No
         click.echo(f"{where} is up to date ({plural(found.files, 'file')}).")
         return
     report = services.build(settings, output_dir, root._now())
-    removed = ""
-    if report.removed:
-        count = plural(len(report.removed), "leftover temporary file")
-        removed = f"; removed {count} of an interrupted build"
     click.echo(
-        f"Built {where}: {plural(report.total, 'file')} ({report.written} written, "
-        f"{report.unchanged} unchanged) from {plural(report.published, 'published item')}"
-        f"{removed}."
+        wording.built(
+            where,
+            report.total,
+            report.written,
+            report.unchanged,
+            report.published,
+            len(report.removed),
+        )
     )
 
 

@@ -12,7 +12,7 @@ import click
 import digest.cli as root
 from digest.app import wording
 from digest.app.wording import plural
-from digest.cli import (
+from digest.cli.group import (
     _settings,
     catalogue_option,
     cli,

@@ -13,7 +13,7 @@ import click
 import digest.cli as root
 from digest.app import wording
 from digest.app.wording import plural
-from digest.cli import (
+from digest.cli.group import (
     _settings,
     _warn,
     catalogue_option,

@@ -9,7 +9,7 @@ import click
 
 import digest.cli as root
 from digest.app.wording import plural
-from digest.cli import _settings, catalogue_option, cli, state_option
+from digest.cli.group import _settings, catalogue_option, cli, state_option
 
 if TYPE_CHECKING:
     from digest.send.store import Change, Subscription

@@ -10,7 +10,7 @@ import click
 
 import digest.cli as root
 from digest.app import wording
-from digest.cli import _settings, catalogue_option, cli, state_option
+from digest.cli.group import _settings, catalogue_option, cli, state_option
 
 if TYPE_CHECKING:
     from digest.app.sending import Joined
