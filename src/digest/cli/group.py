@@ -1,12 +1,15 @@
 """The click group `digest` and the options its commands share.
 
-The commands live beside it: `publishing` (check, build, render), `sending` (send), `worker`
-(worker: joins the sends in progress), `running` (schedule, status, serve), `doctor` (doctor),
-`subscribers` (the subscriber store), `bounces` (bounces), `database` (db: the schema, a copy).
+The commands live beside it, each module imported only when one of its commands runs (or
+`digest --help` lists them all), as click's documentation shows for lazily loading subcommands:
+`publishing` (check, build, render), `sending` (send), `worker` (worker: joins the sends in
+progress), `running` (schedule, status, serve), `doctor` (doctor), `subscribers` (the subscriber
+store), `bounces` (bounces), `database` (db: the schema, a copy).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,24 +18,53 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from digest import __version__
-from digest.app import settings as configuration
-from digest.errors import DigestError
-from digest.months import Month
 
 if TYPE_CHECKING:
     from digest.app.settings import Settings
+    from digest.months import Month
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Each command: the module that defines it, and its name there.
+COMMANDS = {
+    "bounces": ("digest.cli.bounces", "bounces"),
+    "build": ("digest.cli.publishing", "build"),
+    "check": ("digest.cli.publishing", "check"),
+    "db": ("digest.cli.database", "db"),
+    "doctor": ("digest.cli.doctor", "doctor"),
+    "render": ("digest.cli.publishing", "render"),
+    "schedule": ("digest.cli.running", "schedule"),
+    "send": ("digest.cli.sending", "send"),
+    "serve": ("digest.cli.running", "serve"),
+    "status": ("digest.cli.running", "status"),
+    "subscribers": ("digest.cli.subscribers", "subscribers"),
+    "worker": ("digest.cli.worker", "worker"),
+}
+
 
 class _Group(click.Group):
-    """Turns a DigestError into its message on stderr and exit status 1."""
+    """Loads each command when it is needed; turns a DigestError into its message and exit 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, name = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(module), name)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{module}.{name} is not a click command")
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except DigestError as exc:
-            if ctx.meta.get("digest.debug"):
+        except Exception as exc:
+            # Imported here, when something failed: `digest --version` needs none of it.
+            from digest.errors import DigestError
+
+            if not isinstance(exc, DigestError) or ctx.meta.get("digest.debug"):
                 raise
             click.echo(str(exc), err=True)
             ctx.exit(1)
@@ -46,6 +78,8 @@ class _MonthType(click.ParamType):  # type: ignore[type-arg] # generic only from
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> Month:
+        from digest.months import Month
+
         if isinstance(value, Month):
             return value
         try:
@@ -110,6 +144,8 @@ def output_option(default: str, what: str) -> Callable[[F], F]:
 
 def _settings(catalogue_path: Path, state_path: Path | None = None) -> Settings:
     """Return the settings of this run: the options given, the environment, the defaults."""
+    from digest.app import settings as configuration
+
     return configuration.load(catalogue_path, os.environ, state_path=state_path)
 
 
@@ -131,16 +167,3 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _warn(line: str) -> None:
     click.echo(line, err=True)
-
-
-# The commands, registered on `cli` as their modules load (they import the options above).
-from digest.cli import (  # noqa: E402,F401 -- registers commands
-    bounces,
-    database,
-    doctor,
-    publishing,
-    running,
-    sending,
-    subscribers,
-    worker,
-)

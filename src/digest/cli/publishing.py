@@ -14,7 +14,6 @@ from digest.cli.group import (
     _settings,
     _warn,
     catalogue_option,
-    cli,
     month_option,
     output_option,
 )
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     pass
 
 
-@cli.command()
+@click.command()
 @catalogue_option
 def check(catalogue_path: Path) -> None:
     """Validate the catalogue and print a one-line summary.
@@ -52,7 +51,7 @@ def check(catalogue_path: Path) -> None:
     click.echo(line + ".")
 
 
-@cli.command()
+@click.command()
 @catalogue_option
 @output_option("feeds", "the feeds, the feed page and the archive")
 @click.option(
@@ -112,7 +111,7 @@ def build(catalogue_path: Path, output_dir: Path | None, check_only: bool) -> No
     )
 
 
-@cli.command()
+@click.command()
 @catalogue_option
 @month_option
 @output_option("out", "the digest files")
