@@ -12,8 +12,8 @@ decision to skip compares hashes of the inputs themselves, never times alone.
 
 A `digest build` with nothing to do (`digest.cli.quick`) makes its decision with this module and
 `app/variables.py` alone, before click or anything else is imported; so this module imports no
-`dataclasses` (with `inspect`, a third of that start) and no `typing` at run time: its two
-records are plain classes with slots, never changed once made.
+`dataclasses` (with `inspect`, a quarter of that build's instructions) and no `typing` at run
+time: its two records are plain classes with slots, never changed once made.
 """
 
 from __future__ import annotations
