@@ -228,6 +228,32 @@ def test_catalogue_from_another_folder(
     assert answered_quickly(quick)
 
 
+def test_a_reader_that_went_away(tmp_path: Path) -> None:
+    """`digest build | true` with nothing to do: exit 1 and nothing on stderr, as click does."""
+    seen = []
+    for name, command in (("entry", ENTRY), ("click", CLICK)):
+        site = tmp_path / name
+        site.mkdir()
+        built(site)
+        reader, writer = os.pipe()
+        os.close(reader)
+        with os.fdopen(writer, "wb") as closed:
+            proc = subprocess.run(
+                [*command, "build"],
+                cwd=site,
+                env=environment(),
+                stdout=closed,
+                stderr=subprocess.PIPE,
+                text=True,
+                check=False,
+            )
+        lines = proc.stderr.splitlines()
+        imported = {line.split("|")[-1].strip() for line in lines[1:] if "import time:" in line}
+        said = [line for line in lines if not line.startswith("import time:")]
+        seen.append((proc.returncode, said, bool(imported) and not HEAVY & imported))
+    assert seen == [(1, [], True), (1, [], False)]  # the entry point answered without click
+
+
 @pytest.mark.parametrize(
     ("before", "now", "quickly"),
     [

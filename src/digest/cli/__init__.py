@@ -51,8 +51,9 @@ def main() -> None:
 
     from digest.cli import quick
 
-    if quick.build(sys.argv[1:], os.environ):
-        return
+    status = quick.build(sys.argv[1:], os.environ)
+    if status is not None:
+        sys.exit(status)  # as click's group ends, whatever the status
     from digest.cli.group import cli
 
     cli(prog_name="digest")

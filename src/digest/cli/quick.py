@@ -6,7 +6,7 @@ dataclasses). `build` takes exactly the invocations it can answer, `digest [--de
 [-c/--catalogue PATH] [-o/--output DIR]`, reads the settings with `variables.read` and asks the
 build cache with `buildcache.start`, the same calls the build service makes, and when there is
 nothing to do and no leftover temporary file to remove, prints the service's summary line
-(`wording.built`) and returns True. Anything else returns False having printed nothing, and the
+(`wording.built`) and returns 0. Anything else returns None having printed nothing, and the
 click command line runs as it always did and reports what it finds: another command or option,
 shell completion, a path click's option types would refuse, a setting that does not check out,
 a missing or stale manifest, any error, a summary that is not plain ASCII.
@@ -29,20 +29,28 @@ _OPTIONS = {"-c": "catalogue", "--catalogue": "catalogue", "-o": "output", "--ou
 _COMPLETION = "_DIGEST_COMPLETE"
 
 
-def build(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
-    """Print a no-change build's summary and return True, or return False to let click run."""
+def build(argv: Sequence[str], environ: Mapping[str, str]) -> int | None:
+    """Print a no-change build's summary and return its exit status, or None to let click run."""
     options = _options(argv)
     if options is None or _COMPLETION in environ:
-        return False
+        return None
     try:
         line = _unchanged(options, environ)
     except Exception:  # whatever it was, the command line meets it again and reports it
-        return False
+        return None
     if line is None:
-        return False
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-    return True
+        return None
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Whatever read the output went away: exit 1 saying nothing, as click does. Python's note
+        # on SIGPIPE: stdout onto /dev/null, or the interpreter's last flush complains.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    return 0
 
 
 def _options(argv: Sequence[str]) -> dict[str, str] | None:
