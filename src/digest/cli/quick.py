@@ -32,7 +32,8 @@ _COMPLETION = "_DIGEST_COMPLETE"
 def build(argv: Sequence[str], environ: Mapping[str, str]) -> int | None:
     """Print a no-change build's summary and return its exit status, or None to let click run."""
     options = _options(argv)
-    if options is None or _COMPLETION in environ:
+    # No stdout at all (`digest build >&-`): click's echo knows what to do then.
+    if options is None or _COMPLETION in environ or sys.stdout is None:
         return None
     try:
         line = _unchanged(options, environ)
