@@ -278,7 +278,9 @@ def test_every_command_has_help_with_an_example(run: Run) -> None:
 
     from digest.cli import cli
 
-    for name, command in cli.commands.items():
+    context = click.Context(cli)
+    for name in cli.list_commands(context):
+        command = cli.get_command(context, name)
         # A group (`digest subscribers`) documents itself, and each of its commands takes -c.
         paths = (
             [[name, sub] for sub in command.commands] if isinstance(command, click.Group) else []
@@ -288,6 +290,29 @@ def test_every_command_has_help_with_an_example(run: Run) -> None:
             assert result.exit_code == 0
             assert "Example:" in result.stdout, path
             assert "-c, --catalogue" in result.stdout or (paths and path == [name]), path
+
+
+def test_every_command_is_reachable() -> None:
+    """A command defined in digest/cli/ but missing from the lazy group's list would be lost."""
+    import importlib
+    import pkgutil
+
+    import click
+
+    import digest.cli
+    from digest.cli import cli
+
+    defined, grouped = set(), set()
+    for module in pkgutil.iter_modules(digest.cli.__path__):
+        found = vars(importlib.import_module(f"digest.cli.{module.name}")).values()
+        for value in found:
+            if isinstance(value, click.Command) and value is not cli:
+                defined.add(value)
+                if isinstance(value, click.Group):
+                    grouped.update(value.commands.values())
+    context = click.Context(cli)
+    reachable = {cli.get_command(context, name) for name in cli.list_commands(context)}
+    assert defined - grouped == reachable
 
 
 def test_usage_error_exits_2(run: Run) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
+
 from digest.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,7 +16,7 @@ GUIDES = {path.name: path.read_text(encoding="utf-8") for path in (ROOT / "docs"
 
 def test_every_command_is_in_the_staff_guide() -> None:
     """A user reading the staff guide learns of every command the tool has."""
-    for name in cli.commands:
+    for name in cli.list_commands(click.Context(cli)):
         assert f"`digest {name}" in GUIDES["staff.md"], name
 
 

@@ -117,16 +117,12 @@ def build(
         raw = settings.catalogue_path.read_bytes()
     except OSError:
         raw = None  # the catalogue module reports it
-    # The build cache: nothing to do when every input is as the last build found it.
-    environment = buildcache.environment(settings.catalogue_path)
-    manifest_path = buildcache.location(output_dir, settings.home)
-    manifest = buildcache.read(manifest_path)
-    # A sign-up form on the feed page (DIGEST_PUBLIC_URL) is an input too; unset, it adds nothing.
+    # The build cache: nothing to do when every input is as the last build found it. A no-change
+    # `digest build` (digest.cli.quick) takes the same decision without importing this module.
     signup = settings.public_url
-    inputs = buildcache.inputs(
-        (raw or b"") + (f"\0{signup}".encode() if signup else b""), environment
-    )
-    if raw is not None and manifest is not None and manifest.fresh(output_dir, inputs, now):
+    start = buildcache.start(settings.catalogue_path, raw, output_dir, settings.home, signup)
+    manifest = start.manifest
+    if manifest is not None and start.unchanged(output_dir, now):
         from digest import files as staging
 
         removed: tuple[str, ...] = ()
@@ -143,11 +139,11 @@ def build(
     current = manifest.current(output_dir) if manifest is not None else set()
     reusable = {name: manifest.keys[name] for name in current if manifest and name in manifest.keys}
     previous = _calendar_record(output_dir)
-    result = site.build(catalogue, now, environment, reusable, previous, signup=signup)
+    result = site.build(catalogue, now, start.environment, reusable, previous, signup=signup)
     report = output.write(output_dir, result.files)
     published = catalogue.counts(now)["published"]
     buildcache.record(
-        manifest_path, output_dir, inputs, catalogue.next_change(now), published, result.keys
+        start.location, output_dir, start.inputs, catalogue.next_change(now), published, result.keys
     )
     unchanged = len(report.unchanged) + len(result.reused)
     return BuildReport(len(result.keys), len(report.written), unchanged, published, report.removed)

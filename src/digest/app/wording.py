@@ -8,7 +8,11 @@ Times are shown in the publication's time zone, the one its schedule is written 
 from __future__ import annotations
 
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; mypy reads it the same
+
+if TYPE_CHECKING:  # imported by a no-change build (digest.cli.quick), which skips `typing`
+    from typing import Any
 
 
 def plural(count: int, noun: str) -> str:
@@ -23,6 +27,19 @@ def plural(count: int, noun: str) -> str:
     else:
         last += "s"
     return f"{count} {head} {last}" if head else f"{count} {last}"
+
+
+def built(
+    where: str, total: int, written: int, unchanged: int, published: int, removed: int = 0
+) -> str:
+    """Return what `digest build` says it did: the files written and left alone, and from what."""
+    tidied = ""
+    if removed:
+        tidied = f"; removed {plural(removed, 'leftover temporary file')} of an interrupted build"
+    return (
+        f"Built {where}: {plural(total, 'file')} ({written} written, {unchanged} unchanged) "
+        f"from {plural(published, 'published item')}{tidied}."
+    )
 
 
 def moment(at: datetime | str, tz: tzinfo) -> str:

@@ -2,159 +2,67 @@
 
 Each command reads its options and the environment into `Settings`, makes one call to the
 service layer (`digest.app.publishing`, `digest.app.sending`) and words what comes back
-(`digest.app.wording`). This module holds the group and the options the commands share; the
-commands live beside it:
-`publishing` (check, build, render), `sending` (send), `worker` (worker: joins the sends in
-progress), `running` (schedule, status, serve), `doctor` (doctor), `subscribers` (the subscriber
-store), `bounces` (bounces), `database` (db: the schema, a copy).
+(`digest.app.wording`). `group` holds the click group and the options the commands share; the
+commands live beside it: `publishing` (check, build, render), `sending` (send), `worker` (worker:
+joins the sends in progress), `running` (schedule, status, serve), `doctor` (doctor),
+`subscribers` (the subscriber store), `bounces` (bounces), `database` (db: the schema, a copy).
+
+`main` first lets `quick` answer a `digest build` that has nothing to do, which it does without
+importing click or any command; everything else runs the click group. So importing this package
+imports neither: `cli` and the shared options are loaded from `group` when first asked for.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+import sys
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
 
-import click
-
-from digest import __version__
-from digest.app import settings as configuration
-from digest.errors import DigestError
-from digest.months import Month
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; mypy reads it the same
 if TYPE_CHECKING:
-    from digest.app.settings import Settings
+    from digest.cli.group import _settings as _settings
+    from digest.cli.group import _warn as _warn
+    from digest.cli.group import catalogue_option as catalogue_option
+    from digest.cli.group import cli as cli
+    from digest.cli.group import month_option as month_option
+    from digest.cli.group import output_option as output_option
+    from digest.cli.group import state_option as state_option
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class _Group(click.Group):
-    """Turns a DigestError into its message on stderr and exit status 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except DigestError as exc:
-            if ctx.meta.get("digest.debug"):
-                raise
-            click.echo(str(exc), err=True)
-            ctx.exit(1)
-
-
-class _MonthType(click.ParamType):  # type: ignore[type-arg] # generic only from click 8.5
-    """A `YYYY-MM` option value; anything else is a usage error (exit 2)."""
-
-    name = "YYYY-MM"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> Month:
-        if isinstance(value, Month):
-            return value
-        try:
-            return Month.parse(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-def catalogue_option(command: F) -> F:
-    """Add the -c/--catalogue option every command takes."""
-    return click.option(
-        "-c",
-        "--catalogue",
-        "catalogue_path",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=Path("items.yaml"),
-        help="The catalogue to read; default paths are relative to its folder.",
-    )(command)
-
-
-def month_option(command: F) -> F:
-    """Add the --month option of the commands that work on one month's digest."""
-    return click.option(
-        "--month",
-        type=_MonthType(),
-        default=None,
-        show_default=False,
-        help="The digest's month.  [default: the previous month in the publication's time zone]",
-    )(command)
-
-
-def state_option(command: F) -> F:
-    """Add --state: the delivery ledger."""
-    return click.option(
-        "--state",
-        "state_path",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        show_default=False,
-        help="The state database as an SQLite file; when DIGEST_DATABASE_URL names PostgreSQL "
-        "the state is there, and this file's folder keeps only this machine's send locks.  "
-        "[default: DIGEST_STATE, else .digest/state.sqlite3 beside the catalogue]",
-    )(command)
-
-
-def output_option(default: str, what: str) -> Callable[[F], F]:
-    """Add -o/--output: the directory a command writes into."""
-
-    def decorate(command: F) -> F:
-        return click.option(
-            "-o",
-            "--output",
-            "output_dir",
-            type=click.Path(path_type=Path, file_okay=False),
-            default=None,
-            show_default=False,
-            help=f"Directory to write {what} into.  [default: {default}/ beside the catalogue]",
-        )(command)
-
-    return decorate
-
-
-def _settings(catalogue_path: Path, state_path: Path | None = None) -> Settings:
-    """Return the settings of this run: the options given, the environment, the defaults."""
-    return configuration.load(catalogue_path, os.environ, state_path=state_path)
-
-
-@click.group(
-    cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
+# What `from digest.cli import ...` finds in `group`.
+_GROUP = frozenset(
+    (
+        "_settings",
+        "_warn",
+        "catalogue_option",
+        "cli",
+        "month_option",
+        "output_option",
+        "state_option",
+    )
 )
-@click.version_option(__version__, "--version", prog_name="digest")
-@click.option("--debug", is_flag=True, help="Show the full traceback when something fails.")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """Publish one catalogue of announcements as feeds and a monthly email digest.
-
-    \b
-    Example:
-        digest check && digest build
-    """
-    ctx.meta["digest.debug"] = debug
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _warn(line: str) -> None:
-    click.echo(line, err=True)
-
-
 def main() -> None:
     """Run the command line."""
+    import os
+
+    from digest.cli import quick
+
+    status = quick.build(sys.argv[1:], os.environ)
+    if status is not None:
+        sys.exit(status)  # as click's group ends, whatever the status
+    from digest.cli.group import cli
+
     cli(prog_name="digest")
 
 
-# The commands, registered on `cli` as their modules load (they import the options above).
-from digest.cli import (  # noqa: E402,F401 -- registers commands
-    bounces,
-    database,
-    doctor,
-    publishing,
-    running,
-    sending,
-    subscribers,
-    worker,
-)
+def __getattr__(name: str) -> object:
+    """Return one of `group`'s names, importing click and the commands the first time."""
+    if name in _GROUP:
+        from digest.cli import group
+
+        return getattr(group, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

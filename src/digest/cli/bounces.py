@@ -8,10 +8,10 @@ import click
 
 import digest.cli as root
 from digest.app import wording
-from digest.cli import _settings, catalogue_option, cli, state_option
+from digest.cli.group import _settings, catalogue_option, state_option
 
 
-@cli.command()
+@click.command()
 @catalogue_option
 @state_option
 @click.argument("source")

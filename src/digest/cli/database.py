@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 
 from digest.app.wording import plural
-from digest.cli import _settings, catalogue_option, cli, state_option
+from digest.cli.group import _settings, catalogue_option, state_option
 
 
-@cli.group()
+@click.group()
 def db() -> None:
     """The state database (DIGEST_DATABASE_URL): its schema, and moving it.
 

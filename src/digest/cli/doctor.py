@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 import digest.cli as root
-from digest.cli import _settings, catalogue_option, cli
+from digest.cli.group import _settings, catalogue_option
 
 # What a line may show of text from outside (DNS records, a received header): printable only.
 # A pattern, not a compiled one: compiled on first use, not by every command's start.
@@ -26,7 +26,7 @@ def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> s
         raise click.BadParameter(str(exc)) from exc
 
 
-@cli.command()
+@click.command()
 @catalogue_option
 @click.option(
     "--to",

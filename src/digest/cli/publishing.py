@@ -10,11 +10,10 @@ import click
 import digest.cli as root
 from digest.app import wording
 from digest.app.wording import plural
-from digest.cli import (
+from digest.cli.group import (
     _settings,
     _warn,
     catalogue_option,
-    cli,
     month_option,
     output_option,
 )
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     pass
 
 
-@cli.command()
+@click.command()
 @catalogue_option
 def check(catalogue_path: Path) -> None:
     """Validate the catalogue and print a one-line summary.
@@ -52,7 +51,7 @@ def check(catalogue_path: Path) -> None:
     click.echo(line + ".")
 
 
-@cli.command()
+@click.command()
 @catalogue_option
 @output_option("feeds", "the feeds, the feed page and the archive")
 @click.option(
@@ -100,18 +99,19 @@ def build(catalogue_path: Path, output_dir: Path | None, check_only: bool) -> No
         click.echo(f"{where} is up to date ({plural(found.files, 'file')}).")
         return
     report = services.build(settings, output_dir, root._now())
-    removed = ""
-    if report.removed:
-        count = plural(len(report.removed), "leftover temporary file")
-        removed = f"; removed {count} of an interrupted build"
     click.echo(
-        f"Built {where}: {plural(report.total, 'file')} ({report.written} written, "
-        f"{report.unchanged} unchanged) from {plural(report.published, 'published item')}"
-        f"{removed}."
+        wording.built(
+            where,
+            report.total,
+            report.written,
+            report.unchanged,
+            report.published,
+            len(report.removed),
+        )
     )
 
 
-@cli.command()
+@click.command()
 @catalogue_option
 @month_option
 @output_option("out", "the digest files")

@@ -12,10 +12,9 @@ import click
 import digest.cli as root
 from digest.app import wording
 from digest.app.wording import plural
-from digest.cli import (
+from digest.cli.group import (
     _settings,
     catalogue_option,
-    cli,
     state_option,
 )
 from digest.errors import DigestError
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 import logging
 
 
-@cli.command()
+@click.command()
 @catalogue_option
 @state_option
 @click.option(
@@ -136,7 +135,7 @@ def _log_to_stderr(tz: tzinfo) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
-@cli.command()
+@click.command()
 @catalogue_option
 @state_option
 def status(catalogue_path: Path, state_path: Path | None) -> None:
@@ -228,7 +227,7 @@ def _when(stamp: str, tz: tzinfo | None) -> str:
     return wording.moment(stamp, tz or UTC)
 
 
-@cli.command()
+@click.command()
 @catalogue_option
 @state_option
 @click.option("--host", default="127.0.0.1", help="Address to listen on.")

@@ -13,11 +13,10 @@ import click
 import digest.cli as root
 from digest.app import wording
 from digest.app.wording import plural
-from digest.cli import (
+from digest.cli.group import (
     _settings,
     _warn,
     catalogue_option,
-    cli,
     month_option,
     state_option,
 )
@@ -41,7 +40,7 @@ def _validate_addresses(
         raise click.BadParameter(str(exc)) from exc
 
 
-@cli.command()
+@click.command()
 @catalogue_option
 @month_option
 @state_option

@@ -9,7 +9,7 @@ import click
 
 import digest.cli as root
 from digest.app.wording import plural
-from digest.cli import _settings, catalogue_option, cli, state_option
+from digest.cli.group import _settings, catalogue_option, state_option
 
 if TYPE_CHECKING:
     from digest.send.store import Change, Subscription
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 
 
-@cli.group()
+@click.group()
 def subscribers() -> None:
     """Manage the subscriber store: who gets the digest, and what each person chose.
 

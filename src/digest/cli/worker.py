@@ -10,13 +10,13 @@ import click
 
 import digest.cli as root
 from digest.app import wording
-from digest.cli import _settings, catalogue_option, cli, state_option
+from digest.cli.group import _settings, catalogue_option, state_option
 
 if TYPE_CHECKING:
     from digest.app.sending import Joined
 
 
-@cli.command()
+@click.command()
 @catalogue_option
 @state_option
 @click.option(

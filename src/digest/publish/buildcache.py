@@ -9,24 +9,32 @@ hash the same, before that date, with every file still as written, has nothing t
 a file whose key is unchanged and that is still as written is not rendered again. The cache is
 only ever a shortcut: a missing, unreadable or foreign manifest means a full build, and every
 decision to skip compares hashes of the inputs themselves, never times alone.
+
+A `digest build` with nothing to do (`digest.cli.quick`) makes its decision with this module and
+`app/variables.py` alone, before click or anything else is imported; so this module imports no
+`dataclasses` (with `inspect`, a quarter of that build's instructions) and no `typing` at run
+time: its two records are plain classes with slots, never changed once made.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import sys
 import zoneinfo
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from digest import __version__
 from digest import files as staging
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; mypy reads it the same
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from mmap import mmap
 
 FORMAT = 1
 # What renders the output besides digest itself: a new version of any may change the bytes.
@@ -46,19 +54,33 @@ LIBRARIES = (
 TEMPLATE_DIRECTORY = "newsletter_templates"
 
 
-@dataclass(frozen=True, slots=True)
 class Manifest:
     """What the last build of one output directory wrote, and from what."""
 
-    inputs: str  # hash of the catalogue's bytes and of the environment
-    valid_until: str | None  # ISO time of the first scheduled item: then the output changes
-    published: int
-    files: dict[str, tuple[int, int]]  # name -> (size, mtime_ns) as written
-    keys: dict[str, str]  # name -> hash of what its content was rendered from
+    __slots__ = ("files", "inputs", "keys", "published", "valid_until")
+
+    def __init__(
+        self,
+        inputs: str,
+        valid_until: str | None,
+        published: int,
+        files: dict[str, tuple[int, int]],
+        keys: dict[str, str],
+    ) -> None:
+        self.inputs = inputs  # hash of the catalogue's bytes and of the environment
+        self.valid_until = valid_until  # ISO time of the first scheduled item: the output changes
+        self.published = published
+        self.files = files  # name -> (size, mtime_ns) as written
+        self.keys = keys  # name -> hash of what its content was rendered from
 
     def current(self, directory: Path) -> set[str]:
         """Return the names of the files that are still exactly as this build left them."""
-        return {name for name, seen in self.files.items() if _stat(directory / name) == seen}
+        # os.path.join, not `directory / name`: the same file, without a Path for each of them.
+        return {
+            name
+            for name, seen in self.files.items()
+            if _stat(os.path.join(directory, name)) == seen
+        }
 
     def fresh(self, directory: Path, inputs: str, now: datetime) -> bool:
         """Return whether a build with `inputs` at `now` would write exactly what is there."""
@@ -67,6 +89,57 @@ class Manifest:
         if self.valid_until is not None and now >= datetime.fromisoformat(self.valid_until):
             return False
         return len(self.current(directory)) == len(self.files)
+
+
+class Start:
+    """What a build of one output directory starts from: its inputs, the last build's manifest."""
+
+    __slots__ = ("environment", "inputs", "location", "manifest", "readable")
+
+    def __init__(
+        self,
+        environment: str,
+        inputs: str,
+        location: Path,
+        manifest: Manifest | None,
+        readable: bool,
+    ) -> None:
+        self.environment = environment  # the hash of everything but the catalogue and the clock
+        self.inputs = inputs  # the hash of all the inputs
+        self.location = location  # where the manifest is kept
+        self.manifest = manifest  # the last build's, if there is one to trust
+        self.readable = readable  # whether the catalogue could be read
+
+    def unchanged(self, directory: Path, now: datetime) -> bool:
+        """Return whether the build has nothing to do: the files are what it would write."""
+        return (
+            self.readable
+            and self.manifest is not None
+            and self.manifest.fresh(directory, self.inputs, now)
+        )
+
+
+def start(
+    catalogue_path: Path,
+    catalogue_bytes: bytes | mmap | None,
+    directory: Path,
+    home: Path,
+    signup: str | None,
+) -> Start:
+    """Return what a build of `directory` starts from; `catalogue_bytes` None: it was unreadable.
+
+    `signup` is the address of the feed page's sign-up form (DIGEST_PUBLIC_URL), an input too.
+    The build service and a no-change build (`digest.cli.quick`) both decide with this.
+    """
+    environment_hash = environment(catalogue_path)
+    path = location(directory, home)
+    return Start(
+        environment_hash,
+        inputs(catalogue_bytes or b"", environment_hash, signup),
+        path,
+        read(path),
+        catalogue_bytes is not None,
+    )
 
 
 def location(directory: Path, home: Path = Path()) -> Path:
@@ -88,11 +161,14 @@ def environment(catalogue_path: Path) -> str:
     for root in roots:
         for path in _files(root):
             digest.update(f"{path}\0".encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            digest.update(hashlib.sha256(_contents(path)).digest())
     # The system's time zone database (dates are shown in the publication's zone): its version.
     for folder in zoneinfo.TZPATH:
-        with contextlib.suppress(OSError), open(Path(folder) / "tzdata.zi", "rb") as handle:
-            digest.update(handle.readline())
+        try:
+            with open(Path(folder) / "tzdata.zi", "rb") as handle:
+                digest.update(handle.readline())
+        except OSError:
+            continue
     for library in LIBRARIES:
         # Where it is installed and when its file was written: an upgrade changes both.
         spec = importlib.util.find_spec(library)
@@ -101,19 +177,34 @@ def environment(catalogue_path: Path) -> str:
     return digest.hexdigest()
 
 
-def inputs(catalogue_bytes: bytes, environment: str) -> str:
-    """Return the hash of all a build's inputs but the clock."""
-    return key(environment, hashlib.sha256(catalogue_bytes).digest())
+def inputs(catalogue_bytes: bytes | mmap, environment: str, signup: str | None = None) -> str:
+    """Return the hash of all a build's inputs but the clock.
+
+    `signup`, the feed page's sign-up address, is hashed as if it followed the catalogue's bytes
+    after a NUL (None adds nothing), without making that copy of them.
+    """
+    catalogue = hashlib.sha256(catalogue_bytes)
+    if signup:
+        catalogue.update(f"\0{signup}".encode())
+    return key(environment, catalogue.digest())
 
 
-def _files(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
+def _files(root: Path) -> list[str]:
+    """Return the paths of the files below `root`, in a fixed order, bytecode left out."""
+    # Strings, not Paths: a no-change build hashes about a hundred, and pathlib took 3 ms for them.
     found = []
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = sorted(s for s in subfolders if s != "__pycache__")
-        found += [Path(folder) / n for n in sorted(names) if not n.endswith((".pyc", ".pyo"))]
+        found += [
+            os.path.join(folder, n) for n in sorted(names) if not n.endswith((".pyc", ".pyo"))
+        ]
     return found
+
+
+def _contents(path: str) -> bytes:
+    """Return a file's bytes, read unbuffered (the buffer would only be copied out of)."""
+    with open(path, "rb", buffering=0) as handle:
+        return handle.readall()
 
 
 def read(path: Path) -> Manifest | None:
@@ -179,14 +270,15 @@ def forget(path: Path) -> None:
 
 
 def _forget(path: Path) -> None:
-    # One that cannot be removed is found stale by its hashes all the same.
-    with contextlib.suppress(OSError):
-        path.unlink(missing_ok=True)
-
-
-def _stat(path: Path) -> tuple[int, int] | None:
     try:
-        status = path.stat()
+        path.unlink(missing_ok=True)
+    except OSError:
+        return  # one that cannot be removed is found stale by its hashes all the same
+
+
+def _stat(path: Path | str) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
     except OSError:
         return None
     return (status.st_size, status.st_mtime_ns)
