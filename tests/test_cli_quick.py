@@ -323,3 +323,32 @@ def test_anything_else_is_clicks(tmp_path: Path, args: tuple[str, ...]) -> None:
     quick, normal = both(tmp_path, built, *args)
     same(quick, normal)
     assert not answered_quickly(quick)
+
+
+class _Interrupted(dict[str, str]):
+    """An environment read while the user presses Ctrl-C: every DIGEST_* lookup is interrupted."""
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        if key.startswith("DIGEST_"):
+            raise KeyboardInterrupt
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        if key.startswith("DIGEST_"):
+            raise KeyboardInterrupt
+        return super().__getitem__(key)
+
+
+def test_ctrl_c_while_it_looks_is_clicks_aborted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during the quick look ends as click ends it: 'Aborted!', exit 1, no traceback,
+    and no build either (falling through to click would build what the user stopped)."""
+    from digest.cli import quick
+
+    built(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path / "feeds")
+    assert quick.build(["build"], _Interrupted(environment())) == 1
+    assert capsys.readouterr() == ("", "\nAborted!\n")
+    assert snapshot(tmp_path / "feeds") == before

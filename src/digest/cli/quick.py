@@ -37,6 +37,9 @@ def build(argv: Sequence[str], environ: Mapping[str, str]) -> int | None:
         return None
     try:
         line = _unchanged(options, environ)
+    except KeyboardInterrupt:  # Ctrl-C while it looks: as click says it, not a traceback
+        sys.stderr.write("\nAborted!\n")
+        return 1
     except Exception:  # whatever it was, the command line meets it again and reports it
         return None
     if line is None:
