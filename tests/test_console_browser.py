@@ -168,6 +168,7 @@ def test_month_page_fits_a_phone(browser: Browser, served: str, artifacts: Path)
     page.get_by_label("Console password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="November 2025", exact=True)).to_be_visible()
+    page.wait_for_load_state("load")  # measured as laid out with the stylesheet, not before it
     first = november_titles()[0]
     expect(page.frame_locator("iframe.preview").get_by_role("heading", name=first)).to_be_visible()
     shot(page, artifacts, "8-month-phone")
@@ -317,6 +318,7 @@ def test_a_long_name_stays_clear_of_log_out(
     page = browser.new_page(viewport={"width": width, "height": 700})
     log_in(page, f"{served}/", name=LONG_NAME)
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    page.wait_for_load_state("load")  # measured as laid out with the stylesheet, not before it
     name = page.locator("header .who").bounding_box()
     button = page.get_by_role("button", name="Log out").bounding_box()
     assert name is not None
