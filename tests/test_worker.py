@@ -327,6 +327,25 @@ def test_a_joining_worker_renders_nothing_the_sender_froze(
         assert ledger.open_sends() == []  # all sent: the worker closed the send
 
 
+def test_a_worker_finishes_a_send_whose_month_lost_its_items(
+    run: Callable[..., Result], smtp_server: SmtpServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Items redated out of the month after sending began: the rest still get the frozen issue."""
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+    alone = sent_alone(run, smtp_server, tmp_path)
+    begin_shared(run, monkeypatch, None)
+    path = tmp_path / "items.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("date: 2025-11-", "date: 2025-09-"), encoding="utf-8")
+
+    joined = run("worker", "--once")
+
+    assert (joined.exit_code, joined.stderr) == (0, ""), joined.stdout
+    assert joined.stdout.startswith("November 2025: sent 8, already sent 3, ")
+    assert undated(smtp_server.recorder.messages) == alone
+
+
 # -- claims and leases, on both engines --------------------------------------------------------
 
 
