@@ -1,12 +1,13 @@
 """Send a month's digest to every subscriber exactly once, whatever the server or a crash does.
 
-`prepare` freezes the issue and enrols the subscribers in the ledger; `Send.execute` works through
-every row not yet sent. A row is marked `sending` (committed) before its DATA goes out and `sent`
-only once the server accepted it; rows left `sending` by a crash are sent again, with the same
-Message-ID, by the next run, which says so. 4xx replies and lost connections are retried with
-backoff and jitter, reconnecting, then left `deferred` for the next run; a 5xx marks that recipient
-`failed` and the rest go on. A ledger another program keeps locked stops the run as a stop request
-does (`Halted`): nothing goes out that is not recorded `sending` first.
+`prepare` freezes the issue and enrols the subscribers in the ledger; `join` is a worker's plan of
+a send so begun, taken from the ledger; `Send.execute` works through every row not yet sent. A row
+is marked `sending` (committed) before its DATA goes out and `sent` only once the server accepted
+it; rows left `sending` by a crash are sent again, with the same Message-ID, by the next run, which
+says so. 4xx replies and lost connections are retried with backoff and jitter, reconnecting, then
+left `deferred` for the next run; a 5xx marks that recipient `failed` and the rest go on. A ledger
+another program keeps locked stops the run as a stop request does (`Halted`): nothing goes out that
+is not recorded `sending` first.
 
 The relay's limits (`newsletter.delivery` in the catalogue: connections, rate, daily limit) apply to
 every send, whoever starts it; a run may override them. A daily limit stops the run cleanly once
