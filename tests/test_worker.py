@@ -19,13 +19,24 @@ import psycopg
 import pytest
 from click.testing import Result
 
-from conftest import SmtpServer, finish
-from digest.mail import message
+from conftest import Received, SmtpServer, finish
+from digest.errors import DeliveryError
+from digest.mail import message, newsletter
 from digest.months import Month
 from digest.publish import catalogue as catalogues
 from digest.send import delivery, subscribers
 from digest.send.delivery import Sharing
-from digest.send.ledger import DEFERRED_LEASE, SCHEMA_VERSION, Claim, Ledger, Mark, Status, stamp
+from digest.send.ledger import (
+    DEFERRED_LEASE,
+    SCHEMA_VERSION,
+    Claim,
+    Ledger,
+    Mark,
+    Render,
+    Status,
+    selection_key,
+    stamp,
+)
 from digest.send.transport import SmtpTransport, parse_url
 from helpers import NOW
 from pgserver import PostgreSQL
@@ -234,6 +245,107 @@ def test_worker_without_a_mail_server_refuses_to_join(
     )
 
 
+# -- what a joining worker sends: the sender's frozen issue ---------------------------------------
+
+TITLE = "HKUST Commences Preparations for New Medical School"  # a November 2025 item's
+
+
+def undated(received: list[Received]) -> dict[str, bytes]:
+    """Return each recipient's one message as sent, but for its Date line (the moment it went)."""
+    got: dict[str, bytes] = {}
+    for one in received:
+        (recipient,) = one.rcpt_tos
+        assert recipient not in got, f"{recipient} was sent two messages"
+        got[recipient] = re.sub(rb"(?m)^Date: [^\r\n]*\r?\n", b"", one.data, count=1)
+    return got
+
+
+def sent_alone(run: Callable[..., Result], smtp_server: SmtpServer, tmp_path: Path) -> dict:
+    """Send November to the whole list by one process, on a ledger of its own: what each gets."""
+    assert run(*SEND, "--state", str(tmp_path / "alone" / "state.sqlite3")).exit_code == 0
+    alone = undated(smtp_server.recorder.messages)
+    smtp_server.recorder.messages.clear()
+    return alone
+
+
+def begin_shared(
+    run: Callable[..., Result], monkeypatch: pytest.MonkeyPatch, database_url: str | None
+) -> None:
+    """Begin November's send on the test's engine, 3 readers sent and 8 left for the workers."""
+    if database_url is not None:
+        monkeypatch.setenv("DIGEST_DATABASE_URL", database_url)
+    begun = run(*SEND, "--daily-limit", "3")
+    assert begun.exit_code == 0, begun.stderr
+
+
+def test_a_joining_worker_sends_the_frozen_issue_byte_for_byte(
+    run: Callable[..., Result],
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str | None,
+) -> None:
+    """A worker joining after an item was edited sends each reader the sender's own message."""
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+    alone = sent_alone(run, smtp_server, tmp_path)
+    begin_shared(run, monkeypatch, database_url)
+    path = tmp_path / "items.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace(TITLE, "Medical School: Day One"))
+
+    joined = run("worker", "--once")
+
+    assert (joined.exit_code, joined.stderr) == (0, ""), joined.stdout
+    assert joined.stdout.startswith("November 2025: sent 8, already sent 3, ")
+    shared = undated(smtp_server.recorder.messages)
+    assert len(shared) == len(alone) == 11
+    assert shared == alone  # Message-IDs, subjects, bodies: the issue frozen before the edit
+    assert all(TITLE.encode() in data for data in shared.values() if b"Medical" in data)
+
+
+def test_a_joining_worker_renders_nothing_the_sender_froze(
+    run: Callable[..., Result],
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str | None,
+) -> None:
+    """Templates broken mid-send stop no worker: it sends the renderings frozen at the start."""
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+    alone = sent_alone(run, smtp_server, tmp_path)
+    begin_shared(run, monkeypatch, database_url)
+    templates = tmp_path / "newsletter_templates"
+    templates.mkdir()
+    (templates / "digest.html.j2").write_text("{% if %}\n", encoding="utf-8")  # cannot render
+    (templates / "digest.txt.j2").write_text("{% if %}\n", encoding="utf-8")
+    assert run("render", "--month", NOV).exit_code == 1  # as anything that renders would be
+
+    joined = run("worker", "--once")
+
+    assert (joined.exit_code, joined.stderr) == (0, ""), joined.stdout
+    assert undated(smtp_server.recorder.messages) == alone
+    with Ledger(tmp_path / ".digest" / "state.sqlite3", url=database_url) as ledger:
+        assert ledger.open_sends() == []  # all sent: the worker closed the send
+
+
+def test_a_worker_finishes_a_send_whose_month_lost_its_items(
+    run: Callable[..., Result], smtp_server: SmtpServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Items redated out of the month after sending began: the rest still get the frozen issue."""
+    monkeypatch.setenv("DIGEST_SMTP_URL", smtp_server.url)
+    alone = sent_alone(run, smtp_server, tmp_path)
+    begin_shared(run, monkeypatch, None)
+    path = tmp_path / "items.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("date: 2025-11-", "date: 2025-09-"), encoding="utf-8")
+
+    joined = run("worker", "--once")
+
+    assert (joined.exit_code, joined.stderr) == (0, ""), joined.stdout
+    assert joined.stdout.startswith("November 2025: sent 8, already sent 3, ")
+    assert undated(smtp_server.recorder.messages) == alone
+
+
 # -- claims and leases, on both engines --------------------------------------------------------
 
 
@@ -286,6 +398,36 @@ def run_plan(plan: delivery.Send, server: SmtpServer, clock: Clock, **options: A
     options.setdefault("sleep", lambda seconds: None)
     transport = SmtpTransport(parse_url(server.url))
     return plan.execute(transport, clock=clock, sharing=sharing, **options)
+
+
+def test_a_joining_worker_renders_only_a_selection_never_frozen(
+    bundled: catalogues.Catalogue, listed: subscribers.SubscriberList, ledger: Ledger
+) -> None:
+    """A reader whose selection was never frozen gets it rendered; an edited issue refuses it."""
+    delivery.prepare(bundled, listed, NOVEMBER, ledger, NOW)  # the sender: frozen and enrolled
+    issue = newsletter.issue(bundled, NOVEMBER, NOW)
+    chosen = frozenset({issue.sections[-1].category.slug})
+    selection = selection_key(chosen)
+    assert ledger.render(NOV, selection) is None  # no reader of the list chose just that
+    # Enrolled by a send that stopped before it rendered their selection.
+    new = subscribers.Subscriber("new@example.org", "New Reader", chosen, 99)
+    everyone = subscribers.SubscriberList((*listed.subscribers, new))
+    ledger.enrol(NOV, [(new.key, new.email, new.name, selection)])
+
+    plan = delivery.join(bundled, everyone, NOVEMBER, ledger, NOW)
+
+    assert plan is not None
+    assert len(plan.todo) == 12
+    assert not plan.changed
+    made = newsletter.Renderer(bundled).render(issue, chosen)
+    assert plan.renders[selection] == Render(made.subject, made.html, made.text)
+    for kept in {row.selection for row in plan.todo} - {selection}:
+        assert plan.renders[kept] == ledger.render(NOV, kept)
+    text = bundled.path.read_text(encoding="utf-8").replace(TITLE, "Medical School: Day One")
+    edited = catalogues.parse(text.encode(), bundled.path, "items.yaml")
+    with pytest.raises(DeliveryError, match="changed after sending began"):
+        delivery.join(edited, everyone, NOVEMBER, ledger, NOW)
+    assert delivery.join(edited, listed, NOVEMBER, ledger, NOW) is not None  # all frozen
 
 
 def test_a_live_claim_is_skipped_and_an_expired_one_taken(ledger: Ledger) -> None:

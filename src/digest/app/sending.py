@@ -388,9 +388,7 @@ def _join(
     key = str(month)
     with _ledger(settings) as ledger:
         links = signup.preferences_links(settings, now)
-        plan = delivery.prepare(
-            catalogue, listed, month, ledger, now, write=False, preferences=links
-        )
+        plan = delivery.join(catalogue, listed, month, ledger, now, preferences=links)
         if plan is None or not plan.todo:
             ledger.close_send(key, now)
             return None

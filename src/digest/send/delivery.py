@@ -1,12 +1,13 @@
 """Send a month's digest to every subscriber exactly once, whatever the server or a crash does.
 
-`prepare` freezes the issue and enrols the subscribers in the ledger; `Send.execute` works through
-every row not yet sent. A row is marked `sending` (committed) before its DATA goes out and `sent`
-only once the server accepted it; rows left `sending` by a crash are sent again, with the same
-Message-ID, by the next run, which says so. 4xx replies and lost connections are retried with
-backoff and jitter, reconnecting, then left `deferred` for the next run; a 5xx marks that recipient
-`failed` and the rest go on. A ledger another program keeps locked stops the run as a stop request
-does (`Halted`): nothing goes out that is not recorded `sending` first.
+`prepare` freezes the issue and enrols the subscribers in the ledger; `join` is a worker's plan of
+a send so begun, taken from the ledger; `Send.execute` works through every row not yet sent. A row
+is marked `sending` (committed) before its DATA goes out and `sent` only once the server accepted
+it; rows left `sending` by a crash are sent again, with the same Message-ID, by the next run, which
+says so. 4xx replies and lost connections are retried with backoff and jitter, reconnecting, then
+left `deferred` for the next run; a 5xx marks that recipient `failed` and the rest go on. A ledger
+another program keeps locked stops the run as a stop request does (`Halted`): nothing goes out that
+is not recorded `sending` first.
 
 The relay's limits (`newsletter.delivery` in the catalogue: connections, rate, daily limit) apply to
 every send, whoever starts it; a run may override them. A daily limit stops the run cleanly once
@@ -612,6 +613,89 @@ def prepare(
         resuming=resuming,
         preferences=preferences,
     )
+
+
+def join(
+    catalogue: Catalogue,
+    subscribers: SubscriberList,
+    month: Month,
+    ledger: Ledger,
+    now: datetime,
+    *,
+    preferences: Callable[[str], str] | None = None,
+) -> Send | None:
+    """Return a worker's part in `month`'s open send: the rows and renderings its sender froze.
+
+    Writes nothing, as a dry `prepare`, and renders nothing the ledger holds: the issue is the
+    frozen one, the rows are those the sender enrolled (readers it has not are not a worker's to
+    send), and each row's selection has its frozen rendering, whatever the catalogue and the
+    templates say now. Only a selection without one (its readers enrolled by a `prepare` that
+    stopped before rendering it) is rendered, as `prepare` renders it, and refused when the
+    catalogue no longer gives the frozen issue. A month never frozen is planned as a dry
+    `prepare`.
+    """
+    key = str(month)
+    frozen = ledger.frozen(key)
+    if frozen is None:
+        return prepare(
+            catalogue, subscribers, month, ledger, now, write=False, preferences=preferences
+        )
+    catalogue.mailing()
+    subscribers = without_suppressed(subscribers, ledger.suppressed())
+    listed = {s.key for s in subscribers.subscribers}
+    rows = [row for row in ledger.deliveries(key) if row.recipient in listed]
+    todo = [r for r in rows if r.status in _TODO]
+    linked = preferences is not None
+    afresh: _Afresh | None = None
+    renders: dict[str, Render] = {}
+    for selection in sorted({row.selection for row in todo}):
+        kept = ledger.render(key, selection)
+        if kept is None:
+            afresh = afresh or _Afresh.of(catalogue, month, now, frozen, linked)
+            kept = afresh.render(selection)
+        renders[selection] = kept
+    _refuse_linked(month, frozen, renders.values(), linked)
+    return Send(
+        catalogue=catalogue,
+        month=month,
+        ledger=ledger,
+        subject=frozen.subject,
+        items=frozen.items,
+        todo=todo,
+        already=sum(1 for r in rows if r.status == Status.SENT),
+        without_items=0,  # the sender left them out; a worker does not look at the issue
+        # Nor whether the catalogue changed since the freeze, unless it had to render.
+        changed=afresh is not None and afresh.changed,
+        frozen_at=frozen.frozen_at,
+        renders=renders,
+        preferences=preferences,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Afresh:
+    """What a worker renders of a frozen month: only while the catalogue still gives its issue."""
+
+    rendering: _Rendering
+    frozen: Frozen
+    changed: bool
+
+    @classmethod
+    def of(
+        cls, catalogue: Catalogue, month: Month, now: datetime, frozen: Frozen, linked: bool
+    ) -> _Afresh:
+        issue = newsletter.issue(catalogue, month, now)
+        rendering = _Rendering(newsletter.Renderer(catalogue), issue, {}, linked)
+        # As in `prepare`: the fingerprint is of the whole issue without preferences links.
+        changed = not issue.items or frozen.content_hash != content_hash(
+            rendering(selection_key(None), linked=False)
+        )
+        return cls(rendering, frozen, changed)
+
+    def render(self, selection: str) -> Render:
+        _refuse_unfrozen(self.rendering.issue.month, self.frozen, self.changed)
+        made = self.rendering(selection)
+        return Render(made.subject, made.html, made.text)
 
 
 @dataclass(frozen=True, slots=True)
