@@ -661,3 +661,26 @@ def test_worker_options_out_of_range_are_usage_errors(
     done = run("worker", option, value)
     assert done.exit_code == 2
     assert done.stderr.endswith(f"Error: Invalid value for '{option}': {why}\n")
+
+
+def test_a_refused_send_leaves_no_send_open_for_workers(
+    bundled: catalogues.Catalogue, listed: subscribers.SubscriberList, ledger: Ledger
+) -> None:
+    """A send refused for an issue changed since it was frozen opens nothing workers would join:
+    each would render the missing selection, be refused in turn, and exit (a `--forever` one
+    too)."""
+    delivery.prepare(bundled, listed, NOVEMBER, ledger, NOW)  # frozen, enrolled, opened
+    ledger.close_send(NOV, NOW)  # sent, say, and closed
+    issue = newsletter.issue(bundled, NOVEMBER, NOW)
+    chosen = frozenset({issue.sections[-1].category.slug})
+    new = subscribers.Subscriber("new@example.org", "New Reader", chosen, 99)
+    everyone = subscribers.SubscriberList((*listed.subscribers, new))
+    text = bundled.path.read_text(encoding="utf-8").replace(TITLE, "Medical School: Day One")
+    edited = catalogues.parse(text.encode(), bundled.path, "items.yaml")
+
+    with pytest.raises(DeliveryError, match="changed after sending began"):
+        delivery.prepare(edited, everyone, NOVEMBER, ledger, NOW)
+
+    assert ledger.open_sends() == []
+    delivery.prepare(bundled, everyone, NOVEMBER, ledger, NOW)  # the catalogue restored
+    assert ledger.open_sends() == [NOV]

@@ -581,7 +581,6 @@ def prepare(
     if write:
         ledger.enrol(key, enrolment)
         recorded = {r.recipient: r for r in ledger.deliveries(key)}
-        ledger.open_send(key, holder)
     elif again:
         recorded = {}
     rows = _rows(key, recorded, listed, enrolment, copies, stamp(now))
@@ -591,12 +590,13 @@ def prepare(
         kept = None if again and not write else ledger.render(key, selection)
         if kept is None:
             _refuse_unfrozen(month, frozen, changed)
-            made_now = rendered(selection)
-            kept = Render(made_now.subject, made_now.html, made_now.text)
+            kept = _frozen_form(rendered(selection))
             if write:
                 kept = ledger.keep_render(key, selection, kept)
         renders[selection] = kept
     _refuse_linked(month, frozen, renders.values(), rendered.linked)
+    if write:  # opened once all is frozen: a refused send leaves none open for workers to join
+        ledger.open_send(key, holder)
     return Send(
         catalogue=catalogue,
         month=month,
@@ -672,6 +672,11 @@ def join(
     )
 
 
+def _frozen_form(made: newsletter.Rendered) -> Render:
+    """Return what the ledger keeps of a selection's rendering: subject, HTML and text."""
+    return Render(made.subject, made.html, made.text)
+
+
 @dataclass(frozen=True, slots=True)
 class _Afresh:
     """What a worker renders of a frozen month: only while the catalogue still gives its issue."""
@@ -694,8 +699,7 @@ class _Afresh:
 
     def render(self, selection: str) -> Render:
         _refuse_unfrozen(self.rendering.issue.month, self.frozen, self.changed)
-        made = self.rendering(selection)
-        return Render(made.subject, made.html, made.text)
+        return _frozen_form(self.rendering(selection))
 
 
 @dataclass(frozen=True, slots=True)
