@@ -391,3 +391,27 @@ def test_the_state_option_says_what_it_is_on_both_engines() -> None:
         "The state database as an SQLite file; when DIGEST_DATABASE_URL names PostgreSQL the "
         "state is there, and this file's folder keeps only this machine's send locks."
     ) in " ".join(result.stdout.split())
+
+
+def test_a_digest_that_looked_while_another_made_the_schema_opens_it(
+    postgresql: PostgreSQL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hosts' first runs on an empty database: the one that looked (no schema yet) while the
+    other made it opens the schema as made. It used to look again outside the lock, find tables
+    at "schema 0" and refuse the database as older than itself (it failed so in CI: a worker
+    started beside `digest send` on a fresh database)."""
+    url = postgresql.database()
+    looked = Ledger._version
+    first: list[int] = []
+
+    def another_makes_it_between(self: Ledger) -> int:
+        found = looked(self)
+        if not first:
+            first.append(found)
+            Ledger(Path("unused"), url=url).close()  # the other host's first run, just then
+        return found
+
+    monkeypatch.setattr(Ledger, "_version", another_makes_it_between)
+    with Ledger(Path("unused"), url=url) as ledger:
+        assert migrations.version(ledger.database) == SCHEMA_VERSION
+    assert first == [0]

@@ -623,13 +623,16 @@ class Ledger:
         self._refuse_newer(version)
         if version == SCHEMA_VERSION:
             return  # nothing to write: a ledger another program keeps locked still opens
-        self._refuse_older(version, upgrade)
+        if version:  # an older shared database is refused before anything is locked
+            self._refuse_older(version, upgrade)
         try:
             with self._transaction() as db:
-                # Again, under the write lock: another process may have upgraded it meanwhile.
+                # Again, under the write lock: another process may have upgraded it meanwhile,
+                # or made a new one (its tables and version are seen together only here).
                 version = self._version()
                 self._refuse_newer(version)
                 if version < SCHEMA_VERSION:
+                    self._refuse_older(version, upgrade)
                     self._upgrade(db, version)
         except self._db.errors as exc:
             raise DeliveryError(
