@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -1269,3 +1270,16 @@ def test_daily_limit_flag_must_be_a_positive_number(run: Callable[..., Result], 
     assert result.exit_code == 2
     assert "Invalid value for '--daily-limit'" in result.stderr
     assert not (Path(STATE)).exists()
+
+
+def test_a_send_leaves_no_helper_process_behind(
+    run: Callable[..., Result], smtp: SmtpServer
+) -> None:
+    """The helper that styled the digest beside the send ends with it (IT would find it left)."""
+    from test_helper import helpers_of
+
+    result = run(*SEND, "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert sorted(smtp.recorder.by_recipient()) == sorted(READERS)
+    assert helpers_of(os.getpid()) == []

@@ -20,6 +20,7 @@ from digest.errors import CatalogueError, DeliveryError, DigestError, Problem, S
 from digest.months import Month
 
 if TYPE_CHECKING:
+    from digest.mail.helper import Helper
     from digest.mail.newsletter import Issue
     from digest.publish.catalogue import Catalogue
     from digest.send.delivery import Halted, MonthResult, Send
@@ -235,6 +236,21 @@ def send_month(
     Raises `SendBusyError` when another send of the month is running. A ledger that stays locked
     ends the send part-way: the result carries `halted`, with the summary so far.
     """
+    from digest.mail.helper import Helper
+
+    # Started first: premailer is imported in the helper while this process loads and enrols.
+    with Helper.start() as helper:
+        return _send_month(settings, month, now, clock, options, helper)
+
+
+def _send_month(
+    settings: Settings,
+    month: Month | None,
+    now: datetime,
+    clock: Callable[[], datetime],
+    options: SendOptions,
+    helper: Helper,
+) -> Sent:
     from digest.mail import newsletter
     from digest.send import delivery
 
@@ -286,6 +302,7 @@ def send_month(
                 holder=options.holder,
                 confirm=confirm,
                 resend=options.resend,
+                helper=helper.inline,
                 **execute,
             )
         except delivery.Halted as halted:

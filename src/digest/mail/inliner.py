@@ -12,6 +12,7 @@ Both methods are private to premailer. Should a release rename them or change wh
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any
 
 from premailer import Premailer
@@ -41,6 +42,26 @@ REUSABLE = fits(Premailer)
 def inliner(**options: Any) -> Any:
     """Return a premailer made with `options` that reuses its stylesheet work where it can."""
     return (Inliner if REUSABLE else Premailer)(**options)
+
+
+def for_digest() -> Any:
+    """Return the inliner a digest is styled with: in a send, in a preview, in the helper."""
+    # cssutils logs every property it does not know (mso-*, -webkit-*) as an error.
+    logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
+    # Every selection carries the same stylesheet: the inliner works through it once.
+    return inliner(
+        base_url=None,
+        allow_network=False,  # it would otherwise fetch linked stylesheets
+        strip_important=False,  # the dark-mode block needs its !important to win
+        keep_style_tags=False,
+        remove_classes=False,  # the media queries left in <style> select by class
+        disable_validation=True,
+        # Keep the container's width="600" attribute: premailer would otherwise copy the CSS
+        # `width: 100%` over it, and Outlook, which reads only the attribute, would stretch the
+        # layout to the whole window.
+        disable_basic_attributes=["width", "height"],
+        cssutils_logging_level=logging.CRITICAL,
+    )
 
 
 class Inliner(Premailer):  # type: ignore[misc]  # premailer ships no type information

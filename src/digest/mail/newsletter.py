@@ -14,7 +14,7 @@ import html
 import logging
 import re
 import textwrap
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -271,8 +271,15 @@ class _Fields(dict[str, Any]):
 class Renderer:
     """Renders a catalogue's digests; holds the templates and one premailer instance."""
 
-    def __init__(self, catalogue: Catalogue, templates: Path | None = None) -> None:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        templates: Path | None = None,
+        helper: Callable[[str], str | None] | None = None,
+    ) -> None:
+        """`helper`: inlines a page in another process (`helper.Helper.inline`), or says None."""
         self.catalogue = catalogue
+        self._helper = helper
         own = catalogue.path.parent / TEMPLATE_DIRECTORY
         # The office's own templates first; any file they lack comes from the shipped ones.
         search = [templates] if templates else [own] if own.is_dir() else []
@@ -519,27 +526,14 @@ class Renderer:
         return Markup(found) if found else None  # noqa: S704 -- <, > and & escaped as \u
 
     def _inline(self, page: str) -> str:
-        if self._inliner is None:
-            # Imported here: only inlining pays for premailer (the archive pages never do).
-            from digest.mail.inliner import inliner
+        inlined = self._helper(page) if self._helper is not None else None
+        if inlined is None:
+            if self._inliner is None:
+                # Imported here: only inlining pays for premailer (the archive pages never do).
+                from digest.mail.inliner import for_digest
 
-            # cssutils logs every property it does not know (mso-*, -webkit-*) as an error.
-            logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
-            # Every selection carries the same stylesheet: the inliner works through it once.
-            self._inliner = inliner(
-                base_url=None,
-                allow_network=False,  # it would otherwise fetch linked stylesheets
-                strip_important=False,  # the dark-mode block needs its !important to win
-                keep_style_tags=False,
-                remove_classes=False,  # the media queries left in <style> select by class
-                disable_validation=True,
-                # Keep the container's width="600" attribute: premailer would otherwise copy the
-                # CSS `width: 100%` over it, and Outlook, which reads only the attribute, would
-                # stretch the layout to the whole window.
-                disable_basic_attributes=["width", "height"],
-                cssutils_logging_level=logging.CRITICAL,
-            )
-        inlined: str = self._inliner.transform(page, pretty_print=False)
+                self._inliner = for_digest()
+            inlined = str(self._inliner.transform(page, pretty_print=False))
         return inlined.rstrip("\n") + "\n"
 
 

@@ -545,6 +545,7 @@ def prepare(
     preview: Send | None = None,
     preferences: Callable[[str], str] | None = None,
     holder: str = "digest",
+    helper: Callable[[str], str | None] | None = None,
 ) -> Send | None:
     """Freeze the month's issue and enrol its readers; None when the month has no items.
 
@@ -554,6 +555,7 @@ def prepare(
     person confirms first. `preview`, such a plan made a moment before, lends its renders.
     `preferences`, each reader's preferences URL maker: what is rendered now links to it.
     Writing opens the month's shared send (by `holder`): workers may join; the deferred go again.
+    `helper` inlines pages in another process (see `newsletter.Renderer`).
     """
     issue = newsletter.issue(catalogue, month, now)
     if not issue.items:
@@ -563,7 +565,8 @@ def prepare(
     subscribers = without_suppressed(subscribers, ledger.suppressed())
     listed, key = {s.key for s in subscribers.subscribers}, str(month)
     made = dict(preview.made) if preview is not None else {}
-    rendered = _Rendering(newsletter.Renderer(catalogue), issue, made, preferences is not None)
+    renderer = newsletter.Renderer(catalogue, helper=helper)
+    rendered = _Rendering(renderer, issue, made, preferences is not None)
     full = rendered(selection_key(None))  # the whole issue, as everyone with no choice gets it
     # The fingerprint is of the issue without preferences links, as before they existed: turning
     # the public pages on or off is no change of the digest, and months frozen earlier match.
@@ -1445,6 +1448,7 @@ def send_month(
     rate: float | None = None,
     daily_limit: int | None = None,
     preferences: Callable[[str], str] | None = None,
+    helper: Callable[[str], str | None] | None = None,
     **execute: Any,
 ) -> MonthResult:
     """Send `month` under the month's lock: what `digest send` and the scheduler both run.
@@ -1452,8 +1456,8 @@ def send_month(
     The relay's limits are the catalogue's (`newsletter.delivery`); `connections`, `rate` and
     `daily_limit`, when given, override them for this run. `confirm`, when given, sees the plan
     before anything is written and may decline (or raise, as Ctrl-C does). `preferences` makes
-    each reader's preferences URL (see `prepare`). Other keyword arguments go to `Send.execute`
-    (progress, stop, policy, sleep, unsubscribe).
+    each reader's preferences URL and `helper` inlines pages (see `prepare`). Other keyword
+    arguments go to `Send.execute` (progress, stop, policy, sleep, unsubscribe).
 
     A rehearsal transport (the outbox) is sent through the same path against a throwaway ledger:
     every reader's message is written, whatever was sent before, and `ledger` records the run as a
@@ -1474,7 +1478,7 @@ def send_month(
             subscribers = without_suppressed(subscribers, ledger.suppressed())
         # Nothing is written until the plan is confirmed: a declined send (to fix a typo, say)
         # leaves no frozen issue behind, and a declined --resend replaces no copy.
-        again = functools.partial(prepare, catalogue, subscribers, month, state, now)
+        again = functools.partial(prepare, catalogue, subscribers, month, state, now, helper=helper)
         preview = again(resend=resend, write=False, preferences=preferences)
         if preview is None:  # pragma: no cover - the issue was checked above
             return MonthResult("no items", limits=limits, rehearsal=rehearsal)
