@@ -267,6 +267,11 @@ def _send_month(
     chosen = newsletter.issue(catalogue, month, now)
     if not chosen.items:
         return Sent(month, delivery.MonthResult("no items"), transport.describe(), outbox, found)
+    # The helper styles the pages while the list goes into the store.
+    linked = settings.public_url is not None  # as signup.preferences_links decides
+    begun = delivery.prerender(
+        catalogue, found.listed, month, now, helper=helper.submit, linked=linked
+    )
     found = _from_store(settings, catalogue, found, month, now, options)
 
     def confirm(plan: Send) -> bool:
@@ -302,7 +307,8 @@ def _send_month(
                 holder=options.holder,
                 confirm=confirm,
                 resend=options.resend,
-                helper=helper.inline,
+                helper=helper.submit,
+                begun=begun,
                 **execute,
             )
         except delivery.Halted as halted:

@@ -275,9 +275,10 @@ class Renderer:
         self,
         catalogue: Catalogue,
         templates: Path | None = None,
-        helper: Callable[[str], str | None] | None = None,
+        helper: Callable[[str], Callable[[], str | None]] | None = None,
     ) -> None:
-        """`helper`: inlines a page in another process (`helper.Helper.inline`), or says None."""
+        """`helper`: hands a page to be inlined in another process (`helper.Helper.submit`);
+        what it gives back answers the page inlined, or None (it is inlined here)."""
         self.catalogue = catalogue
         self._helper = helper
         own = catalogue.path.parent / TEMPLATE_DIRECTORY
@@ -318,33 +319,49 @@ class Renderer:
         it took two fifths of a build's time. `preferences`: the footer links to each reader's
         preferences page (PREFERENCES_TOKEN), for a send with public pages.
         """
-        selection = chosen.only(categories)
         if web:  # rendered once per build: not kept, as every month's page would be
-            return self._render(selection, web)
-        key = (selection, preferences)
-        if key not in self._cache:
-            self._cache[key] = self._render(selection, web, preferences)
-        return self._cache[key]
+            selection = chosen.only(categories)
+            context = self._context(selection, web)
+            page = self._fill("digest.html.j2", context)
+            return Rendered(context["subject"], page, "", len(selection.items))
+        return self.start(chosen, categories, preferences=preferences)()
 
-    def _render(self, selection: Issue, web: bool, preferences: bool = False) -> Rendered:
-        context = self._context(selection, web, preferences)
-        subject = context["subject"]
+    def start(
+        self, chosen: Issue, categories: frozenset[str] | None = None, *, preferences: bool = False
+    ) -> Callable[[], Rendered]:
+        """Begin `render` of an email: the templates now, each raising as `render` would, and the
+        page handed to the helper; the call returned finishes it, giving what `render` gives."""
+        selection = chosen.only(categories)
+        key = (selection, preferences)
+        kept = self._cache.get(key)
+        if kept is not None:
+            return lambda: kept
+        context = self._context(selection, False, preferences)
         page = self._fill("digest.html.j2", context)
-        if web:
-            return Rendered(subject, page, "", len(selection.items))
         text = self._fill("digest.txt.j2", context)
         self._refuse_tokens(selection, context)
         self._refuse_fetches(page)  # before premailer sees the page: it would fetch them
-        inlined = self._inline(page)
-        footer = {
-            "View in browser": context["view_url"],
-            "Follow the feeds": context["feeds_url"],
-            "Unsubscribe": UNSUBSCRIBE_TOKEN,
-        }
-        # libxml2, inside premailer, cuts a page short after a text over 10 MB: what comes after,
-        # the footer among it, would be lost without a word.
-        _require_footer(selection.month, footer, inlined, text)
-        return Rendered(subject, inlined, text, len(selection.items))
+        answer = self._helper(page) if self._helper is not None else None
+
+        def finish() -> Rendered:
+            made = self._cache.get(key)
+            if made is None:
+                styled = answer() if answer is not None else None
+                inlined = self._inline(page) if styled is None else _ended_once(styled)
+                footer = {
+                    "View in browser": context["view_url"],
+                    "Follow the feeds": context["feeds_url"],
+                    "Unsubscribe": UNSUBSCRIBE_TOKEN,
+                }
+                # libxml2, inside premailer, cuts a page short after a text over 10 MB: what
+                # comes after, the footer among it, would be lost without a word.
+                _require_footer(selection.month, footer, inlined, text)
+                made = self._cache[key] = Rendered(
+                    context["subject"], inlined, text, len(selection.items)
+                )
+            return made
+
+        return finish
 
     def check(self, chosen: Issue) -> None:
         """Raise RenderError if `chosen`'s email cannot be rendered or styling it would fetch.
@@ -526,15 +543,17 @@ class Renderer:
         return Markup(found) if found else None  # noqa: S704 -- <, > and & escaped as \u
 
     def _inline(self, page: str) -> str:
-        inlined = self._helper(page) if self._helper is not None else None
-        if inlined is None:
-            if self._inliner is None:
-                # Imported here: only inlining pays for premailer (the archive pages never do).
-                from digest.mail.inliner import for_digest
+        if self._inliner is None:
+            # Imported here: only inlining pays for premailer (the archive pages never do).
+            from digest.mail.inliner import for_digest
 
-                self._inliner = for_digest()
-            inlined = str(self._inliner.transform(page, pretty_print=False))
-        return inlined.rstrip("\n") + "\n"
+            self._inliner = for_digest()
+        return _ended_once(str(self._inliner.transform(page, pretty_print=False)))
+
+
+def _ended_once(inlined: str) -> str:
+    """Return premailer's page ending in exactly one line break."""
+    return inlined.rstrip("\n") + "\n"
 
 
 def check(catalogue: Catalogue, now: datetime) -> None:

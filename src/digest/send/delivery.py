@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,7 +35,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import TYPE_CHECKING, Any
 
-from digest.errors import DeliveryError, LedgerBusyError
+from digest.errors import DeliveryError, LedgerBusyError, RenderError
 from digest.mail import message, newsletter
 from digest.months import Month
 from digest.publish.catalogue import Catalogue, Limits, Mailbox, Newsletter
@@ -545,7 +545,8 @@ def prepare(
     preview: Send | None = None,
     preferences: Callable[[str], str] | None = None,
     holder: str = "digest",
-    helper: Callable[[str], str | None] | None = None,
+    helper: Callable[[str], Callable[[], str | None]] | None = None,
+    begun: Mapping[str, Callable[[], newsletter.Rendered]] | None = None,
 ) -> Send | None:
     """Freeze the month's issue and enrol its readers; None when the month has no items.
 
@@ -555,7 +556,8 @@ def prepare(
     person confirms first. `preview`, such a plan made a moment before, lends its renders.
     `preferences`, each reader's preferences URL maker: what is rendered now links to it.
     Writing opens the month's shared send (by `holder`): workers may join; the deferred go again.
-    `helper` inlines pages in another process (see `newsletter.Renderer`).
+    `helper` inlines pages in another process (see `newsletter.Renderer`); `begun` holds the
+    renderings `prerender` began, by the keys `made` has.
     """
     issue = newsletter.issue(catalogue, month, now)
     if not issue.items:
@@ -566,7 +568,7 @@ def prepare(
     listed, key = {s.key for s in subscribers.subscribers}, str(month)
     made = dict(preview.made) if preview is not None else {}
     renderer = newsletter.Renderer(catalogue, helper=helper)
-    rendered = _Rendering(renderer, issue, made, preferences is not None)
+    rendered = _Rendering(renderer, issue, made, preferences is not None, dict(begun or {}))
     full = rendered(selection_key(None))  # the whole issue, as everyone with no choice gets it
     # The fingerprint is of the issue without preferences links, as before they existed: turning
     # the public pages on or off is no change of the digest, and months frozen earlier match.
@@ -717,14 +719,60 @@ class _Rendering:
     issue: newsletter.Issue
     made: dict[str, newsletter.Rendered]
     linked: bool
+    begun: dict[str, Callable[[], newsletter.Rendered]] = field(default_factory=dict)
 
     def __call__(self, selection: str, linked: bool | None = None) -> newsletter.Rendered:
         linked = self.linked if linked is None else linked
-        key = f"preferences:{selection}" if linked else selection
+        key = _made_key(selection, linked)
         if key not in self.made:
-            chosen = parse_selection(selection)
-            self.made[key] = self.renderer.render(self.issue, chosen, preferences=linked)
+            started = self.begun.pop(key, None)
+            if started is not None:
+                self.made[key] = started()
+            else:
+                chosen = parse_selection(selection)
+                self.made[key] = self.renderer.render(self.issue, chosen, preferences=linked)
         return self.made[key]
+
+
+def _made_key(selection: str, linked: bool) -> str:
+    """Return where `_Rendering` keeps a selection's rendering, with or without preferences."""
+    return f"preferences:{selection}" if linked else selection
+
+
+def prerender(
+    catalogue: Catalogue,
+    subscribers: SubscriberList,
+    month: Month,
+    now: datetime,
+    *,
+    helper: Callable[[str], Callable[[], str | None]],
+    linked: bool,
+) -> dict[str, Callable[[], newsletter.Rendered]]:
+    """Begin rendering what a send of `month` to `subscribers` will render: every selection
+    their choices make, and the whole issue, in the keys `prepare`'s `begun` takes.
+
+    The templates are filled in now and each page is handed to `helper`, which styles it while
+    the caller does other work. A selection `prepare` then wants that was not begun is rendered
+    there; so is everything when a template fails here, to say so where it always did.
+    """
+    issue = newsletter.issue(catalogue, month, now)
+    if not issue.items:
+        return {}
+    renderer = newsletter.Renderer(catalogue, helper=helper)
+    readers, _ = audience(issue, subscribers)
+    whole = selection_key(None)
+    chosen = sorted({whole, *(selection_key(reader.categories) for reader in readers)})
+    wanted = [(whole, False), *((selection, linked) for selection in chosen)]
+    begun: dict[str, Callable[[], newsletter.Rendered]] = {}
+    try:
+        for selection, links in wanted:
+            categories = parse_selection(selection)
+            begun[_made_key(selection, links)] = renderer.start(
+                issue, categories, preferences=links
+            )
+    except RenderError:
+        return {}
+    return begun
 
 
 def _refuse_linked(month: Month, frozen: Frozen, renders: Iterable[Render], linked: bool) -> None:
@@ -1448,7 +1496,8 @@ def send_month(
     rate: float | None = None,
     daily_limit: int | None = None,
     preferences: Callable[[str], str] | None = None,
-    helper: Callable[[str], str | None] | None = None,
+    helper: Callable[[str], Callable[[], str | None]] | None = None,
+    begun: Mapping[str, Callable[[], newsletter.Rendered]] | None = None,
     **execute: Any,
 ) -> MonthResult:
     """Send `month` under the month's lock: what `digest send` and the scheduler both run.
@@ -1456,7 +1505,8 @@ def send_month(
     The relay's limits are the catalogue's (`newsletter.delivery`); `connections`, `rate` and
     `daily_limit`, when given, override them for this run. `confirm`, when given, sees the plan
     before anything is written and may decline (or raise, as Ctrl-C does). `preferences` makes
-    each reader's preferences URL and `helper` inlines pages (see `prepare`). Other keyword
+    each reader's preferences URL, `helper` inlines pages and `begun` holds what `prerender`
+    began (see `prepare`). Other keyword
     arguments go to `Send.execute` (progress, stop, policy, sleep, unsubscribe).
 
     A rehearsal transport (the outbox) is sent through the same path against a throwaway ledger:
@@ -1479,7 +1529,7 @@ def send_month(
         # Nothing is written until the plan is confirmed: a declined send (to fix a typo, say)
         # leaves no frozen issue behind, and a declined --resend replaces no copy.
         again = functools.partial(prepare, catalogue, subscribers, month, state, now, helper=helper)
-        preview = again(resend=resend, write=False, preferences=preferences)
+        preview = again(resend=resend, write=False, preferences=preferences, begun=begun)
         if preview is None:  # pragma: no cover - the issue was checked above
             return MonthResult("no items", limits=limits, rehearsal=rehearsal)
         if not preview.todo and not preview.already and not _any_failed(state, key, resend):
