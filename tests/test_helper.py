@@ -120,11 +120,11 @@ def test_what_was_begun_ahead_is_not_rendered_again(
     begun = delivery.prerender(
         cat, listed_of(cat), NOVEMBER, NOW, helper=helper.submit, linked=linked
     )
-    assert len(begun) == len(expected.made)  # every selection, and the whole issue unlinked
+    assert len(begun.renders) == len(expected.made)  # every selection, and the whole unlinked
     rendered: list[Any] = []
     monkeypatch.setattr(newsletter.Renderer, "render", lambda *args, **kw: rendered.append(args))
 
-    sent = plan(cat, begun=begun, helper=helper.submit, **extra)
+    sent = plan(cat, begun=begun, **extra)
 
     assert rendered == []
     assert sent.renders == expected.renders
@@ -138,10 +138,10 @@ def test_a_selection_not_begun_is_rendered_when_wanted(helper: Helper) -> None:
     begun = delivery.prerender(
         cat, listed_of(cat), NOVEMBER, NOW, helper=helper.submit, linked=False
     )
-    some = dict(list(begun.items())[:2])
+    some = dict(list(begun.renders.items())[:2])
     assert len(some) < len(expected.made)
 
-    assert plan(cat, begun=some, helper=helper.submit).renders == expected.renders
+    assert plan(cat, begun=delivery.Begun(helper.submit, some)).renders == expected.renders
 
 
 def test_a_template_that_fails_ahead_is_left_to_the_send(tmp_path: Path, helper: Helper) -> None:
@@ -152,11 +152,12 @@ def test_a_template_that_fails_ahead_is_left_to_the_send(tmp_path: Path, helper:
     (tmp_path / "newsletter_templates" / "digest.txt.j2").write_text("{{ nothing.here }}\n")
     cat = catalogue.load(tmp_path / "items.yaml")
 
-    assert (
-        delivery.prerender(cat, listed_of(cat), NOVEMBER, NOW, helper=helper.submit, linked=False)
-        == {}
+    begun = delivery.prerender(
+        cat, listed_of(cat), NOVEMBER, NOW, helper=helper.submit, linked=False
     )
+    assert begun.renders == {}
     with pytest.raises(
-        RenderError, match=r"the newsletter template failed: 'nothing' is undefined"
+        RenderError,
+        match=r"digest.txt.j2:1: the newsletter template failed: 'nothing' is undefined",
     ):
-        plan(cat, helper=helper.submit)
+        plan(cat, begun=begun)

@@ -256,6 +256,19 @@ def test_broken_template_is_reported_with_its_line(tmp_path: Path) -> None:
         newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
 
 
+def test_a_misspelt_name_in_a_template_is_reported_with_its_line(tmp_path: Path) -> None:
+    """A name the template does not know (a typo in an edit) says where, not only what."""
+    cat = load_text(yaml_catalogue(), tmp_path)
+    own = tmp_path / "newsletter_templates"
+    own.mkdir()
+    (own / "digest.txt.j2").write_text("Line one\n{{ month }}\n{{ mnoth.label }}\n")
+    with pytest.raises(RenderError) as raised:
+        newsletter.Renderer(cat).render(newsletter.issue(cat, NOVEMBER, NOW))
+    assert str(raised.value) == (
+        f"{own / 'digest.txt.j2'}:3: the newsletter template failed: 'mnoth' is undefined"
+    )
+
+
 def test_text_version_wraps_and_spells_out_links(tmp_path: Path) -> None:
     """Plain-text readers get 72-column lines and see where each link goes."""
     long = "word " * 40 + "see [the plan](/plans/x.html)."

@@ -307,7 +307,6 @@ def _send_month(
                 holder=options.holder,
                 confirm=confirm,
                 resend=options.resend,
-                helper=helper.submit,
                 begun=begun,
                 **execute,
             )

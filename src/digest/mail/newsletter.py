@@ -14,6 +14,7 @@ import html
 import logging
 import re
 import textwrap
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -426,6 +427,8 @@ class Renderer:
             return self.environment.get_template(name).render(context)
         except jinja2.TemplateError as exc:
             filename, line = getattr(exc, "filename", None), getattr(exc, "lineno", None)
+            if not (filename and line):  # raised while filling in: a misspelt name, say
+                filename, line = _template_line(exc)
             where = f"{filename}:{line}: " if filename and line else ""
             raise RenderError(f"{where}the newsletter template failed: {exc}") from exc
 
@@ -549,6 +552,19 @@ class Renderer:
 
             self._inliner = for_digest()
         return _ended_once(str(self._inliner.transform(page, pretty_print=False)))
+
+
+def _template_line(error: BaseException) -> tuple[str | None, int | None]:
+    """Return the template file and line an error raised while filling it in came from.
+
+    Jinja gives the template's own frames in the traceback of such an error, each with the
+    template's file and line (its documented debugging aid); the innermost is where it stopped.
+    """
+    found: tuple[str | None, int | None] = (None, None)
+    for frame in traceback.extract_tb(error.__traceback__):
+        if frame.filename.endswith(".j2"):
+            found = (frame.filename, frame.lineno)
+    return found
 
 
 def _ended_once(inlined: str) -> str:

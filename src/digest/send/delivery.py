@@ -545,8 +545,7 @@ def prepare(
     preview: Send | None = None,
     preferences: Callable[[str], str] | None = None,
     holder: str = "digest",
-    helper: Callable[[str], Callable[[], str | None]] | None = None,
-    begun: Mapping[str, Callable[[], newsletter.Rendered]] | None = None,
+    begun: Begun | None = None,
 ) -> Send | None:
     """Freeze the month's issue and enrol its readers; None when the month has no items.
 
@@ -556,8 +555,7 @@ def prepare(
     person confirms first. `preview`, such a plan made a moment before, lends its renders.
     `preferences`, each reader's preferences URL maker: what is rendered now links to it.
     Writing opens the month's shared send (by `holder`): workers may join; the deferred go again.
-    `helper` inlines pages in another process (see `newsletter.Renderer`); `begun` holds the
-    renderings `prerender` began, by the keys `made` has.
+    `begun`: what `prerender` began, and the helper that styles what it did not.
     """
     issue = newsletter.issue(catalogue, month, now)
     if not issue.items:
@@ -567,8 +565,7 @@ def prepare(
     subscribers = without_suppressed(subscribers, ledger.suppressed())
     listed, key = {s.key for s in subscribers.subscribers}, str(month)
     made = dict(preview.made) if preview is not None else {}
-    renderer = newsletter.Renderer(catalogue, helper=helper)
-    rendered = _Rendering(renderer, issue, made, preferences is not None, dict(begun or {}))
+    rendered = _Rendering.of(catalogue, issue, made, preferences is not None, begun)
     full = rendered(selection_key(None))  # the whole issue, as everyone with no choice gets it
     # The fingerprint is of the issue without preferences links, as before they existed: turning
     # the public pages on or off is no change of the digest, and months frozen earlier match.
@@ -590,15 +587,8 @@ def prepare(
         recorded = {}
     rows = _rows(key, recorded, listed, enrolment, copies, stamp(now))
     todo = [r for r in rows if r.status in _TODO]
-    renders: dict[str, Render] = {}
-    for selection in sorted({row.selection for row in todo}):
-        kept = None if again and not write else ledger.render(key, selection)
-        if kept is None:
-            _refuse_unfrozen(month, frozen, changed)
-            kept = _frozen_form(rendered(selection))
-            if write:
-                kept = ledger.keep_render(key, selection, kept)
-        renders[selection] = kept
+    kept = None if again and not write else ledger.render
+    renders = _renders(ledger, month, todo, rendered, frozen, changed, kept, write=write)
     _refuse_linked(month, frozen, renders.values(), rendered.linked)
     if write:  # opened once all is frozen: a refused send leaves none open for workers to join
         ledger.open_send(key, holder)
@@ -618,6 +608,32 @@ def prepare(
         resuming=resuming,
         preferences=preferences,
     )
+
+
+def _renders(
+    ledger: Ledger,
+    month: Month,
+    todo: list[Delivery],
+    rendered: _Rendering,
+    frozen: Frozen,
+    changed: bool,
+    kept: Callable[[str, str], Render | None] | None,
+    *,
+    write: bool,
+) -> dict[str, Render]:
+    """Return each selection's frozen rendering: as `kept` has it (the ledger's), or rendered
+    now and, with `write`, kept; refused when the month's issue changed since it was frozen."""
+    key = str(month)
+    renders: dict[str, Render] = {}
+    for selection in sorted({row.selection for row in todo}):
+        render = None if kept is None else kept(key, selection)
+        if render is None:
+            _refuse_unfrozen(month, frozen, changed)
+            render = _frozen_form(rendered(selection))
+            if write:
+                render = ledger.keep_render(key, selection, render)
+        renders[selection] = render
+    return renders
 
 
 def join(
@@ -721,6 +737,19 @@ class _Rendering:
     linked: bool
     begun: dict[str, Callable[[], newsletter.Rendered]] = field(default_factory=dict)
 
+    @classmethod
+    def of(
+        cls,
+        catalogue: Catalogue,
+        issue: newsletter.Issue,
+        made: dict[str, newsletter.Rendered],
+        linked: bool,
+        begun: Begun | None,
+    ) -> _Rendering:
+        helper = begun.helper if begun is not None else None
+        renderer = newsletter.Renderer(catalogue, helper=helper)
+        return cls(renderer, issue, made, linked, dict(begun.renders) if begun else {})
+
     def __call__(self, selection: str, linked: bool | None = None) -> newsletter.Rendered:
         linked = self.linked if linked is None else linked
         key = _made_key(selection, linked)
@@ -739,6 +768,15 @@ def _made_key(selection: str, linked: bool) -> str:
     return f"preferences:{selection}" if linked else selection
 
 
+@dataclass(frozen=True)
+class Begun:
+    """Renderings a send began ahead (`prerender`), by `_Rendering`'s keys, and the helper that
+    styles their pages and any the send renders later."""
+
+    helper: Callable[[str], Callable[[], str | None]]
+    renders: Mapping[str, Callable[[], newsletter.Rendered]]
+
+
 def prerender(
     catalogue: Catalogue,
     subscribers: SubscriberList,
@@ -747,7 +785,7 @@ def prerender(
     *,
     helper: Callable[[str], Callable[[], str | None]],
     linked: bool,
-) -> dict[str, Callable[[], newsletter.Rendered]]:
+) -> Begun:
     """Begin rendering what a send of `month` to `subscribers` will render: every selection
     their choices make, and the whole issue, in the keys `prepare`'s `begun` takes.
 
@@ -757,7 +795,7 @@ def prerender(
     """
     issue = newsletter.issue(catalogue, month, now)
     if not issue.items:
-        return {}
+        return Begun(helper, {})
     renderer = newsletter.Renderer(catalogue, helper=helper)
     readers, _ = audience(issue, subscribers)
     whole = selection_key(None)
@@ -771,8 +809,8 @@ def prerender(
                 issue, categories, preferences=links
             )
     except RenderError:
-        return {}
-    return begun
+        return Begun(helper, {})
+    return Begun(helper, begun)
 
 
 def _refuse_linked(month: Month, frozen: Frozen, renders: Iterable[Render], linked: bool) -> None:
@@ -1496,8 +1534,7 @@ def send_month(
     rate: float | None = None,
     daily_limit: int | None = None,
     preferences: Callable[[str], str] | None = None,
-    helper: Callable[[str], Callable[[], str | None]] | None = None,
-    begun: Mapping[str, Callable[[], newsletter.Rendered]] | None = None,
+    begun: Begun | None = None,
     **execute: Any,
 ) -> MonthResult:
     """Send `month` under the month's lock: what `digest send` and the scheduler both run.
@@ -1505,9 +1542,8 @@ def send_month(
     The relay's limits are the catalogue's (`newsletter.delivery`); `connections`, `rate` and
     `daily_limit`, when given, override them for this run. `confirm`, when given, sees the plan
     before anything is written and may decline (or raise, as Ctrl-C does). `preferences` makes
-    each reader's preferences URL, `helper` inlines pages and `begun` holds what `prerender`
-    began (see `prepare`). Other keyword
-    arguments go to `Send.execute` (progress, stop, policy, sleep, unsubscribe).
+    each reader's preferences URL, and `begun` holds what `prerender` began (see `prepare`).
+    Other keyword arguments go to `Send.execute` (progress, stop, policy, sleep, unsubscribe).
 
     A rehearsal transport (the outbox) is sent through the same path against a throwaway ledger:
     every reader's message is written, whatever was sent before, and `ledger` records the run as a
@@ -1528,8 +1564,8 @@ def send_month(
             subscribers = without_suppressed(subscribers, ledger.suppressed())
         # Nothing is written until the plan is confirmed: a declined send (to fix a typo, say)
         # leaves no frozen issue behind, and a declined --resend replaces no copy.
-        again = functools.partial(prepare, catalogue, subscribers, month, state, now, helper=helper)
-        preview = again(resend=resend, write=False, preferences=preferences, begun=begun)
+        again = functools.partial(prepare, catalogue, subscribers, month, state, now, begun=begun)
+        preview = again(resend=resend, write=False, preferences=preferences)
         if preview is None:  # pragma: no cover - the issue was checked above
             return MonthResult("no items", limits=limits, rehearsal=rehearsal)
         if not preview.todo and not preview.already and not _any_failed(state, key, resend):
