@@ -117,10 +117,15 @@ def test_what_was_begun_ahead_is_not_rendered_again(
     cat = catalogue.load(CATALOGUES["bundled"])
     extra: dict[str, Any] = {"preferences": (lambda email: "https://x/p") if linked else None}
     expected = plan(cat, **extra)
-    begun = delivery.prerender(
-        cat, listed_of(cat), NOVEMBER, NOW, helper=helper.submit, linked=linked
-    )
+    submitted: list[str] = []
+
+    def submit(page: str) -> Any:
+        submitted.append(page)
+        return helper.submit(page)
+
+    begun = delivery.prerender(cat, listed_of(cat), NOVEMBER, NOW, helper=submit, linked=linked)
     assert len(begun.renders) == len(expected.made)  # every selection, and the whole unlinked
+    assert len(submitted) == len(begun.renders)  # each page styled once
     rendered: list[Any] = []
     monkeypatch.setattr(newsletter.Renderer, "render", lambda *args, **kw: rendered.append(args))
 

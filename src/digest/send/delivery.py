@@ -768,7 +768,7 @@ def _made_key(selection: str, linked: bool) -> str:
     return f"preferences:{selection}" if linked else selection
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Begun:
     """Renderings a send began ahead (`prerender`), by `_Rendering`'s keys, and the helper that
     styles their pages and any the send renders later."""
@@ -800,7 +800,8 @@ def prerender(
     readers, _ = audience(issue, subscribers)
     whole = selection_key(None)
     chosen = sorted({whole, *(selection_key(reader.categories) for reader in readers)})
-    wanted = [(whole, False), *((selection, linked) for selection in chosen)]
+    # The fingerprint's (the whole issue without links), then each selection as it is sent.
+    wanted = dict.fromkeys([(whole, False), *((selection, linked) for selection in chosen)])
     begun: dict[str, Callable[[], newsletter.Rendered]] = {}
     try:
         for selection, links in wanted:
