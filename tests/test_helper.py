@@ -146,7 +146,7 @@ def test_a_selection_not_begun_is_rendered_when_wanted(helper: Helper) -> None:
     some = dict(list(begun.renders.items())[:2])
     assert len(some) < len(expected.made)
 
-    assert plan(cat, begun=delivery.Begun(helper.submit, some)).renders == expected.renders
+    assert plan(cat, begun=delivery.Begun(begun.renderer, some)).renders == expected.renders
 
 
 def test_a_template_that_fails_ahead_is_left_to_the_send(tmp_path: Path, helper: Helper) -> None:

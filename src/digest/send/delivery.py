@@ -555,7 +555,7 @@ def prepare(
     person confirms first. `preview`, such a plan made a moment before, lends its renders.
     `preferences`, each reader's preferences URL maker: what is rendered now links to it.
     Writing opens the month's shared send (by `holder`): workers may join; the deferred go again.
-    `begun`: what `prerender` began, and the helper that styles what it did not.
+    `begun`: what `prerender` began, and its renderer for anything else.
     """
     issue = newsletter.issue(catalogue, month, now)
     if not issue.items:
@@ -746,9 +746,9 @@ class _Rendering:
         linked: bool,
         begun: Begun | None,
     ) -> _Rendering:
-        helper = begun.helper if begun is not None else None
-        renderer = newsletter.Renderer(catalogue, helper=helper)
-        return cls(renderer, issue, made, linked, dict(begun.renders) if begun else {})
+        if begun is None:
+            return cls(newsletter.Renderer(catalogue), issue, made, linked)
+        return cls(begun.renderer, issue, made, linked, dict(begun.renders))
 
     def __call__(self, selection: str, linked: bool | None = None) -> newsletter.Rendered:
         linked = self.linked if linked is None else linked
@@ -770,10 +770,10 @@ def _made_key(selection: str, linked: bool) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Begun:
-    """Renderings a send began ahead (`prerender`), by `_Rendering`'s keys, and the helper that
-    styles their pages and any the send renders later."""
+    """Renderings a send began ahead (`prerender`), by `_Rendering`'s keys, and the renderer
+    that began them: the send renders anything else with it (its helper, templates and cache)."""
 
-    helper: Callable[[str], Callable[[], str | None]]
+    renderer: newsletter.Renderer
     renders: Mapping[str, Callable[[], newsletter.Rendered]]
 
 
@@ -793,10 +793,10 @@ def prerender(
     the caller does other work. A selection `prepare` then wants that was not begun is rendered
     there; so is everything when a template fails here, to say so where it always did.
     """
+    renderer = newsletter.Renderer(catalogue, helper=helper)
     issue = newsletter.issue(catalogue, month, now)
     if not issue.items:
-        return Begun(helper, {})
-    renderer = newsletter.Renderer(catalogue, helper=helper)
+        return Begun(renderer, {})
     readers, _ = audience(issue, subscribers)
     whole = selection_key(None)
     chosen = sorted({whole, *(selection_key(reader.categories) for reader in readers)})
@@ -810,8 +810,8 @@ def prerender(
                 issue, categories, preferences=links
             )
     except RenderError:
-        return Begun(helper, {})
-    return Begun(helper, begun)
+        return Begun(renderer, {})
+    return Begun(renderer, begun)
 
 
 def _refuse_linked(month: Month, frozen: Frozen, renders: Iterable[Render], linked: bool) -> None:
